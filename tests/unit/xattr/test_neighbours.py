@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xattr.neighbours.index import build_index, nearest_neighbours
+
+
+def test_exact_neighbours_match_brute_force_and_exclude_self() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 8)).astype(np.float32)
+    dist, ids = nearest_neighbours(build_index(x), x, k=5)
+    full = ((x[:, None, :].astype(np.float64) - x[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(full, np.inf)
+    expected = np.argsort(full, axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(ids, expected)
+    np.testing.assert_allclose(dist, np.take_along_axis(full, expected, axis=1), rtol=1e-4)
+
+
+def test_k_is_capped_by_corpus_size() -> None:
+    x = np.eye(3, dtype=np.float32)
+    dist, ids = nearest_neighbours(build_index(x), x, k=10)
+    assert ids.shape == (3, 2)
+    assert all(row not in ids[row] for row in range(3))
+
+
+def test_bad_vectors_are_refused() -> None:
+    with pytest.raises(ValueError, match="non-empty"):
+        build_index(np.zeros((0, 4), np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        build_index(np.array([[np.nan, 1.0]], np.float32))

@@ -1,0 +1,238 @@
+"""Read a user's corpus (Parquet, CSV or JSONL) into the canonical corpus columns, with checks.
+
+Canonical columns: ``doc_id``, ``text``, ``text_pair``, ``label`` (class index or regression
+value), ``label_set`` (multi-label class indices) and ``group``. Every problem is reported with the
+file, the column and the offending rows (1-based data rows, as a spreadsheet shows them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+OnProblem = Literal["error", "drop"]
+
+
+class CorpusError(ValueError):
+    """The corpus file cannot be used as given; the message names file, column and rows."""
+
+
+@dataclass(frozen=True)
+class CorpusColumns:
+    """Which columns of the user's file hold what.
+
+    Attributes:
+        text: The text to explain (required).
+        pair: The second text of a sentence pair, if any.
+        label: The gold label (class name or index, or a number for regression), if any.
+        group: A grouping or category column (e.g. product category), if any.
+        id: A unique document id column; row numbers are used when absent.
+        multi_label: Labels are lists (or ``label_separator``-joined strings) of classes.
+        label_separator: Separator of joined multi-label strings.
+    """
+
+    text: str = "text"
+    pair: str | None = None
+    label: str | None = None
+    group: str | None = None
+    id: str | None = None
+    multi_label: bool = False
+    label_separator: str = "|"
+
+
+@dataclass(frozen=True)
+class LoadedCorpus:
+    """The canonical corpus frame and what was done to get it.
+
+    Attributes:
+        frame: Columns ``doc_id, text, text_pair, label, label_set, group``.
+        rows_read: Rows in the file.
+        dropped: Counts of rows dropped by the handling policies, by reason.
+    """
+
+    frame: pd.DataFrame
+    rows_read: int
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+def _rows(mask: pd.Series, limit: int = 10) -> str:
+    """1-based row numbers where ``mask`` holds, at most ``limit`` of them."""
+    idx = [int(i) + 1 for i in mask[mask].index[:limit]]
+    more = int(mask.sum()) - len(idx)
+    return ", ".join(map(str, idx)) + (f" and {more} more" if more > 0 else "")
+
+
+def read_table_file(path: Path) -> pd.DataFrame:
+    """Read Parquet, CSV or JSON Lines by file suffix.
+
+    Raises:
+        CorpusError: Missing file, unknown suffix, or unreadable content.
+    """
+    if not path.is_file():
+        raise CorpusError(f"corpus file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        if suffix == ".csv":
+            # Blank lines are rows too: skipping them would silently lose rows and shift row numbers.
+            return pd.read_csv(path, keep_default_na=True, skip_blank_lines=False)
+        if suffix in (".jsonl", ".ndjson", ".json"):
+            return pd.read_json(path, lines=True)
+    except Exception as exc:  # noqa: BLE001 - any parser failure becomes one named error
+        raise CorpusError(f"corpus file {str(path)!r} cannot be read: {exc}") from exc
+    raise CorpusError(f"corpus file {str(path)!r}: unknown format {suffix!r}; use .parquet, .csv or .jsonl")
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return bool(pd.api.types.is_scalar(value) and pd.isna(value))
+
+
+def _label_index(value: Any, label2id: Mapping[str, int] | None, where: str) -> float:
+    if isinstance(value, str):
+        if label2id and value in label2id:
+            return float(label2id[value])
+        try:
+            return float(value)
+        except ValueError:
+            known = ", ".join(sorted(label2id)) if label2id else "none (the model has no label names)"
+            raise CorpusError(f"{where}: label {value!r} is not a known class; known classes: {known}") from None
+    return float(value)
+
+
+def load_corpus(
+    path: Path | str,
+    columns: CorpusColumns,
+    *,
+    label2id: Mapping[str, int] | None = None,
+    empty_texts: OnProblem = "error",
+    missing_labels: OnProblem = "error",
+) -> LoadedCorpus:
+    """Read and check a corpus file.
+
+    Args:
+        path: Parquet, CSV or JSONL file.
+        columns: Which columns hold what.
+        label2id: Class name to index, for string labels (from the model config).
+        empty_texts: ``"error"`` or ``"drop"`` rows whose text is empty or whitespace only.
+        missing_labels: ``"error"`` or ``"drop"`` rows whose label is missing or NaN (only when
+            a label column is configured).
+
+    Returns:
+        The canonical corpus and the counts of dropped rows.
+
+    Raises:
+        CorpusError: Empty file, missing column, empty texts, missing labels, duplicate ids,
+            unknown class names, or non-finite regression labels; the message names the file,
+            column and rows.
+    """
+    path = Path(path)
+    raw = read_table_file(path).reset_index(drop=True)
+    name = str(path)
+    if len(raw) == 0:
+        raise CorpusError(f"corpus file {name!r} has no rows")
+    wanted = {"text": columns.text, "pair": columns.pair, "label": columns.label, "group": columns.group, "id": columns.id}
+    for role, col in wanted.items():
+        if col is not None and col not in raw.columns:
+            raise CorpusError(
+                f"corpus file {name!r}: {role} column {col!r} not found; columns are: {', '.join(map(str, raw.columns))}"
+            )
+    dropped: dict[str, int] = {}
+    text = raw[columns.text]
+    bad_type = text.map(lambda v: not isinstance(v, str) and not _is_missing(v))
+    if bad_type.any():
+        raise CorpusError(f"corpus file {name!r}, column {columns.text!r}: non-text values in rows {_rows(bad_type)}")
+    empty = text.map(lambda v: _is_missing(v) or not str(v).strip())
+    if columns.pair is not None:
+        empty_pair = raw[columns.pair].map(lambda v: _is_missing(v) or not str(v).strip())
+        empty = empty | empty_pair
+    if empty.any():
+        if empty_texts == "error":
+            raise CorpusError(
+                f"corpus file {name!r}, column {columns.text!r}{' or ' + repr(columns.pair) if columns.pair else ''}: "
+                f"empty or whitespace-only text in rows {_rows(empty)} (set empty_texts: drop to skip them)"
+            )
+        dropped["empty_text"] = int(empty.sum())
+    keep = ~empty
+    if columns.label is not None:
+        missing = raw[columns.label].map(_is_missing) & keep
+        if missing.any():
+            if missing_labels == "error":
+                raise CorpusError(
+                    f"corpus file {name!r}, column {columns.label!r}: missing or NaN label in rows {_rows(missing)} "
+                    "(set missing_labels: drop to skip them)"
+                )
+            dropped["missing_label"] = int(missing.sum())
+            keep = keep & ~missing
+    if columns.id is not None:
+        ids = raw[columns.id].map(lambda v: "" if _is_missing(v) else str(v))
+        no_id = (ids == "") & keep
+        if no_id.any():
+            raise CorpusError(f"corpus file {name!r}, column {columns.id!r}: missing id in rows {_rows(no_id)}")
+    else:
+        ids = pd.Series([f"row-{i + 1:06d}" for i in range(len(raw))])
+    dup = ids.duplicated(keep=False) & keep
+    if dup.any():
+        first = ids[dup].iloc[0]
+        raise CorpusError(
+            f"corpus file {name!r}, column {columns.id!r}: duplicate document id {first!r} in rows "
+            f"{_rows(ids == first)} ({int(dup.sum())} rows share an id)"
+        )
+    rows = raw.index[keep]
+    n = len(rows)
+    frame = pd.DataFrame(
+        {
+            "doc_id": pd.Series(ids[rows].astype(str).to_list(), dtype=object),
+            "text": pd.Series(raw.loc[rows, columns.text].astype(str).to_list(), dtype=object),
+            "text_pair": pd.Series(
+                raw.loc[rows, columns.pair].astype(str).to_list() if columns.pair else [None] * n, dtype=object
+            ),
+            "label": pd.Series(
+                _labels(raw, rows, columns, label2id, name) if columns.label and not columns.multi_label else [None] * n,
+                dtype="float64",
+            ),
+            "label_set": pd.Series(
+                _label_sets(raw, rows, columns, label2id, name) if columns.label and columns.multi_label else [None] * n,
+                dtype=object,
+            ),
+            "group": pd.Series(
+                [None if _is_missing(v) else str(v) for v in raw.loc[rows, columns.group]] if columns.group else [None] * n,
+                dtype=object,
+            ),
+        }
+    )
+    if len(frame) == 0:
+        raise CorpusError(f"corpus file {name!r}: no rows left after dropping {dropped}")
+    return LoadedCorpus(frame=frame, rows_read=len(raw), dropped=dropped)
+
+
+def _labels(raw: pd.DataFrame, rows: pd.Index, columns: CorpusColumns, label2id: Mapping[str, int] | None, name: str) -> list[float]:
+    out = []
+    for i in rows:
+        where = f"corpus file {name!r}, column {columns.label!r}, row {int(i) + 1}"
+        value = _label_index(raw.at[i, columns.label], label2id, where)
+        if not math.isfinite(value):
+            raise CorpusError(f"{where}: label {value} is not finite")
+        out.append(value)
+    return out
+
+
+def _label_sets(
+    raw: pd.DataFrame, rows: pd.Index, columns: CorpusColumns, label2id: Mapping[str, int] | None, name: str
+) -> list[list[int]]:
+    out = []
+    for i in rows:
+        where = f"corpus file {name!r}, column {columns.label!r}, row {int(i) + 1}"
+        value = raw.at[i, columns.label]
+        items: Sequence[Any] = value.split(columns.label_separator) if isinstance(value, str) else list(value)
+        out.append([int(_label_index(v.strip() if isinstance(v, str) else v, label2id, where)) for v in items if str(v).strip()])
+    return out

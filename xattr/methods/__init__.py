@@ -1,0 +1,31 @@
+"""Attribution methods, one per module, registered by name.
+
+Importing this package registers every method; pick one with :func:`get_method`.
+"""
+
+from __future__ import annotations
+
+from xattr.methods.base import (
+    AttributionMethod,
+    MethodParams,
+    available_methods,
+    describe_parameters,
+    get_method,
+    register_method,
+)
+from xattr.methods.grad_input import GradInput
+from xattr.methods.runner import TokenAttribution, attribute_corpus
+from xattr.methods.simple_grad import SimpleGrad
+
+__all__ = [
+    "AttributionMethod",
+    "GradInput",
+    "MethodParams",
+    "SimpleGrad",
+    "TokenAttribution",
+    "attribute_corpus",
+    "available_methods",
+    "describe_parameters",
+    "get_method",
+    "register_method",
+]

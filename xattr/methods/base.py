@@ -1,0 +1,104 @@
+"""The attribution-method interface and the registry that configs and the CLI pick from."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from xattr.models.encoding import Batch
+from xattr.models.loading import LoadedModel
+
+
+class MethodParams(BaseModel):
+    """Base of every method's parameters: immutable, unknown keys refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AttributionMethod(ABC):
+    """One attribution method: token scores for a batch of texts and one target output each.
+
+    Subclasses set the class attributes and implement :meth:`attribute_batch`.
+
+    Attributes:
+        name: Registry name used in configs.
+        summary: One line saying what it computes.
+        paper: The reference (paper and equation).
+        Params: The pydantic model of its parameters.
+        multiplies_by_inputs: Whether scores multiply the gradient by the input (Captum's flag).
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    paper: ClassVar[str]
+    Params: ClassVar[type[MethodParams]] = MethodParams
+    multiplies_by_inputs: ClassVar[bool] = False
+
+    def __init__(self, params: MethodParams | None = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    @abstractmethod
+    def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
+        """Token scores for one padded batch.
+
+        Args:
+            loaded: The model (eval mode).
+            batch: Padded inputs on the model's device, ``(batch, seq)``.
+            targets: ``(batch,)`` output index to explain for each row.
+
+        Returns:
+            ``(batch, seq)`` scores; values at padding positions are ignored.
+        """
+
+
+_REGISTRY: dict[str, type[AttributionMethod]] = {}
+
+
+def register_method(cls: type[AttributionMethod]) -> type[AttributionMethod]:
+    """Class decorator adding a method to the registry under ``cls.name``."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"attribution method {cls.name!r} is registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available_methods() -> dict[str, type[AttributionMethod]]:
+    """All registered methods by name, sorted."""
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get_method(name: str, params: dict[str, Any] | None = None) -> AttributionMethod:
+    """Instantiate a registered method with validated parameters.
+
+    Args:
+        name: Registry name.
+        params: Parameter values; unknown keys are refused.
+
+    Returns:
+        The method instance.
+
+    Raises:
+        ValueError: Unknown name (valid names listed) or invalid parameters (named).
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown attribution method {name!r}; valid methods: {', '.join(sorted(_REGISTRY))}")
+    cls = _REGISTRY[name]
+    try:
+        validated = cls.Params(**(params or {}))
+    except ValidationError as exc:
+        raise ValueError(f"invalid parameters for method {name!r}: {exc}") from exc
+    return cls(validated)
+
+
+def describe_parameters(cls: type[AttributionMethod]) -> list[tuple[str, str, Any, str]]:
+    """``(name, type, default, description)`` for each parameter of a method."""
+    rows = []
+    for field_name, info in cls.Params.model_fields.items():
+        annotation: Callable[..., Any] | Any = info.annotation
+        type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        rows.append((field_name, type_name, info.default, info.description or ""))
+    return rows

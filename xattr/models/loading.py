@@ -1,0 +1,163 @@
+"""Load a fine-tuned Hugging Face model and its tokenizer from a local directory or a hub id."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from xattr.device import pick_device
+from xattr.models.tasks import infer_task
+from xattr.types import TaskName
+
+logger = logging.getLogger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    """A model or tokenizer could not be loaded; the message names the source and the reason."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for explanation: in eval mode, on its device, with its tokenizer.
+
+    Attributes:
+        model: The ``PreTrainedModel`` (sequence classification head).
+        tokenizer: Its fast tokenizer (offsets are needed for word alignment).
+        task: How the output is read (see :mod:`xattr.models.tasks`).
+        source: Where it was loaded from (directory or hub id), for provenance.
+        device: The device the model lives on.
+        output_transform: ``"log"`` when a regression output is the log of a positive quantity
+            (e.g. log price), else ``"identity"``.
+        max_length: The longest input, in word pieces, the model accepts.
+    """
+
+    model: Any
+    tokenizer: Any
+    task: TaskName
+    source: str
+    device: torch.device
+    output_transform: str = "identity"
+    max_length: int = 512
+    id2label: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def num_outputs(self) -> int:
+        """Number of output units (1 for regression)."""
+        return int(self.model.config.num_labels)
+
+    @property
+    def num_layers(self) -> int:
+        """Number of encoder layers (hidden states are indexed 0..num_layers)."""
+        return int(self.model.config.num_hidden_layers)
+
+
+def _is_local_path(source: str) -> bool:
+    path = Path(source).expanduser()
+    return path.exists() or path.is_absolute() or source.startswith((".", "~")) or source.count("/") > 1
+
+
+def load_model(
+    source: str | Path,
+    *,
+    task: str | None = None,
+    need_attentions: bool = False,
+    trust_remote_code: bool = False,
+    use_safetensors: bool = True,
+    device: str | None = None,
+    dtype: torch.dtype | None = None,
+    max_length: int | None = None,
+) -> LoadedModel:
+    """Load a sequence-classification model and tokenizer.
+
+    Args:
+        source: A local model directory or a Hugging Face hub id (``org/name``).
+        task: Task name, or ``None`` to infer it from the model config.
+        need_attentions: Load with eager attention so attention weights are returned (the
+            default ``sdpa`` implementation silently returns none).
+        trust_remote_code: Allow model code shipped with the checkpoint. Off by default.
+        use_safetensors: Refuse pickle weights unless turned off.
+        device: ``"cuda"``, ``"cpu"`` or ``None`` for CUDA when available.
+        dtype: Optional parameter dtype (``torch.float64`` in exact tests).
+        max_length: Longest input in word pieces; defaults to the model's own limit.
+
+    Returns:
+        The loaded model in eval mode on its device.
+
+    Raises:
+        ModelLoadError: The directory does not exist, holds no model, or the hub id cannot be
+            fetched (for example when offline).
+    """
+    source = str(source)
+    if _is_local_path(source):
+        path = Path(source).expanduser()
+        if not path.is_dir():
+            raise ModelLoadError(f"model directory {source!r} does not exist")
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"model directory {source!r} has no config.json")
+        source = str(path.resolve())
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    try:
+        config = AutoConfig.from_pretrained(source, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True, **kwargs)
+        model_kwargs: dict[str, Any] = dict(kwargs, use_safetensors=use_safetensors)
+        if need_attentions:
+            model_kwargs["attn_implementation"] = "eager"
+        if dtype is not None:
+            model_kwargs["dtype"] = dtype
+        model = AutoModelForSequenceClassification.from_pretrained(source, **model_kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load model {source!r}: {exc}") from exc
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelLoadError(f"model {source!r} has no fast tokenizer; offsets are needed for word alignment")
+    resolved_task = infer_task(config, task)
+    target = pick_device(device)
+    model.to(target)
+    model.eval()
+    limit = min(
+        int(getattr(config, "max_position_embeddings", 512) or 512),
+        int(tokenizer.model_max_length if tokenizer.model_max_length < 10**6 else 512),
+    )
+    if max_length is not None:
+        limit = min(limit, int(max_length))
+    logger.info("loaded %s as %s on %s", source, resolved_task, target)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        task=resolved_task,
+        source=source,
+        device=target,
+        output_transform=str(getattr(config, "xattr_output_transform", "identity")),
+        max_length=limit,
+        id2label={int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()},
+    )
+
+
+def from_modules(model: Any, tokenizer: Any, *, task: str | None = None, max_length: int | None = None) -> LoadedModel:
+    """Wrap an in-memory model and tokenizer (tests, notebooks) as a :class:`LoadedModel`.
+
+    Args:
+        model: A ``PreTrainedModel`` with a sequence classification head.
+        tokenizer: Its fast tokenizer.
+        task: Task name or ``None`` to infer it.
+        max_length: Longest input in word pieces.
+
+    Returns:
+        The wrapped model, switched to eval mode.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    limit = int(max_length or getattr(model.config, "max_position_embeddings", 512))
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        task=infer_task(model.config, task),
+        source="<in-memory>",
+        device=device,
+        output_transform=str(getattr(model.config, "xattr_output_transform", "identity")),
+        max_length=limit,
+    )

@@ -1,0 +1,14 @@
+"""Type aliases shared across the library."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+#: How a model's output is read: one of the supported task types.
+TaskName = Literal["classification", "pair_classification", "multi_label", "regression"]
+
+#: How removed tokens are replaced when measuring faithfulness.
+ReplacementPolicy = Literal["mask", "pad", "unk", "delete"]
+
+#: How a token's embedding-dimension vector becomes one score.
+Reduction = Literal["sum_of_squares", "sum"]
