@@ -108,7 +108,7 @@ def _discard(path: Path) -> None:
         logger.warning("could not remove temporary file %s: %s", path, exc)
 
 
-def publish_file(target: Path, write: Callable[[Path], None], *, artifact: str) -> str:
+def publish_file(target: Path, write: Callable[[Path], object], *, artifact: str) -> str:
     """Write a file next to ``target`` and link it into place without ever overwriting.
 
     ``write`` fills a fresh temporary file in ``target``'s directory, named

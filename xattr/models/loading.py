@@ -161,3 +161,33 @@ def from_modules(model: Any, tokenizer: Any, *, task: str | None = None, max_len
         output_transform=str(getattr(model.config, "xattr_output_transform", "identity")),
         max_length=limit,
     )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to load a model the same way in every stage.
+
+    Attributes:
+        source: Local model directory or hub id.
+        task: Task name, or ``None`` to infer it.
+        trust_remote_code: Allow model code shipped with the checkpoint.
+        max_length: Longest input in word pieces (``None``: the model's limit).
+        device: ``"cuda"``, ``"cpu"`` or ``None`` for CUDA when available.
+    """
+
+    source: str
+    task: str | None = None
+    trust_remote_code: bool = False
+    max_length: int | None = None
+    device: str | None = None
+
+    def load(self, *, need_attentions: bool = False) -> LoadedModel:
+        """Load the model described by this spec (see :func:`load_model`)."""
+        return load_model(
+            self.source,
+            task=self.task,
+            need_attentions=need_attentions,
+            trust_remote_code=self.trust_remote_code,
+            device=self.device,
+            max_length=self.max_length,
+        )

@@ -9,6 +9,7 @@ from typing import Any
 
 import faiss
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from storage import ArtifactRef, StorageError, read_index, write_index
@@ -17,12 +18,12 @@ DIM = 8
 
 
 @pytest.fixture
-def vectors() -> np.ndarray:
+def vectors() -> npt.NDArray[np.float32]:
     return np.random.default_rng(7).standard_normal((20, DIM)).astype(np.float32)
 
 
 @pytest.fixture
-def index(vectors: np.ndarray) -> faiss.IndexFlatL2:
+def index(vectors: npt.NDArray[np.float32]) -> faiss.IndexFlatL2:
     flat = faiss.IndexFlatL2(DIM)
     flat.add(vectors)
     return flat
@@ -36,9 +37,9 @@ def _entries(directory: Path) -> list[str]:
 
 
 def test_round_trip_search_results_identical(
-    tmp_path: Path, index: faiss.IndexFlatL2, vectors: np.ndarray
+    tmp_path: Path, index: faiss.IndexFlatL2, vectors: npt.NDArray[np.float32]
 ) -> None:
-    queries = vectors[:5] + 0.01
+    queries = (vectors[:5] + 0.01).astype(np.float32)
     distances_before, ids_before = index.search(queries, 4)
     directory = tmp_path / "run" / "index" / "faiss"
     ref = write_index(index, directory, name="index/faiss", manifest=MANIFEST)
@@ -76,7 +77,9 @@ def test_ref_and_manifest_contents(tmp_path: Path, index: faiss.IndexFlatL2) -> 
     assert MANIFEST == {"model": "minilm", "source_sha256": "ab" * 32, "metric": "l2"}
 
 
-def test_base_class_index_reads_back_as_subclass(tmp_path: Path, vectors: np.ndarray) -> None:
+def test_base_class_index_reads_back_as_subclass(
+    tmp_path: Path, vectors: npt.NDArray[np.float32]
+) -> None:
     index = faiss.index_factory(DIM, "Flat", faiss.METRIC_INNER_PRODUCT)
     index.add(vectors)
     ref = write_index(index, tmp_path / "ip", name="ip", manifest={})

@@ -1,0 +1,212 @@
+"""The ``explain_corpus`` flow: load corpus -> encode -> index -> attribute -> evaluate -> summary."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.filesystems import LocalFileSystem
+from prefect.runtime import flow_run
+
+from flows.settings import ExplainSettings
+from storage import read_artifact
+from storage.text_files import write_text_file
+from tasks import tracking
+from tasks.attribute import attribute_stage
+from tasks.build_index import build_index_stage
+from tasks.encode_corpus import encode_corpus_stage
+from tasks.evaluate import evaluate_stage
+from tasks.load_corpus import load_corpus_stage
+from tasks.results import RunContext, StageResult
+from xattr.reporting.words import top_words, word_scores
+
+
+def _result_storage(workdir: Path) -> str:
+    """A saved local result-storage block under ``workdir`` (Prefect needs it saved server-side)."""
+    slug = "xattr-results-" + hashlib.sha256(str(workdir).encode()).hexdigest()[:12]
+    LocalFileSystem(basepath=str(workdir / "stage-cache")).save(slug, overwrite=True)
+    return f"local-file-system/{slug}"
+
+
+class _Stages:
+    """Runs stage tasks with cross-run caching and records each as an MLflow child run."""
+
+    def __init__(self, storage_slug: str, tracking_uri: str, parent_run_id: str) -> None:
+        self.storage_slug = storage_slug
+        self.tracking_uri = tracking_uri
+        self.parent_run_id = parent_run_id
+        self.results: list[tuple[StageResult, bool]] = []
+
+    def run(self, stage_task: Any, **kwargs: Any) -> StageResult:
+        configured = stage_task.with_options(result_storage=self.storage_slug)
+        state = configured(**kwargs, return_state=True)
+        result: StageResult = state.result()
+        cached = state.name == "Cached"
+        if cached and result.missing_artifacts():
+            get_run_logger().warning("cache entry of %s points at deleted artifacts; recomputing", result.stage)
+            state = configured.with_options(refresh_cache=True)(**kwargs, return_state=True)
+            result, cached = state.result(), False
+        tracking.log_stage(self.tracking_uri, self.parent_run_id, result, cached=cached)
+        self.results.append((result, cached))
+        return result
+
+
+def _run_id() -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{str(flow_run.get_id() or 'local')[:8]}"
+
+
+@flow(name="explain-corpus", log_prints=True)
+def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
+    """Explain every text of a corpus with each configured method and measure faithfulness.
+
+    Args:
+        settings: The resolved configuration (see ``flows.settings.ExplainSettings``).
+
+    Returns:
+        Run id, MLflow parent run id, artifact paths, per-method metrics and top words.
+    """
+    logger = get_run_logger()
+    workdir = settings.workdir.resolve()
+    context = RunContext(workdir / "artifacts", _run_id())
+    uri = settings.tracking_uri()
+    config = settings.model_dump(mode="json")
+    parent = tracking.start_parent_run(
+        uri, settings.tracking.experiment, workdir / "mlflow-artifacts", settings.name, config, {"xattr.run_id": context.run_id}
+    )
+    logger.info("run %s: artifacts under %s, MLflow run %s (%s)", context.run_id, context.artifacts_root / context.run_id, parent, uri)
+    stages = _Stages(_result_storage(workdir), uri, parent)
+    model = settings.model.spec()
+    try:
+        corpus = stages.run(
+            load_corpus_stage,
+            path=settings.corpus.path,
+            columns=settings.corpus.columns(),
+            model=model,
+            empty_texts=settings.corpus.empty_texts,
+            missing_labels=settings.corpus.missing_labels,
+            context=context,
+        ).refs["corpus"]
+        embeddings = stages.run(
+            encode_corpus_stage,
+            corpus=corpus,
+            model=model,
+            layer=settings.encode.layer,
+            batch_size=settings.encode.batch_size,
+            context=context,
+        ).refs["embeddings"]
+        stages.run(
+            build_index_stage,
+            embeddings=embeddings,
+            index_type=settings.index.type,
+            neighbours=settings.index.neighbours,
+            context=context,
+        )
+        per_method: dict[str, dict[str, Any]] = {}
+        for method in settings.attribution.methods:
+            attributed = stages.run(
+                attribute_stage,
+                corpus=corpus,
+                model=model,
+                method=method.name,
+                label=method.key,
+                params=method.params,
+                target=settings.attribution.target,
+                batch_size=settings.attribution.batch_size,
+                context=context,
+            )
+            evaluated = stages.run(
+                evaluate_stage,
+                corpus=corpus,
+                attributions=attributed.refs["attributions"],
+                model=model,
+                label=method.key,
+                fractions=tuple(settings.evaluation.fractions),
+                replacement=settings.evaluation.replacement,
+                max_texts=settings.evaluation.max_texts,
+                seed=settings.evaluation.seed,
+                batch_size=settings.evaluation.batch_size,
+                context=context,
+            )
+            per_method[method.key] = {
+                "attributions": attributed.refs["attributions"],
+                "evaluation": evaluated.refs["evaluation"],
+                "metrics": evaluated.metrics,
+                "attribute_seconds": attributed.seconds,
+                "signed": method.params.get("reduction") == "sum",
+            }
+        summary = _summarise(settings, context, corpus, per_method, stages.results)
+    except BaseException:
+        tracking.finish_parent_run(uri, parent, {}, status="FAILED")
+        raise
+    headline = {f"{key}/{m}": float(v) for key, info in per_method.items() for m, v in info["metrics"].items() if "@" not in m}
+    headline["cache_hits"] = float(sum(cached for _, cached in stages.results))
+    headline["stages"] = float(len(stages.results))
+    tracking.log_files(uri, parent, {"summary": Path(summary["summary_path"]), "evaluation": Path(summary["evaluation_table"])})
+    tracking.finish_parent_run(uri, parent, headline)
+    summary.update(run_id=context.run_id, mlflow_run_id=parent, tracking_uri=uri, cache_hits=int(headline["cache_hits"]))
+    logger.info("done: %s", summary["summary_path"])
+    return summary
+
+
+def _summarise(
+    settings: ExplainSettings,
+    context: RunContext,
+    corpus_ref: Any,
+    per_method: dict[str, dict[str, Any]],
+    stage_results: list[tuple[StageResult, bool]],
+) -> dict[str, Any]:
+    """Write ``summary.md`` / ``summary.json`` and a Prefect markdown artifact."""
+    corpus = read_artifact(corpus_ref).to_pandas()
+    out_dir = context.artifacts_root / context.run_id / "summary"
+    lines = [f"# xattr run `{context.run_id}`", "", f"Model: `{settings.model.path}`; corpus: `{settings.corpus.path}` ({len(corpus)} texts).", ""]
+    lines += [
+        f"## Faithfulness (replacement: `{settings.evaluation.replacement}`, texts: {settings.evaluation.max_texts or 'all'})",
+        "",
+        "| method | AOPC | log-odds | attribute s |",
+        "|---|---|---|---|",
+    ]
+    rows = []
+    for key, info in per_method.items():
+        m = info["metrics"]
+        lines.append(f"| {key} | {m.get('aopc', float('nan')):.4f} | {m.get('log_odds', float('nan')):.4f} | {info['attribute_seconds']:.1f} |")
+        rows.append({"method": key, **{k: v for k, v in m.items()}})
+    top: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for key, info in per_method.items():
+        scores = word_scores(read_artifact(info["attributions"]).to_pandas(), corpus)
+        entry = {"top": top_words(scores, k=10, min_count=5, signed=False).to_dict("records")}
+        if info["signed"]:
+            entry["positive"] = top_words(scores, k=10, min_count=5, signed=True).to_dict("records")
+            flipped = scores.assign(score=-scores["score"])
+            entry["negative"] = top_words(flipped, k=10, min_count=5, signed=True).to_dict("records")
+        top[key] = entry
+        lines += ["", f"## Top words: {key}", "", ", ".join(f"{w['word']} ({w['mean_share']:.3f})" for w in entry["top"])]
+        for side in ("positive", "negative"):
+            if side in entry:
+                lines.append(f"\n{side}: " + ", ".join(w["word"] for w in entry[side]))
+    lines += ["", "## Stages", "", "| stage | seconds | cached |", "|---|---|---|"]
+    lines += [f"| {r.stage} | {r.seconds:.1f} | {'yes' if c else 'no'} |" for r, c in stage_results]
+    markdown = "\n".join(lines) + "\n"
+    summary_path = out_dir / "summary.md"
+    write_text_file(summary_path, markdown, name="summary/summary.md")
+    table_path = out_dir / "evaluation.csv"
+    write_text_file(table_path, pd.DataFrame(rows).to_csv(index=False), name="summary/evaluation.csv")
+    payload = {
+        "artifacts_dir": str(context.artifacts_root / context.run_id),
+        "metrics": {k: v["metrics"] for k, v in per_method.items()},
+        "top_words": top,
+        "stages": [{"stage": r.stage, "seconds": r.seconds, "cached": c, "refs": {n: ref.to_dict() for n, ref in r.refs.items()}} for r, c in stage_results],
+    }
+    write_text_file(out_dir / "summary.json", json.dumps(payload, indent=2, default=str), name="summary/summary.json")
+    try:
+        create_markdown_artifact(markdown=markdown, key="xattr-summary", description="xattr run summary")
+    except Exception:  # noqa: BLE001 - the UI artifact is a convenience; files and MLflow hold the record
+        get_run_logger().warning("could not create the Prefect markdown artifact")
+    payload.update(summary_path=str(summary_path), evaluation_table=str(table_path))
+    return payload

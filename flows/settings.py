@@ -1,0 +1,206 @@
+"""The flow's configuration: one pydantic model, read from YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from xattr.data.corpus import CorpusColumns
+from xattr.methods import get_method
+from xattr.models.loading import ModelSpec
+from xattr.models.targets import TargetPolicy
+from xattr.neighbours.index import IndexType
+from xattr.types import ReplacementPolicy, TaskName
+
+
+class SettingsError(ValueError):
+    """A configuration file cannot be used; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CorpusSettings(_Strict):
+    """Where the corpus is and which columns hold what."""
+
+    path: Path = Field(description="Parquet, CSV or JSONL file")
+    text_column: str = "text"
+    pair_column: str | None = Field(None, description="second text of sentence pairs")
+    label_column: str | None = Field(None, description="gold label (class name/index or number)")
+    group_column: str | None = Field(None, description="category or group, e.g. product category")
+    id_column: str | None = Field(None, description="unique document id; row numbers when absent")
+    multi_label: bool = False
+    label_separator: str = "|"
+    empty_texts: Literal["error", "drop"] = "error"
+    missing_labels: Literal["error", "drop"] = "error"
+
+    def columns(self) -> CorpusColumns:
+        return CorpusColumns(
+            text=self.text_column,
+            pair=self.pair_column,
+            label=self.label_column,
+            group=self.group_column,
+            id=self.id_column,
+            multi_label=self.multi_label,
+            label_separator=self.label_separator,
+        )
+
+
+class ModelSettings(_Strict):
+    """The fine-tuned model to explain."""
+
+    path: str = Field(description="local model directory or Hugging Face hub id")
+    task: TaskName | None = Field(None, description="inferred from the model config when omitted")
+    trust_remote_code: bool = False
+    max_length: int | None = Field(None, ge=2, description="longest input in word pieces; longer texts are truncated")
+    device: str | None = Field(None, description="cuda, cpu, or empty for CUDA when available")
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec(self.path, self.task, self.trust_remote_code, self.max_length, self.device)
+
+
+class EncodeSettings(_Strict):
+    """Text embeddings for the neighbour index."""
+
+    layer: int = Field(-1, description="hidden-state index: 0 embeddings, -1 last layer")
+    batch_size: int = Field(32, ge=1)
+
+
+class IndexSettings(_Strict):
+    """The FAISS index over text embeddings."""
+
+    type: IndexType = "flat_l2"
+    neighbours: int = Field(10, ge=1, description="neighbours stored per text")
+
+
+class MethodConfig(_Strict):
+    """One attribution method to run."""
+
+    name: str = Field(description="registry name, see `xattr methods`")
+    label: str | None = Field(None, description="name in results; defaults to the method name")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+    @model_validator(mode="after")
+    def _known_method(self) -> MethodConfig:
+        get_method(self.name, self.params)
+        if not self.key.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"method label {self.key!r} may hold only letters, digits, '_' and '-'")
+        return self
+
+
+class AttributionSettings(_Strict):
+    """Which methods explain which output."""
+
+    methods: list[MethodConfig] = Field(
+        default_factory=lambda: [MethodConfig(name="simple_grad"), MethodConfig(name="grad_input")]
+    )
+    target: TargetPolicy = Field("predicted", description="explain the predicted class or the given label")
+    batch_size: int = Field(32, ge=1)
+
+    @field_validator("methods")
+    @classmethod
+    def _unique_labels(cls, methods: list[MethodConfig]) -> list[MethodConfig]:
+        if not methods:
+            raise ValueError("at least one method is needed")
+        keys = [m.key for m in methods]
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        if dup:
+            raise ValueError(f"method labels must be unique; repeated: {', '.join(dup)} (set `label`)")
+        return methods
+
+
+class EvaluationSettings(_Strict):
+    """Faithfulness under token removal (AOPC comprehensiveness, log-odds)."""
+
+    fractions: list[float] = Field(default_factory=lambda: [round(0.1 * k, 1) for k in range(1, 10)])
+    replacement: ReplacementPolicy = Field("mask", description="what replaces removed tokens: mask, pad, unk, delete")
+    max_texts: int | None = Field(200, ge=1, description="texts evaluated (a seeded sample); empty for all")
+    seed: int = 0
+    batch_size: int = Field(64, ge=1)
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, values: list[float]) -> list[float]:
+        if not values or any(not 0.0 < v <= 1.0 for v in values):
+            raise ValueError("fractions must be a non-empty list of numbers in (0, 1]")
+        return sorted(set(values))
+
+
+class TrackingSettings(_Strict):
+    """MLflow tracking."""
+
+    uri: str | None = Field(None, description="tracking URI; default sqlite:///<workdir>/mlflow.db")
+    experiment: str = "xattr"
+
+
+class ExplainSettings(_Strict):
+    """Everything ``explain_corpus`` needs."""
+
+    name: str = Field("explain", description="run name shown in MLflow")
+    workdir: Path = Field(Path("xattr-runs"), description="artifacts, caches and the MLflow store go here")
+    corpus: CorpusSettings
+    model: ModelSettings
+    encode: EncodeSettings = Field(default_factory=EncodeSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    attribution: AttributionSettings = Field(default_factory=AttributionSettings)
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+
+    def tracking_uri(self) -> str:
+        """The explicit MLflow tracking URI (SQLite under the work directory by default)."""
+        return self.tracking.uri or f"sqlite:///{(self.workdir.resolve() / 'mlflow.db')}"
+
+
+def _resolve(base: Path, value: str | Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def load_settings(path: Path | str, overrides: dict[str, Any] | None = None) -> ExplainSettings:
+    """Read a YAML config; relative paths are taken relative to the config file.
+
+    Args:
+        path: The YAML file.
+        overrides: Top-level keys to replace (e.g. ``{"workdir": ...}``).
+
+    Returns:
+        The validated settings.
+
+    Raises:
+        SettingsError: Missing or unreadable file, invalid YAML, or invalid values (the message
+            names the file and each offending field).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SettingsError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SettingsError(f"config file {str(path)!r} must hold a mapping at the top level")
+    raw.update(overrides or {})
+    base = path.resolve().parent
+    if isinstance(raw.get("corpus"), dict) and "path" in raw["corpus"]:
+        raw["corpus"]["path"] = str(_resolve(base, raw["corpus"]["path"]))
+    if isinstance(raw.get("model"), dict) and "path" in raw["model"]:
+        candidate = _resolve(base, raw["model"]["path"])
+        if candidate.exists() or str(raw["model"]["path"]).startswith((".", "/", "~")):
+            raw["model"]["path"] = str(candidate)
+    if "workdir" in raw:
+        raw["workdir"] = str(_resolve(base, raw["workdir"]))
+    else:
+        raw["workdir"] = str(_resolve(base, "xattr-runs"))
+    try:
+        return ExplainSettings.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise SettingsError(f"config file {str(path)!r}: {problems}") from exc

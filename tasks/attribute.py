@@ -1,0 +1,93 @@
+"""Stage: token attributions of every text by one method."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from prefect import task
+
+from storage import ArtifactRef, ArtifactStore
+from tasks.caching import stage_cache_key
+from tasks.corpus_io import read_corpus
+from tasks.models import loaded_model
+from tasks.progress import StageProgress
+from tasks.results import RunContext, StageResult
+from xattr.methods import attribute_corpus, get_method
+from xattr.models.forward import predict_logits
+from xattr.models.loading import ModelSpec
+from xattr.models.targets import TargetPolicy, resolve_targets
+
+
+@task(
+    name="attribute",
+    task_run_name="attribute-{label}",
+    cache_key_fn=stage_cache_key,
+    persist_result=True,
+)
+def attribute_stage(
+    corpus: ArtifactRef,
+    model: ModelSpec,
+    method: str,
+    label: str,
+    params: dict[str, Any],
+    target: TargetPolicy,
+    batch_size: int,
+    context: RunContext,
+) -> StageResult:
+    """Write the ``token_attributions`` artifact for method ``method`` under the name ``label``."""
+    started = time.perf_counter()
+    attribution_method = get_method(method, params)
+    loaded = loaded_model(model)
+    view = read_corpus(corpus, loaded)
+    logits = predict_logits(loaded, view.encoded, batch_size=batch_size)
+    label_sets = view.frame["label_set"].tolist() if target == "label" else None
+    targets = resolve_targets(
+        loaded.task, logits, policy=target, labels=view.frame["label"].tolist(), label_sets=label_sets
+    )
+    results = attribute_corpus(
+        attribution_method, loaded, view.encoded, targets, batch_size=batch_size, progress=StageProgress(f"attribute-{label}")
+    )
+    doc_ids, targets_col, token_index, tokens, words, starts, ends, scores = [], [], [], [], [], [], [], []
+    for r in results:
+        enc = view.encoded[r.position]
+        n = len(enc)
+        doc_ids.extend([view.doc_ids[r.position]] * n)
+        targets_col.extend([r.target] * n)
+        token_index.extend(range(n))
+        tokens.extend(loaded.tokenizer.convert_ids_to_tokens(list(enc.input_ids)))
+        words.extend(enc.word_index)
+        starts.extend(o[0] for o in enc.offsets)
+        ends.extend(o[1] for o in enc.offsets)
+        scores.append(r.scores)
+    table = pa.table(
+        {
+            "doc_id": pa.array(doc_ids, pa.string()),
+            "method": pa.array([label] * len(doc_ids), pa.string()),
+            "target": pa.array(targets_col, pa.int32()),
+            "token_index": pa.array(token_index, pa.int32()),
+            "token": pa.array(tokens, pa.string()),
+            "word_index": pa.array(words, pa.int32()),
+            "char_start": pa.array(starts, pa.int32()),
+            "char_end": pa.array(ends, pa.int32()),
+            "score": pa.array(np.concatenate(scores).astype(np.float32) if scores else [], pa.float32()),
+        }
+    )
+    seconds = time.perf_counter() - started
+    ref = ArtifactStore(context.artifacts_root, context.run_id).write(
+        "token_attributions",
+        f"attribute-{label}",
+        "attributions",
+        table,
+        metadata={"method": method, "params": repr(sorted(attribution_method.params.model_dump().items())), "target": target},
+    )
+    return StageResult(
+        f"attribute-{label}",
+        {"attributions": ref},
+        {"texts": float(len(view.encoded)), "explanations": float(len(results)), "texts_per_second": len(view.encoded) / seconds},
+        {"method": method, "target": target, "batch_size": str(batch_size)}
+        | {f"param.{k}": str(v) for k, v in attribution_method.params.model_dump().items()},
+        seconds,
+    )

@@ -1,0 +1,58 @@
+"""Stage: mean-pooled hidden states of one layer for every text."""
+
+from __future__ import annotations
+
+import time
+
+import pyarrow as pa
+from prefect import task
+from prefect.logging import get_run_logger
+
+from storage import ArtifactRef, ArtifactStore
+from tasks.caching import stage_cache_key
+from tasks.corpus_io import read_corpus
+from tasks.models import loaded_model
+from tasks.progress import StageProgress
+from tasks.results import RunContext, StageResult
+from xattr.models.forward import mean_pooled_hidden_states
+from xattr.models.loading import ModelSpec
+
+
+@task(name="encode_corpus", cache_key_fn=stage_cache_key, persist_result=True)
+def encode_corpus_stage(corpus: ArtifactRef, model: ModelSpec, layer: int, batch_size: int, context: RunContext) -> StageResult:
+    """Write the ``embeddings`` artifact: one float32 vector per document."""
+    started = time.perf_counter()
+    loaded = loaded_model(model)
+    view = read_corpus(corpus, loaded)
+    truncated = sum(e.truncated for e in view.encoded)
+    if truncated:
+        get_run_logger().warning(
+            "%d of %d texts exceed %d word pieces and were truncated", truncated, len(view.encoded), loaded.max_length
+        )
+    vectors = mean_pooled_hidden_states(
+        loaded, view.encoded, layer=layer, batch_size=batch_size, progress=StageProgress("encode_corpus")
+    )
+    dim = int(vectors.shape[1])
+    table = pa.table(
+        {
+            "doc_id": pa.array(view.doc_ids, pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim),
+        }
+    )
+    layer_index = layer if layer >= 0 else loaded.num_layers + 1 + layer
+    ref = ArtifactStore(context.artifacts_root, context.run_id).write(
+        "embeddings",
+        "encode_corpus",
+        "embeddings",
+        table,
+        metadata={"model": loaded.source, "layer": str(layer_index), "pooling": "mean"},
+        dim=dim,
+    )
+    return StageResult(
+        "encode_corpus",
+        {"embeddings": ref},
+        {"rows": float(ref.rows), "dim": float(dim), "truncated_texts": float(truncated)},
+        {"layer": str(layer_index), "batch_size": str(batch_size), "max_length": str(loaded.max_length)},
+        time.perf_counter() - started,
+        (f"{truncated} texts truncated to {loaded.max_length} word pieces",) if truncated else (),
+    )

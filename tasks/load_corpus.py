@@ -1,0 +1,50 @@
+"""Stage: read the user's corpus file, check it, and write the corpus artifact."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pyarrow as pa
+from prefect import task
+from prefect.logging import get_run_logger
+
+from storage import ArtifactStore
+from tasks.caching import stage_cache_key
+from tasks.models import loaded_model
+from tasks.results import RunContext, StageResult
+from xattr.data.corpus import CorpusColumns, OnProblem, load_corpus
+from xattr.models.loading import ModelSpec
+
+
+@task(name="load_corpus", cache_key_fn=stage_cache_key, persist_result=True)
+def load_corpus_stage(
+    path: Path,
+    columns: CorpusColumns,
+    model: ModelSpec,
+    empty_texts: OnProblem,
+    missing_labels: OnProblem,
+    context: RunContext,
+) -> StageResult:
+    """Read ``path`` into canonical columns (class names mapped with the model's labels)."""
+    started = time.perf_counter()
+    label2id = {name: idx for idx, name in loaded_model(model).id2label.items()}
+    corpus = load_corpus(path, columns, label2id=label2id, empty_texts=empty_texts, missing_labels=missing_labels)
+    table = pa.Table.from_pandas(corpus.frame, preserve_index=False)
+    ref = ArtifactStore(context.artifacts_root, context.run_id).write(
+        "corpus", "load_corpus", "corpus", table, metadata={"source": str(path)}
+    )
+    notes = tuple(f"dropped {n} rows: {reason.replace('_', ' ')}" for reason, n in corpus.dropped.items())
+    for note in notes:
+        get_run_logger().warning(note)
+    metrics = {"rows_read": float(corpus.rows_read), "rows": float(ref.rows)}
+    metrics.update({f"dropped_{reason}": float(n) for reason, n in corpus.dropped.items()})
+    get_run_logger().info("corpus: %d rows from %s -> %s", ref.rows, path, ref.path)
+    return StageResult(
+        "load_corpus",
+        {"corpus": ref},
+        metrics,
+        {"path": str(path), "empty_texts": empty_texts, "missing_labels": missing_labels},
+        time.perf_counter() - started,
+        notes,
+    )

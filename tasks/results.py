@@ -1,0 +1,46 @@
+"""What a stage returns: artifact references and a summary, never tables or tensors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from storage import ArtifactRef
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where this flow run writes. Excluded from cache keys: it names the run, not the inputs.
+
+    Attributes:
+        artifacts_root: Root of all run-scoped artifact directories.
+        run_id: This flow run's id; artifacts go to ``artifacts_root/run_id/stage/``.
+    """
+
+    artifacts_root: Path
+    run_id: str
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """The outcome of one stage.
+
+    Attributes:
+        stage: Stage name as shown in Prefect and MLflow (e.g. ``"attribute-simple_grad"``).
+        refs: The artifacts written, by short name.
+        metrics: Numbers worth tracking (rows, seconds, faithfulness).
+        params: The stage's resolved settings, flattened to strings.
+        seconds: Wall time of the computation (when it ran, not when served from cache).
+        notes: Human-readable lines (warnings, handling applied) for the run summary.
+    """
+
+    stage: str
+    refs: dict[str, ArtifactRef]
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    notes: tuple[str, ...] = ()
+
+    def missing_artifacts(self) -> list[str]:
+        """Paths of referenced artifacts that no longer exist (a stale cache entry)."""
+        return [ref.path for ref in self.refs.values() if not Path(ref.path).exists()]

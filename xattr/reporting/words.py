@@ -1,0 +1,68 @@
+"""From token scores to word scores, and the words that matter most across a corpus."""
+
+from __future__ import annotations
+
+import string
+
+import pandas as pd
+
+from xattr.models.alignment import word_spans
+
+_STRIP = string.punctuation + "“”‘’"
+
+
+def normalise_word(word: str) -> str:
+    """Lower-case and strip surrounding punctuation ("RAM," -> "ram"); inner characters stay."""
+    return word.strip(_STRIP).lower()
+
+
+def word_scores(attributions: pd.DataFrame, corpus: pd.DataFrame) -> pd.DataFrame:
+    """Sum word-piece scores into whitespace words.
+
+    Args:
+        attributions: Rows of the ``token_attributions`` artifact (``doc_id, method, target,
+            word_index, score``).
+        corpus: Rows of the corpus artifact (``doc_id, text, text_pair``).
+
+    Returns:
+        ``doc_id, method, target, word_index, word, score`` with ``score`` the sum over the
+        word's pieces (the aggregation recorded with every word-level result); special tokens
+        are dropped; ``word`` is the normalised word.
+    """
+    pieces = attributions[attributions["word_index"] >= 0]
+    summed = pieces.groupby(["doc_id", "method", "target", "word_index"], as_index=False, sort=False)["score"].sum()
+    words: dict[str, list[str]] = {}
+    for doc_id, text, pair in corpus[["doc_id", "text", "text_pair"]].itertuples(index=False):
+        segments = [text] + ([pair] if isinstance(pair, str) else [])
+        words[doc_id] = [seg[s:e] for seg in segments for s, e in word_spans(seg)]
+    summed["word"] = [normalise_word(words[d][w]) for d, w in zip(summed["doc_id"], summed["word_index"], strict=True)]
+    return summed[summed["word"] != ""].reset_index(drop=True)
+
+
+def top_words(scores: pd.DataFrame, *, k: int = 10, min_count: int = 5, signed: bool = False) -> pd.DataFrame:
+    """Words ranked by their mean share of each text's attribution.
+
+    A word's share in a text is its score divided by the sum of absolute word scores of that
+    text, so long and short texts weigh alike. Unsigned ranking uses ``|share|``; signed ranking
+    keeps the sign (largest positive first).
+
+    Args:
+        scores: Output of :func:`word_scores` for one method.
+        k: How many words to return.
+        min_count: Ignore words seen in fewer texts.
+        signed: Rank by signed share instead of absolute share.
+
+    Returns:
+        ``word, mean_share, texts`` sorted by decreasing ``mean_share``.
+    """
+    if scores.empty:
+        return pd.DataFrame({"word": [], "mean_share": [], "texts": []})
+    frame = scores.copy()
+    totals = frame.groupby(["doc_id", "target"])["score"].transform(lambda s: s.abs().sum())
+    frame["share"] = frame["score"] / totals.where(totals > 0, 1.0)
+    if not signed:
+        frame["share"] = frame["share"].abs()
+    per_text = frame.groupby(["word", "doc_id"], as_index=False)["share"].sum()
+    table = per_text.groupby("word").agg(mean_share=("share", "mean"), texts=("doc_id", "nunique")).reset_index()
+    table = table[table["texts"] >= min_count]
+    return table.sort_values(["mean_share", "word"], ascending=[False, True]).head(k).reset_index(drop=True)
