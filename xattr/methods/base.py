@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args, get_origin
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -99,6 +99,9 @@ def describe_parameters(cls: type[AttributionMethod]) -> list[tuple[str, str, An
     rows = []
     for field_name, info in cls.Params.model_fields.items():
         annotation: Callable[..., Any] | Any = info.annotation
-        type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        if get_origin(annotation) is Literal:
+            type_name = " | ".join(map(str, get_args(annotation)))
+        else:
+            type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
         rows.append((field_name, type_name, info.default, info.description or ""))
     return rows

@@ -392,7 +392,7 @@ def _validate_targets(targets: Sequence[float], n_texts: int) -> np.ndarray:
             raise ValueError(f"targets[{i}] is not a number: {target!r}") from None
     bad = np.flatnonzero(~np.isfinite(values))
     if len(bad):
-        raise ValueError(f"targets[{bad[0]}] is not finite: {values[bad[0]]!r}")
+        raise ValueError(f"targets[{bad[0]}] is not finite: {float(values[bad[0]])!r}")
     return values
 
 
@@ -408,7 +408,7 @@ def _resolve_num_labels(
             bad = np.flatnonzero(values <= 0)
             if len(bad):
                 raise ValueError(
-                    f"targets[{bad[0]}] is {values[bad[0]]!r}: log_target needs targets > 0"
+                    f"targets[{bad[0]}] is {float(values[bad[0]])!r}: log_target needs targets > 0"
                 )
         return 1
     if log_target:
@@ -416,7 +416,7 @@ def _resolve_num_labels(
     bad = np.flatnonzero((values < 0) | (values != np.round(values)))
     if len(bad):
         raise ValueError(
-            f"targets[{bad[0]}] is {values[bad[0]]!r}: class labels must be integers >= 0"
+            f"targets[{bad[0]}] is {float(values[bad[0]])!r}: class labels must be integers >= 0"
         )
     if num_labels is None:
         num_labels = max(2, int(values.max()) + 1)
@@ -425,7 +425,7 @@ def _resolve_num_labels(
     bad = np.flatnonzero(values >= num_labels)
     if len(bad):
         raise ValueError(
-            f"targets[{bad[0]}] is {values[bad[0]]!r}: class labels must be < num_labels "
+            f"targets[{bad[0]}] is {float(values[bad[0]])!r}: class labels must be < num_labels "
             f"({num_labels})"
         )
     return num_labels

@@ -1,0 +1,131 @@
+"""explain_corpus end to end under a Prefect test harness, on a tiny model and 16 texts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.explain_corpus import explain_corpus
+from flows.settings import ExplainSettings
+from storage import ArtifactRef, read_artifact, read_index
+from xattr.data.corpus import CorpusError
+
+pytestmark = pytest.mark.integration
+
+TEXTS = [
+    "the movie was great", "bad acting and a boring plot", "not fun", "very good film",
+    "awful plot", "love this movie", "hate the acting", "the plot was fun",
+    "great acting , great plot", "boring", "really bad film", "the film is fun",
+    "not good , not great", "i love the plot", "very boring movie", "good fun",
+]
+STAGES = {
+    "load_corpus", "encode_corpus", "build_index",
+    "attribute-simple_grad", "evaluate-simple_grad", "attribute-grad_input", "evaluate-grad_input",
+}
+
+
+@pytest.fixture(scope="module")
+def harness():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def corpus_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "reviews.csv"
+    pd.DataFrame({"id": [f"doc-{i}" for i in range(16)], "text": TEXTS, "label": [i % 2 for i in range(16)]}).to_csv(path, index=False)
+    return path
+
+
+def _settings(workdir: Path, corpus: Path, model: Path, **extra: object) -> ExplainSettings:
+    return ExplainSettings.model_validate(
+        {
+            "workdir": str(workdir),
+            "corpus": {"path": str(corpus), "id_column": "id", "label_column": "label"},
+            "model": {"path": str(model)},
+            "evaluation": {"max_texts": 8},
+            **extra,
+        }
+    )
+
+
+def _children(client: MlflowClient, parent: str) -> dict[str, object]:
+    run = client.get_run(parent)
+    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    return {c.info.run_name: c for c in children}
+
+
+def test_flow_writes_valid_artifacts_tracks_stages_and_reuses_cache(harness, tmp_path: Path, corpus_csv: Path, tiny_classifier_dir: Path) -> None:
+    settings = _settings(tmp_path / "work", corpus_csv, tiny_classifier_dir)
+    first = explain_corpus(settings)
+
+    assert first["cache_hits"] == 0
+    assert {s["stage"] for s in first["stages"]} == STAGES
+    for stage in first["stages"]:
+        for ref_dict in stage["refs"].values():
+            ref = ArtifactRef.from_dict(ref_dict)
+            if ref.kind == "faiss_index":
+                index, manifest = read_index(ref)
+                assert index.ntotal == 16 and manifest["layer"] == "2"
+            else:
+                table = read_artifact(ref)  # validates hash, kind, version and schema
+                assert table.num_rows == ref.rows > 0
+    attributions = read_artifact(ArtifactRef.from_dict(next(s for s in first["stages"] if s["stage"] == "attribute-simple_grad")["refs"]["attributions"])).to_pandas()
+    assert set(attributions["doc_id"]) == {f"doc-{i}" for i in range(16)}
+    assert attributions.loc[attributions["token"] == "[CLS]", "word_index"].eq(-1).all()
+
+    client = MlflowClient(first["tracking_uri"])
+    assert first["tracking_uri"] == f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}"
+    children = _children(client, first["mlflow_run_id"])
+    assert set(children) == STAGES
+    for method in ("simple_grad", "grad_input"):
+        metrics = children[f"evaluate-{method}"].data.metrics
+        assert {"aopc", "log_odds", "comprehensiveness_curve", "log_odds_curve"} <= set(metrics)
+        history = client.get_metric_history(children[f"evaluate-{method}"].info.run_id, "comprehensiveness_curve")
+        assert sorted(m.step for m in history) == [10, 20, 30, 40, 50, 60, 70, 80, 90]
+    parent = client.get_run(first["mlflow_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert {"simple_grad/aopc", "simple_grad/log_odds", "grad_input/aopc"} <= set(parent.data.metrics)
+    assert parent.data.params["corpus.id_column"] == "id"
+    assert all(c.data.tags["xattr.cache_hit"] == "false" for c in children.values())
+
+    second = explain_corpus(settings)
+    assert second["cache_hits"] == len(STAGES)
+    assert second["run_id"] != first["run_id"]
+    assert second["metrics"] == first["metrics"]
+    again = _children(client, second["mlflow_run_id"])
+    assert set(again) == STAGES
+    assert all(c.data.tags["xattr.cache_hit"] == "true" for c in again.values())
+    new_run_dir = Path(second["artifacts_dir"])
+    assert sorted(p.name for p in new_run_dir.iterdir()) == ["summary"]  # nothing recomputed
+
+    changed = _settings(tmp_path / "work", corpus_csv, tiny_classifier_dir, evaluation={"max_texts": 8, "replacement": "pad"})
+    third = explain_corpus(changed)
+    recomputed = {s["stage"] for s in third["stages"] if not s["cached"]}
+    assert recomputed == {"evaluate-simple_grad", "evaluate-grad_input"}
+
+
+def test_regression_model_gets_log_ratio_metrics(harness, tmp_path: Path, corpus_csv: Path, tiny_regressor_dir: Path) -> None:
+    settings = _settings(tmp_path / "work", corpus_csv, tiny_regressor_dir)
+    summary = explain_corpus(settings)
+    for method in ("simple_grad", "grad_input"):
+        assert summary["metrics"][method]["aopc"] >= 0.0
+        assert "log_odds" in summary["metrics"][method]
+
+
+def test_bad_corpus_fails_the_flow_and_leaves_no_artifact(harness, tmp_path: Path, tiny_classifier_dir: Path) -> None:
+    path = tmp_path / "dup.csv"
+    pd.DataFrame({"id": ["a", "b", "a"], "text": ["x", "y", "z"], "label": [0, 1, 0]}).to_csv(path, index=False)
+    settings = _settings(tmp_path / "work", path, tiny_classifier_dir)
+    with pytest.raises(CorpusError, match="duplicate document id 'a' in rows 1, 3"):
+        explain_corpus(settings)
+    artifacts = tmp_path / "work" / "artifacts"
+    assert not artifacts.exists() or not any(p.is_file() for p in artifacts.rglob("*"))
+    client = MlflowClient(settings.tracking_uri())
+    experiment = client.get_experiment_by_name("xattr")
+    (run,) = client.search_runs([experiment.experiment_id], "attributes.status = 'FAILED'")
+    assert run.data.tags["xattr.run_id"]
