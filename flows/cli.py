@@ -94,10 +94,17 @@ def demo(
 
     started = time.perf_counter()
     plan = DemoPlan(rows=rows, epochs=epochs, eval_texts=eval_texts)
-    console.print(f"[bold]xattr demo[/]: {rows} synthetic listings, MiniLM price regressor, workdir {workdir.resolve()}")
+    console.print(
+        f"[bold]xattr demo[/]: {rows} synthetic listings, MiniLM price regressor, workdir {workdir.resolve()}"
+    )
     with Progress(
-        TextColumn("fine-tuning"), BarColumn(), TextColumn("{task.completed}/{task.total} steps loss {task.fields[loss]:.3f}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+        TextColumn("fine-tuning"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
     ) as bar:
         task_id = bar.add_task("fine-tune", total=None, loss=float("nan"))
 
@@ -108,8 +115,7 @@ def demo(
     ft = summary["fine_tune"]
     how = "reused" if ft["reused"] else "fine-tuned in {:.0f} s".format(ft["seconds"])
     console.print(
-        f"[bold]Model:[/] {summary['model_dir']} ({how}; "
-        f"validation R^2 on log price {ft.get('r2', float('nan')):.3f})"
+        f"[bold]Model:[/] {summary['model_dir']} ({how}; validation R^2 on log price {ft.get('r2', float('nan')):.3f})"
     )
     console.print(_metrics_table(summary))
     truth = {d["word"].lower(): d for d in summary["true_drivers"]}

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from flows.explain_corpus import explain_corpus
 from flows.settings import (
     AttributionSettings,
@@ -58,10 +60,14 @@ def _catalogue_file(workdir: Path, plan: DemoPlan) -> tuple[Path, tuple[PriceDri
     return path, catalogue.drivers
 
 
-def _fine_tuned_model(workdir: Path, catalogue: Path, plan: DemoPlan, progress: TrainProgress | None) -> tuple[Path, dict[str, Any]]:
+def _fine_tuned_model(
+    workdir: Path, catalogue: Path, plan: DemoPlan, progress: TrainProgress | None
+) -> tuple[Path, dict[str, Any]]:
     config = FineTuneConfig(epochs=plan.epochs, max_length=plan.max_length, seed=plan.seed)
     key = hashlib.sha256(
-        json.dumps({"catalogue": hashlib.sha256(catalogue.read_bytes()).hexdigest(), "config": asdict(config)}, sort_keys=True).encode()
+        json.dumps(
+            {"catalogue": hashlib.sha256(catalogue.read_bytes()).hexdigest(), "config": asdict(config)}, sort_keys=True
+        ).encode()
     ).hexdigest()[:12]
     out = workdir / "models" / f"minilm-price-{key}"
     report = out / "xattr_fine_tune.json"
@@ -80,7 +86,12 @@ def _fine_tuned_model(workdir: Path, catalogue: Path, plan: DemoPlan, progress: 
         log_target=True,
         progress=progress,
     )
-    info = {"seconds": result.seconds, "train_rows": result.train_rows, "validation_rows": result.validation_rows, **result.metrics}
+    info = {
+        "seconds": result.seconds,
+        "train_rows": result.train_rows,
+        "validation_rows": result.validation_rows,
+        **result.metrics,
+    }
     write_text_file(report, json.dumps(info, indent=2), name="fine-tune report")
     return out, {**info, "reused": False}
 
@@ -113,7 +124,15 @@ def run_demo(workdir: Path, plan: DemoPlan = DemoPlan(), progress: TrainProgress
     workdir = workdir.resolve()
     catalogue, drivers = _catalogue_file(workdir, plan)
     model_dir, fine_tune_info = _fine_tuned_model(workdir, catalogue, plan, progress)
-    summary = explain_corpus(demo_settings(workdir, catalogue, model_dir, plan))
+    settings = demo_settings(workdir, catalogue, model_dir, plan)
+    config_file = workdir / "demo-config.yaml"
+    if not config_file.exists():
+        # The same run as a config file: `xattr run xattr-demo/demo-config.yaml` repeats it.
+        write_text_file(
+            config_file, yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), name="demo config"
+        )
+    summary = explain_corpus(settings)
+    summary["config_file"] = str(config_file)
     summary["fine_tune"] = fine_tune_info
     summary["true_drivers"] = [asdict(d) for d in drivers]
     summary["catalogue"] = str(catalogue)

@@ -78,9 +78,20 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
     uri = settings.tracking_uri()
     config = settings.model_dump(mode="json")
     parent = tracking.start_parent_run(
-        uri, settings.tracking.experiment, workdir / "mlflow-artifacts", settings.name, config, {"xattr.run_id": context.run_id}
+        uri,
+        settings.tracking.experiment,
+        workdir / "mlflow-artifacts",
+        settings.name,
+        config,
+        {"xattr.run_id": context.run_id},
     )
-    logger.info("run %s: artifacts under %s, MLflow run %s (%s)", context.run_id, context.artifacts_root / context.run_id, parent, uri)
+    logger.info(
+        "run %s: artifacts under %s, MLflow run %s (%s)",
+        context.run_id,
+        context.artifacts_root / context.run_id,
+        parent,
+        uri,
+    )
     stages = _Stages(_result_storage(workdir), uri, parent)
     model = settings.model.spec()
     try:
@@ -145,12 +156,18 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
     except BaseException:
         tracking.finish_parent_run(uri, parent, {}, status="FAILED")
         raise
-    headline = {f"{key}/{m}": float(v) for key, info in per_method.items() for m, v in info["metrics"].items() if "@" not in m}
+    headline = {
+        f"{key}/{m}": float(v) for key, info in per_method.items() for m, v in info["metrics"].items() if "@" not in m
+    }
     headline["cache_hits"] = float(sum(cached for _, cached in stages.results))
     headline["stages"] = float(len(stages.results))
-    tracking.log_files(uri, parent, {"summary": Path(summary["summary_path"]), "evaluation": Path(summary["evaluation_table"])})
+    tracking.log_files(
+        uri, parent, {"summary": Path(summary["summary_path"]), "evaluation": Path(summary["evaluation_table"])}
+    )
     tracking.finish_parent_run(uri, parent, headline)
-    summary.update(run_id=context.run_id, mlflow_run_id=parent, tracking_uri=uri, cache_hits=int(headline["cache_hits"]))
+    summary.update(
+        run_id=context.run_id, mlflow_run_id=parent, tracking_uri=uri, cache_hits=int(headline["cache_hits"])
+    )
     logger.info("done: %s", summary["summary_path"])
     return summary
 
@@ -165,9 +182,15 @@ def _summarise(
     """Write ``summary.md`` / ``summary.json`` and a Prefect markdown artifact."""
     corpus = read_artifact(corpus_ref).to_pandas()
     out_dir = context.artifacts_root / context.run_id / "summary"
-    lines = [f"# xattr run `{context.run_id}`", "", f"Model: `{settings.model.path}`; corpus: `{settings.corpus.path}` ({len(corpus)} texts).", ""]
+    lines = [
+        f"# xattr run `{context.run_id}`",
+        "",
+        f"Model: `{settings.model.path}`; corpus: `{settings.corpus.path}` ({len(corpus)} texts).",
+        "",
+    ]
     lines += [
-        f"## Faithfulness (replacement: `{settings.evaluation.replacement}`, texts: {settings.evaluation.max_texts or 'all'})",
+        f"## Faithfulness (replacement: `{settings.evaluation.replacement}`, "
+        f"texts: {settings.evaluation.max_texts or 'all'})",
         "",
         "| method | AOPC | log-odds | attribute s |",
         "|---|---|---|---|",
@@ -175,7 +198,8 @@ def _summarise(
     rows = []
     for key, info in per_method.items():
         m = info["metrics"]
-        lines.append(f"| {key} | {m.get('aopc', float('nan')):.4f} | {m.get('log_odds', float('nan')):.4f} | {info['attribute_seconds']:.1f} |")
+        aopc, log_odds = m.get("aopc", float("nan")), m.get("log_odds", float("nan"))
+        lines.append(f"| {key} | {aopc:.4f} | {log_odds:.4f} | {info['attribute_seconds']:.1f} |")
         rows.append({"method": key, **{k: v for k, v in m.items()}})
     top: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for key, info in per_method.items():
@@ -186,7 +210,12 @@ def _summarise(
             flipped = scores.assign(score=-scores["score"])
             entry["negative"] = top_words(flipped, k=10, min_count=5, signed=True).to_dict("records")
         top[key] = entry
-        lines += ["", f"## Top words: {key}", "", ", ".join(f"{w['word']} ({w['mean_share']:.3f})" for w in entry["top"])]
+        lines += [
+            "",
+            f"## Top words: {key}",
+            "",
+            ", ".join(f"{w['word']} ({w['mean_share']:.3f})" for w in entry["top"]),
+        ]
         for side in ("positive", "negative"):
             if side in entry:
                 lines.append(f"\n{side}: " + ", ".join(w["word"] for w in entry[side]))
@@ -201,7 +230,15 @@ def _summarise(
         "artifacts_dir": str(context.artifacts_root / context.run_id),
         "metrics": {k: v["metrics"] for k, v in per_method.items()},
         "top_words": top,
-        "stages": [{"stage": r.stage, "seconds": r.seconds, "cached": c, "refs": {n: ref.to_dict() for n, ref in r.refs.items()}} for r, c in stage_results],
+        "stages": [
+            {
+                "stage": r.stage,
+                "seconds": r.seconds,
+                "cached": c,
+                "refs": {n: ref.to_dict() for n, ref in r.refs.items()},
+            }
+            for r, c in stage_results
+        ],
     }
     write_text_file(out_dir / "summary.json", json.dumps(payload, indent=2, default=str), name="summary/summary.json")
     try:
@@ -210,3 +247,11 @@ def _summarise(
         get_run_logger().warning("could not create the Prefect markdown artifact")
     payload.update(summary_path=str(summary_path), evaluation_table=str(table_path))
     return payload
+
+
+@flow(name="explain-corpus-from-config", log_prints=True)
+def explain_corpus_from_config(config: str) -> dict[str, Any]:
+    """Deployment entry point: read the YAML config at ``config`` and run :func:`explain_corpus`."""
+    from flows.settings import load_settings
+
+    return explain_corpus(load_settings(config))

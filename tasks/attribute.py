@@ -48,7 +48,12 @@ def attribute_stage(
         loaded.task, logits, policy=target, labels=view.frame["label"].tolist(), label_sets=label_sets
     )
     results = attribute_corpus(
-        attribution_method, loaded, view.encoded, targets, batch_size=batch_size, progress=StageProgress(f"attribute-{label}")
+        attribution_method,
+        loaded,
+        view.encoded,
+        targets,
+        batch_size=batch_size,
+        progress=StageProgress(f"attribute-{label}"),
     )
     doc_ids, targets_col, token_index, tokens, words, starts, ends, scores = [], [], [], [], [], [], [], []
     for r in results:
@@ -81,12 +86,20 @@ def attribute_stage(
         f"attribute-{label}",
         "attributions",
         table,
-        metadata={"method": method, "params": repr(sorted(attribution_method.params.model_dump().items())), "target": target},
+        metadata={
+            "method": method,
+            "params": repr(sorted(attribution_method.params.model_dump().items())),
+            "target": target,
+        },
     )
     return StageResult(
         f"attribute-{label}",
         {"attributions": ref},
-        {"texts": float(len(view.encoded)), "explanations": float(len(results)), "texts_per_second": len(view.encoded) / seconds},
+        {
+            "texts": float(len(view.encoded)),
+            "explanations": float(len(results)),
+            "texts_per_second": len(view.encoded) / seconds,
+        },
         {"method": method, "target": target, "batch_size": str(batch_size)}
         | {f"param.{k}": str(v) for k, v in attribution_method.params.model_dump().items()},
         seconds,

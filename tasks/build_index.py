@@ -15,7 +15,9 @@ from xattr.neighbours.index import IndexType, build_index, nearest_neighbours
 
 
 @task(name="build_index", cache_key_fn=stage_cache_key, persist_result=True)
-def build_index_stage(embeddings: ArtifactRef, index_type: IndexType, neighbours: int, context: RunContext) -> StageResult:
+def build_index_stage(
+    embeddings: ArtifactRef, index_type: IndexType, neighbours: int, context: RunContext
+) -> StageResult:
     """Write the FAISS index (with a manifest naming model and layer) and the ``neighbours`` table."""
     started = time.perf_counter()
     table = read_artifact(embeddings)

@@ -19,7 +19,9 @@ from xattr.models.loading import ModelSpec
 
 
 @task(name="encode_corpus", cache_key_fn=stage_cache_key, persist_result=True)
-def encode_corpus_stage(corpus: ArtifactRef, model: ModelSpec, layer: int, batch_size: int, context: RunContext) -> StageResult:
+def encode_corpus_stage(
+    corpus: ArtifactRef, model: ModelSpec, layer: int, batch_size: int, context: RunContext
+) -> StageResult:
     """Write the ``embeddings`` artifact: one float32 vector per document."""
     started = time.perf_counter()
     loaded = loaded_model(model)

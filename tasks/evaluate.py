@@ -92,7 +92,11 @@ def evaluate_stage(
         }
     )
     ref = ArtifactStore(context.artifacts_root, context.run_id).write(
-        "evaluation", f"evaluate-{label}", "evaluation", out, metadata={"replacement": replacement, "texts": str(len(chosen))}
+        "evaluation",
+        f"evaluate-{label}",
+        "evaluation",
+        out,
+        metadata={"replacement": replacement, "texts": str(len(chosen))},
     )
     metrics = {"texts": float(len(chosen))}
     for (metric, fraction), vals in grouped.items():

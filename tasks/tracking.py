@@ -42,7 +42,9 @@ def experiment_id(client: MlflowClient, name: str, artifact_location: Path) -> s
     return str(client.create_experiment(name, artifact_location=artifact_location.resolve().as_uri()))
 
 
-def _log(client: MlflowClient, run_id: str, params: Mapping[str, str], metrics: Mapping[str, float], tags: Mapping[str, str]) -> None:
+def _log(
+    client: MlflowClient, run_id: str, params: Mapping[str, str], metrics: Mapping[str, float], tags: Mapping[str, str]
+) -> None:
     now = get_current_time_millis()
     logged = []
     for key, value in metrics.items():
@@ -57,7 +59,12 @@ def _log(client: MlflowClient, run_id: str, params: Mapping[str, str], metrics: 
 
 
 def start_parent_run(
-    tracking_uri: str, experiment: str, artifact_location: Path, run_name: str, config: Mapping[str, Any], tags: Mapping[str, str]
+    tracking_uri: str,
+    experiment: str,
+    artifact_location: Path,
+    run_name: str,
+    config: Mapping[str, Any],
+    tags: Mapping[str, str],
 ) -> str:
     """Create the flow's parent run, log the resolved config as params and ``config.json``."""
     client = MlflowClient(tracking_uri)
@@ -102,7 +109,9 @@ def log_text(tracking_uri: str, run_id: str, text: str, name: str) -> None:
     MlflowClient(tracking_uri).log_text(run_id, text, name)
 
 
-def finish_parent_run(tracking_uri: str, run_id: str, metrics: Mapping[str, float], *, status: str = "FINISHED") -> None:
+def finish_parent_run(
+    tracking_uri: str, run_id: str, metrics: Mapping[str, float], *, status: str = "FINISHED"
+) -> None:
     """Log the run's headline metrics and close it."""
     client = MlflowClient(tracking_uri)
     _log(client, run_id, {}, metrics, {})

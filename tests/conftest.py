@@ -30,7 +30,9 @@ def write_tiny_tokenizer(directory: Path) -> BertTokenizerFast:
     return tokenizer
 
 
-def tiny_bert(num_labels: int = 2, *, seed: int = 0, problem_type: str | None = None, vocab_size: int = 128) -> BertForSequenceClassification:
+def tiny_bert(
+    num_labels: int = 2, *, seed: int = 0, problem_type: str | None = None, vocab_size: int = 128
+) -> BertForSequenceClassification:
     """A random 2-layer BERT (hidden 32, 2 heads) in eval mode."""
     torch.manual_seed(seed)
     config = BertConfig(

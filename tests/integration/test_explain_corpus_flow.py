@@ -17,14 +17,31 @@ from xattr.data.corpus import CorpusError
 pytestmark = pytest.mark.integration
 
 TEXTS = [
-    "the movie was great", "bad acting and a boring plot", "not fun", "very good film",
-    "awful plot", "love this movie", "hate the acting", "the plot was fun",
-    "great acting , great plot", "boring", "really bad film", "the film is fun",
-    "not good , not great", "i love the plot", "very boring movie", "good fun",
+    "the movie was great",
+    "bad acting and a boring plot",
+    "not fun",
+    "very good film",
+    "awful plot",
+    "love this movie",
+    "hate the acting",
+    "the plot was fun",
+    "great acting , great plot",
+    "boring",
+    "really bad film",
+    "the film is fun",
+    "not good , not great",
+    "i love the plot",
+    "very boring movie",
+    "good fun",
 ]
 STAGES = {
-    "load_corpus", "encode_corpus", "build_index",
-    "attribute-simple_grad", "evaluate-simple_grad", "attribute-grad_input", "evaluate-grad_input",
+    "load_corpus",
+    "encode_corpus",
+    "build_index",
+    "attribute-simple_grad",
+    "evaluate-simple_grad",
+    "attribute-grad_input",
+    "evaluate-grad_input",
 }
 
 
@@ -37,7 +54,9 @@ def harness():
 @pytest.fixture(scope="module")
 def corpus_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("corpus") / "reviews.csv"
-    pd.DataFrame({"id": [f"doc-{i}" for i in range(16)], "text": TEXTS, "label": [i % 2 for i in range(16)]}).to_csv(path, index=False)
+    pd.DataFrame({"id": [f"doc-{i}" for i in range(16)], "text": TEXTS, "label": [i % 2 for i in range(16)]}).to_csv(
+        path, index=False
+    )
     return path
 
 
@@ -59,7 +78,9 @@ def _children(client: MlflowClient, parent: str) -> dict[str, object]:
     return {c.info.run_name: c for c in children}
 
 
-def test_flow_writes_valid_artifacts_tracks_stages_and_reuses_cache(harness, tmp_path: Path, corpus_csv: Path, tiny_classifier_dir: Path) -> None:
+def test_flow_writes_valid_artifacts_tracks_stages_and_reuses_cache(
+    harness, tmp_path: Path, corpus_csv: Path, tiny_classifier_dir: Path
+) -> None:
     settings = _settings(tmp_path / "work", corpus_csv, tiny_classifier_dir)
     first = explain_corpus(settings)
 
@@ -74,7 +95,11 @@ def test_flow_writes_valid_artifacts_tracks_stages_and_reuses_cache(harness, tmp
             else:
                 table = read_artifact(ref)  # validates hash, kind, version and schema
                 assert table.num_rows == ref.rows > 0
-    attributions = read_artifact(ArtifactRef.from_dict(next(s for s in first["stages"] if s["stage"] == "attribute-simple_grad")["refs"]["attributions"])).to_pandas()
+    attributions = read_artifact(
+        ArtifactRef.from_dict(
+            next(s for s in first["stages"] if s["stage"] == "attribute-simple_grad")["refs"]["attributions"]
+        )
+    ).to_pandas()
     assert set(attributions["doc_id"]) == {f"doc-{i}" for i in range(16)}
     assert attributions.loc[attributions["token"] == "[CLS]", "word_index"].eq(-1).all()
 
@@ -103,13 +128,17 @@ def test_flow_writes_valid_artifacts_tracks_stages_and_reuses_cache(harness, tmp
     new_run_dir = Path(second["artifacts_dir"])
     assert sorted(p.name for p in new_run_dir.iterdir()) == ["summary"]  # nothing recomputed
 
-    changed = _settings(tmp_path / "work", corpus_csv, tiny_classifier_dir, evaluation={"max_texts": 8, "replacement": "pad"})
+    changed = _settings(
+        tmp_path / "work", corpus_csv, tiny_classifier_dir, evaluation={"max_texts": 8, "replacement": "pad"}
+    )
     third = explain_corpus(changed)
     recomputed = {s["stage"] for s in third["stages"] if not s["cached"]}
     assert recomputed == {"evaluate-simple_grad", "evaluate-grad_input"}
 
 
-def test_regression_model_gets_log_ratio_metrics(harness, tmp_path: Path, corpus_csv: Path, tiny_regressor_dir: Path) -> None:
+def test_regression_model_gets_log_ratio_metrics(
+    harness, tmp_path: Path, corpus_csv: Path, tiny_regressor_dir: Path
+) -> None:
     settings = _settings(tmp_path / "work", corpus_csv, tiny_regressor_dir)
     summary = explain_corpus(settings)
     for method in ("simple_grad", "grad_input"):

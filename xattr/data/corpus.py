@@ -140,11 +140,18 @@ def load_corpus(
     name = str(path)
     if len(raw) == 0:
         raise CorpusError(f"corpus file {name!r} has no rows")
-    wanted = {"text": columns.text, "pair": columns.pair, "label": columns.label, "group": columns.group, "id": columns.id}
+    wanted = {
+        "text": columns.text,
+        "pair": columns.pair,
+        "label": columns.label,
+        "group": columns.group,
+        "id": columns.id,
+    }
     for role, col in wanted.items():
         if col is not None and col not in raw.columns:
             raise CorpusError(
-                f"corpus file {name!r}: {role} column {col!r} not found; columns are: {', '.join(map(str, raw.columns))}"
+                f"corpus file {name!r}: {role} column {col!r} not found; "
+                f"columns are: {', '.join(map(str, raw.columns))}"
             )
     dropped: dict[str, int] = {}
     text = raw[columns.text]
@@ -197,15 +204,21 @@ def load_corpus(
                 raw.loc[rows, columns.pair].astype(str).to_list() if columns.pair else [None] * n, dtype=object
             ),
             "label": pd.Series(
-                _labels(raw, rows, columns, label2id, name) if columns.label and not columns.multi_label else [None] * n,
+                _labels(raw, rows, columns, label2id, name)
+                if columns.label and not columns.multi_label
+                else [None] * n,
                 dtype="float64",
             ),
             "label_set": pd.Series(
-                _label_sets(raw, rows, columns, label2id, name) if columns.label and columns.multi_label else [None] * n,
+                _label_sets(raw, rows, columns, label2id, name)
+                if columns.label and columns.multi_label
+                else [None] * n,
                 dtype=object,
             ),
             "group": pd.Series(
-                [None if _is_missing(v) else str(v) for v in raw.loc[rows, columns.group]] if columns.group else [None] * n,
+                [None if _is_missing(v) else str(v) for v in raw.loc[rows, columns.group]]
+                if columns.group
+                else [None] * n,
                 dtype=object,
             ),
         }
@@ -215,7 +228,9 @@ def load_corpus(
     return LoadedCorpus(frame=frame, rows_read=len(raw), dropped=dropped)
 
 
-def _labels(raw: pd.DataFrame, rows: pd.Index, columns: CorpusColumns, label2id: Mapping[str, int] | None, name: str) -> list[float]:
+def _labels(
+    raw: pd.DataFrame, rows: pd.Index, columns: CorpusColumns, label2id: Mapping[str, int] | None, name: str
+) -> list[float]:
     out = []
     for i in rows:
         where = f"corpus file {name!r}, column {columns.label!r}, row {int(i) + 1}"
@@ -234,5 +249,11 @@ def _label_sets(
         where = f"corpus file {name!r}, column {columns.label!r}, row {int(i) + 1}"
         value = raw.at[i, columns.label]
         items: Sequence[Any] = value.split(columns.label_separator) if isinstance(value, str) else list(value)
-        out.append([int(_label_index(v.strip() if isinstance(v, str) else v, label2id, where)) for v in items if str(v).strip()])
+        out.append(
+            [
+                int(_label_index(v.strip() if isinstance(v, str) else v, label2id, where))
+                for v in items
+                if str(v).strip()
+            ]
+        )
     return out

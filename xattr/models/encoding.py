@@ -126,7 +126,9 @@ def encode_texts(
         )
     n_truncated = sum(e.truncated for e in out)
     if n_truncated:
-        logger.warning("%d of %d texts were longer than %d word pieces and were truncated", n_truncated, len(out), max_length)
+        logger.warning(
+            "%d of %d texts were longer than %d word pieces and were truncated", n_truncated, len(out), max_length
+        )
     return out
 
 

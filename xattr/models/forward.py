@@ -78,7 +78,9 @@ def mean_pooled_hidden_states(
     """
     n_states = loaded.num_layers + 1
     if not -n_states <= layer < n_states:
-        raise ValueError(f"layer {layer} is out of range for a model with {loaded.num_layers} layers (0..{loaded.num_layers})")
+        raise ValueError(
+            f"layer {layer} is out of range for a model with {loaded.num_layers} layers (0..{loaded.num_layers})"
+        )
     hidden = int(loaded.model.config.hidden_size)
     out = np.zeros((len(encoded), hidden), dtype=np.float32)
     done = 0

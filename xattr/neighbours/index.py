@@ -34,7 +34,9 @@ def build_index(vectors: np.ndarray, index_type: IndexType = "flat_l2") -> faiss
     return index
 
 
-def nearest_neighbours(index: faiss.Index, queries: np.ndarray, k: int, *, exclude_self: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def nearest_neighbours(
+    index: faiss.Index, queries: np.ndarray, k: int, *, exclude_self: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest indexed texts of each query.
 
     Args:

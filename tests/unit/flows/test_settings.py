@@ -47,7 +47,11 @@ def test_typos_and_bad_values_name_the_field(tmp_path: Path) -> None:
 def test_repeated_method_labels_are_refused() -> None:
     with pytest.raises(ValueError, match="repeated: grad_input"):
         ExplainSettings.model_validate(
-            {"corpus": {"path": "c"}, "model": {"path": "m"}, "attribution": {"methods": [{"name": "grad_input"}, {"name": "grad_input"}]}}
+            {
+                "corpus": {"path": "c"},
+                "model": {"path": "m"},
+                "attribution": {"methods": [{"name": "grad_input"}, {"name": "grad_input"}]},
+            }
         )
 
 

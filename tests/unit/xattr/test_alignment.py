@@ -26,7 +26,15 @@ def test_encode_texts_aligns_real_tokenizer_output(tiny_tokenizer) -> None:
 
 def test_pairs_number_second_segment_words_after_the_first(tiny_tokenizer) -> None:
     (enc,) = encode_texts(tiny_tokenizer, ["bad movie"], ["not good"], max_length=64)
-    assert tiny_tokenizer.convert_ids_to_tokens(enc.input_ids) == ["[CLS]", "bad", "movie", "[SEP]", "not", "good", "[SEP]"]
+    assert tiny_tokenizer.convert_ids_to_tokens(enc.input_ids) == [
+        "[CLS]",
+        "bad",
+        "movie",
+        "[SEP]",
+        "not",
+        "good",
+        "[SEP]",
+    ]
     assert enc.word_index == (-1, 0, 1, -1, 2, 3, -1)
     assert enc.segments == (-1, 0, 0, -1, 1, 1, -1)
     assert enc.token_type_ids == (0, 0, 0, 0, 1, 1, 1)

@@ -41,7 +41,9 @@ def test_row_ids_default_to_row_numbers_and_pairs_are_kept(tmp_path: Path) -> No
 
 def test_multi_label_strings_are_split_and_mapped(tmp_path: Path) -> None:
     path = _csv(tmp_path, [{"t": "a b", "y": "country|leader"}, {"t": "c", "y": "leader"}])
-    frame = load_corpus(path, CorpusColumns(text="t", label="y", multi_label=True), label2id={"country": 0, "leader": 1}).frame
+    frame = load_corpus(
+        path, CorpusColumns(text="t", label="y", multi_label=True), label2id={"country": 0, "leader": 1}
+    ).frame
     assert [list(v) for v in frame["label_set"]] == [[0, 1], [1]]
 
 

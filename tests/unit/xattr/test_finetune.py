@@ -87,9 +87,7 @@ def regression_run(
     patch.setattr(finetune_module, "fold_target_standardisation", spy)
     try:
         output = tmp_path_factory.mktemp("runs") / "price-model"
-        result = fine_tune(
-            base_dir, TEXTS, PRICES, output, task="regression", config=FAST, log_target=True
-        )
+        result = fine_tune(base_dir, TEXTS, PRICES, output, task="regression", config=FAST, log_target=True)
     finally:
         patch.undo()
     return result, captured["model"], captured["mean_sd"]  # type: ignore[return-value]
@@ -144,13 +142,9 @@ def test_saved_directory_holds_safetensors_and_tokenizer_only(regression_run: tu
     assert leftovers == []
 
 
-def test_without_holdout_mean_and_sd_are_of_all_log_targets(
-    base_dir: Path, tmp_path: Path
-) -> None:
+def test_without_holdout_mean_and_sd_are_of_all_log_targets(base_dir: Path, tmp_path: Path) -> None:
     config = FineTuneConfig(epochs=1, batch_size=16, max_length=32, validation_fraction=0.0)
-    result = fine_tune(
-        base_dir, TEXTS, PRICES, tmp_path / "m", task="regression", config=config, log_target=True
-    )
+    result = fine_tune(base_dir, TEXTS, PRICES, tmp_path / "m", task="regression", config=config, log_target=True)
     assert (result.train_rows, result.validation_rows) == (48, 0)
     assert set(result.metrics) == {"train_loss"}
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
@@ -171,8 +165,7 @@ def test_identity_target_is_recorded(base_dir: Path, tmp_path: Path) -> None:
 def test_same_seed_reproduces_weights_and_metrics(base_dir: Path, tmp_path: Path) -> None:
     config = FineTuneConfig(epochs=1, batch_size=8, max_length=32, validation_fraction=0.25)
     runs = [
-        fine_tune(base_dir, TEXTS, PRICES, tmp_path / f"m{i}", task="regression", config=config,
-                  log_target=True)
+        fine_tune(base_dir, TEXTS, PRICES, tmp_path / f"m{i}", task="regression", config=config, log_target=True)
         for i in range(2)
     ]
     assert runs[0].metrics == runs[1].metrics
@@ -182,8 +175,7 @@ def test_same_seed_reproduces_weights_and_metrics(base_dir: Path, tmp_path: Path
     assert all(torch.equal(first[k], second[k]) for k in first)
 
     other = FineTuneConfig(epochs=1, batch_size=8, max_length=32, validation_fraction=0.25, seed=1)
-    fine_tune(base_dir, TEXTS, PRICES, tmp_path / "m2", task="regression", config=other,
-              log_target=True)
+    fine_tune(base_dir, TEXTS, PRICES, tmp_path / "m2", task="regression", config=other, log_target=True)
     third = load_file(tmp_path / "m2" / "model.safetensors")
     assert not torch.equal(first["classifier.weight"], third["classifier.weight"])
 
@@ -229,9 +221,7 @@ def test_progress_is_called_every_step(base_dir: Path, tmp_path: Path) -> None:
 def test_classification_run(base_dir: Path, tmp_path: Path) -> None:
     labels = [float(c in {"i7", "i9"}) for c in CATALOGUE["cpu"]]
     config = FineTuneConfig(epochs=1, batch_size=16, max_length=32, validation_fraction=0.25)
-    result = fine_tune(
-        base_dir, TEXTS, labels, tmp_path / "clf", task="classification", config=config
-    )
+    result = fine_tune(base_dir, TEXTS, labels, tmp_path / "clf", task="classification", config=config)
     assert result.task == "classification"
     assert set(result.metrics) == {"train_loss", "accuracy"}
     assert 0 <= result.metrics["accuracy"] <= 1
@@ -276,8 +266,13 @@ def test_refuses_to_overwrite(base_dir: Path, tmp_path: Path) -> None:
         (["a", "b", "c"], [1.0, 2.0, float("nan")], {}, ValueError, r"targets\[2\] is not finite"),
         (["a", "b", "c"], [1.0, float("inf"), 2.0], {}, ValueError, r"targets\[1\] is not finite"),
         (["a", "b"], [1.0, "x"], {}, ValueError, r"targets\[1\] is not a number"),
-        (["a", "b", "c"], [1.0, 0.0, -1.0], {"log_target": True}, ValueError,
-         r"targets\[1\] is 0.0: log_target needs targets > 0"),
+        (
+            ["a", "b", "c"],
+            [1.0, 0.0, -1.0],
+            {"log_target": True},
+            ValueError,
+            r"targets\[1\] is 0.0: log_target needs targets > 0",
+        ),
         (["a", None, "c"], [1.0, 2.0, 3.0], {}, TypeError, r"texts\[1\] must be a str"),
         (["a", "b"], [1.0, 2.0], {"num_labels": 3}, ValueError, "num_labels must be None or 1"),
     ],
@@ -310,7 +305,11 @@ def test_classification_input_validation(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         fine_tune(
-            base_dir, ["a", "b", "c"], targets, tmp_path / "m", task="classification",
+            base_dir,
+            ["a", "b", "c"],
+            targets,
+            tmp_path / "m",
+            task="classification",
             num_labels=num_labels,
         )
 

@@ -32,7 +32,9 @@ def _embeds_and_forward(loaded, text: str):
     emb = loaded.model.get_input_embeddings()(batch.input_ids).detach()
 
     def forward(e: torch.Tensor) -> torch.Tensor:
-        return loaded.model(inputs_embeds=e, attention_mask=batch.attention_mask, token_type_ids=batch.token_type_ids).logits
+        return loaded.model(
+            inputs_embeds=e, attention_mask=batch.attention_mask, token_type_ids=batch.token_type_ids
+        ).logits
 
     return enc, emb, forward
 

@@ -79,9 +79,7 @@ def test_drivers_have_both_signs_and_are_single_distinct_words() -> None:
 
 
 def test_same_seed_same_catalogue() -> None:
-    pd.testing.assert_frame_equal(
-        generate_catalogue(n=200, seed=7).frame, generate_catalogue(n=200, seed=7).frame
-    )
+    pd.testing.assert_frame_equal(generate_catalogue(n=200, seed=7).frame, generate_catalogue(n=200, seed=7).frame)
 
 
 def test_different_seeds_differ() -> None:
