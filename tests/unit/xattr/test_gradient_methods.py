@@ -96,3 +96,19 @@ def test_unknown_method_and_bad_parameters_are_named() -> None:
         get_method("simple_grad", {"reduction": "max"})
     with pytest.raises(ValueError, match="invalid parameters for method 'grad_input'"):
         get_method("grad_input", {"steps": 3})
+
+
+def test_sentence_pairs_use_segment_ids_and_match_captum(loaded) -> None:
+    (enc,) = encode_texts(loaded.tokenizer, ["the movie was great"], ["not fun"], max_length=64)
+    batch = collate([enc], [0], 0)
+    assert batch.token_type_ids.tolist() == [[0, 0, 0, 0, 0, 0, 1, 1, 1]]
+    emb = loaded.model.get_input_embeddings()(batch.input_ids).detach()
+
+    def forward(e: torch.Tensor) -> torch.Tensor:
+        return loaded.model(
+            inputs_embeds=e, attention_mask=batch.attention_mask, token_type_ids=batch.token_type_ids
+        ).logits
+
+    oracle = Saliency(forward).attribute(emb.clone(), target=0, abs=False).pow(2).sum(-1)[0].detach().numpy()
+    (ours,) = attribute_corpus(get_method("simple_grad"), loaded, [enc], [[0]])
+    np.testing.assert_allclose(ours.scores, oracle, rtol=1e-12, atol=1e-15)

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from xattr.reporting.words import normalise_word, top_words, word_scores
+
+
+def _attributions(rows: list[tuple[str, int, float]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "doc_id": [r[0] for r in rows],
+            "method": "m",
+            "target": 0,
+            "word_index": [r[1] for r in rows],
+            "score": [r[2] for r in rows],
+        }
+    )
+
+
+def test_pieces_sum_into_normalised_words_and_specials_drop() -> None:
+    corpus = pd.DataFrame({"doc_id": ["a"], "text": ["Intel i7, 16GB RAM"], "text_pair": [None]})
+    # [CLS] intel i7 , 16 ##gb ram [SEP]
+    attributions = _attributions(
+        [("a", -1, 9.0), ("a", 0, 1.0), ("a", 1, 2.0), ("a", 1, 0.5), ("a", 2, 1.0), ("a", 2, 3.0), ("a", 3, 4.0), ("a", -1, 9.0)]
+    )
+    scores = word_scores(attributions, corpus)
+    assert scores[["word", "score"]].values.tolist() == [["intel", 1.0], ["i7", 2.5], ["16gb", 4.0], ["ram", 4.0]]
+
+
+def test_pair_words_are_numbered_after_the_first_text() -> None:
+    corpus = pd.DataFrame({"doc_id": ["a"], "text": ["good film"], "text_pair": ["Not bad!"]})
+    scores = word_scores(_attributions([("a", 2, 1.0), ("a", 3, -2.0)]), corpus)
+    assert scores["word"].tolist() == ["not", "bad"]
+
+
+def test_top_words_rank_by_mean_share_with_min_count() -> None:
+    scores = pd.DataFrame(
+        {
+            "doc_id": ["a", "a", "b", "b", "c"],
+            "target": 0,
+            "word": ["i9", "the", "i9", "used", "rare"],
+            "score": [3.0, 1.0, 1.0, -3.0, 5.0],
+        }
+    )
+    unsigned = top_words(scores, k=5, min_count=2)
+    assert unsigned["word"].tolist() == ["i9"]
+    assert unsigned["mean_share"].tolist() == pytest.approx([(0.75 + 0.25) / 2])
+    signed = top_words(scores, k=5, min_count=1, signed=True)
+    assert signed["word"].tolist() == ["rare", "i9", "the", "used"]
+    assert signed["mean_share"].tolist() == pytest.approx([1.0, 0.5, 0.25, -0.75])
+
+
+def test_normalise_word() -> None:
+    assert normalise_word("RAM,") == "ram"
+    assert normalise_word("(i7-1165G7)") == "i7-1165g7"
+    assert normalise_word("...") == ""
