@@ -14,12 +14,14 @@ from xattr.methods.base import (
     register_method,
 )
 from xattr.methods.grad_input import GradInput
+from xattr.methods.lafa import Lafa
 from xattr.methods.runner import TokenAttribution, attribute_corpus
 from xattr.methods.simple_grad import SimpleGrad
 
 __all__ = [
     "AttributionMethod",
     "GradInput",
+    "Lafa",
     "MethodParams",
     "SimpleGrad",
     "TokenAttribution",

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal, get_args, get_origin
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from xattr.models.encoding import Batch
+from xattr.models.encoding import Batch, EncodedText
 from xattr.models.loading import LoadedModel
 
 
@@ -37,9 +38,29 @@ class AttributionMethod(ABC):
     paper: ClassVar[str]
     Params: ClassVar[type[MethodParams]] = MethodParams
     multiplies_by_inputs: ClassVar[bool] = False
+    #: Whether the method needs each text's nearest neighbours (see :meth:`bind_corpus`).
+    uses_neighbours: ClassVar[bool] = False
 
     def __init__(self, params: MethodParams | None = None) -> None:
         self.params = params if params is not None else self.Params()
+        self._corpus: Sequence[EncodedText] = ()
+        self._neighbours: Mapping[int, Sequence[int]] = {}
+
+    def bind_corpus(self, encoded: Sequence[EncodedText], neighbours: Mapping[int, Sequence[int]] | None = None) -> None:
+        """Give the method the encoded corpus and, per corpus position, its neighbours' positions.
+
+        Methods with ``uses_neighbours`` read reference texts through :meth:`reference_texts`.
+        """
+        self._corpus = encoded
+        self._neighbours = neighbours or {}
+
+    def reference_texts(self, position: int) -> list[EncodedText]:
+        """The neighbour texts of the text at corpus ``position`` (empty when none were bound)."""
+        return [self._corpus[j] for j in self._neighbours.get(position, ())]
+
+    def needs_references(self) -> bool:
+        """Whether this configured instance needs neighbours bound before running."""
+        return self.uses_neighbours
 
     @abstractmethod
     def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
@@ -53,6 +74,20 @@ class AttributionMethod(ABC):
         Returns:
             ``(batch, seq)`` scores; values at padding positions are ignored.
         """
+
+
+def row_generator(seed: int, input_ids: Sequence[int], device: str | None = None) -> Any:
+    """A torch generator seeded from ``seed`` and the row's token ids.
+
+    Random draws then depend on the text and the seed only, never on which other texts share the
+    batch, so batched results equal one-by-one results and a seed reproduces a run.
+    """
+    import torch
+
+    ids = bytes(str(list(input_ids)), "ascii")
+    generator = torch.Generator(device=device or "cpu")
+    generator.manual_seed((int(seed) * 1_000_003 + zlib.crc32(ids)) % (2**63 - 1))
+    return generator
 
 
 _REGISTRY: dict[str, type[AttributionMethod]] = {}

@@ -1,0 +1,81 @@
+"""The six kernels of LAFA Appendix E, between word-piece embeddings.
+
+Each kernel maps ``a: (n, d)`` and ``b: (m, d)`` to the ``(n, m)`` matrix ``k(a_i, b_j)``.
+Defaults are the paper's numerical-study values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+KernelName = Literal["rbf", "cubic", "cosine", "laplacian", "clipped_l2", "indicator"]
+KERNELS: tuple[str, ...] = ("rbf", "cubic", "cosine", "laplacian", "clipped_l2", "indicator")
+
+
+@dataclass(frozen=True)
+class KernelParams:
+    """Kernel hyper-parameters (LAFA Appendix E defaults)."""
+
+    rbf_length: float = 2.0
+    cubic_gamma: float = 7.0
+    cubic_c0: float = 0.0
+    cubic_degree: int = 3
+    laplacian_length: float = 2.0
+    clip_low: float = 0.3
+    clip_high: float = 3.0
+
+
+def rbf(a: torch.Tensor, b: torch.Tensor, p: KernelParams) -> torch.Tensor:
+    """``exp(-||a - b||_2^2 / l^2)`` with ``l = 2``."""
+    return torch.exp(-torch.cdist(a, b, p=2).pow(2) / p.rbf_length**2)
+
+
+def cubic(a: torch.Tensor, b: torch.Tensor, p: KernelParams) -> torch.Tensor:
+    """``(gamma a^T b + c0)^d`` with ``gamma = 7, c0 = 0, d = 3``."""
+    return (p.cubic_gamma * a @ b.T + p.cubic_c0).pow(p.cubic_degree)
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor, p: KernelParams) -> torch.Tensor:
+    """``a^T b / (||a|| ||b||)``; no parameter."""
+    norms = a.norm(dim=1, keepdim=True) * b.norm(dim=1, keepdim=True).T
+    return (a @ b.T) / norms.clamp_min(torch.finfo(a.dtype).tiny)
+
+
+def laplacian(a: torch.Tensor, b: torch.Tensor, p: KernelParams) -> torch.Tensor:
+    """``exp(-||a - b||_1 / l^2)`` with ``l = 2`` (the paper divides the L1 norm by ``l^2``)."""
+    return torch.exp(-torch.cdist(a, b, p=1) / p.laplacian_length**2)
+
+
+def clipped_l2(a: torch.Tensor, b: torch.Tensor, p: KernelParams) -> torch.Tensor:
+    """``1 / clip(||a - b||_2, 0.3, 3)``."""
+    return 1.0 / torch.cdist(a, b, p=2).clamp(p.clip_low, p.clip_high)
+
+
+def indicator(a: torch.Tensor, b: torch.Tensor, p: KernelParams) -> torch.Tensor:
+    """``I(a, b)``: 1 for identical embeddings (the same word piece), else 0."""
+    return (a.unsqueeze(1) == b.unsqueeze(0)).all(dim=-1).to(a.dtype)
+
+
+_BY_NAME: dict[str, Callable[[torch.Tensor, torch.Tensor, KernelParams], torch.Tensor]] = {
+    "rbf": rbf,
+    "cubic": cubic,
+    "cosine": cosine,
+    "laplacian": laplacian,
+    "clipped_l2": clipped_l2,
+    "indicator": indicator,
+}
+
+
+def kernel_matrix(name: str, a: torch.Tensor, b: torch.Tensor, params: KernelParams = KernelParams()) -> torch.Tensor:
+    """``(n, m)`` kernel values between rows of ``a`` and ``b``.
+
+    Raises:
+        ValueError: Unknown kernel name (the valid names are listed).
+    """
+    if name not in _BY_NAME:
+        raise ValueError(f"unknown kernel {name!r}; valid kernels: {', '.join(KERNELS)}")
+    return _BY_NAME[name](a, b, params)

@@ -1,0 +1,139 @@
+"""Which similar texts smooth an explanation: LAFA Eq. 4 with at most M neighbours.
+
+Neighbours of ``X0`` are texts ``X`` with ``||H(X) - H(X0)||_2 < epsilon`` in a hidden layer of
+the explained model, at most ``M`` of them, nearest first. ``epsilon`` is a quantile of the L2
+distances of randomly sampled pairs of corpus texts (LAFA Sec. 3 and Appendix D.1, which uses the
+0.05 quantile). Optionally only neighbours sharing the text's label or predicted class are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import faiss
+import numpy as np
+
+from xattr.neighbours.index import nearest_neighbours
+
+logger = logging.getLogger(__name__)
+
+NeighbourFilter = Literal["none", "label", "prediction"]
+
+
+@dataclass(frozen=True)
+class NeighbourRequest:
+    """What a method asks of the neighbour search.
+
+    Attributes:
+        max_neighbours: ``M``, at most this many neighbours per text.
+        epsilon_quantile: Quantile of sampled pairwise distances used as the cut-off
+            ``epsilon``; ``None`` for no cut-off.
+        filter: Keep only neighbours with the same ``label`` or ``prediction`` (``none``: all).
+        layer: The hidden layer the index must have been built on (``None``: any).
+    """
+
+    max_neighbours: int = 10
+    epsilon_quantile: float | None = 0.05
+    filter: NeighbourFilter = "none"
+    layer: int | None = None
+
+
+@dataclass(frozen=True)
+class NeighbourSelection:
+    """Neighbours by corpus position, and what the selection did.
+
+    Attributes:
+        neighbours: For every text position, its neighbours' positions, nearest first.
+        epsilon: The distance cut-off applied (``None``: none).
+        without_neighbours: Texts left with no neighbour inside the cut-off.
+        max_neighbours: ``M`` after capping at the corpus size minus one.
+    """
+
+    neighbours: dict[int, list[int]] = field(default_factory=dict)
+    epsilon: float | None = None
+    without_neighbours: int = 0
+    max_neighbours: int = 0
+
+
+def distance_cutoff(vectors: np.ndarray, quantile: float, *, sample_pairs: int = 20_000, seed: int = 0) -> float:
+    """``epsilon``: the ``quantile`` of L2 distances between random pairs of distinct texts.
+
+    Args:
+        vectors: ``(n, dim)`` text embeddings.
+        quantile: In (0, 1].
+        sample_pairs: Pairs drawn (all pairs when there are fewer).
+        seed: Seed of the draw.
+
+    Raises:
+        ValueError: Fewer than two texts or a quantile outside (0, 1].
+    """
+    n = len(vectors)
+    if n < 2:
+        raise ValueError("a distance cut-off needs at least two texts")
+    if not 0.0 < quantile <= 1.0:
+        raise ValueError(f"epsilon quantile must be in (0, 1], got {quantile}")
+    if n * (n - 1) // 2 <= sample_pairs:
+        i, j = np.triu_indices(n, k=1)
+    else:
+        rng = np.random.default_rng(seed)
+        i = rng.integers(0, n, size=sample_pairs)
+        j = (i + rng.integers(1, n, size=sample_pairs)) % n  # never equal to i
+    diff = vectors[i].astype(np.float64) - vectors[j].astype(np.float64)
+    return float(np.quantile(np.sqrt((diff**2).sum(axis=1)), quantile))
+
+
+def select_neighbours(
+    index: faiss.Index,
+    vectors: np.ndarray,
+    request: NeighbourRequest,
+    *,
+    groups: Sequence[object] | None = None,
+    seed: int = 0,
+) -> NeighbourSelection:
+    """Neighbours of every indexed text (LAFA Eq. 4), excluding the text itself.
+
+    Args:
+        index: The FAISS index over ``vectors`` (position ``i`` is text ``i``).
+        vectors: ``(n, dim)`` the indexed embeddings.
+        request: ``M``, the cut-off quantile and the filter.
+        groups: Per text, its label or predicted class when ``request.filter`` is not ``none``.
+        seed: Seed of the pair sample for ``epsilon``.
+
+    Returns:
+        The selection; texts without neighbours inside the cut-off get an empty list.
+
+    Raises:
+        ValueError: A filter without groups, or ``max_neighbours`` below 1.
+    """
+    n = len(vectors)
+    if request.max_neighbours < 1:
+        raise ValueError(f"max_neighbours must be at least 1, got {request.max_neighbours}")
+    if request.filter != "none" and (groups is None or len(groups) != n):
+        raise ValueError(f"neighbour filter {request.filter!r} needs one {request.filter} per text")
+    m = min(request.max_neighbours, n - 1)
+    if m < request.max_neighbours:
+        logger.warning("M=%d neighbours asked but the corpus has %d texts; using %d", request.max_neighbours, n, m)
+    epsilon = distance_cutoff(vectors, request.epsilon_quantile, seed=seed) if request.epsilon_quantile and n > 1 else None
+    # With a filter, fetch more candidates so that M of the right group can remain.
+    fetch = m if request.filter == "none" else min(n - 1, max(4 * m, m + 50))
+    squared, ids = nearest_neighbours(index, vectors, fetch)
+    out: dict[int, list[int]] = {}
+    empty = 0
+    for row in range(n):
+        chosen: list[int] = []
+        for dist2, j in zip(squared[row], ids[row], strict=True):
+            if j < 0 or len(chosen) == m:
+                break
+            if epsilon is not None and np.sqrt(max(float(dist2), 0.0)) >= epsilon:
+                break  # nearest first: every later candidate is farther
+            if request.filter != "none" and groups[int(j)] != groups[row]:  # type: ignore[index]
+                continue
+            chosen.append(int(j))
+        out[row] = chosen
+        empty += not chosen
+    if empty:
+        logger.warning("%d of %d texts have no neighbour inside the cut-off; they keep their base attribution", empty, n)
+    return NeighbourSelection(out, epsilon, empty, m)
