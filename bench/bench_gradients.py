@@ -92,8 +92,12 @@ def main() -> None:
     print(f"{'what':42s} {'texts/s':>9s} {'vs floor':>9s} {'vs Captum':>10s}")
     per_floor = t_floor / len(encoded)
     per_captum = t_captum / len(encoded)
-    print(f"{'floor: torch forward+backward':42s} {len(encoded) / t_floor:9.1f} {1.0:9.2f}x {per_floor / per_captum:9.2f}x")
-    print(f"{'Captum Saliency (same batches)':42s} {len(encoded) / t_captum:9.1f} {per_captum / per_floor:9.2f}x {1.0:9.2f}x")
+    print(
+        f"{'floor: torch forward+backward':42s} {len(encoded) / t_floor:9.1f} {1.0:9.2f}x {per_floor / per_captum:9.2f}x"
+    )
+    print(
+        f"{'Captum Saliency (same batches)':42s} {len(encoded) / t_captum:9.1f} {per_captum / per_floor:9.2f}x {1.0:9.2f}x"
+    )
     for label, t, n in rows:
         per = t / n
         print(f"{label:42s} {n / t:9.1f} {per / per_floor:9.2f}x {per / per_captum:9.2f}x")

@@ -22,8 +22,10 @@ from tasks.attribute import attribute_stage
 from tasks.build_index import build_index_stage
 from tasks.encode_corpus import encode_corpus_stage
 from tasks.evaluate import evaluate_stage
+from tasks.layer_precision import layer_precision_stage
 from tasks.load_corpus import load_corpus_stage
 from tasks.results import RunContext, StageResult
+from xattr.methods import get_method
 from xattr.reporting.words import top_words, word_scores
 
 
@@ -104,23 +106,39 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
             missing_labels=settings.corpus.missing_labels,
             context=context,
         ).refs["corpus"]
+        layer = settings.encode.layer
+        if settings.encode.layer_precision or layer == "auto":
+            precision = stages.run(
+                layer_precision_stage,
+                corpus=corpus,
+                model=model,
+                neighbours=settings.index.neighbours,
+                max_texts=settings.encode.precision_texts,
+                seed=settings.evaluation.seed,
+                batch_size=settings.encode.batch_size,
+                context=context,
+            )
+            if layer == "auto":
+                layer = int(precision.metrics["best_layer"])
+                logger.info("encode.layer auto: layer %d has the best neighbour precision", layer)
         embeddings = stages.run(
             encode_corpus_stage,
             corpus=corpus,
             model=model,
-            layer=settings.encode.layer,
+            layer=layer,
             batch_size=settings.encode.batch_size,
             context=context,
         ).refs["embeddings"]
-        stages.run(
+        index = stages.run(
             build_index_stage,
             embeddings=embeddings,
             index_type=settings.index.type,
             neighbours=settings.index.neighbours,
             context=context,
-        )
+        ).refs["index"]
         per_method: dict[str, dict[str, Any]] = {}
         for method in settings.attribution.methods:
+            uses_neighbours = get_method(method.name, method.params).needs_references()
             attributed = stages.run(
                 attribute_stage,
                 corpus=corpus,
@@ -131,6 +149,9 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
                 target=settings.attribution.target,
                 batch_size=settings.attribution.batch_size,
                 context=context,
+                embeddings=embeddings if uses_neighbours else None,
+                index=index if uses_neighbours else None,
+                seed=settings.evaluation.seed,
             )
             evaluated = stages.run(
                 evaluate_stage,

@@ -66,8 +66,14 @@ class ModelSettings(_Strict):
 class EncodeSettings(_Strict):
     """Text embeddings for the neighbour index."""
 
-    layer: int = Field(-1, description="hidden-state index: 0 embeddings, -1 last layer")
+    layer: int | Literal["auto"] = Field(
+        -1, description="hidden-state index (0 embeddings, -1 last layer) or auto: best neighbour precision"
+    )
     batch_size: int = Field(32, ge=1)
+    layer_precision: bool = Field(
+        False, description="measure neighbour precision against corpus.group_column for every layer (LAFA Eq. 8)"
+    )
+    precision_texts: int = Field(2000, ge=2, description="texts sampled for the layer precision")
 
 
 class IndexSettings(_Strict):
@@ -153,6 +159,14 @@ class ExplainSettings(_Strict):
     attribution: AttributionSettings = Field(default_factory=AttributionSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+
+    @model_validator(mode="after")
+    def _precision_needs_groups(self) -> ExplainSettings:
+        if (self.encode.layer_precision or self.encode.layer == "auto") and not self.corpus.group_column:
+            raise ValueError(
+                "encode.layer_precision and encode.layer: auto need corpus.group_column (a category per text)"
+            )
+        return self
 
     def tracking_uri(self) -> str:
         """The explicit MLflow tracking URI (SQLite under the work directory by default)."""

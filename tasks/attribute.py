@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 from prefect import task
 
-from storage import ArtifactRef, ArtifactStore
+from storage import ArtifactRef, ArtifactStore, read_artifact, read_index
 from tasks.caching import stage_cache_key
 from tasks.corpus_io import read_corpus
 from tasks.models import loaded_model
@@ -17,8 +17,43 @@ from tasks.progress import StageProgress
 from tasks.results import RunContext, StageResult
 from xattr.methods import attribute_corpus, get_method
 from xattr.models.forward import predict_logits
-from xattr.models.loading import ModelSpec
+from xattr.models.loading import LoadedModel, ModelSpec
 from xattr.models.targets import TargetPolicy, resolve_targets
+from xattr.neighbours.selection import NeighbourRequest, NeighbourSelection, select_neighbours
+
+
+class IndexMismatchError(ValueError):
+    """The neighbour index was built on another model or layer than the method asks for."""
+
+
+def _neighbours(
+    method: object,
+    loaded: LoadedModel,
+    embeddings: ArtifactRef,
+    index_ref: ArtifactRef,
+    groups: dict[str, list],
+    seed: int,
+) -> NeighbourSelection:
+    """Neighbours by corpus position for a method that uses them, after checking the index."""
+    index, manifest = read_index(index_ref)
+    request: NeighbourRequest = getattr(method, "neighbour_request", lambda: NeighbourRequest(10, None))()
+    if manifest.get("model") and manifest["model"] != loaded.source:
+        raise IndexMismatchError(
+            f"the neighbour index {index_ref.path} was built on model {manifest['model']!r}, "
+            f"but the explained model is {loaded.source!r}"
+        )
+    if request.layer is not None:
+        wanted = request.layer if request.layer >= 0 else loaded.num_layers + 1 + request.layer
+        if str(wanted) != str(manifest.get("layer")):
+            raise IndexMismatchError(
+                f"the method asks for neighbours in layer {wanted}, but the index {index_ref.path} "
+                f"was built on layer {manifest.get('layer')}; set encode.layer: {wanted}"
+            )
+    table = read_artifact(embeddings)
+    vectors = np.asarray(table.column("embedding").combine_chunks().flatten(), dtype=np.float32).reshape(
+        table.num_rows, -1
+    )
+    return select_neighbours(index, vectors, request, groups=groups.get(request.filter), seed=seed)
 
 
 @task(
@@ -36,6 +71,9 @@ def attribute_stage(
     target: TargetPolicy,
     batch_size: int,
     context: RunContext,
+    embeddings: ArtifactRef | None = None,
+    index: ArtifactRef | None = None,
+    seed: int = 0,
 ) -> StageResult:
     """Write the ``token_attributions`` artifact for method ``method`` under the name ``label``."""
     started = time.perf_counter()
@@ -47,6 +85,27 @@ def attribute_stage(
     targets = resolve_targets(
         loaded.task, logits, policy=target, labels=view.frame["label"].tolist(), label_sets=label_sets
     )
+    notes: list[str] = []
+    neighbour_metrics: dict[str, float] = {}
+    selection = None
+    if attribution_method.needs_references():
+        if embeddings is None or index is None:
+            raise ValueError(f"method {method!r} needs the neighbour index and embeddings")
+        predictions = [int(np.argmax(row)) for row in logits]
+        groups = {"label": view.frame["label"].tolist(), "prediction": predictions}
+        selection = _neighbours(attribution_method, loaded, embeddings, index, groups, seed)
+        neighbour_metrics = {
+            "neighbours_max": float(selection.max_neighbours),
+            "texts_without_neighbours": float(selection.without_neighbours),
+            "neighbours_mean": float(np.mean([len(v) for v in selection.neighbours.values()])),
+        }
+        if selection.epsilon is not None:
+            neighbour_metrics["epsilon"] = selection.epsilon
+        if selection.without_neighbours:
+            notes.append(
+                f"{selection.without_neighbours} texts had no neighbour inside the cut-off; base attribution kept"
+            )
+    attribution_method.bind_corpus(view.encoded, selection.neighbours if selection else None)
     results = attribute_corpus(
         attribution_method,
         loaded,
@@ -92,6 +151,9 @@ def attribute_stage(
             "target": target,
         },
     )
+    for counter in ("fallbacks", "base_computations"):
+        if hasattr(attribution_method, counter):
+            neighbour_metrics[counter] = float(getattr(attribution_method, counter))
     return StageResult(
         f"attribute-{label}",
         {"attributions": ref},
@@ -99,8 +161,10 @@ def attribute_stage(
             "texts": float(len(view.encoded)),
             "explanations": float(len(results)),
             "texts_per_second": len(view.encoded) / seconds,
-        },
+        }
+        | neighbour_metrics,
         {"method": method, "target": target, "batch_size": str(batch_size)}
         | {f"param.{k}": str(v) for k, v in attribution_method.params.model_dump().items()},
         seconds,
+        tuple(notes),
     )

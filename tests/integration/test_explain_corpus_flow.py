@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -158,3 +159,55 @@ def test_bad_corpus_fails_the_flow_and_leaves_no_artifact(harness, tmp_path: Pat
     experiment = client.get_experiment_by_name("xattr")
     (run,) = client.search_runs([experiment.experiment_id], "attributes.status = 'FAILED'")
     assert run.data.tags["xattr.run_id"]
+
+
+def test_lafa_and_layer_choice_run_from_config(harness, tmp_path: Path, tiny_classifier_dir: Path) -> None:
+    path = tmp_path / "grouped.csv"
+    pd.DataFrame({"text": TEXTS, "genre": ["a", "b"] * 8}).to_csv(path, index=False)
+    settings = ExplainSettings.model_validate(
+        {
+            "workdir": str(tmp_path / "work"),
+            "corpus": {"path": str(path), "group_column": "genre"},
+            "model": {"path": str(tiny_classifier_dir)},
+            "encode": {"layer": "auto"},
+            "attribution": {
+                "methods": [
+                    {"name": "simple_grad"},
+                    {"name": "lafa", "params": {"max_neighbours": 3, "epsilon_quantile": 0.5, "kernel": "rbf"}},
+                    {"name": "lafa", "label": "lafa_far", "params": {"max_neighbours": 40, "epsilon_quantile": None}},
+                ]
+            },
+            "evaluation": {"max_texts": 4},
+        }
+    )
+    summary = explain_corpus(settings)
+    stages = {s["stage"]: s for s in summary["stages"]}
+    assert "layer_precision" in stages
+    client = MlflowClient(summary["tracking_uri"])
+    children = _children(client, summary["mlflow_run_id"])
+    precision = client.get_metric_history(children["layer_precision"].info.run_id, "neighbour_precision")
+    assert sorted(m.step for m in precision) == [0, 1, 2]
+    best = children["layer_precision"].data.metrics["best_layer"]
+    index_ref = ArtifactRef.from_dict(stages["build_index"]["refs"]["index"])
+    assert read_index(index_ref)[1]["layer"] == str(int(best))
+    lafa = children["attribute-lafa"].data.metrics
+    assert lafa["neighbours_max"] == 3 and lafa["base_computations"] == 16
+    assert lafa["texts_without_neighbours"] == lafa["fallbacks"]
+    assert children["attribute-lafa_far"].data.metrics["neighbours_max"] == 15  # M capped at corpus size - 1
+    assert {"aopc", "log_odds"} <= set(children["evaluate-lafa"].data.metrics)
+    simple = read_artifact(ArtifactRef.from_dict(stages["attribute-simple_grad"]["refs"]["attributions"])).to_pandas()
+    smoothed = read_artifact(ArtifactRef.from_dict(stages["attribute-lafa"]["refs"]["attributions"])).to_pandas()
+    assert len(simple) == len(smoothed)
+    assert not np.allclose(simple["score"], smoothed["score"])
+
+
+def test_index_from_another_layer_is_refused(harness, tmp_path: Path, corpus_csv: Path, tiny_classifier_dir: Path) -> None:
+    settings = _settings(
+        tmp_path / "work",
+        corpus_csv,
+        tiny_classifier_dir,
+        encode={"layer": 1},
+        attribution={"methods": [{"name": "lafa", "params": {"layer": 2}}]},
+    )
+    with pytest.raises(ValueError, match="asks for neighbours in layer 2, but the index .* was built on layer 1"):
+        explain_corpus(settings)

@@ -41,7 +41,9 @@ class LafaParams(MethodParams):
     epsilon_quantile: float | None = Field(
         0.05, gt=0.0, le=1.0, description="cut-off epsilon as this quantile of sampled pairwise distances"
     )
-    neighbour_filter: NeighbourFilter = Field("none", description="none, label or prediction: same-class neighbours only")
+    neighbour_filter: NeighbourFilter = Field(
+        "none", description="none, label or prediction: same-class neighbours only"
+    )
     layer: int | None = Field(None, description="hidden layer the neighbour index must use (None: the flow's)")
 
     @model_validator(mode="after")
@@ -55,7 +57,13 @@ class LafaParams(MethodParams):
 
     def kernel_params(self) -> KernelParams:
         return KernelParams(
-            self.rbf_length, self.cubic_gamma, self.cubic_c0, self.cubic_degree, self.laplacian_length, self.clip_low, self.clip_high
+            self.rbf_length,
+            self.cubic_gamma,
+            self.cubic_c0,
+            self.cubic_degree,
+            self.laplacian_length,
+            self.clip_low,
+            self.clip_high,
         )
 
 
@@ -68,7 +76,7 @@ def lafa_aggregate(
     *,
     lam: float,
     kernel: str,
-    kernel_params: KernelParams = KernelParams(),
+    kernel_params: KernelParams | None = None,
 ) -> torch.Tensor:
     """Eq. 6-7: ``M_LAFA(X0)_t = M(X0)_t + lam * E(w_t; Xsim)``.
 
@@ -93,7 +101,7 @@ def lafa_aggregate(
         return base_scores.clone()
     weights = torch.cat([s / len(s) for s in neighbour_scores]) / len(neighbour_scores)  # (sum T_i,)
     pool = torch.cat(list(neighbour_embeddings))  # (sum T_i, d)
-    k = kernel_matrix(kernel, embeddings[content], pool, kernel_params)  # (T0 content, sum T_i)
+    k = kernel_matrix(kernel, embeddings[content], pool, kernel_params or KernelParams())  # (T0 content, sum T_i)
     out = base_scores.clone()
     out[content] = out[content] + lam * (k @ weights)
     return out
@@ -125,7 +133,9 @@ class Lafa(AttributionMethod):
         self.fallbacks = 0
         self.base_computations = 0
 
-    def bind_corpus(self, encoded: Sequence[EncodedText], neighbours: Mapping[int, Sequence[int]] | None = None) -> None:
+    def bind_corpus(
+        self, encoded: Sequence[EncodedText], neighbours: Mapping[int, Sequence[int]] | None = None
+    ) -> None:
         """Bind corpus and neighbours (also for the base method) and clear the score cache."""
         super().bind_corpus(encoded, neighbours)
         self.base_method.bind_corpus(encoded, neighbours)

@@ -70,7 +70,7 @@ _BY_NAME: dict[str, Callable[[torch.Tensor, torch.Tensor, KernelParams], torch.T
 }
 
 
-def kernel_matrix(name: str, a: torch.Tensor, b: torch.Tensor, params: KernelParams = KernelParams()) -> torch.Tensor:
+def kernel_matrix(name: str, a: torch.Tensor, b: torch.Tensor, params: KernelParams | None = None) -> torch.Tensor:
     """``(n, m)`` kernel values between rows of ``a`` and ``b``.
 
     Raises:
@@ -78,4 +78,4 @@ def kernel_matrix(name: str, a: torch.Tensor, b: torch.Tensor, params: KernelPar
     """
     if name not in _BY_NAME:
         raise ValueError(f"unknown kernel {name!r}; valid kernels: {', '.join(KERNELS)}")
-    return _BY_NAME[name](a, b, params)
+    return _BY_NAME[name](a, b, params or KernelParams())

@@ -116,7 +116,9 @@ def select_neighbours(
     m = min(request.max_neighbours, n - 1)
     if m < request.max_neighbours:
         logger.warning("M=%d neighbours asked but the corpus has %d texts; using %d", request.max_neighbours, n, m)
-    epsilon = distance_cutoff(vectors, request.epsilon_quantile, seed=seed) if request.epsilon_quantile and n > 1 else None
+    epsilon = (
+        distance_cutoff(vectors, request.epsilon_quantile, seed=seed) if request.epsilon_quantile and n > 1 else None
+    )
     # With a filter, fetch more candidates so that M of the right group can remain.
     fetch = m if request.filter == "none" else min(n - 1, max(4 * m, m + 50))
     squared, ids = nearest_neighbours(index, vectors, fetch)
@@ -135,5 +137,7 @@ def select_neighbours(
         out[row] = chosen
         empty += not chosen
     if empty:
-        logger.warning("%d of %d texts have no neighbour inside the cut-off; they keep their base attribution", empty, n)
+        logger.warning(
+            "%d of %d texts have no neighbour inside the cut-off; they keep their base attribution", empty, n
+        )
     return NeighbourSelection(out, epsilon, empty, m)

@@ -90,7 +90,9 @@ def test_parameters_are_restored_after_attribution(loaded) -> None:
 
 
 def test_unknown_method_and_bad_parameters_are_named() -> None:
-    with pytest.raises(ValueError, match="unknown attribution method 'nope'; valid methods: .*grad_input, .*simple_grad"):
+    with pytest.raises(
+        ValueError, match="unknown attribution method 'nope'; valid methods: .*grad_input, .*simple_grad"
+    ):
         get_method("nope")
     with pytest.raises(ValueError, match="invalid parameters for method 'simple_grad'"):
         get_method("simple_grad", {"reduction": "max"})

@@ -22,7 +22,16 @@ def test_pieces_sum_into_normalised_words_and_specials_drop() -> None:
     corpus = pd.DataFrame({"doc_id": ["a"], "text": ["Intel i7, 16GB RAM"], "text_pair": [None]})
     # [CLS] intel i7 , 16 ##gb ram [SEP]
     attributions = _attributions(
-        [("a", -1, 9.0), ("a", 0, 1.0), ("a", 1, 2.0), ("a", 1, 0.5), ("a", 2, 1.0), ("a", 2, 3.0), ("a", 3, 4.0), ("a", -1, 9.0)]
+        [
+            ("a", -1, 9.0),
+            ("a", 0, 1.0),
+            ("a", 1, 2.0),
+            ("a", 1, 0.5),
+            ("a", 2, 1.0),
+            ("a", 2, 3.0),
+            ("a", 3, 4.0),
+            ("a", -1, 9.0),
+        ]
     )
     scores = word_scores(attributions, corpus)
     assert scores[["word", "score"]].values.tolist() == [["intel", 1.0], ["i7", 2.5], ["16gb", 4.0], ["ram", 4.0]]
