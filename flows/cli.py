@@ -119,24 +119,23 @@ def demo(
     )
     console.print(_metrics_table(summary))
     truth = {d["word"].lower(): d for d in summary["true_drivers"]}
-    signed = summary["top_words"].get("grad_input_signed", {})
-    table = Table(title="Top price-driving words (grad_input, signed, share of each listing's attribution)")
-    for column in ("raises price", "share", "true effect", "lowers price", "share ", "true effect "):
-        table.add_column(column)
-    up, down = signed.get("positive", []), signed.get("negative", [])
-    for i in range(max(len(up), len(down))):
-        row: list[str] = []
-        for side in (up, down):
-            if i < len(side):
-                word = side[i]["word"]
-                effect = truth.get(word)
-                row += [word, f"{side[i]['mean_share']:.3f}", f"{effect['effect']:+.2f}" if effect else "none"]
-            else:
-                row += ["", "", ""]
-        table.add_row(*row)
-    console.print(table)
-    found = sorted({w["word"] for w in up + down} & set(truth))
-    console.print(f"[bold]True drivers among the top words:[/] {len(found)} of {len(truth)}: {', '.join(found)}")
+    found: set[str] = set()
+    for method in ("simple_grad", "grad_input"):
+        top = summary["top_words"].get(method, {}).get("top", [])
+        table = Table(title=f"Top price-driving words by {method} (mean share of each listing's attribution)")
+        for column in ("rank", "word", "share", "true effect on log price"):
+            table.add_column(column)
+        for rank, entry in enumerate(top, start=1):
+            driver = truth.get(entry["word"])
+            found |= {entry["word"]} if driver else set()
+            effect = f"{driver['effect']:+.2f} ({driver['attribute']})" if driver else "no effect"
+            table.add_row(str(rank), entry["word"], f"{entry['mean_share']:.3f}", effect)
+        console.print(table)
+    console.print(
+        f"[bold]True drivers among the top words:[/] {len(found)} of {len(truth)}: {', '.join(sorted(found))}"
+        " (gradient scores rank importance, not direction; i3/8GB/256GB are the reference levels of"
+        " priced attributes)"
+    )
     _where(summary)
     console.print(f"[bold]Demo wall time:[/] {time.perf_counter() - started:.0f} s")
 

@@ -107,7 +107,6 @@ def demo_settings(workdir: Path, catalogue: Path, model_dir: Path, plan: DemoPla
             methods=[
                 MethodConfig(name="simple_grad"),
                 MethodConfig(name="grad_input"),
-                MethodConfig(name="grad_input", label="grad_input_signed", params={"reduction": "sum"}),
             ]
         ),
         evaluation=EvaluationSettings(max_texts=plan.eval_texts, replacement="mask"),

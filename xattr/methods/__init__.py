@@ -14,16 +14,22 @@ from xattr.methods.base import (
     register_method,
 )
 from xattr.methods.grad_input import GradInput
+from xattr.methods.integrated_gradients import IntegratedGradients
 from xattr.methods.lafa import Lafa
+from xattr.methods.random_scores import RandomScores
 from xattr.methods.runner import TokenAttribution, attribute_corpus
 from xattr.methods.simple_grad import SimpleGrad
+from xattr.methods.smooth_grad import SmoothGrad
 
 __all__ = [
     "AttributionMethod",
     "GradInput",
+    "IntegratedGradients",
     "Lafa",
     "MethodParams",
+    "RandomScores",
     "SimpleGrad",
+    "SmoothGrad",
     "TokenAttribution",
     "attribute_corpus",
     "available_methods",

@@ -35,7 +35,12 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers.utils import logging as transformers_logging
 
 __all__ = [
@@ -114,20 +119,11 @@ class FineTuneConfig:
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"FineTuneConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
         if not 0 <= self.warmup_fraction < 1:
-            raise ValueError(
-                f"FineTuneConfig.warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}"
-            )
+            raise ValueError(f"FineTuneConfig.warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}")
         if not 0 <= self.validation_fraction < 1:
-            raise ValueError(
-                "FineTuneConfig.validation_fraction must be in [0, 1), "
-                f"got {self.validation_fraction!r}"
-            )
-        if self.max_grad_norm is not None and not (
-            math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0
-        ):
-            raise ValueError(
-                f"FineTuneConfig.max_grad_norm must be > 0 or None, got {self.max_grad_norm!r}"
-            )
+            raise ValueError(f"FineTuneConfig.validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
+        if self.max_grad_norm is not None and not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
+            raise ValueError(f"FineTuneConfig.max_grad_norm must be > 0 or None, got {self.max_grad_norm!r}")
 
 
 @dataclass(frozen=True)
@@ -175,11 +171,7 @@ def output_layer(model: PreTrainedModel) -> nn.Linear:
     found: nn.Linear | None = None
     for name, module in model.named_modules():
         in_base = bool(prefix) and (name == prefix or name.startswith(prefix + "."))
-        if (
-            not in_base
-            and isinstance(module, nn.Linear)
-            and module.out_features == model.config.num_labels
-        ):
+        if not in_base and isinstance(module, nn.Linear) and module.out_features == model.config.num_labels:
             found = module
     if found is None:
         raise ValueError(
@@ -310,9 +302,7 @@ def fine_tune(
         _init_head_bias(head, task, values[train_idx], num_labels)
 
         train_texts = [text_list[i] for i in train_idx]
-        train_loss = _train(
-            model, tokenizer, train_texts, train_targets, task, config, rng, device, progress
-        )
+        train_loss = _train(model, tokenizer, train_texts, train_targets, task, config, rng, device, progress)
 
     model.eval()
     if task == "regression":
@@ -329,9 +319,7 @@ def fine_tune(
             model, tokenizer, [text_list[i] for i in val_idx], config, device
         )  # (validation_rows, num_labels)
         if task == "regression":
-            metrics.update(
-                _regression_metrics(predictions[:, 0], fitted[val_idx], values[val_idx], log_target)
-            )
+            metrics.update(_regression_metrics(predictions[:, 0], fitted[val_idx], values[val_idx], log_target))
         else:
             accuracy = float((predictions.argmax(axis=1) == values[val_idx]).mean())
             metrics["accuracy"] = accuracy
@@ -381,9 +369,7 @@ def _validate_texts(texts: Sequence[str]) -> list[str]:
 def _validate_targets(targets: Sequence[float], n_texts: int) -> np.ndarray:
     target_list = list(targets)
     if len(target_list) != n_texts:
-        raise ValueError(
-            f"texts and targets differ in length: {n_texts} texts, {len(target_list)} targets"
-        )
+        raise ValueError(f"texts and targets differ in length: {n_texts} texts, {len(target_list)} targets")
     values = np.empty(n_texts, dtype=np.float64)
     for i, target in enumerate(target_list):
         try:
@@ -396,28 +382,20 @@ def _validate_targets(targets: Sequence[float], n_texts: int) -> np.ndarray:
     return values
 
 
-def _resolve_num_labels(
-    task: str, values: np.ndarray, num_labels: int | None, log_target: bool
-) -> int:
+def _resolve_num_labels(task: str, values: np.ndarray, num_labels: int | None, log_target: bool) -> int:
     if task == "regression":
         if num_labels not in (None, 1):
-            raise ValueError(
-                f"regression has one output; num_labels must be None or 1, got {num_labels!r}"
-            )
+            raise ValueError(f"regression has one output; num_labels must be None or 1, got {num_labels!r}")
         if log_target:
             bad = np.flatnonzero(values <= 0)
             if len(bad):
-                raise ValueError(
-                    f"targets[{bad[0]}] is {float(values[bad[0]])!r}: log_target needs targets > 0"
-                )
+                raise ValueError(f"targets[{bad[0]}] is {float(values[bad[0]])!r}: log_target needs targets > 0")
         return 1
     if log_target:
         raise ValueError("log_target applies to regression only")
     bad = np.flatnonzero((values < 0) | (values != np.round(values)))
     if len(bad):
-        raise ValueError(
-            f"targets[{bad[0]}] is {float(values[bad[0]])!r}: class labels must be integers >= 0"
-        )
+        raise ValueError(f"targets[{bad[0]}] is {float(values[bad[0]])!r}: class labels must be integers >= 0")
     if num_labels is None:
         num_labels = max(2, int(values.max()) + 1)
     if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 2:
@@ -425,15 +403,12 @@ def _resolve_num_labels(
     bad = np.flatnonzero(values >= num_labels)
     if len(bad):
         raise ValueError(
-            f"targets[{bad[0]}] is {float(values[bad[0]])!r}: class labels must be < num_labels "
-            f"({num_labels})"
+            f"targets[{bad[0]}] is {float(values[bad[0]])!r}: class labels must be < num_labels ({num_labels})"
         )
     return num_labels
 
 
-def _split(
-    n: int, validation_fraction: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+def _split(n: int, validation_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Seeded random hold-out split; at least one training row always remains."""
     n_val = round(n * validation_fraction)
     if validation_fraction > 0:
@@ -514,17 +489,15 @@ def _parameter_groups(model: PreTrainedModel, config: FineTuneConfig) -> list[di
 
 
 def _batch_inputs(
-    tokenizer: object, texts: list[str], max_length: int, device: torch.device
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int, device: torch.device
 ) -> dict[str, torch.Tensor]:
-    encoded = tokenizer(  # type: ignore[operator]
-        texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-    )
+    encoded = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     return {key: value.to(device) for key, value in encoded.items()}
 
 
 def _train(
     model: PreTrainedModel,
-    tokenizer: object,
+    tokenizer: PreTrainedTokenizerBase,
     texts: list[str],
     targets: torch.Tensor,
     task: str,
@@ -580,7 +553,7 @@ def _train(
 
 def _predict(
     model: PreTrainedModel,
-    tokenizer: object,
+    tokenizer: PreTrainedTokenizerBase,
     texts: list[str],
     config: FineTuneConfig,
     device: torch.device,
@@ -589,9 +562,7 @@ def _predict(
     outputs: list[np.ndarray] = []
     with torch.no_grad():
         for start in range(0, len(texts), config.eval_batch_size):
-            inputs = _batch_inputs(
-                tokenizer, texts[start : start + config.eval_batch_size], config.max_length, device
-            )
+            inputs = _batch_inputs(tokenizer, texts[start : start + config.eval_batch_size], config.max_length, device)
             outputs.append(model(**inputs).logits.double().cpu().numpy())
     return np.concatenate(outputs, axis=0)
 
@@ -611,14 +582,17 @@ def _regression_metrics(
     return metrics
 
 
-def _save_atomically(model: PreTrainedModel, tokenizer: object, output_dir: Path) -> None:
+def _save_atomically(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, output_dir: Path) -> None:
     """Save into a temporary sibling directory, then rename it to ``output_dir``."""
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
     try:
         staging.chmod(0o755)  # mkdtemp makes it private; the saved model is an ordinary directory
         model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)  # type: ignore[attr-defined]
+        tokenizer.save_pretrained(staging)
+        for path in staging.iterdir():  # some writers create private (0600) files
+            if path.is_file():
+                path.chmod(0o644)
         _refuse_existing(output_dir)
         os.rename(staging, output_dir)
     except BaseException:

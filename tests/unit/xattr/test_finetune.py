@@ -5,6 +5,7 @@ import json
 import math
 import random
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,16 @@ FAST = FineTuneConfig(
     validation_fraction=0.25,
     eval_batch_size=16,
 )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from threads, and on a shared machine two spinning OpenMP
+    threads make each step ~30x slower; the library itself never changes the thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _vocabulary(texts: list[str]) -> list[str]:
