@@ -46,7 +46,9 @@ class AttributionMethod(ABC):
         self._corpus: Sequence[EncodedText] = ()
         self._neighbours: Mapping[int, Sequence[int]] = {}
 
-    def bind_corpus(self, encoded: Sequence[EncodedText], neighbours: Mapping[int, Sequence[int]] | None = None) -> None:
+    def bind_corpus(
+        self, encoded: Sequence[EncodedText], neighbours: Mapping[int, Sequence[int]] | None = None
+    ) -> None:
         """Give the method the encoded corpus and, per corpus position, its neighbours' positions.
 
         Methods with ``uses_neighbours`` read reference texts through :meth:`reference_texts`.

@@ -49,7 +49,9 @@ def constant_reference(loaded: LoadedModel, batch: Batch, embeddings: torch.Tens
     return torch.where(mask, fill.to(embeddings.dtype), embeddings)
 
 
-def text_reference(loaded: LoadedModel, batch: Batch, embeddings: torch.Tensor, row: int, reference: EncodedText) -> torch.Tensor:
+def text_reference(
+    loaded: LoadedModel, batch: Batch, embeddings: torch.Tensor, row: int, reference: EncodedText
+) -> torch.Tensor:
     """Reference for one row from a reference text, ``(seq, hidden)`` (see the module docstring)."""
     mask = content_mask(batch, special_token_ids(loaded))[row]  # (seq,)
     positions = torch.nonzero(mask).flatten()
