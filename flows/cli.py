@@ -86,7 +86,7 @@ def methods() -> None:
 def demo(
     workdir: Annotated[Path, typer.Option(help="where data, models, artifacts and mlflow.db go")] = Path("xattr-demo"),
     rows: Annotated[int, typer.Option(min=50, help="listings in the synthetic catalogue")] = 3000,
-    epochs: Annotated[int, typer.Option(min=1, help="fine-tuning epochs")] = 3,
+    epochs: Annotated[int, typer.Option(min=1, help="fine-tuning epochs")] = 2,
     eval_texts: Annotated[int, typer.Option(min=1, help="texts scored for faithfulness")] = 150,
 ) -> None:
     """Explain a MiniLM price regressor on a synthetic laptop catalogue with known price drivers."""

@@ -40,7 +40,7 @@ class DemoPlan:
 
     rows: int = 3000
     seed: int = 0
-    epochs: int = 3
+    epochs: int = 2
     max_length: int = 48
     eval_texts: int = 150
 

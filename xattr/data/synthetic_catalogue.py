@@ -202,9 +202,7 @@ def _render_listing(
     return pick(_SEPARATORS).join(body)
 
 
-def generate_catalogue(
-    n: int = 3000, seed: int = 0, *, noise_sd: float = DEFAULT_NOISE_SD
-) -> SyntheticCatalogue:
+def generate_catalogue(n: int = 3000, seed: int = 0, *, noise_sd: float = DEFAULT_NOISE_SD) -> SyntheticCatalogue:
     """Generate a synthetic catalogue of laptop-like listings with known price drivers.
 
     Attribute levels are drawn independently of each other, so every driver's effect can be
@@ -247,9 +245,7 @@ def generate_catalogue(
             "colour": _COLOURS[int(rng.integers(len(_COLOURS)))],
         }
         text = _render_listing(rng, **levels)
-        mean_log_price = BASE_LOG_PRICE + math.fsum(
-            d.effect for d in PRICE_DRIVERS if levels[d.attribute] == d.word
-        )
+        mean_log_price = BASE_LOG_PRICE + math.fsum(d.effect for d in PRICE_DRIVERS if levels[d.attribute] == d.word)
         # Always draw the noise so the texts do not depend on noise_sd.
         log_price = mean_log_price + noise_sd * float(rng.standard_normal())
         rows.append(
