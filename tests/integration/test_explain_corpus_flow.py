@@ -201,7 +201,9 @@ def test_lafa_and_layer_choice_run_from_config(harness, tmp_path: Path, tiny_cla
     assert not np.allclose(simple["score"], smoothed["score"])
 
 
-def test_index_from_another_layer_is_refused(harness, tmp_path: Path, corpus_csv: Path, tiny_classifier_dir: Path) -> None:
+def test_index_from_another_layer_is_refused(
+    harness, tmp_path: Path, corpus_csv: Path, tiny_classifier_dir: Path
+) -> None:
     settings = _settings(
         tmp_path / "work",
         corpus_csv,
@@ -211,3 +213,38 @@ def test_index_from_another_layer_is_refused(harness, tmp_path: Path, corpus_csv
     )
     with pytest.raises(ValueError, match="asks for neighbours in layer 2, but the index .* was built on layer 1"):
         explain_corpus(settings)
+
+
+def test_every_registered_method_runs_from_config(
+    harness, tmp_path: Path, corpus_csv: Path, tiny_classifier_dir: Path
+) -> None:
+    from xattr.methods import available_methods
+
+    methods = [
+        {"name": "simple_grad"},
+        {"name": "grad_input", "label": "grad_input_signed", "params": {"reduction": "sum"}},
+        {"name": "integrated_gradients", "params": {"steps": 4, "baseline": "zeros"}},
+        {"name": "smooth_grad", "params": {"samples": 3}},
+        {"name": "shap_grad", "params": {"samples": 3}},
+        {"name": "shap_grad", "label": "shap_grad_ref", "params": {"samples": 3, "references": "neighbours"}},
+        {"name": "shap_deep", "params": {"max_references": 3}},
+        {"name": "random"},
+        {"name": "lafa", "params": {"base": "smooth_grad", "base_params": {"samples": 2}, "kernel": "indicator"}},
+    ]
+    assert {m["name"] for m in methods} | {"grad_input"} == set(available_methods())
+    settings = _settings(
+        tmp_path / "work",
+        corpus_csv,
+        tiny_classifier_dir,
+        attribution={"methods": methods},
+        evaluation={"max_texts": 4},
+    )
+    summary = explain_corpus(settings)
+    labels = [m.get("label", m["name"]) for m in methods]
+    assert set(summary["metrics"]) == set(labels)
+    for label in labels:
+        assert {"aopc", "log_odds"} <= set(summary["metrics"][label])
+    client = MlflowClient(summary["tracking_uri"])
+    children = _children(client, summary["mlflow_run_id"])
+    assert children["attribute-shap_grad_ref"].data.metrics["neighbours_max"] == 10
+    assert "neighbours_max" not in children["attribute-shap_grad"].data.metrics

@@ -18,6 +18,8 @@ from xattr.methods.integrated_gradients import IntegratedGradients
 from xattr.methods.lafa import Lafa
 from xattr.methods.random_scores import RandomScores
 from xattr.methods.runner import TokenAttribution, attribute_corpus
+from xattr.methods.shap_deep import ShapDeep
+from xattr.methods.shap_grad import ShapGrad
 from xattr.methods.simple_grad import SimpleGrad
 from xattr.methods.smooth_grad import SmoothGrad
 
@@ -28,6 +30,8 @@ __all__ = [
     "Lafa",
     "MethodParams",
     "RandomScores",
+    "ShapDeep",
+    "ShapGrad",
     "SimpleGrad",
     "SmoothGrad",
     "TokenAttribution",

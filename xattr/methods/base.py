@@ -140,5 +140,5 @@ def describe_parameters(cls: type[AttributionMethod]) -> list[tuple[str, str, An
             type_name = " | ".join(map(str, get_args(annotation)))
         else:
             type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-        rows.append((field_name, type_name, info.default, info.description or ""))
+        rows.append((field_name, type_name, info.get_default(call_default_factory=True), info.description or ""))
     return rows
