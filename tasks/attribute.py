@@ -151,9 +151,10 @@ def attribute_stage(
             "target": target,
         },
     )
-    for counter in ("fallbacks", "base_computations"):
-        if hasattr(attribution_method, counter):
-            neighbour_metrics[counter] = float(getattr(attribution_method, counter))
+    if attribution_method.needs_references():
+        neighbour_metrics["fallbacks"] = float(attribution_method.fallbacks)
+    if hasattr(attribution_method, "base_computations"):
+        neighbour_metrics["base_computations"] = float(attribution_method.base_computations)
     return StageResult(
         f"attribute-{label}",
         {"attributions": ref},

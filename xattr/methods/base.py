@@ -45,6 +45,8 @@ class AttributionMethod(ABC):
         self.params = params if params is not None else self.Params()
         self._corpus: Sequence[EncodedText] = ()
         self._neighbours: Mapping[int, Sequence[int]] = {}
+        #: Rows that needed neighbours but had none (they fell back to the method's default).
+        self.fallbacks = 0
 
     def bind_corpus(
         self, encoded: Sequence[EncodedText], neighbours: Mapping[int, Sequence[int]] | None = None
@@ -52,9 +54,11 @@ class AttributionMethod(ABC):
         """Give the method the encoded corpus and, per corpus position, its neighbours' positions.
 
         Methods with ``uses_neighbours`` read reference texts through :meth:`reference_texts`.
+        Binding resets the ``fallbacks`` counter.
         """
         self._corpus = encoded
         self._neighbours = neighbours or {}
+        self.fallbacks = 0
 
     def reference_texts(self, position: int) -> list[EncodedText]:
         """The neighbour texts of the text at corpus ``position`` (empty when none were bound)."""

@@ -130,7 +130,6 @@ class Lafa(AttributionMethod):
         p: LafaParams = self.params  # type: ignore[assignment]
         self.base_method = get_method(p.base, p.base_params)
         self._cache: dict[tuple[int, int], torch.Tensor] = {}
-        self.fallbacks = 0
         self.base_computations = 0
 
     def bind_corpus(
@@ -140,7 +139,6 @@ class Lafa(AttributionMethod):
         super().bind_corpus(encoded, neighbours)
         self.base_method.bind_corpus(encoded, neighbours)
         self._cache.clear()
-        self.fallbacks = 0
         self.base_computations = 0
 
     def neighbour_request(self) -> NeighbourRequest:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -65,20 +65,9 @@ class ShapDeep(AttributionMethod):
     multiplies_by_inputs = True
     uses_neighbours = True
 
-    def __init__(self, params: MethodParams | None = None) -> None:
-        super().__init__(params)
-        self.fallbacks = 0
-
     def needs_references(self) -> bool:
         """Neighbours are needed only for ``references="neighbours"``."""
         return self.params.references == "neighbours"  # type: ignore[attr-defined]
-
-    def bind_corpus(
-        self, encoded: Sequence[EncodedText], neighbours: Mapping[int, Sequence[int]] | None = None
-    ) -> None:
-        """Bind the corpus and its neighbours and reset ``fallbacks``."""
-        super().bind_corpus(encoded, neighbours)
-        self.fallbacks = 0
 
     def reference_plan(self, batch: Batch) -> tuple[ReferencePlan, dict[int, list[EncodedText]]]:
         """One point per (row, reference) and, per row using neighbours, its reference texts."""

@@ -190,20 +190,9 @@ class ShapGrad(AttributionMethod):
     Params = ShapGradParams
     uses_neighbours = True
 
-    def __init__(self, params: MethodParams | None = None) -> None:
-        super().__init__(params)
-        self.fallbacks = 0
-
     def needs_references(self) -> bool:
         """Neighbours are needed only for ``references="neighbours"``."""
         return self.params.references == "neighbours"  # type: ignore[attr-defined]
-
-    def bind_corpus(
-        self, encoded: Sequence[EncodedText], neighbours: Mapping[int, Sequence[int]] | None = None
-    ) -> None:
-        """Bind the corpus and its neighbours and reset ``fallbacks``."""
-        super().bind_corpus(encoded, neighbours)
-        self.fallbacks = 0
 
     def reference_plan(self, batch: Batch) -> tuple[ReferencePlan, dict[int, list[EncodedText]]]:
         """The points of every row and, per row using neighbours, its reference texts."""
