@@ -63,7 +63,16 @@ def run(
     except SettingsError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
-    summary = explain_corpus(settings)
+    from storage import StorageError
+    from xattr.data.corpus import CorpusError
+    from xattr.models.loading import ModelLoadError
+
+    try:
+        summary = explain_corpus(settings)
+    except (CorpusError, ModelLoadError, StorageError, ValueError) as exc:
+        # The flow run is already marked failed in Prefect and MLflow; say why in one line.
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
     console.print(_metrics_table(summary))
     _where(summary)
 
