@@ -210,17 +210,21 @@ def _summarise(
         "",
     ]
     lines += [
-        f"## Faithfulness (replacement: `{settings.evaluation.replacement}`, "
+        f"## Faithfulness (replacement: `{settings.evaluation.replacement}`; CIs: bootstrap over texts; "
         f"texts: {settings.evaluation.max_texts or 'all'})",
         "",
-        "| method | AOPC | log-odds | attribute s |",
+        "| method | AOPC [95% CI] | log-odds [95% CI] | attribute s |",
         "|---|---|---|---|",
     ]
     rows = []
     for key, info in per_method.items():
         m = info["metrics"]
-        aopc, log_odds = m.get("aopc", float("nan")), m.get("log_odds", float("nan"))
-        lines.append(f"| {key} | {aopc:.4f} | {log_odds:.4f} | {info['attribute_seconds']:.1f} |")
+        cells = [
+            f"{m.get(k, float('nan')):.4f} [{m.get(k + '_ci_low', float('nan')):.4f}, "
+            f"{m.get(k + '_ci_high', float('nan')):.4f}]"
+            for k in ("aopc", "log_odds")
+        ]
+        lines.append(f"| {key} | {cells[0]} | {cells[1]} | {info['attribute_seconds']:.1f} |")
         rows.append({"method": key, **{k: v for k, v in m.items()}})
     top: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for key, info in per_method.items():

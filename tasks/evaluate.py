@@ -17,6 +17,7 @@ from tasks.progress import StageProgress
 from tasks.results import RunContext, StageResult
 from xattr.methods.runner import TokenAttribution
 from xattr.metrics.perturbation import removal_curves
+from xattr.metrics.uncertainty import bootstrap_mean
 from xattr.models.loading import ModelSpec
 from xattr.types import ReplacementPolicy
 
@@ -99,6 +100,12 @@ def evaluate_stage(
         metadata={"replacement": replacement, "texts": str(len(chosen))},
     )
     metrics = {"texts": float(len(chosen))}
+    for metric in ("aopc", "log_odds"):
+        vals = grouped.get((metric, None), [])
+        if len(vals) >= 2:
+            # 95% percentile-bootstrap CI of the mean; the spread is over evaluated texts.
+            estimate = bootstrap_mean(np.asarray(vals), seed=seed)
+            metrics[f"{metric}_ci_low"], metrics[f"{metric}_ci_high"] = estimate.low, estimate.high
     for (metric, fraction), vals in grouped.items():
         # "name@step": tracking logs curves as one MLflow metric with the percentage as its step.
         key = metric if fraction is None else f"{metric}_curve@{round(fraction * 100)}"

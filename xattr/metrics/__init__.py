@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+from xattr.metrics.gold import UndefinedMetricError, auc_against_gold, pearson_against_gold, per_text
 from xattr.metrics.perturbation import DEFAULT_FRACTIONS, MetricValue, removal_curves
+from xattr.metrics.uncertainty import Estimate, PairedComparison, bootstrap_mean, paired_difference
 
-__all__ = ["DEFAULT_FRACTIONS", "MetricValue", "removal_curves"]
+__all__ = [
+    "DEFAULT_FRACTIONS",
+    "Estimate",
+    "MetricValue",
+    "PairedComparison",
+    "UndefinedMetricError",
+    "auc_against_gold",
+    "bootstrap_mean",
+    "paired_difference",
+    "pearson_against_gold",
+    "per_text",
+    "removal_curves",
+]
