@@ -27,16 +27,16 @@ console = Console()
 
 
 def _metrics_table(summary: dict[str, Any]) -> Table:
-    table = Table(title="Faithfulness (higher AOPC, lower log-odds = more faithful)")
-    for column in ("method", "AOPC", "log-odds", "texts"):
+    table = Table(title="Faithfulness (higher AOPC, lower log-odds = more faithful; 95% bootstrap CI over texts)")
+    for column in ("method", "AOPC [CI]", "log-odds [CI]", "texts"):
         table.add_column(column)
     for method, metrics in summary["metrics"].items():
-        table.add_row(
-            method,
-            f"{metrics.get('aopc', float('nan')):.4f}",
-            f"{metrics.get('log_odds', float('nan')):.4f}",
-            f"{int(metrics.get('texts', 0))}",
-        )
+        cells = [
+            f"{metrics.get(k, float('nan')):.4f} [{metrics.get(k + '_ci_low', float('nan')):.3f}, "
+            f"{metrics.get(k + '_ci_high', float('nan')):.3f}]"
+            for k in ("aopc", "log_odds")
+        ]
+        table.add_row(method, cells[0], cells[1], f"{int(metrics.get('texts', 0))}")
     return table
 
 
