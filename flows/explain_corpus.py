@@ -213,8 +213,8 @@ def _summarise(
         f"## Faithfulness (replacement: `{settings.evaluation.replacement}`; CIs: bootstrap over texts; "
         f"texts: {settings.evaluation.max_texts or 'all'})",
         "",
-        "| method | AOPC [95% CI] | log-odds [95% CI] | attribute s |",
-        "|---|---|---|---|",
+        "| method | AOPC [95% CI] | AOPC sufficiency [95% CI] | log-odds [95% CI] | attribute s |",
+        "|---|---|---|---|---|",
     ]
     rows = []
     for key, info in per_method.items():
@@ -222,9 +222,9 @@ def _summarise(
         cells = [
             f"{m.get(k, float('nan')):.4f} [{m.get(k + '_ci_low', float('nan')):.4f}, "
             f"{m.get(k + '_ci_high', float('nan')):.4f}]"
-            for k in ("aopc", "log_odds")
+            for k in ("aopc", "aopc_sufficiency", "log_odds")
         ]
-        lines.append(f"| {key} | {cells[0]} | {cells[1]} | {info['attribute_seconds']:.1f} |")
+        lines.append(f"| {key} | {' | '.join(cells)} | {info['attribute_seconds']:.1f} |")
         rows.append({"method": key, **{k: v for k, v in m.items()}})
     top: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for key, info in per_method.items():

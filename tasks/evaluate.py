@@ -100,7 +100,7 @@ def evaluate_stage(
         metadata={"replacement": replacement, "texts": str(len(chosen))},
     )
     metrics = {"texts": float(len(chosen))}
-    for metric in ("aopc", "log_odds"):
+    for metric in ("aopc", "aopc_sufficiency", "log_odds"):
         vals = grouped.get((metric, None), [])
         if len(vals) >= 2:
             # 95% percentile-bootstrap CI of the mean; the spread is over evaluated texts.

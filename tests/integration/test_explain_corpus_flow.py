@@ -112,6 +112,7 @@ def test_flow_writes_valid_artifacts_tracks_stages_and_reuses_cache(
         metrics = children[f"evaluate-{method}"].data.metrics
         assert {"aopc", "log_odds", "comprehensiveness_curve", "log_odds_curve"} <= set(metrics)
         assert metrics["aopc_ci_low"] <= metrics["aopc"] <= metrics["aopc_ci_high"]
+        assert metrics["aopc_sufficiency_ci_low"] <= metrics["aopc_sufficiency"] <= metrics["aopc_sufficiency_ci_high"]
         history = client.get_metric_history(children[f"evaluate-{method}"].info.run_id, "comprehensiveness_curve")
         assert sorted(m.step for m in history) == [10, 20, 30, 40, 50, 60, 70, 80, 90]
     parent = client.get_run(first["mlflow_run_id"])

@@ -115,12 +115,15 @@ def removal_curves(
     * ``comprehensiveness`` = ``p - p_k`` (ERASER, DeYoung et al. 2020); its mean over the
       fractions is AOPC (``aopc``).
     * ``log_odds`` = ``log(p_k / p)`` (Mask-LRP Eq. 13; LDAV Eq. 7): lower is more faithful.
+    * ``sufficiency`` = ``p - p_keep_k`` with only the top ``k`` fraction kept (every other
+      non-special token removed; ERASER); its mean over the fractions is ``aopc_sufficiency``:
+      lower is more faithful.
 
     Regression, with ``y`` the model output: ``comprehensiveness`` = ``|y - y_k|`` (there is no
     probability; the absolute output change plays its role), and, only when the output is the
     log of a positive quantity (``output_transform == "log"``, e.g. log price), ``log_odds`` =
     ``y_k - y``: the log of the ratio of the predicted quantities, the regression counterpart of
-    Eq. 13's ratio of probabilities.
+    Eq. 13's ratio of probabilities; ``sufficiency`` = ``|y - y_keep_k|``.
 
     Args:
         loaded: The model.
@@ -133,7 +136,8 @@ def removal_curves(
 
     Returns:
         Per (text, target): one ``comprehensiveness`` and (where defined) one ``log_odds`` value
-        per fraction, plus ``aopc`` and mean ``log_odds`` with ``fraction=None``.
+        per fraction, one ``sufficiency`` per fraction, plus ``aopc``, ``aopc_sufficiency`` and
+        mean ``log_odds`` with ``fraction=None``.
     """
     replacement = replacement_id(loaded.tokenizer, policy)
     variants: list[EncodedText] = []
@@ -144,8 +148,11 @@ def removal_curves(
         variants.append(text)
         for fraction in fractions:
             variants.append(remove_tokens(text, order[: tokens_to_remove(len(order), fraction)], replacement))
+        for fraction in fractions:
+            variants.append(remove_tokens(text, order[tokens_to_remove(len(order), fraction) :], replacement))
     outputs = predict_logits(loaded, variants, batch_size=batch_size, progress=progress)
-    stride = len(fractions) + 1
+    n_fractions = len(fractions)
+    stride = 2 * n_fractions + 1
     regression = loaded.task == "regression"
     has_log_odds = not regression or loaded.output_transform == "log"
     values: list[MetricValue] = []
@@ -154,19 +161,25 @@ def removal_curves(
         pos, tgt = attribution.position, attribution.target
         if regression:
             base = float(block[0, 0])
-            after = [float(b[0]) for b in block[1:]]
+            after = [float(b[0]) for b in block[1 : n_fractions + 1]]
+            kept = [float(b[0]) for b in block[n_fractions + 1 :]]
             comp = [abs(base - a) for a in after]
+            suff = [abs(base - a) for a in kept]
             log_odds = [a - base for a in after]
         else:
             base = _target_probability(block[0], tgt, loaded.task)
-            after = [_target_probability(b, tgt, loaded.task) for b in block[1:]]
+            after = [_target_probability(b, tgt, loaded.task) for b in block[1 : n_fractions + 1]]
+            kept = [_target_probability(b, tgt, loaded.task) for b in block[n_fractions + 1 :]]
             comp = [base - a for a in after]
+            suff = [base - a for a in kept]
             log_odds = [math.log(max(a, 1e-300) / max(base, 1e-300)) for a in after]
-        for fraction, c, lo in zip(fractions, comp, log_odds, strict=True):
+        for fraction, c, lo, su in zip(fractions, comp, log_odds, suff, strict=True):
             values.append(MetricValue(pos, tgt, "comprehensiveness", float(fraction), c))
+            values.append(MetricValue(pos, tgt, "sufficiency", float(fraction), su))
             if has_log_odds:
                 values.append(MetricValue(pos, tgt, "log_odds", float(fraction), lo))
         values.append(MetricValue(pos, tgt, "aopc", None, float(np.mean(comp))))
+        values.append(MetricValue(pos, tgt, "aopc_sufficiency", None, float(np.mean(suff))))
         if has_log_odds:
             values.append(MetricValue(pos, tgt, "log_odds", None, float(np.mean(log_odds))))
     return values

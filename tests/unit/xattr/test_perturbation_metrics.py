@@ -107,3 +107,23 @@ def test_delete_policy_shortens_and_specials_are_protected(tiny_tokenizer, encod
     assert out.word_index == (-1, 0, 2, 4, -1)
     with pytest.raises(ValueError, match="special tokens are never removed"):
         remove_tokens(encoded, [0], None)
+
+
+def test_sufficiency_is_zero_when_the_key_token_is_kept_first(tiny_tokenizer, encoded) -> None:
+    enc = _key_at(encoded, 3)
+    scores = np.array([0.0, 0.1, 0.2, 5.0, 0.3, 0.4, 0.0])
+    values = removal_curves(_loaded(tiny_tokenizer, "classification", 2), [enc], [TokenAttribution(0, 1, scores)])
+    assert _values(values, "sufficiency") == pytest.approx({f / 10: 0.0 for f in range(1, 10)}, abs=1e-12)
+    assert _values(values, "aopc_sufficiency")[None] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_sufficiency_counts_every_fraction_but_the_last_when_the_key_token_ranks_last(tiny_tokenizer, encoded) -> None:
+    enc = _key_at(encoded, 3)
+    scores = np.array([0.0, 5.0, 4.0, -1.0, 3.0, 2.0, 0.0])
+    values = removal_curves(_loaded(tiny_tokenizer, "classification", 2), [enc], [TokenAttribution(0, 1, scores)])
+    p = math.exp(2) / (1 + math.exp(2))
+    suff = _values(values, "sufficiency")
+    # ceil(f * 5) tokens kept: the key token (ranked 5th) is kept only at 90 %.
+    assert [suff[f / 10] for f in range(1, 9)] == pytest.approx([p - 0.5] * 8, abs=1e-12)
+    assert suff[0.9] == pytest.approx(0.0, abs=1e-12)
+    assert _values(values, "aopc_sufficiency")[None] == pytest.approx(8 * (p - 0.5) / 9, abs=1e-12)
