@@ -73,3 +73,20 @@ def tiny_regressor_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def tiny_tokenizer(tmp_path: Path) -> BertTokenizerFast:
     return write_tiny_tokenizer(tmp_path / "tok")
+
+
+@pytest.fixture(scope="module")
+def amplified_classifier(tiny_classifier_dir: Path):
+    """The tiny classifier in float64 on CPU with its linear weights x10.
+
+    At initialisation (std 0.02) its logits barely move between inputs (F(x) - F(baseline) ~ 1e-5),
+    which would make completeness checks vacuous and noise effects invisible.
+    """
+    from xattr.models.loading import load_model
+
+    loaded = load_model(tiny_classifier_dir, dtype=torch.float64, device="cpu")
+    with torch.no_grad():
+        for module in loaded.model.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.mul_(10.0)
+    return loaded

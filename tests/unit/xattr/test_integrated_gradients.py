@@ -8,8 +8,6 @@ Captum is compared at ``rtol=1e-10`` with ``N = 8``; for other ``N`` the referen
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -19,7 +17,6 @@ import xattr.methods.integrated_gradients  # noqa: F401  (registers the method)
 from xattr.methods import attribute_corpus, get_method
 from xattr.methods.references import constant_reference, text_reference
 from xattr.models.encoding import collate, encode_texts
-from xattr.models.loading import load_model
 
 TEXTS = [
     "the movie was great",
@@ -31,15 +28,8 @@ REFERENCE_TEXT = "this film is not very good"
 
 
 @pytest.fixture(scope="module")
-def loaded(tiny_classifier_dir: Path):
-    """The tiny float64 BERT with its linear weights x10: at initialisation (std 0.02) its logits
-    barely move between inputs (F(x) - F(baseline) ~ 1e-5), which would make completeness vacuous."""
-    model = load_model(tiny_classifier_dir, dtype=torch.float64, device="cpu")
-    with torch.no_grad():
-        for module in model.model.modules():
-            if isinstance(module, torch.nn.Linear):
-                module.weight.mul_(10.0)
-    return model
+def loaded(amplified_classifier):
+    return amplified_classifier
 
 
 def _setup(loaded, text: str, baseline: str):

@@ -8,7 +8,6 @@ plain gradient, which is compared to Captum's ``Saliency``.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +19,6 @@ from xattr.methods import attribute_corpus, get_method
 from xattr.methods.references import content_mask, special_token_ids
 from xattr.methods.smooth_grad import noise_sigma, row_noise
 from xattr.models.encoding import collate, encode_texts
-from xattr.models.loading import load_model
 
 TEXTS = [
     "the movie was great",
@@ -31,14 +29,8 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def loaded(tiny_classifier_dir: Path):
-    """The tiny float64 BERT with its linear weights x10, so gradients vary visibly with the noise."""
-    model = load_model(tiny_classifier_dir, dtype=torch.float64, device="cpu")
-    with torch.no_grad():
-        for module in model.model.modules():
-            if isinstance(module, torch.nn.Linear):
-                module.weight.mul_(10.0)
-    return model
+def loaded(amplified_classifier):
+    return amplified_classifier
 
 
 def _setup(loaded, text: str):
