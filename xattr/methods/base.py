@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal, get_args, get_origin
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from xattr.heads.masks import HeadMasks
 from xattr.models.encoding import Batch, EncodedText
 from xattr.models.loading import LoadedModel
 
@@ -40,6 +41,8 @@ class AttributionMethod(ABC):
     multiplies_by_inputs: ClassVar[bool] = False
     #: Whether the method needs each text's nearest neighbours (see :meth:`bind_corpus`).
     uses_neighbours: ClassVar[bool] = False
+    #: Whether the method needs attention-head masks (Mask-LRP; see :meth:`bind_head_masks`).
+    uses_head_masks: ClassVar[bool] = False
 
     def __init__(self, params: MethodParams | None = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -47,6 +50,7 @@ class AttributionMethod(ABC):
         self._neighbours: Mapping[int, Sequence[int]] = {}
         #: Rows that needed neighbours but had none (they fell back to the method's default).
         self.fallbacks = 0
+        self._head_masks: HeadMasks | None = None
 
     def bind_corpus(
         self, encoded: Sequence[EncodedText], neighbours: Mapping[int, Sequence[int]] | None = None
@@ -63,6 +67,12 @@ class AttributionMethod(ABC):
     def reference_texts(self, position: int) -> list[EncodedText]:
         """The neighbour texts of the text at corpus ``position`` (empty when none were bound)."""
         return [self._corpus[j] for j in self._neighbours.get(position, ())]
+
+    def bind_head_masks(self, masks: HeadMasks) -> None:
+        """Give a method with ``uses_head_masks`` the kept heads (from the head-statistics stage)."""
+        if not self.uses_head_masks:
+            raise TypeError(f"method {self.name!r} does not use head masks")
+        self._head_masks = masks
 
     def needs_references(self) -> bool:
         """Whether this configured instance needs neighbours bound before running."""
