@@ -39,7 +39,8 @@ def statistics_table(stats: HeadStatistics, xi_synt: float, xi_pos: float) -> pa
     for layer in range(layers):
         for head in range(heads):
             for k, relation in enumerate(stats.relations):
-                row(layer, head, "relation", relation, alpha[layer, head, k], float(baseline[k]), stats.relation_arcs[k])
+                arcs = stats.relation_arcs[k]
+                row(layer, head, "relation", relation, alpha[layer, head, k], float(baseline[k]), arcs)
             for j, offset in enumerate(stats.offsets):
                 row(layer, head, "position", _offset_key(offset), position[layer, head, j], None, stats.queries)
             row(layer, head, "mask", "syntactic", masks.syntactic[layer, head], xi_synt, int(stats.relation_arcs.sum()))
