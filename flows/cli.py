@@ -149,6 +149,72 @@ def demo(
     console.print(f"[bold]Demo wall time:[/] {time.perf_counter() - started:.0f} s")
 
 
+@app.command()
+def heads(
+    config: Annotated[Path, typer.Argument(help="YAML config of explain_corpus (corpus, model, heads)")],
+    workdir: Annotated[Path | None, typer.Option(help="override the config's workdir")] = None,
+) -> None:
+    """Mine dependency-based head statistics (Mask-LRP Eq. 6-8) on CONFIG's corpus and model."""
+    from flows.head_statistics import head_statistics_flow
+    from flows.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(config, {"workdir": str(workdir.resolve())} if workdir else None)
+    except SettingsError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    from storage import StorageError
+    from xattr.data.corpus import CorpusError
+    from xattr.models.loading import ModelLoadError
+
+    try:
+        result = head_statistics_flow(settings)
+    except (CorpusError, ModelLoadError, StorageError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(_kept_heads_table(result["statistics"], settings.heads.xi_synt, settings.heads.xi_pos))
+    metrics = result["metrics"]
+    console.print(
+        f"[bold]Kept heads:[/] {int(metrics['kept_heads'])} ({int(metrics['syntactic_heads'])} syntactic, "
+        f"{int(metrics['positional_heads'])} positional) from {int(metrics['texts'])} texts, "
+        f"{int(metrics['arcs'])} arcs; parse {metrics['parse_seconds']:.1f} s, model {metrics['model_seconds']:.1f} s"
+        + (" (served from cache)" if result["cached"] else "")
+    )
+    console.print(f"[bold]Statistics:[/] {result['statistics'].path}")
+    console.print(f"[bold]Heatmap:[/]    {result['heatmap']}")
+    console.print(f"[bold]MLflow:[/]     run {result['mlflow_run_id']} in {result['tracking_uri']}")
+
+
+def _kept_heads_table(ref: Any, xi_synt: float, xi_pos: float) -> Table:
+    """One row per kept head: why it is kept (best relation margin, best offset frequency)."""
+    from storage import read_artifact
+
+    frame = read_artifact(ref).to_pandas()
+    frame = frame[frame["layer"] >= 0]
+    masks = frame[frame["kind"] == "mask"].pivot_table(index=["layer", "head"], columns="key", values="frequency")
+    table = Table(title=f"Kept heads (syntactic: alpha - lambda > {xi_synt}; positional: frequency > {xi_pos})")
+    for column in ("layer", "head", "kind", "best relation: alpha (lambda)", "best offset: frequency"):
+        table.add_column(column)
+    for (layer, head), flags in masks.iterrows():
+        syntactic, positional = flags["syntactic"] > 0.5, flags["positional"] > 0.5
+        if not (syntactic or positional):
+            continue
+        rows = frame[(frame["layer"] == layer) & (frame["head"] == head)]
+        relations = rows[rows["kind"] == "relation"].assign(margin=lambda r: r["frequency"] - r["baseline"])
+        best = relations.loc[relations["margin"].fillna(-1.0).idxmax()]
+        offsets = rows[rows["kind"] == "position"]
+        top = offsets.loc[offsets["frequency"].idxmax()]
+        kind = "both" if syntactic and positional else "syntactic" if syntactic else "positional"
+        table.add_row(
+            str(layer),
+            str(head),
+            kind,
+            f"{best['key']}: {best['frequency']:.2f} ({best['baseline']:.2f})",
+            f"{top['key']}: {top['frequency']:.2f}",
+        )
+    return table
+
+
 def main() -> None:
     """Entry point for ``python -m flows.cli``."""
     app()

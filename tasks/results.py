@@ -32,6 +32,7 @@ class StageResult:
         params: The stage's resolved settings, flattened to strings.
         seconds: Wall time of the computation (when it ran, not when served from cache).
         notes: Human-readable lines (warnings, handling applied) for the run summary.
+        files: Other files the stage wrote (images), by short name: logged to the stage's MLflow run.
     """
 
     stage: str
@@ -40,7 +41,10 @@ class StageResult:
     params: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     notes: tuple[str, ...] = ()
+    files: dict[str, str] = field(default_factory=dict)
 
     def missing_artifacts(self) -> list[str]:
         """Paths of referenced artifacts that no longer exist (a stale cache entry)."""
-        return [ref.path for ref in self.refs.values() if not Path(ref.path).exists()]
+        return [ref.path for ref in self.refs.values() if not Path(ref.path).exists()] + [
+            path for path in self.files.values() if not Path(path).exists()
+        ]

@@ -93,6 +93,8 @@ def log_stage(tracking_uri: str, parent_run_id: str, result: StageResult, *, cac
     client.log_dict(child.info.run_id, {name: ref.to_dict() for name, ref in result.refs.items()}, "artifact_refs.json")
     if result.notes:
         client.log_text(child.info.run_id, "\n".join(result.notes) + "\n", "notes.txt")
+    for path in result.files.values():
+        client.log_artifact(child.info.run_id, path, "files")
     client.set_terminated(child.info.run_id, "FINISHED")
     return str(child.info.run_id)
 

@@ -16,6 +16,8 @@ from xattr.methods.base import (
 from xattr.methods.grad_input import GradInput
 from xattr.methods.integrated_gradients import IntegratedGradients
 from xattr.methods.lafa import Lafa
+from xattr.methods.lime import Lime
+from xattr.methods.occlusion import Occlusion
 from xattr.methods.random_scores import RandomScores
 from xattr.methods.runner import TokenAttribution, attribute_corpus
 from xattr.methods.shap_deep import ShapDeep
@@ -28,7 +30,9 @@ __all__ = [
     "GradInput",
     "IntegratedGradients",
     "Lafa",
+    "Lime",
     "MethodParams",
+    "Occlusion",
     "RandomScores",
     "ShapDeep",
     "ShapGrad",
