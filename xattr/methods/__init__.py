@@ -16,6 +16,10 @@ from xattr.methods.base import (
 from xattr.methods.grad_input import GradInput
 from xattr.methods.integrated_gradients import IntegratedGradients
 from xattr.methods.lafa import Lafa
+from xattr.methods.lrp import Lrp
+from xattr.methods.lrp_rollout import LrpRollout
+from xattr.methods.mask_lrp import MaskLrp
+from xattr.methods.partial_lrp import PartialLrp
 from xattr.methods.random_scores import RandomScores
 from xattr.methods.runner import TokenAttribution, attribute_corpus
 from xattr.methods.shap_deep import ShapDeep
@@ -28,7 +32,11 @@ __all__ = [
     "GradInput",
     "IntegratedGradients",
     "Lafa",
+    "Lrp",
+    "LrpRollout",
+    "MaskLrp",
     "MethodParams",
+    "PartialLrp",
     "RandomScores",
     "ShapDeep",
     "ShapGrad",
