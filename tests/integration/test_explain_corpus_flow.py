@@ -232,6 +232,10 @@ def test_every_registered_method_runs_from_config(
         {"name": "shap_deep", "params": {"max_references": 3}},
         {"name": "random"},
         {"name": "lafa", "params": {"base": "smooth_grad", "base_params": {"samples": 2}, "kernel": "indicator"}},
+        {"name": "lrp"},
+        {"name": "partial_lrp"},
+        {"name": "lrp_rollout"},
+        {"name": "mask_lrp", "params": {"mask": "all"}},
     ]
     assert {m["name"] for m in methods} | {"grad_input"} == set(available_methods())
     settings = _settings(

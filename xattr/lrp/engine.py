@@ -264,7 +264,8 @@ class Relevance:
 
     Attributes:
         logits: ``(batch, outputs)`` the model's outputs.
-        input: ``(batch, seq, hidden)`` relevance at the encoder input ``x^(N)`` (embedding output).
+        input: ``(batch, seq, hidden)`` relevance at the encoder input ``x^(N)`` (embedding output),
+            ``None`` when not asked for.
         attention: Per layer ``(batch, heads, seq, seq)`` relevance ``R(A)`` of the attention map,
             or empty when not asked for.
         layers: Per layer ``(batch, seq, hidden)`` relevance of its output, or empty.
@@ -272,7 +273,7 @@ class Relevance:
     """
 
     logits: torch.Tensor
-    input: torch.Tensor
+    input: torch.Tensor | None
     attention: tuple[torch.Tensor, ...] = ()
     layers: tuple[torch.Tensor, ...] = ()
     head_relevance: tuple[tuple[torch.Tensor, torch.Tensor] | None, ...] = ()
@@ -287,6 +288,7 @@ def propagate_relevance(
     gates: Sequence[HeadGate | None] | None = None,
     attention_relevance: bool = False,
     layer_outputs: bool = False,
+    input_relevance: bool = True,
 ) -> Relevance:
     """One LRP pass for a batch: relevance 1 at each row's target output, propagated to the input.
 
@@ -298,6 +300,8 @@ def propagate_relevance(
         gates: Per-layer head gates (Mask-LRP) or ``None``.
         attention_relevance: Also return ``R(A)`` per layer.
         layer_outputs: Also return each layer output's relevance (conservation checks).
+        input_relevance: Return the input relevance; without it the backward pass stops at the
+            lowest attention map (``Relevance.input`` is then ``None``).
 
     Returns:
         The :class:`Relevance` of the batch (detached).
@@ -315,7 +319,7 @@ def propagate_relevance(
         selected = logits.gather(1, targets.view(-1, 1)).squeeze(1)  # (batch,)
         if session.embedding_output is None:
             raise RuntimeError("the embedding hook did not run; is this a supported encoder?")
-        wanted: list[torch.Tensor] = [session.embedding_output]
+        wanted: list[torch.Tensor] = [session.embedding_output] if input_relevance else []
         if attention_relevance:
             wanted += [a for a in session.attention if a is not None]
         if layer_outputs:
@@ -325,9 +329,9 @@ def propagate_relevance(
         grads = torch.autograd.grad(selected, wanted, grad_outputs=seed, allow_unused=True)
     n = len(session.layout.layers)
     emb = session.embedding_output
-    input_relevance = (emb * grads[0]).detach()
+    offset = 1 if input_relevance else 0
+    relevance_at_input = (emb * grads[0]).detach() if input_relevance else None
     attention: tuple[torch.Tensor, ...] = ()
-    offset = 1
     if attention_relevance:
         attention = tuple(
             (a * g).detach() if g is not None else torch.zeros_like(a)
@@ -340,7 +344,7 @@ def propagate_relevance(
             (h * g).detach() if g is not None else torch.zeros_like(h)
             for h, g in zip(session.layer_outputs, grads[offset : offset + n], strict=True)  # type: ignore[arg-type]
         )
-    return Relevance(logits.detach(), input_relevance, attention, layers, tuple(session.head_relevance))
+    return Relevance(logits.detach(), relevance_at_input, attention, layers, tuple(session.head_relevance))
 
 
 def attention_gradients(

@@ -39,4 +39,6 @@ class Lrp(AttributionMethod):
         """Scores ``(batch, seq)``: input relevance summed over the hidden dimension."""
         inputs = model_inputs(loaded.model, batch.input_ids, batch.attention_mask, batch.token_type_ids)
         relevance = propagate_relevance(loaded.model, inputs, targets, epsilon=self.params.epsilon)  # type: ignore[attr-defined]
+        if relevance.input is None:  # pragma: no cover - propagate_relevance returns it by default
+            raise RuntimeError("the LRP pass returned no input relevance")
         return relevance.input.sum(dim=-1)  # (batch, seq)

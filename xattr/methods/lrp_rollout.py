@@ -29,7 +29,7 @@ def rollout_scores(
     inputs = model_inputs(loaded.model, batch.input_ids, batch.attention_mask, batch.token_type_ids)
     gradients = attention_gradients(loaded.model, inputs, targets)
     relevance = propagate_relevance(
-        loaded.model, inputs, targets, epsilon=epsilon, gates=gates, attention_relevance=True
+        loaded.model, inputs, targets, epsilon=epsilon, gates=gates, attention_relevance=True, input_relevance=False
     )
     return relevance_rollout(gradients, relevance.attention, row=0)
 

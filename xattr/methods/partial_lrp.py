@@ -36,7 +36,8 @@ class PartialLrp(AttributionMethod):
             loaded.model,
             inputs,
             targets,
-            epsilon=self.params.epsilon,
-            attention_relevance=True,  # type: ignore[attr-defined]
+            epsilon=self.params.epsilon,  # type: ignore[attr-defined]
+            attention_relevance=True,
+            input_relevance=False,
         )
         return relevance.attention[-1].mean(dim=1)[:, 0, :]  # (batch, seq)
