@@ -9,6 +9,7 @@ from __future__ import annotations
 from xattr.lrp.engine import (
     DEFAULT_EPSILON,
     EagerAttentionError,
+    LinearRule,
     LrpSession,
     Relevance,
     attention_gradients,
@@ -20,7 +21,7 @@ from xattr.lrp.engine import (
 )
 from xattr.lrp.layout import EncoderLayout, LrpUnsupportedModelError, encoder_layout
 from xattr.lrp.masking import MaskChoice, gates_from_groups, head_groups
-from xattr.lrp.rules import AttentionValueRule, EpsilonRule, HeadGate, IdentityRule, LayerNormRule
+from xattr.lrp.rules import AttentionValueRule, EpsilonRule, HeadGate, IdentityRule, LayerNormRule, PositiveRule
 
 __all__ = [
     "DEFAULT_EPSILON",
@@ -31,9 +32,11 @@ __all__ = [
     "HeadGate",
     "IdentityRule",
     "LayerNormRule",
+    "LinearRule",
     "LrpSession",
     "LrpUnsupportedModelError",
     "MaskChoice",
+    "PositiveRule",
     "Relevance",
     "attention_gradients",
     "eager_attention",

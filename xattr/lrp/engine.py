@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -29,11 +29,15 @@ from xattr.lrp.rules import (
     HeadGate,
     IdentityRule,
     LayerNormRule,
+    PositiveRule,
     stabilised,
 )
 
 #: Default stabiliser of the epsilon rule.
 DEFAULT_EPSILON = 1e-9
+
+#: The rule for linear layers: ``epsilon`` (Bach et al. 2015) or ``positive`` (Mask-LRP Eq. 4).
+LinearRule = Literal["epsilon", "positive"]
 
 
 class EagerAttentionError(RuntimeError):
@@ -79,6 +83,7 @@ class LrpSession:
 
     layout: EncoderLayout
     epsilon: float
+    linear_rule: LinearRule
     gates: Sequence[HeadGate | None]
     attention_relevance: bool
     record_layer_outputs: bool
@@ -112,6 +117,7 @@ def lrp_rules(
     model: nn.Module,
     *,
     epsilon: float = DEFAULT_EPSILON,
+    linear_rule: LinearRule = "epsilon",
     gates: Sequence[HeadGate | None] | None = None,
     attention_relevance: bool = False,
     layer_outputs: bool = False,
@@ -120,7 +126,8 @@ def lrp_rules(
 
     Args:
         model: A BERT, RoBERTa or DistilBERT model in eval mode.
-        epsilon: Stabiliser of the epsilon rule for linear layers.
+        epsilon: Stabiliser of the linear rules' denominators.
+        linear_rule: ``epsilon`` (:class:`EpsilonRule`) or ``positive`` (:class:`PositiveRule`, Eq. 4).
         gates: Optional per-layer :class:`HeadGate` (Mask-LRP); ``None`` entries keep every head.
         attention_relevance: Make the attention probabilities leaves whose gradient gives ``R(A)``.
         layer_outputs: Keep each layer's output so its relevance can be read.
@@ -139,8 +146,15 @@ def lrp_rules(
         raise ValueError(f"{len(gates)} head gates given for a model with {num_layers} layers")
     if model.training:
         raise ValueError("LRP needs the model in eval mode (dropout would change every pass)")
+    if linear_rule not in ("epsilon", "positive"):
+        raise ValueError(f"unknown linear rule {linear_rule!r}; valid: epsilon, positive")
     session = LrpSession(
-        layout, epsilon, list(gates) if gates is not None else [None] * num_layers, attention_relevance, layer_outputs
+        layout,
+        epsilon,
+        linear_rule,
+        list(gates) if gates is not None else [None] * num_layers,
+        attention_relevance,
+        layer_outputs,
     )
     session.reset()
     taps: dict[nn.Module, tuple[int, str]] = {}
@@ -159,7 +173,12 @@ def lrp_rules(
         return leaf
 
     def on_linear(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
-        out = EpsilonRule.apply(output, session.epsilon) if output.requires_grad else output
+        if not output.requires_grad:
+            out = output
+        elif session.linear_rule == "positive":
+            out = PositiveRule.apply(args[0], module.weight, output, session.epsilon)
+        else:
+            out = EpsilonRule.apply(output, session.epsilon)
         if module in taps:
             layer, name = taps[module]
             session._taps[layer][name] = out
@@ -285,6 +304,7 @@ def propagate_relevance(
     targets: torch.Tensor,
     *,
     epsilon: float = DEFAULT_EPSILON,
+    linear_rule: LinearRule = "epsilon",
     gates: Sequence[HeadGate | None] | None = None,
     attention_relevance: bool = False,
     layer_outputs: bool = False,
@@ -296,7 +316,8 @@ def propagate_relevance(
         model: A supported encoder in eval mode.
         inputs: Forward keyword arguments (see :func:`model_inputs`), tensors ``(batch, seq)``.
         targets: ``(batch,)`` index of the explained output per row.
-        epsilon: Stabiliser of the epsilon rule.
+        epsilon: Stabiliser of the linear rules.
+        linear_rule: ``epsilon`` or ``positive`` (Mask-LRP Eq. 4).
         gates: Per-layer head gates (Mask-LRP) or ``None``.
         attention_relevance: Also return ``R(A)`` per layer.
         layer_outputs: Also return each layer output's relevance (conservation checks).
@@ -312,7 +333,12 @@ def propagate_relevance(
         frozen_parameters(model),
         torch.enable_grad(),
         lrp_rules(
-            model, epsilon=epsilon, gates=gates, attention_relevance=attention_relevance, layer_outputs=layer_outputs
+            model,
+            epsilon=epsilon,
+            linear_rule=linear_rule,
+            gates=gates,
+            attention_relevance=attention_relevance,
+            layer_outputs=layer_outputs,
         ) as session,
     ):
         logits = model(**inputs).logits

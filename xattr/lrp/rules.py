@@ -48,6 +48,39 @@ class EpsilonRule(torch.autograd.Function):
         return grad * z / stabilised(z, ctx.epsilon), None
 
 
+class PositiveRule(torch.autograd.Function):
+    """Positive-contribution rule for a linear layer ``z = x W^T + b`` (Mask-LRP Eq. 4).
+
+    Mask-LRP Sec. 3.2, following Chefer et al. 2021 (their LRP with alpha = 1, beta = 0): only the
+    positive contributions ``q = {(i, j) | x_j W_ij >= 0}`` carry relevance,
+    ``R_j = sum_i [x_j W_ij]^+ R_i / sum_j' [x_j' W_ij']^+``. The bias takes no share, so the rule is
+    exactly conservative wherever an output has a positive contribution. In the gradient form
+    ``R_j = x_j g_j`` with ``g_j = sum_i W+_ij s_i`` for ``x_j > 0`` and ``sum_i W-_ij s_i`` for ``x_j < 0``,
+    where ``s = R / z+`` (``W+``, ``W-``: the positive and negative parts of ``W``). Forward: ``z``.
+
+    Inputs: ``x`` ``(..., in)``, ``weight`` ``(out, in)``, ``z`` the layer's output ``(..., out)``.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, z: torch.Tensor, epsilon: float
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, weight, z)
+        ctx.epsilon = epsilon
+        return z.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:  # type: ignore[override]
+        x, weight, z = ctx.saved_tensors
+        w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
+        x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
+        z_pos = x_pos @ w_pos.T + x_neg @ w_neg.T  # sum of the positive contributions, (..., out)
+        relevance = z * grad
+        share = torch.where(z_pos > 0, relevance / (z_pos + ctx.epsilon), torch.zeros_like(relevance))
+        grad_in = torch.where(x > 0, share @ w_pos, share @ w_neg)
+        return grad_in, None, None, None
+
+
 class IdentityRule(torch.autograd.Function):
     """Identity rule for an element-wise activation ``y = f(x)`` (GELU, tanh, ReLU).
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from xattr.lrp import HeadGate, attention_gradients, model_inputs, propagate_relevance, relevance_rollout
+from xattr.lrp import HeadGate, LinearRule, attention_gradients, model_inputs, propagate_relevance, relevance_rollout
 from xattr.methods.base import AttributionMethod, register_method
 from xattr.methods.lrp import LrpParams
 from xattr.models.encoding import Batch
@@ -19,6 +19,7 @@ def rollout_scores(
     targets: torch.Tensor,
     *,
     epsilon: float,
+    linear_rule: LinearRule = "epsilon",
     gates: Sequence[HeadGate | None] | None = None,
 ) -> torch.Tensor:
     """``(batch, seq)`` [CLS] row of ``prod_b (I + E_h[(nabla A^(b) * R(A^(b)))^+])`` (Eq. 10-11).
@@ -29,7 +30,14 @@ def rollout_scores(
     inputs = model_inputs(loaded.model, batch.input_ids, batch.attention_mask, batch.token_type_ids)
     gradients = attention_gradients(loaded.model, inputs, targets)
     relevance = propagate_relevance(
-        loaded.model, inputs, targets, epsilon=epsilon, gates=gates, attention_relevance=True, input_relevance=False
+        loaded.model,
+        inputs,
+        targets,
+        epsilon=epsilon,
+        linear_rule=linear_rule,
+        gates=gates,
+        attention_relevance=True,
+        input_relevance=False,
     )
     return relevance_rollout(gradients, relevance.attention, row=0)
 
@@ -52,4 +60,5 @@ class LrpRollout(AttributionMethod):
 
     def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
         """Scores ``(batch, seq)``."""
-        return rollout_scores(loaded, batch, targets, epsilon=self.params.epsilon)  # type: ignore[attr-defined]
+        p: LrpParams = self.params  # type: ignore[assignment]
+        return rollout_scores(loaded, batch, targets, epsilon=p.epsilon, linear_rule=p.linear_rule)

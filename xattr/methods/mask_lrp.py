@@ -77,4 +77,5 @@ class MaskLrp(AttributionMethod):
     def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
         """Scores ``(batch, seq)``."""
         gates = self._layer_gates(loaded)
-        return rollout_scores(loaded, batch, targets, epsilon=self.params.epsilon, gates=gates)  # type: ignore[attr-defined]
+        p: MaskLrpParams = self.params  # type: ignore[assignment]
+        return rollout_scores(loaded, batch, targets, epsilon=p.epsilon, linear_rule=p.linear_rule, gates=gates)

@@ -32,11 +32,13 @@ class PartialLrp(AttributionMethod):
     def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
         """Scores ``(batch, seq)``: ``mean_h R(A)^(last)[h, 0, :]``."""
         inputs = model_inputs(loaded.model, batch.input_ids, batch.attention_mask, batch.token_type_ids)
+        p: LrpParams = self.params  # type: ignore[assignment]
         relevance = propagate_relevance(
             loaded.model,
             inputs,
             targets,
-            epsilon=self.params.epsilon,  # type: ignore[attr-defined]
+            epsilon=p.epsilon,
+            linear_rule=p.linear_rule,
             attention_relevance=True,
             input_relevance=False,
         )

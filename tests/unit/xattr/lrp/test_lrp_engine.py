@@ -51,6 +51,22 @@ def test_relevance_is_conserved_layer_to_layer_without_biases(kind, make_encoder
     assert relevance.input[1, 5:].abs().max() == 0
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_positive_rule_conserves_with_linear_biases(kind, make_encoder, make_inputs) -> None:
+    """Eq. 4 gives biases no share: only the LayerNorm shifts need zeroing for conservation."""
+    model = make_encoder(kind)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.bias.zero_()
+    inputs = make_inputs(kind, [7, 5])
+    relevance = propagate_relevance(model, inputs, torch.tensor([0, 2]), linear_rule="positive", layer_outputs=True)
+    for s in [relevance.input.sum((1, 2))] + [r.sum((1, 2)) for r in relevance.layers]:
+        np.testing.assert_allclose(s.numpy(), np.ones(2), rtol=0, atol=1e-6)
+    epsilon = propagate_relevance(model, inputs, torch.tensor([0, 2]))
+    assert np.abs(epsilon.input.sum((1, 2)).numpy() - 1).max() > 1e-3  # the epsilon rule lets biases absorb
+
+
 def test_biases_absorb_relevance_so_conservation_needs_them_zeroed(make_encoder, make_inputs) -> None:
     model = make_encoder("bert")
     relevance = propagate_relevance(model, make_inputs("bert", [7]), torch.tensor([1]), layer_outputs=True)

@@ -171,8 +171,15 @@ def test_partial_lrp_and_lrp_read_the_engine(make_encoder, make_inputs) -> None:
     np.testing.assert_array_equal(full.numpy(), relevance.input.sum(-1).numpy())
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_corpus_run_batched_equals_one_by_one(method, amplified_classifier) -> None:
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [(m, {}) for m in METHODS]
+    + [
+        ("lrp", {"linear_rule": "positive"}),
+        ("mask_lrp", {"linear_rule": "positive", "mask": "random", "corruption": 0.3}),
+    ],
+)
+def test_corpus_run_batched_equals_one_by_one(method, params, amplified_classifier) -> None:
     loaded = amplified_classifier
     layers = loaded.num_layers
     heads = loaded.model.config.num_attention_heads
@@ -181,7 +188,7 @@ def test_corpus_run_batched_equals_one_by_one(method, amplified_classifier) -> N
     targets = [[0], [1], [1], [0]]
 
     def run(batch_size: int):
-        instance = get_method(method)
+        instance = get_method(method, params)
         if instance.uses_head_masks:
             instance.bind_head_masks(masks)
         return attribute_corpus(instance, loaded, encoded, targets, batch_size=batch_size)

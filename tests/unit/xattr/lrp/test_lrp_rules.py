@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from xattr.lrp.rules import AttentionValueRule, EpsilonRule, HeadGate, IdentityRule, LayerNormRule
+from xattr.lrp.rules import AttentionValueRule, EpsilonRule, HeadGate, IdentityRule, LayerNormRule, PositiveRule
 
 F64 = torch.float64
 
@@ -114,3 +114,17 @@ def test_head_gate_drops_masked_heads_and_renormalises_each_group_as_in_section_
     # a layer keeping every head is untouched; a layer keeping none passes nothing
     assert torch.equal(HeadGate(torch.tensor([0, 1, 1])).scale(before[:, :3]), torch.ones(2, 3, dtype=F64))
     assert torch.equal(HeadGate(torch.tensor([-1, -1, -1])).scale(before[:, :3]), torch.zeros(2, 3, dtype=F64))
+
+
+def test_positive_rule_is_equation_4_and_conserves_even_with_a_bias() -> None:
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(5, 7, generator=g, dtype=F64)
+    weight = torch.randn(4, 7, generator=g, dtype=F64)
+    bias = torch.randn(4, generator=g, dtype=F64)
+    r_out = torch.randn(5, 4, generator=g, dtype=F64)
+    r_in, _ = _relevance_through(x, lambda t: PositiveRule.apply(t, weight, t @ weight.T + bias, 0.0), r_out)
+    # Eq. 4: R_j = sum_i [x_j W_ij]^+ / sum_j' [x_j' W_ij']^+ R_i
+    contributions = np.clip(x.numpy()[:, None, :] * weight.numpy()[None], 0, None)  # (batch, out, in)
+    expected = np.einsum("bij,bi->bj", contributions / contributions.sum(2, keepdims=True), r_out.numpy())
+    np.testing.assert_allclose(r_in.numpy(), expected, rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(r_in.sum(1).numpy(), r_out.sum(1).numpy(), rtol=1e-12)
