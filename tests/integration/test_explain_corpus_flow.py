@@ -234,6 +234,10 @@ def test_every_registered_method_runs_from_config(
         {"name": "lafa", "params": {"base": "smooth_grad", "base_params": {"samples": 2}, "kernel": "indicator"}},
         {"name": "occlusion", "params": {"window": 2}},
         {"name": "lime", "params": {"samples": 8}},
+        {"name": "lrp"},
+        {"name": "partial_lrp"},
+        {"name": "lrp_rollout"},
+        {"name": "mask_lrp", "params": {"mask": "all"}},
     ]
     assert {m["name"] for m in methods} | {"grad_input"} == set(available_methods())
     settings = _settings(

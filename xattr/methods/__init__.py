@@ -17,7 +17,11 @@ from xattr.methods.grad_input import GradInput
 from xattr.methods.integrated_gradients import IntegratedGradients
 from xattr.methods.lafa import Lafa
 from xattr.methods.lime import Lime
+from xattr.methods.lrp import Lrp
+from xattr.methods.lrp_rollout import LrpRollout
+from xattr.methods.mask_lrp import MaskLrp
 from xattr.methods.occlusion import Occlusion
+from xattr.methods.partial_lrp import PartialLrp
 from xattr.methods.random_scores import RandomScores
 from xattr.methods.runner import TokenAttribution, attribute_corpus
 from xattr.methods.shap_deep import ShapDeep
@@ -33,6 +37,10 @@ __all__ = [
     "Lime",
     "MethodParams",
     "Occlusion",
+    "Lrp",
+    "LrpRollout",
+    "MaskLrp",
+    "PartialLrp",
     "RandomScores",
     "ShapDeep",
     "ShapGrad",

@@ -1,0 +1,51 @@
+"""Full LRP: relevance of the explained output propagated to every input token."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from xattr.lrp import DEFAULT_EPSILON, LinearRule, model_inputs, propagate_relevance
+from xattr.methods.base import AttributionMethod, MethodParams, register_method
+from xattr.models.encoding import Batch
+from xattr.models.loading import LoadedModel
+
+
+class LrpParams(MethodParams):
+    """Parameters of the LRP family."""
+
+    epsilon: float = Field(DEFAULT_EPSILON, gt=0, description="stabiliser of the linear rules' denominators")
+    linear_rule: LinearRule = Field(
+        "epsilon",
+        description="rule for linear layers: epsilon (Bach et al. 2015) or positive (Mask-LRP Eq. 4, Chefer's "
+        "alpha=1 beta=0: only positive contributions x_j W_ij carry relevance)",
+    )
+
+
+@register_method
+class Lrp(AttributionMethod):
+    """Layer-wise relevance propagation (Bach et al. 2015) through the whole encoder.
+
+    Relevance 1 starts at the explained output (Mask-LRP Sec. 3.2) and is redistributed layer by
+    layer with conservative rules (Eq. 2-3): epsilon rule for linear layers (or the positive rule of
+    Eq. 4 with ``linear_rule: positive``), LayerNorm with a
+    constant denominator, identity rule for GELU/tanh, attention probabilities held constant so
+    relevance flows through the values, proportional splits at residual additions (see
+    :mod:`xattr.lrp.rules`). A token's score is the sum over the hidden dimension of the relevance
+    at the encoder input (the embedding output ``x^(N)``); scores are signed and sum to about 1 when
+    the model's biases are zero.
+    """
+
+    name = "lrp"
+    summary = "LRP relevance at the encoder input, summed per token"
+    paper = "Bach et al. 2015; Ali et al. 2022 (conservative rules); Mask-LRP (Song et al. 2024) Eq. 2-3"
+    Params = LrpParams
+
+    def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
+        """Scores ``(batch, seq)``: input relevance summed over the hidden dimension."""
+        inputs = model_inputs(loaded.model, batch.input_ids, batch.attention_mask, batch.token_type_ids)
+        p: LrpParams = self.params  # type: ignore[assignment]
+        relevance = propagate_relevance(loaded.model, inputs, targets, epsilon=p.epsilon, linear_rule=p.linear_rule)
+        if relevance.input is None:  # pragma: no cover - propagate_relevance returns it by default
+            raise RuntimeError("the LRP pass returned no input relevance")
+        return relevance.input.sum(dim=-1)  # (batch, seq)

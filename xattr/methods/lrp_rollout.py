@@ -1,0 +1,64 @@
+"""LRP-rollout: gradient-weighted attention relevance rolled out over layers (Chefer et al. 2021)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from xattr.lrp import HeadGate, LinearRule, attention_gradients, model_inputs, propagate_relevance, relevance_rollout
+from xattr.methods.base import AttributionMethod, register_method
+from xattr.methods.lrp import LrpParams
+from xattr.models.encoding import Batch
+from xattr.models.loading import LoadedModel
+
+
+def rollout_scores(
+    loaded: LoadedModel,
+    batch: Batch,
+    targets: torch.Tensor,
+    *,
+    epsilon: float,
+    linear_rule: LinearRule = "epsilon",
+    gates: Sequence[HeadGate | None] | None = None,
+) -> torch.Tensor:
+    """``(batch, seq)`` [CLS] row of ``prod_b (I + E_h[(nabla A^(b) * R(A^(b)))^+])`` (Eq. 10-11).
+
+    Two passes: an ordinary forward/backward for ``nabla A`` and an LRP forward/backward for
+    ``R(A)`` (with the head gates, when given).
+    """
+    inputs = model_inputs(loaded.model, batch.input_ids, batch.attention_mask, batch.token_type_ids)
+    gradients = attention_gradients(loaded.model, inputs, targets)
+    relevance = propagate_relevance(
+        loaded.model,
+        inputs,
+        targets,
+        epsilon=epsilon,
+        linear_rule=linear_rule,
+        gates=gates,
+        attention_relevance=True,
+        input_relevance=False,
+    )
+    return relevance_rollout(gradients, relevance.attention, row=0)
+
+
+@register_method
+class LrpRollout(AttributionMethod):
+    """Chefer et al. (2021, CVPR) "Transformer interpretability beyond attention visualization".
+
+    What the Mask-LRP paper calls GAE. Each layer's attention map gets a relevance ``R(A)`` from
+    LRP (the share of the ``A V`` product that the uniform rule gives ``A``) and an ordinary
+    gradient ``nabla A``; their product, clipped at zero and averaged over heads,
+    ``Abar = E_h[(nabla A * R(A))^+]``, is rolled out from the bottom layer up, ``R <- R + Abar R``
+    from the identity (Mask-LRP Eq. 10-11 with every head kept). A token's score is the [CLS] row.
+    """
+
+    name = "lrp_rollout"
+    summary = "rollout of E_h[(grad A * LRP relevance of A)^+] over layers, [CLS] row"
+    paper = "Chefer et al. 2021 (CVPR) Eq. 13-16; Mask-LRP (Song et al. 2024) Eq. 10-11 ('GAE')"
+    Params = LrpParams
+
+    def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
+        """Scores ``(batch, seq)``."""
+        p: LrpParams = self.params  # type: ignore[assignment]
+        return rollout_scores(loaded, batch, targets, epsilon=p.epsilon, linear_rule=p.linear_rule)
