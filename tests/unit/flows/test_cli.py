@@ -20,7 +20,7 @@ def test_methods_lists_every_registered_method_with_its_reference() -> None:
 
 
 def test_every_command_has_help() -> None:
-    for command in ([], ["run"], ["methods"], ["demo"]):
+    for command in ([], ["run"], ["methods"], ["demo"], ["heads"]):
         result = runner.invoke(app, [*command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
 
