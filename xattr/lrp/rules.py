@@ -198,6 +198,9 @@ class AttentionValueRule(torch.autograd.Function):
 
     ``record``, when given, is called in the backward pass with the ``(batch, heads)`` relevance
     of each head's output before and after the gate (Voita et al. 2019's head relevance).
+    ``on_attention``, when given, is called with ``R(A)`` ``(batch, heads, seq, seq)`` as soon as the
+    backward pass reaches this product, so a rollout can reduce it at once instead of keeping every
+    layer's attention relevance alive until the pass ends.
 
     Inputs: ``attention`` ``(batch, heads, seq, seq)`` (constant; give it ``requires_grad`` to get
     ``g_A``), ``value`` ``(batch, heads, seq, head_dim)``. Output ``(batch, heads, seq, head_dim)``.
@@ -210,15 +213,19 @@ class AttentionValueRule(torch.autograd.Function):
         value: torch.Tensor,
         gate: HeadGate | None,
         record: Callable[[torch.Tensor, torch.Tensor], None] | None,
+        on_attention: Callable[[torch.Tensor], None] | None = None,
     ) -> torch.Tensor:
         output = attention @ value
         ctx.save_for_backward(attention, value, output)
         ctx.gate = gate
         ctx.record = record
+        ctx.on_attention = on_attention
         return output
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, None, None]:  # type: ignore[override]
+    def backward(  # type: ignore[override]
+        ctx: Any, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor, None, None, None]:
         attention, value, output = ctx.saved_tensors
         gate: HeadGate | None = ctx.gate
         if gate is not None or ctx.record is not None:
@@ -228,5 +235,9 @@ class AttentionValueRule(torch.autograd.Function):
             if ctx.record is not None:
                 ctx.record(before.detach(), (output * grad).sum(dim=(-2, -1)).detach())
         grad_value = attention.transpose(-2, -1) @ grad
-        grad_attention = 0.5 * (grad @ value.transpose(-2, -1)) if ctx.needs_input_grad[0] else None
-        return grad_attention, grad_value, None, None
+        grad_attention = None
+        if ctx.needs_input_grad[0] or ctx.on_attention is not None:
+            grad_attention = 0.5 * (grad @ value.transpose(-2, -1))
+        if ctx.on_attention is not None:
+            ctx.on_attention(attention * grad_attention)
+        return grad_attention if ctx.needs_input_grad[0] else None, grad_value, None, None, None
