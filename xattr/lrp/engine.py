@@ -88,6 +88,7 @@ class LrpSession:
     gates: Sequence[HeadGate | None]
     attention_relevance: bool
     record_layer_outputs: bool
+    record_head_relevance: bool
     on_attention: Callable[[int, torch.Tensor], None] | None = None
     embedding_output: torch.Tensor | None = None
     attention: list[torch.Tensor | None] = field(default_factory=list)
@@ -123,6 +124,7 @@ def lrp_rules(
     gates: Sequence[HeadGate | None] | None = None,
     attention_relevance: bool = False,
     layer_outputs: bool = False,
+    head_relevance: bool = False,
     on_attention: Callable[[int, torch.Tensor], None] | None = None,
 ) -> Iterator[LrpSession]:
     """Attach the LRP rules to ``model`` for the duration of the block.
@@ -134,6 +136,7 @@ def lrp_rules(
         gates: Optional per-layer :class:`HeadGate` (Mask-LRP); ``None`` entries keep every head.
         attention_relevance: Make the attention probabilities leaves whose gradient gives ``R(A)``.
         layer_outputs: Keep each layer's output so its relevance can be read.
+        head_relevance: Record each head's output relevance before and after its gate.
         on_attention: Called in the backward pass with ``(layer, R(A))`` for every layer.
 
     Yields:
@@ -159,6 +162,7 @@ def lrp_rules(
         list(gates) if gates is not None else [None] * num_layers,
         attention_relevance,
         layer_outputs,
+        head_relevance,
         on_attention,
     )
     session.reset()
@@ -240,7 +244,11 @@ def lrp_rules(
             if session.on_attention is not None:
                 callback = functools.partial(session.on_attention, layer)
             context = AttentionValueRule.apply(
-                probs, split(value), session.gates[layer], _recorder(session, layer), callback
+                probs,
+                split(value),
+                session.gates[layer],
+                _recorder(session, layer) if session.record_head_relevance else None,
+                callback,
             )
             return (context.transpose(1, 2).reshape(batch, seq, heads * dim), *args[1:])
 
@@ -298,7 +306,8 @@ class Relevance:
         attention: Per layer ``(batch, heads, seq, seq)`` relevance ``R(A)`` of the attention map,
             or empty when not asked for.
         layers: Per layer ``(batch, seq, hidden)`` relevance of its output, or empty.
-        head_relevance: Per layer ``(before, after)`` ``(batch, heads)`` head-output relevance.
+        head_relevance: Per layer ``(before, after)`` ``(batch, heads)`` head-output relevance (entries
+            are ``None`` unless asked for).
     """
 
     logits: torch.Tensor
@@ -319,6 +328,7 @@ def propagate_relevance(
     attention_relevance: bool = False,
     layer_outputs: bool = False,
     input_relevance: bool = True,
+    head_relevance: bool = False,
     on_attention: Callable[[int, torch.Tensor], None] | None = None,
 ) -> Relevance:
     """One LRP pass for a batch: relevance 1 at each row's target output, propagated to the input.
@@ -334,6 +344,7 @@ def propagate_relevance(
         layer_outputs: Also return each layer output's relevance (conservation checks).
         input_relevance: Return the input relevance; without it the backward pass stops at the
             lowest attention map (``Relevance.input`` is then ``None``).
+        head_relevance: Also return each head's output relevance before and after its gate.
         on_attention: Called during the backward pass with ``(layer, R(A))`` for every layer (the
             input relevance is then computed as well, so that the pass reaches every layer).
 
@@ -352,6 +363,7 @@ def propagate_relevance(
             gates=gates,
             attention_relevance=attention_relevance,
             layer_outputs=layer_outputs,
+            head_relevance=head_relevance,
             on_attention=on_attention,
         ) as session,
     ):

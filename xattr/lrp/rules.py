@@ -148,6 +148,8 @@ class HeadGate:
         self.groups = groups
         self.num_groups = int(groups.max().item()) + 1 if bool((groups >= 0).any()) else 0
         self.keeps_all = bool((groups >= 0).all())
+        #: ``(groups, heads)`` 0/1 membership, built once per layer (not per backward pass).
+        self.members = torch.stack([groups == k for k in range(self.num_groups)]) if self.num_groups else None
 
     def scale(self, head_relevance: torch.Tensor) -> torch.Tensor:
         """Per-row, per-head factors ``(batch, heads)`` applied to the relevance of each head.
@@ -168,7 +170,7 @@ class HeadGate:
         factors = torch.zeros_like(head_relevance)
         if self.num_groups == 0:
             return factors
-        members = torch.stack([self.groups == k for k in range(self.num_groups)]).to(head_relevance.dtype)
+        members = self.members.to(head_relevance.dtype)  # type: ignore[union-attr]
         group_sums = head_relevance @ members.T  # (batch, groups)
         denominator = group_sums.abs().sum(dim=1, keepdim=True)  # (batch, 1)
         safe_den = torch.where(denominator != 0, denominator, torch.ones_like(denominator))
@@ -228,6 +230,8 @@ class AttentionValueRule(torch.autograd.Function):
     ) -> tuple[torch.Tensor | None, torch.Tensor, None, None, None]:
         attention, value, output = ctx.saved_tensors
         gate: HeadGate | None = ctx.gate
+        if gate is not None and gate.keeps_all:
+            gate = None  # a layer keeping every head is left exactly as it is
         if gate is not None or ctx.record is not None:
             before = (output * grad).sum(dim=(-2, -1))  # (batch, heads)
             if gate is not None:
