@@ -199,7 +199,7 @@ def lrp_rules(
         (x,) = args[:1]
         if not x.requires_grad:
             return output
-        return LayerNormRule.apply(x, module.weight, module.bias, module.eps)
+        return LayerNormRule.apply(x, output, module.weight, module.eps)
 
     def on_activation(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
         x = args[0]

@@ -23,7 +23,7 @@ import torch
 
 def stabilised(z: torch.Tensor, epsilon: float) -> torch.Tensor:
     """``z + epsilon * sign(z)`` with ``sign(0) = +1``: the epsilon rule's denominator."""
-    return z + epsilon * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+    return z + torch.copysign(torch.full_like(z, epsilon), torch.where(z == 0, 1.0, z))
 
 
 class EpsilonRule(torch.autograd.Function):
@@ -109,27 +109,25 @@ class LayerNormRule(torch.autograd.Function):
     ``y = w * (x - mean(x)) / s + b`` with ``s = sqrt(var(x) + eps)`` treated as a constant is
     linear in ``x``: ``dy_i/dx_j = w_i / s * (delta_ij - 1/n)``. Its gradient form is exact
     Gradient x Input, conservative without ``b``: ``sum_j x_j g_in_j = sum_i (y_i - b_i) g_i``.
-    Forward: the ordinary LayerNorm value.
+    Forward: returns the LayerNorm's own output ``y`` (computed by the module); the gradient goes to
+    ``x`` only, and ``s`` is computed in the backward pass.
+
+    Inputs: ``x`` the LayerNorm input, ``y`` its output, ``weight`` (or ``None``), ``eps``.
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
+        ctx: Any, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, eps: float
     ) -> torch.Tensor:
-        mean = x.mean(dim=-1, keepdim=True)
-        scale = torch.sqrt(x.var(dim=-1, unbiased=False, keepdim=True) + eps)
-        y = (x - mean) / scale
-        if weight is not None:
-            y = y * weight
-        if bias is not None:
-            y = y + bias
-        ctx.save_for_backward(scale, weight)
+        ctx.save_for_backward(x, weight)
         ctx.has_weight = weight is not None
-        return y
+        ctx.eps = eps
+        return y.clone()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:  # type: ignore[override]
-        scale, weight = ctx.saved_tensors
+        x, weight = ctx.saved_tensors
+        scale = torch.sqrt(x.var(dim=-1, unbiased=False, keepdim=True) + ctx.eps)
         scaled = grad / scale
         if ctx.has_weight:
             scaled = scaled * weight
