@@ -18,6 +18,8 @@ from xattr.lrp.engine import (
     model_inputs,
     propagate_relevance,
     relevance_rollout,
+    rollout,
+    rollout_weights,
 )
 from xattr.lrp.layout import EncoderLayout, LrpUnsupportedModelError, encoder_layout
 from xattr.lrp.masking import MaskChoice, gates_from_groups, head_groups
@@ -47,4 +49,6 @@ __all__ = [
     "model_inputs",
     "propagate_relevance",
     "relevance_rollout",
+    "rollout",
+    "rollout_weights",
 ]

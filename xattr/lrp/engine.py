@@ -14,7 +14,8 @@ one-hot), so the input relevances sum to 1 when biases are zero.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -87,6 +88,8 @@ class LrpSession:
     gates: Sequence[HeadGate | None]
     attention_relevance: bool
     record_layer_outputs: bool
+    record_head_relevance: bool
+    on_attention: Callable[[int, torch.Tensor], None] | None = None
     embedding_output: torch.Tensor | None = None
     attention: list[torch.Tensor | None] = field(default_factory=list)
     layer_outputs: list[torch.Tensor | None] = field(default_factory=list)
@@ -121,6 +124,8 @@ def lrp_rules(
     gates: Sequence[HeadGate | None] | None = None,
     attention_relevance: bool = False,
     layer_outputs: bool = False,
+    head_relevance: bool = False,
+    on_attention: Callable[[int, torch.Tensor], None] | None = None,
 ) -> Iterator[LrpSession]:
     """Attach the LRP rules to ``model`` for the duration of the block.
 
@@ -131,6 +136,8 @@ def lrp_rules(
         gates: Optional per-layer :class:`HeadGate` (Mask-LRP); ``None`` entries keep every head.
         attention_relevance: Make the attention probabilities leaves whose gradient gives ``R(A)``.
         layer_outputs: Keep each layer's output so its relevance can be read.
+        head_relevance: Record each head's output relevance before and after its gate.
+        on_attention: Called in the backward pass with ``(layer, R(A))`` for every layer.
 
     Yields:
         The :class:`LrpSession` the next forward pass fills.
@@ -155,6 +162,8 @@ def lrp_rules(
         list(gates) if gates is not None else [None] * num_layers,
         attention_relevance,
         layer_outputs,
+        head_relevance,
+        on_attention,
     )
     session.reset()
     taps: dict[nn.Module, tuple[int, str]] = {}
@@ -190,7 +199,7 @@ def lrp_rules(
         (x,) = args[:1]
         if not x.requires_grad:
             return output
-        return LayerNormRule.apply(x, module.weight, module.bias, module.eps)
+        return LayerNormRule.apply(x, output, module.weight, module.eps)
 
     def on_activation(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
         x = args[0]
@@ -231,7 +240,16 @@ def lrp_rules(
             if session.attention_relevance:
                 probs.requires_grad_(True)
             session.attention[layer] = probs
-            context = AttentionValueRule.apply(probs, split(value), session.gates[layer], _recorder(session, layer))
+            callback = None
+            if session.on_attention is not None:
+                callback = functools.partial(session.on_attention, layer)
+            context = AttentionValueRule.apply(
+                probs,
+                split(value),
+                session.gates[layer],
+                _recorder(session, layer) if session.record_head_relevance else None,
+                callback,
+            )
             return (context.transpose(1, 2).reshape(batch, seq, heads * dim), *args[1:])
 
         return hook
@@ -288,7 +306,8 @@ class Relevance:
         attention: Per layer ``(batch, heads, seq, seq)`` relevance ``R(A)`` of the attention map,
             or empty when not asked for.
         layers: Per layer ``(batch, seq, hidden)`` relevance of its output, or empty.
-        head_relevance: Per layer ``(before, after)`` ``(batch, heads)`` head-output relevance.
+        head_relevance: Per layer ``(before, after)`` ``(batch, heads)`` head-output relevance (entries
+            are ``None`` unless asked for).
     """
 
     logits: torch.Tensor
@@ -309,6 +328,8 @@ def propagate_relevance(
     attention_relevance: bool = False,
     layer_outputs: bool = False,
     input_relevance: bool = True,
+    head_relevance: bool = False,
+    on_attention: Callable[[int, torch.Tensor], None] | None = None,
 ) -> Relevance:
     """One LRP pass for a batch: relevance 1 at each row's target output, propagated to the input.
 
@@ -323,6 +344,9 @@ def propagate_relevance(
         layer_outputs: Also return each layer output's relevance (conservation checks).
         input_relevance: Return the input relevance; without it the backward pass stops at the
             lowest attention map (``Relevance.input`` is then ``None``).
+        head_relevance: Also return each head's output relevance before and after its gate.
+        on_attention: Called during the backward pass with ``(layer, R(A))`` for every layer (the
+            input relevance is then computed as well, so that the pass reaches every layer).
 
     Returns:
         The :class:`Relevance` of the batch (detached).
@@ -339,12 +363,15 @@ def propagate_relevance(
             gates=gates,
             attention_relevance=attention_relevance,
             layer_outputs=layer_outputs,
+            head_relevance=head_relevance,
+            on_attention=on_attention,
         ) as session,
     ):
         logits = model(**inputs).logits
         selected = logits.gather(1, targets.view(-1, 1)).squeeze(1)  # (batch,)
         if session.embedding_output is None:
             raise RuntimeError("the embedding hook did not run; is this a supported encoder?")
+        input_relevance = input_relevance or on_attention is not None
         wanted: list[torch.Tensor] = [session.embedding_output] if input_relevance else []
         if attention_relevance:
             wanted += [a for a in session.attention if a is not None]
@@ -396,6 +423,21 @@ def attention_gradients(
     return tuple(g.detach() for g in grads)
 
 
+def rollout_weights(gradient: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
+    """``Abar = E_h[(nabla A * R(A))^+]`` of one layer (Mask-LRP Eq. 10 without ``+ I``), ``(batch, seq, seq)``."""
+    return (gradient * relevance).clamp(min=0).mean(dim=1)
+
+
+def rollout(weights: Sequence[torch.Tensor], row: int = 0) -> torch.Tensor:
+    """``(batch, seq)`` row ``row`` of ``(I + W^(B)) ... (I + W^(1))``, built bottom-up as ``R <- R + W R``."""
+    first = weights[0]
+    batch, seq, _ = first.shape
+    result = torch.eye(seq, dtype=first.dtype, device=first.device).expand(batch, seq, seq)
+    for w in weights:
+        result = result + w @ result
+    return result[:, row, :]
+
+
 def relevance_rollout(
     gradients: Sequence[torch.Tensor], relevances: Sequence[torch.Tensor], row: int = 0
 ) -> torch.Tensor:
@@ -412,10 +454,6 @@ def relevance_rollout(
     Returns:
         ``(batch, seq)`` the rollout's row ``row``.
     """
-    first = relevances[0]
-    batch, _, seq, _ = first.shape
-    rollout = torch.eye(seq, dtype=first.dtype, device=first.device).expand(batch, seq, seq)
-    for grad, rel in zip(gradients, relevances, strict=True):
-        abar = (grad * rel).clamp(min=0).mean(dim=1)  # (batch, seq, seq)
-        rollout = rollout + abar @ rollout
-    return rollout[:, row, :]
+    if len(gradients) != len(relevances):
+        raise ValueError(f"{len(gradients)} attention gradients but {len(relevances)} attention relevances")
+    return rollout([rollout_weights(g, r) for g, r in zip(gradients, relevances, strict=True)], row)

@@ -23,7 +23,7 @@ import torch
 
 def stabilised(z: torch.Tensor, epsilon: float) -> torch.Tensor:
     """``z + epsilon * sign(z)`` with ``sign(0) = +1``: the epsilon rule's denominator."""
-    return z + epsilon * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+    return z + torch.copysign(torch.full_like(z, epsilon), torch.where(z == 0, 1.0, z))
 
 
 class EpsilonRule(torch.autograd.Function):
@@ -109,27 +109,25 @@ class LayerNormRule(torch.autograd.Function):
     ``y = w * (x - mean(x)) / s + b`` with ``s = sqrt(var(x) + eps)`` treated as a constant is
     linear in ``x``: ``dy_i/dx_j = w_i / s * (delta_ij - 1/n)``. Its gradient form is exact
     Gradient x Input, conservative without ``b``: ``sum_j x_j g_in_j = sum_i (y_i - b_i) g_i``.
-    Forward: the ordinary LayerNorm value.
+    Forward: returns the LayerNorm's own output ``y`` (computed by the module); the gradient goes to
+    ``x`` only, and ``s`` is computed in the backward pass.
+
+    Inputs: ``x`` the LayerNorm input, ``y`` its output, ``weight`` (or ``None``), ``eps``.
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
+        ctx: Any, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, eps: float
     ) -> torch.Tensor:
-        mean = x.mean(dim=-1, keepdim=True)
-        scale = torch.sqrt(x.var(dim=-1, unbiased=False, keepdim=True) + eps)
-        y = (x - mean) / scale
-        if weight is not None:
-            y = y * weight
-        if bias is not None:
-            y = y + bias
-        ctx.save_for_backward(scale, weight)
+        ctx.save_for_backward(x, weight)
         ctx.has_weight = weight is not None
-        return y
+        ctx.eps = eps
+        return y.clone()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:  # type: ignore[override]
-        scale, weight = ctx.saved_tensors
+        x, weight = ctx.saved_tensors
+        scale = torch.sqrt(x.var(dim=-1, unbiased=False, keepdim=True) + ctx.eps)
         scaled = grad / scale
         if ctx.has_weight:
             scaled = scaled * weight
@@ -148,6 +146,8 @@ class HeadGate:
         self.groups = groups
         self.num_groups = int(groups.max().item()) + 1 if bool((groups >= 0).any()) else 0
         self.keeps_all = bool((groups >= 0).all())
+        #: ``(groups, heads)`` 0/1 membership, built once per layer (not per backward pass).
+        self.members = torch.stack([groups == k for k in range(self.num_groups)]) if self.num_groups else None
 
     def scale(self, head_relevance: torch.Tensor) -> torch.Tensor:
         """Per-row, per-head factors ``(batch, heads)`` applied to the relevance of each head.
@@ -168,7 +168,7 @@ class HeadGate:
         factors = torch.zeros_like(head_relevance)
         if self.num_groups == 0:
             return factors
-        members = torch.stack([self.groups == k for k in range(self.num_groups)]).to(head_relevance.dtype)
+        members = self.members.to(head_relevance.dtype)  # type: ignore[union-attr]
         group_sums = head_relevance @ members.T  # (batch, groups)
         denominator = group_sums.abs().sum(dim=1, keepdim=True)  # (batch, 1)
         safe_den = torch.where(denominator != 0, denominator, torch.ones_like(denominator))
@@ -198,6 +198,9 @@ class AttentionValueRule(torch.autograd.Function):
 
     ``record``, when given, is called in the backward pass with the ``(batch, heads)`` relevance
     of each head's output before and after the gate (Voita et al. 2019's head relevance).
+    ``on_attention``, when given, is called with ``R(A)`` ``(batch, heads, seq, seq)`` as soon as the
+    backward pass reaches this product, so a rollout can reduce it at once instead of keeping every
+    layer's attention relevance alive until the pass ends.
 
     Inputs: ``attention`` ``(batch, heads, seq, seq)`` (constant; give it ``requires_grad`` to get
     ``g_A``), ``value`` ``(batch, heads, seq, head_dim)``. Output ``(batch, heads, seq, head_dim)``.
@@ -210,17 +213,23 @@ class AttentionValueRule(torch.autograd.Function):
         value: torch.Tensor,
         gate: HeadGate | None,
         record: Callable[[torch.Tensor, torch.Tensor], None] | None,
+        on_attention: Callable[[torch.Tensor], None] | None = None,
     ) -> torch.Tensor:
         output = attention @ value
         ctx.save_for_backward(attention, value, output)
         ctx.gate = gate
         ctx.record = record
+        ctx.on_attention = on_attention
         return output
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, None, None]:  # type: ignore[override]
+    def backward(  # type: ignore[override]
+        ctx: Any, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor, None, None, None]:
         attention, value, output = ctx.saved_tensors
         gate: HeadGate | None = ctx.gate
+        if gate is not None and gate.keeps_all:
+            gate = None  # a layer keeping every head is left exactly as it is
         if gate is not None or ctx.record is not None:
             before = (output * grad).sum(dim=(-2, -1))  # (batch, heads)
             if gate is not None:
@@ -228,5 +237,9 @@ class AttentionValueRule(torch.autograd.Function):
             if ctx.record is not None:
                 ctx.record(before.detach(), (output * grad).sum(dim=(-2, -1)).detach())
         grad_value = attention.transpose(-2, -1) @ grad
-        grad_attention = 0.5 * (grad @ value.transpose(-2, -1)) if ctx.needs_input_grad[0] else None
-        return grad_attention, grad_value, None, None
+        grad_attention = None
+        if ctx.needs_input_grad[0] or ctx.on_attention is not None:
+            grad_attention = 0.5 * (grad @ value.transpose(-2, -1))
+        if ctx.on_attention is not None:
+            ctx.on_attention(attention * grad_attention)
+        return grad_attention if ctx.needs_input_grad[0] else None, grad_value, None, None, None

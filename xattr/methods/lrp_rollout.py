@@ -6,7 +6,15 @@ from collections.abc import Sequence
 
 import torch
 
-from xattr.lrp import HeadGate, LinearRule, attention_gradients, model_inputs, propagate_relevance, relevance_rollout
+from xattr.lrp import (
+    HeadGate,
+    LinearRule,
+    attention_gradients,
+    model_inputs,
+    propagate_relevance,
+    rollout,
+    rollout_weights,
+)
 from xattr.methods.base import AttributionMethod, register_method
 from xattr.methods.lrp import LrpParams
 from xattr.models.encoding import Batch
@@ -28,18 +36,19 @@ def rollout_scores(
     ``R(A)`` (with the head gates, when given).
     """
     inputs = model_inputs(loaded.model, batch.input_ids, batch.attention_mask, batch.token_type_ids)
-    gradients = attention_gradients(loaded.model, inputs, targets)
-    relevance = propagate_relevance(
-        loaded.model,
-        inputs,
-        targets,
-        epsilon=epsilon,
-        linear_rule=linear_rule,
-        gates=gates,
-        attention_relevance=True,
-        input_relevance=False,
+    gradients: list[torch.Tensor | None] = list(attention_gradients(loaded.model, inputs, targets))
+    weights: list[torch.Tensor | None] = [None] * len(gradients)
+
+    def reduce(layer: int, attention_relevance: torch.Tensor) -> None:
+        # Reduced as soon as the backward pass reaches the layer: no layer's (batch, heads, seq, seq)
+        # relevance and gradient outlive their use (long texts would otherwise hold every layer's).
+        weights[layer] = rollout_weights(gradients[layer], attention_relevance)  # type: ignore[arg-type]
+        gradients[layer] = None
+
+    propagate_relevance(
+        loaded.model, inputs, targets, epsilon=epsilon, linear_rule=linear_rule, gates=gates, on_attention=reduce
     )
-    return relevance_rollout(gradients, relevance.attention, row=0)
+    return rollout(weights, row=0)  # type: ignore[arg-type]
 
 
 @register_method

@@ -76,8 +76,8 @@ def test_an_all_zero_layer_passes_no_relevance_through_its_heads(make_encoder, m
     groups = np.zeros((2, 4), dtype=np.int64)
     groups[0] = -1  # layer 0 keeps no head
     gates = gates_from_groups(groups)
-    masked = propagate_relevance(model, inputs, targets, gates=gates, attention_relevance=True)
-    full = propagate_relevance(model, inputs, targets, attention_relevance=True)
+    masked = propagate_relevance(model, inputs, targets, gates=gates, attention_relevance=True, head_relevance=True)
+    full = propagate_relevance(model, inputs, targets, attention_relevance=True, head_relevance=True)
     before, after = masked.head_relevance[0]
     assert torch.count_nonzero(after) == 0
     assert torch.count_nonzero(masked.attention[0]) == 0
@@ -103,14 +103,16 @@ def test_section_4_3_normalisation_restores_conservation(make_encoder, make_inpu
     inputs = make_inputs("bert", [7, 6])
     targets = torch.tensor([2, 1])
     groups = np.array([[0, -1, 0, -1], [-1, 0, -1, -1]])
-    relevance = propagate_relevance(model, inputs, targets, gates=gates_from_groups(groups), layer_outputs=True)
+    relevance = propagate_relevance(
+        model, inputs, targets, gates=gates_from_groups(groups), layer_outputs=True, head_relevance=True
+    )
     for layer, (before, after) in enumerate(relevance.head_relevance):
         np.testing.assert_allclose(after.sum(1).numpy(), before.sum(1).numpy(), rtol=1e-10)
         assert torch.count_nonzero(after[:, groups[layer] < 0]) == 0
     np.testing.assert_allclose(relevance.input.sum((1, 2)).numpy(), np.ones(2), atol=1e-6)
     # two groups (syntactic, positional): each is rescaled by |S_k| / sum|S_k'| * S / S_k
     two = np.array([[0, 1, -1, 1], [1, -1, 0, 0]])
-    relevance = propagate_relevance(model, inputs, targets, gates=gates_from_groups(two))
+    relevance = propagate_relevance(model, inputs, targets, gates=gates_from_groups(two), head_relevance=True)
     for layer, (before, after) in enumerate(relevance.head_relevance):
         b = before.numpy()
         total = b.sum(1)

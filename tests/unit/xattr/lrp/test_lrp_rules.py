@@ -47,10 +47,11 @@ def test_layer_norm_rule_is_the_linear_map_with_constant_scale_and_conserves_wit
     weight = 1 + 0.3 * torch.randn(6, generator=g, dtype=F64)
     bias = 0.2 * torch.randn(6, generator=g, dtype=F64)
     r_out = torch.randn(3, 6, generator=g, dtype=F64)
-    r_in, y = _relevance_through(x, lambda t: LayerNormRule.apply(t, weight, None, 1e-12), r_out)
-    # forward equals torch's LayerNorm
-    reference = torch.nn.functional.layer_norm(x, (6,), weight, None, 1e-12)
-    np.testing.assert_allclose(y.numpy(), reference.numpy(), rtol=1e-12, atol=1e-14)
+
+    def norm(t: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
+        return LayerNormRule.apply(t, torch.nn.functional.layer_norm(t, (6,), weight, shift, 1e-12), weight, 1e-12)
+
+    r_in, y = _relevance_through(x, norm, r_out)
     # explicit matrix M = diag(w / s) (I - 11^T / n):  R_in_j = sum_i x_j M_ij R_i / y_i
     for b in range(3):
         xb = x[b].numpy()
@@ -60,7 +61,7 @@ def test_layer_norm_rule_is_the_linear_map_with_constant_scale_and_conserves_wit
         np.testing.assert_allclose(r_in[b].numpy(), expected, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(r_in.sum(1).numpy(), r_out.sum(1).numpy(), rtol=1e-10)
     # with the shift beta the rule gives the shift its share sum_i beta_i R_i / y_i
-    r_in_b, y_b = _relevance_through(x, lambda t: LayerNormRule.apply(t, weight, bias, 1e-12), r_out)
+    r_in_b, y_b = _relevance_through(x, lambda t: norm(t, bias), r_out)
     absorbed = (bias * r_out / y_b).sum(1)
     np.testing.assert_allclose((r_in_b.sum(1) + absorbed).numpy(), r_out.sum(1).numpy(), rtol=1e-10)
 
