@@ -98,3 +98,43 @@ def corpus_precision_at_k(per_text: Sequence[PrecisionAtK]) -> float:
     if len(per_text) == 0:
         raise ValueError("no texts")
     return sum(p.hits for p in per_text) / sum(p.denominator for p in per_text)
+
+
+def gold_token_mask(
+    offsets: Sequence[tuple[int, int]],
+    segments: Sequence[int],
+    spans: Sequence[tuple[int, int]],
+    *,
+    segment: int = 1,
+) -> np.ndarray:
+    """Tokens of one segment that overlap any gold character span.
+
+    For extractive QA the text is the question (segment 0) and the pair text the context
+    (segment 1); answer spans are character offsets ``[start, end)`` within the context.
+
+    Args:
+        offsets: Per token, ``(start, end)`` characters within its own segment
+            (:attr:`xattr.models.encoding.EncodedText.offsets`).
+        segments: Per token, its segment (0, 1, or -1 for special tokens).
+        spans: Gold ``(start, end)`` character spans within ``segment``.
+        segment: Which segment the spans refer to.
+
+    Returns:
+        ``(n_tokens,)`` booleans.
+
+    Raises:
+        ValueError: A span is empty or reversed, or covers no token (e.g. it was truncated away).
+    """
+    mask = np.zeros(len(offsets), dtype=bool)
+    for start, end in spans:
+        if not 0 <= start < end:
+            raise ValueError(f"gold span ({start}, {end}) is empty or reversed")
+        hit = [
+            i
+            for i, ((a, b), s) in enumerate(zip(offsets, segments, strict=True))
+            if s == segment and b > a and a < end and b > start
+        ]
+        if not hit:
+            raise ValueError(f"gold span ({start}, {end}) covers no token of segment {segment} (truncated?)")
+        mask[hit] = True
+    return mask

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xattr.metrics import corpus_precision_at_k, precision_at_k
+from xattr.metrics import corpus_precision_at_k, gold_token_mask, precision_at_k
 
 
 def test_hand_computed_top_three() -> None:
@@ -47,3 +47,14 @@ def test_corpus_pooling_and_bad_input() -> None:
         precision_at_k(np.array([1.0, 2.0]), np.array([True]))
     with pytest.raises(ValueError, match="NaN"):
         precision_at_k(np.array([np.nan, 2.0]), np.array([True, False]))
+
+
+def test_gold_token_mask_from_character_spans() -> None:
+    # [CLS] who ? [SEP] red ##dish car [SEP]; context "reddish car": "red"=(0,3) "##dish"=(3,7) "car"=(8,11)
+    offsets = [(0, 0), (0, 3), (4, 5), (0, 0), (0, 3), (3, 7), (8, 11), (0, 0)]
+    segments = [-1, 0, 0, -1, 1, 1, 1, -1]
+    mask = gold_token_mask(offsets, segments, [(0, 7)])
+    assert mask.tolist() == [False, False, False, False, True, True, False, False]
+    assert gold_token_mask(offsets, segments, [(8, 11), (4, 6)]).tolist() == [False] * 5 + [True, True, False]
+    with pytest.raises(ValueError, match="covers no token"):
+        gold_token_mask(offsets, segments, [(20, 24)])
