@@ -3,13 +3,15 @@
 Mask-LRP evaluates question-answering explanations by "precision@20": how much of the gold answer
 the 20 top-scored tokens cover. The paper gives no formula; its reported values (up to 67%, with
 SQuAD answers of about three tokens) are only reachable when the count of answer tokens among the
-top k is divided by the number of answer tokens, not by k. Both normalisations are offered:
+top k is divided by the number of answer tokens, not by k, and the authors' public evaluation
+script does count the answer tokens among the top 20 against the answer length (read, not copied).
+Both normalisations are offered:
 
 - ``normalise="answer"`` (default, the paper's magnitudes): ``|top-k ∩ gold| / min(k, |gold|)``,
   1.0 when the top k hold the whole answer (or k answer tokens when the answer is longer).
 - ``normalise="k"`` (textbook precision): ``|top-k ∩ gold| / min(k, n)``.
 
-Texts with fewer than ``k`` candidate tokens (``n < k``): the top k are all ``n`` candidates, so
+Texts with at most ``k`` candidate tokens (``n <= k``): the top k are all ``n`` candidates, so
 every ranking scores the same (1.0 with ``"answer"``, ``|gold| / n`` with ``"k"``); such texts do
 not separate methods, and :func:`precision_at_k` reports them through ``ranked``. Ties are broken by
 position (earlier token first), so the value is deterministic.

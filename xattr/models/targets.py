@@ -24,7 +24,8 @@ def resolve_targets(
 
     Classification explains the predicted class (``policy="predicted"``) or the given label;
     multi-label explains each predicted label (each with its own backward pass; the top one when
-    none passes 0.5) or each given label; regression explains output 0.
+    none passes 0.5) or each given label; regression explains output 0; extractive question
+    answering explains the predicted span, as one :func:`span_target` per text.
 
     Args:
         task: The task type.
@@ -41,6 +42,11 @@ def resolve_targets(
     """
     n, k = logits.shape
     if task == "question_answering":
+        if policy == "label":
+            raise ValueError(
+                "question answering explains the predicted answer span; target policy 'label' is not supported "
+                "(gold answer spans are used by Precision@k, not as targets)"
+            )
         return [[span_target(start, end, k // 2)] for start, end in predicted_spans(logits)]
     if task == "regression":
         return [[0] for _ in range(n)]

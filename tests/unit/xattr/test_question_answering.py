@@ -22,7 +22,7 @@ from xattr.metrics import gold_token_mask, precision_at_k
 from xattr.models.encoding import collate, encode_texts
 from xattr.models.forward import predict_logits
 from xattr.models.loading import load_model
-from xattr.models.targets import decode_span_target, predicted_spans, resolve_targets
+from xattr.models.targets import decode_span_target, predicted_spans, resolve_targets, span_target
 
 from .conftest import reference_scores
 
@@ -190,3 +190,18 @@ def test_precision_at_20_of_simple_grad_beats_random(qa, held_out) -> None:
         values[method] = float(np.mean(per_text))
     # measured: simple_grad 1.0, random 0.75 (20 of 25-35 candidates)
     assert values["simple_grad"] >= values["random"] + 0.2, values
+
+
+def test_span_targets_round_trip_and_label_policy_is_refused() -> None:
+    width = 8
+    logits = np.full((2, 2 * width), -5.0)
+    logits[0, 3], logits[0, width + 1], logits[0, width + 5] = 2.0, 9.0, 4.0  # end argmax 1 < start: take 5
+    logits[1, 0], logits[1, width + 0] = 1.0, 1.0  # [CLS] span (no answer)
+    assert predicted_spans(logits) == [(3, 5), (0, 0)]
+    targets = resolve_targets("question_answering", logits)
+    assert targets == [[3 * width + 5], [0]]
+    assert decode_span_target(targets[0][0], width) == (3, 5)
+    with pytest.raises(ValueError, match="not inside"):
+        span_target(5, 3, width)
+    with pytest.raises(ValueError, match="target policy 'label' is not supported"):
+        resolve_targets("question_answering", logits, policy="label")
