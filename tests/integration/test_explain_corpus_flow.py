@@ -232,6 +232,12 @@ def test_every_registered_method_runs_from_config(
         {"name": "shap_deep", "params": {"max_references": 3}},
         {"name": "random"},
         {"name": "lafa", "params": {"base": "smooth_grad", "base_params": {"samples": 2}, "kernel": "indicator"}},
+        {"name": "raw_attention", "params": {"layer": 0}},
+        {"name": "rollout"},
+        {"name": "gae"},
+        {"name": "cam"},
+        {"name": "grad_cam"},
+        {"name": "attcat"},
     ]
     assert {m["name"] for m in methods} | {"grad_input"} == set(available_methods())
     settings = _settings(

@@ -18,8 +18,9 @@ class AttCat(AttributionMethod):
     activation token is ``CAT^l_i = sum_d (dy/dh^l_i ⊙ h^l_i)_d`` (gradient times activation of
     token ``i``, summed over the hidden dimension), and it is weighted by the head-averaged
     attention that the explained token ``c`` ([CLS], or the start/end token for QA) pays to
-    ``i`` in that layer: ``AttCAT_i = sum_l E_h(alpha^l_{h,c,i}) * CAT^l_i`` (the paper's AttCAT
-    equation; ``alpha^l`` are the attention weights of layer ``l``). Scores are signed.
+    ``i`` in that layer: ``AttCAT_i = sum_l E_h(alpha^l_{h,c,i}) * CAT^l_i`` (the AttCAT equation of
+    the paper's Sec. 3, cited by content: the paper text was not available offline to confirm its
+    equation number; ``alpha^l`` are the attention weights of layer ``l``). Scores are signed.
     """
 
     name = "attcat"

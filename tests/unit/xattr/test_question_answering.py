@@ -205,3 +205,11 @@ def test_span_targets_round_trip_and_label_policy_is_refused() -> None:
         span_target(5, 3, width)
     with pytest.raises(ValueError, match="target policy 'label' is not supported"):
         resolve_targets("question_answering", logits, policy="label")
+
+
+def test_span_probability_for_removal_curves_is_start_times_end() -> None:
+    from xattr.metrics.perturbation import _target_probability
+
+    logits = np.array([0.0, np.log(3.0), 0.0, 0.0])  # width 2: start softmax (1/4, 3/4), end (1/2, 1/2)
+    assert _target_probability(logits, span_target(1, 1, 2), "question_answering") == pytest.approx(0.375)
+    assert _target_probability(logits, span_target(0, 1, 2), "question_answering") == pytest.approx(0.125)
