@@ -43,7 +43,8 @@ def attribute_corpus(
 
     Pairs are sorted by length and padded per batch; a multi-label text with several targets
     gets one row (one backward pass) per target, so each attribution is the gradient of exactly
-    one output.
+    one output. Extractive QA targets are answer spans (:func:`xattr.models.targets.span_target`): the
+    method explains the start logit and the end logit separately and the row's scores are their sum.
 
     Args:
         method: The attribution method.
