@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 #: How a model's output is read: one of the supported task types.
-TaskName = Literal["classification", "pair_classification", "multi_label", "regression"]
+TaskName = Literal["classification", "pair_classification", "multi_label", "regression", "question_answering"]
 
 #: How removed tokens are replaced when measuring faithfulness.
 ReplacementPolicy = Literal["mask", "pad", "unk", "delete"]

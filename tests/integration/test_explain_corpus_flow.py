@@ -238,6 +238,12 @@ def test_every_registered_method_runs_from_config(
         {"name": "partial_lrp"},
         {"name": "lrp_rollout"},
         {"name": "mask_lrp", "params": {"mask": "all"}},
+        {"name": "raw_attention", "params": {"layer": 0}},
+        {"name": "rollout"},
+        {"name": "gae"},
+        {"name": "cam"},
+        {"name": "grad_cam"},
+        {"name": "attcat"},
     ]
     assert {m["name"] for m in methods} | {"grad_input"} == set(available_methods())
     settings = _settings(

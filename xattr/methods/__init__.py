@@ -5,6 +5,7 @@ Importing this package registers every method; pick one with :func:`get_method`.
 
 from __future__ import annotations
 
+from xattr.methods.attcat import AttCat
 from xattr.methods.base import (
     AttributionMethod,
     MethodParams,
@@ -13,6 +14,9 @@ from xattr.methods.base import (
     get_method,
     register_method,
 )
+from xattr.methods.cam import Cam
+from xattr.methods.gae import Gae
+from xattr.methods.grad_cam import GradCam
 from xattr.methods.grad_input import GradInput
 from xattr.methods.integrated_gradients import IntegratedGradients
 from xattr.methods.lafa import Lafa
@@ -23,6 +27,8 @@ from xattr.methods.mask_lrp import MaskLrp
 from xattr.methods.occlusion import Occlusion
 from xattr.methods.partial_lrp import PartialLrp
 from xattr.methods.random_scores import RandomScores
+from xattr.methods.raw_attention import RawAttention
+from xattr.methods.rollout import Rollout
 from xattr.methods.runner import TokenAttribution, attribute_corpus
 from xattr.methods.shap_deep import ShapDeep
 from xattr.methods.shap_grad import ShapGrad
@@ -30,6 +36,12 @@ from xattr.methods.simple_grad import SimpleGrad
 from xattr.methods.smooth_grad import SmoothGrad
 
 __all__ = [
+    "AttCat",
+    "Cam",
+    "Gae",
+    "GradCam",
+    "RawAttention",
+    "Rollout",
     "AttributionMethod",
     "GradInput",
     "IntegratedGradients",

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import torch
 
 from xattr.models.encoding import Batch
+from xattr.models.forward import output_logits
 from xattr.models.loading import LoadedModel
 from xattr.types import Reduction
 
@@ -62,7 +63,8 @@ def embedding_gradients(
     with frozen_parameters(loaded.model), torch.enable_grad():
         h0 = word_embeddings(loaded, batch.input_ids) if embeddings is None else embeddings
         h0 = h0.detach().requires_grad_(True)
-        logits = loaded.model(inputs_embeds=h0, **batch.model_inputs()).logits
+        output = loaded.model(inputs_embeds=h0, **batch.model_inputs())
+        logits = output_logits(loaded, output, batch.attention_mask)
         (grad,) = torch.autograd.grad(selected_outputs(logits, targets).sum(), h0)
     return h0.detach(), grad
 

@@ -12,6 +12,7 @@ from xattr.methods.base import AttributionMethod
 from xattr.models.encoding import EncodedText, collate
 from xattr.models.forward import pad_id
 from xattr.models.loading import LoadedModel
+from xattr.models.targets import span_output_indices
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ def attribute_corpus(
 
     Pairs are sorted by length and padded per batch; a multi-label text with several targets
     gets one row (one backward pass) per target, so each attribution is the gradient of exactly
-    one output.
+    one output. Extractive QA targets are answer spans (:func:`xattr.models.targets.span_target`): the
+    method explains the start logit and the end logit separately and the row's scores are their sum.
 
     Args:
         method: The attribution method.
@@ -65,7 +67,13 @@ def attribute_corpus(
         chunk = order[start : start + batch_size]
         batch = collate(encoded, [rows[r][0] for r in chunk], pid).to(loaded.device)
         target_tensor = torch.tensor([rows[r][1] for r in chunk], device=loaded.device)
-        scores = method.attribute_batch(loaded, batch, target_tensor).detach().double().cpu().numpy()
+        if loaded.task == "question_answering":
+            # A span's explanation is that of its start logit plus that of its end logit.
+            starts, ends = span_output_indices(target_tensor, loaded.max_length)
+            score_tensor = method.attribute_batch(loaded, batch, starts) + method.attribute_batch(loaded, batch, ends)
+        else:
+            score_tensor = method.attribute_batch(loaded, batch, target_tensor)
+        scores = score_tensor.detach().double().cpu().numpy()
         for k, r in enumerate(chunk):
             position, target = rows[r]
             n = len(encoded[position])

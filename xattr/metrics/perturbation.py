@@ -90,7 +90,17 @@ def remove_tokens(encoded: EncodedText, positions: Sequence[int], replacement: i
 
 
 def _target_probability(logits: np.ndarray, target: int, task: str) -> float:
-    """The probability of the explained output: softmax, or sigmoid for multi-label."""
+    """The probability of the explained output: softmax, or sigmoid for multi-label.
+
+    Extractive QA (``logits`` = start then end logits, ``target`` a span target): the probability
+    of the span, ``softmax(start)[s] * softmax(end)[e]``.
+    """
+    if task == "question_answering":
+        width = logits.shape[0] // 2
+        start, end = int(target) // width, int(target) % width
+        return _target_probability(logits[:width], start, "classification") * _target_probability(
+            logits[width:], end, "classification"
+        )
     if task == "multi_label":
         return float(1.0 / (1.0 + np.exp(-logits[target])))
     shifted = logits - logits.max()

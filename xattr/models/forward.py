@@ -20,6 +20,31 @@ def pad_id(loaded: LoadedModel) -> int:
     return int(value) if value is not None else 0
 
 
+def output_logits(loaded: LoadedModel, output: object, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The model's outputs as one ``(batch, num_outputs)`` tensor, indexed by output (target) index.
+
+    Sequence models: the logits (or the regression value). Extractive question answering: the
+    start logits padded to ``loaded.max_length`` positions followed by the end logits padded the
+    same way, so output ``p`` is the start logit of token ``p`` and output ``max_length + p`` the
+    end logit of token ``p`` whatever the batch's padded width. Padding tokens and the positions
+    beyond the batch width get the dtype's lowest value, so they are never predicted.
+
+    Args:
+        loaded: The model.
+        output: The Hugging Face model output of one forward pass.
+        attention_mask: ``(batch, seq)`` 1 for real tokens.
+    """
+    if loaded.task != "question_answering":
+        return output.logits  # type: ignore[attr-defined,no-any-return]
+    start = output.start_logits  # type: ignore[attr-defined]  # (batch, seq)
+    end = output.end_logits  # type: ignore[attr-defined]  # (batch, seq)
+    lowest = torch.finfo(start.dtype).min
+    pad = loaded.max_length - start.shape[1]
+    real = attention_mask.bool()
+    parts = [torch.nn.functional.pad(x.masked_fill(~real, lowest), (0, pad), value=lowest) for x in (start, end)]
+    return torch.cat(parts, dim=1)  # (batch, 2 * max_length)
+
+
 @torch.inference_mode()
 def predict_logits(
     loaded: LoadedModel,
@@ -43,7 +68,8 @@ def predict_logits(
     done = 0
     for batch in iter_batches(encoded, batch_size, pad_id(loaded)):
         b = batch.to(loaded.device)
-        logits = loaded.model(input_ids=b.input_ids, **b.model_inputs()).logits
+        output = loaded.model(input_ids=b.input_ids, **b.model_inputs())
+        logits = output_logits(loaded, output, b.attention_mask)
         out[list(batch.indices)] = logits.double().cpu().numpy()
         done += len(batch.indices)
         if progress is not None:

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer
 
 from xattr.device import pick_device
-from xattr.models.tasks import infer_task
+from xattr.models.tasks import infer_task, is_question_answering
 from xattr.types import TaskName
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,13 @@ class LoadedModel:
 
     @property
     def num_outputs(self) -> int:
-        """Number of output units (1 for regression)."""
+        """Number of output units (1 for regression).
+
+        Extractive QA has ``2 * max_length``: the start logits of positions ``0..max_length-1``, then
+        the end logits (see :func:`xattr.models.forward.output_logits`).
+        """
+        if self.task == "question_answering":
+            return 2 * self.max_length
         return int(self.model.config.num_labels)
 
     @property
@@ -109,7 +115,9 @@ def load_model(
             model_kwargs["attn_implementation"] = "eager"
         if dtype is not None:
             model_kwargs["dtype"] = dtype
-        model = AutoModelForSequenceClassification.from_pretrained(source, **model_kwargs)
+        qa = task == "question_answering" or (task is None and is_question_answering(config))
+        auto_class = AutoModelForQuestionAnswering if qa else AutoModelForSequenceClassification
+        model = auto_class.from_pretrained(source, **model_kwargs)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load model {source!r}: {exc}") from exc
     if not getattr(tokenizer, "is_fast", False):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -24,7 +24,8 @@ def resolve_targets(
 
     Classification explains the predicted class (``policy="predicted"``) or the given label;
     multi-label explains each predicted label (each with its own backward pass; the top one when
-    none passes 0.5) or each given label; regression explains output 0.
+    none passes 0.5) or each given label; regression explains output 0; extractive question
+    answering explains the predicted span, as one :func:`span_target` per text.
 
     Args:
         task: The task type.
@@ -40,6 +41,13 @@ def resolve_targets(
         ValueError: ``policy="label"`` without labels, or a label outside the model's outputs.
     """
     n, k = logits.shape
+    if task == "question_answering":
+        if policy == "label":
+            raise ValueError(
+                "question answering explains the predicted answer span; target policy 'label' is not supported "
+                "(gold answer spans are used by Precision@k, not as targets)"
+            )
+        return [[span_target(start, end, k // 2)] for start, end in predicted_spans(logits)]
     if task == "regression":
         return [[0] for _ in range(n)]
     if policy == "predicted":
@@ -74,3 +82,52 @@ def _checked(indices: list[int], k: int, row: int) -> list[int]:
         if not 0 <= j < k:
             raise ValueError(f"row {row}: label {j} is outside the model's {k} outputs")
     return indices
+
+
+def predicted_spans(logits: np.ndarray) -> list[tuple[int, int]]:
+    """Predicted answer span ``(start, end)`` token positions of an extractive QA model, per text.
+
+    The start is the argmax of the start logits; the end is the argmax of the end logits at
+    positions ``>= start``, so the span is never empty or reversed.
+
+    Args:
+        logits: ``(n, 2 * max_length)`` outputs of :func:`xattr.models.forward.output_logits`.
+    """
+    width = logits.shape[1] // 2
+    spans = []
+    for row in logits:
+        start = int(np.argmax(row[:width]))
+        end = start + int(np.argmax(row[width + start :]))
+        spans.append((start, end))
+    return spans
+
+
+def span_target(start: int, end: int, max_length: int) -> int:
+    """One target index for an answer span: ``start * max_length + end``.
+
+    A question-answering text is explained once, for its span: the explanation of a span is the
+    explanation of the start logit plus the explanation of the end logit, each computed with the
+    same method (Mask-LRP Section 5.1 attributes "the start and end answer indices");
+    :func:`span_output_indices` gives the two output indices that the runner explains and sums.
+    """
+    if not 0 <= start <= end < max_length:
+        raise ValueError(f"answer span ({start}, {end}) is not inside 0..{max_length - 1} with start <= end")
+    return start * max_length + end
+
+
+def decode_span_target(target: int, max_length: int) -> tuple[int, int]:
+    """``(start, end)`` token positions of a target made by :func:`span_target`."""
+    return int(target) // max_length, int(target) % max_length
+
+
+def span_output_indices(targets: Any, max_length: int) -> tuple[Any, Any]:
+    """Output indices (into ``output_logits``) of the start and the end logit of span targets.
+
+    Args:
+        targets: Span targets (an int tensor or array of any shape).
+        max_length: The model's ``max_length``.
+
+    Returns:
+        ``(start outputs, end outputs)``: ``start`` and ``max_length + end``, same type and shape.
+    """
+    return targets // max_length, max_length + targets % max_length

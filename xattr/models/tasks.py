@@ -6,7 +6,13 @@ from typing import Any
 
 from xattr.types import TaskName
 
-TASKS: tuple[TaskName, ...] = ("classification", "pair_classification", "multi_label", "regression")
+TASKS: tuple[TaskName, ...] = (
+    "classification",
+    "pair_classification",
+    "multi_label",
+    "regression",
+    "question_answering",
+)
 
 
 def infer_task(config: Any, requested: str | None = None) -> TaskName:
@@ -27,6 +33,9 @@ def infer_task(config: Any, requested: str | None = None) -> TaskName:
             several outputs, classification with one).
     """
     num_labels = int(getattr(config, "num_labels", 0) or 0)
+    if requested == "question_answering" or (requested is None and is_question_answering(config)):
+        # Extractive QA: start and end logits per token (see xattr.models.targets for the targets).
+        return "question_answering"
     if requested is not None:
         if requested not in TASKS:
             raise ValueError(f"unknown task {requested!r}; valid tasks: {', '.join(TASKS)}")
@@ -44,3 +53,11 @@ def infer_task(config: Any, requested: str | None = None) -> TaskName:
     if problem_type == "multi_label_classification":
         return "multi_label"
     return "classification"
+
+
+def is_question_answering(config: Any) -> bool:
+    """Whether the config declares an extractive question-answering head (``*ForQuestionAnswering``)."""
+    architectures = getattr(config, "architectures", None) or []
+    return getattr(config, "xattr_task", None) == "question_answering" or any(
+        str(a).endswith("ForQuestionAnswering") for a in architectures
+    )
