@@ -16,6 +16,7 @@ from xattr.methods.base import (
 from xattr.methods.grad_input import GradInput
 from xattr.methods.integrated_gradients import IntegratedGradients
 from xattr.methods.lafa import Lafa
+from xattr.methods.ldav import Ldav
 from xattr.methods.random_scores import RandomScores
 from xattr.methods.runner import TokenAttribution, attribute_corpus
 from xattr.methods.shap_deep import ShapDeep
@@ -28,6 +29,7 @@ __all__ = [
     "GradInput",
     "IntegratedGradients",
     "Lafa",
+    "Ldav",
     "MethodParams",
     "RandomScores",
     "ShapDeep",
