@@ -317,6 +317,8 @@ def train_model(
             "num_labels": num_labels,
             "problem_type": _PROBLEM_TYPES[task],
             "use_safetensors": True,
+            # a base that already has a head of another size (a classifier re-trained for new classes) gets a new one
+            "ignore_mismatched_sizes": True,
         }
         if id2label:
             kwargs["id2label"] = {int(k): str(v) for k, v in id2label.items()}
@@ -386,17 +388,17 @@ def _targets(rows: TrainingRows, task: str, num_labels: int, split: str, log_tar
     values = np.asarray([float(v) for v in rows.labels], dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(values))
     if len(bad):
-        raise ValueError(f"{split} row {bad[0] + 1}: label {values[bad[0]]!r} is not finite")
+        raise ValueError(f"{split} row {bad[0] + 1}: label {float(values[bad[0]])!r} is not finite")
     if task == "regression":
         if log_target:
             bad = np.flatnonzero(values <= 0)
             if len(bad):
-                raise ValueError(f"{split} row {bad[0] + 1}: log_target needs values > 0, got {values[bad[0]]!r}")
+                raise ValueError(f"{split} row {bad[0] + 1}: log_target needs values > 0, got {float(values[bad[0]])!r}")
             return np.log(values)
         return values
     bad = np.flatnonzero((values < 0) | (values >= num_labels) | (values != np.round(values)))
     if len(bad):
-        raise ValueError(f"{split} row {bad[0] + 1}: class {values[bad[0]]!r} is not an index in 0..{num_labels - 1}")
+        raise ValueError(f"{split} row {bad[0] + 1}: class {float(values[bad[0]])!r} is not an index in 0..{num_labels - 1}")
     return values.astype(np.int64)
 
 
