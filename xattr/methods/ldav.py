@@ -36,7 +36,7 @@ class Ldav(AttributionMethod):
 
     name = "ldav"
     summary = "negated z-normalised Euclidean distance of each word embedding to the class's LDAV vector"
-    paper = "Locally Distributed Activation Vectors (LDAV), Sec. 3.2 Eq. 4-5; Sec. 4.5 for pairs"
+    paper = "LDAV paper Sec. 3.2 Eq. 4-5; Sec. 4.5 (pairs)"
     Params = MethodParams
 
     def __init__(self, params: MethodParams | None = None) -> None:
