@@ -47,7 +47,7 @@ from xattr.training.trainer import (  # noqa: E402
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ag_news"
 CLASSES = ("World", "Sports", "Business", "Sci/Tech")
 FRACTIONS = (0.15, 0.21, 0.28, 0.34, 0.40)
-BASELINES = ("integrated_gradients", "grad_input", "occlusion", "lime")
+BASELINES = ("integrated_gradients", "grad_input", "occlusion", "lime", "random")
 
 
 def read_ag_news(path: Path) -> tuple[list[str], list[int]]:
@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ig-steps", type=int, default=25)
     parser.add_argument("--data", type=Path, default=DATA, help="directory holding AG News test.csv")
+    parser.add_argument("--models", type=Path, default=None, help="reuse plain/ and ldav/ trained by an earlier run")
+    parser.add_argument("--methods", nargs="*", default=None, help="only these methods (default: ldav + baselines)")
     args = parser.parse_args()
     if not (args.data / "test.csv").is_file():
         print(f"skipped: {args.data / 'test.csv'} not found (pass --data)")
@@ -89,7 +91,7 @@ def main() -> None:
         f"AG News: {len(train_rows)} train / {len(test_texts)} test texts (seed {args.seed}), "
         f"{args.epochs} epoch(s), max_length {args.max_length}, torch threads {torch.get_num_threads()}"
     )
-    workdir = Path(tempfile.mkdtemp(prefix="ldav-ag-news-"))
+    workdir = args.models or Path(tempfile.mkdtemp(prefix="ldav-ag-news-"))
     id2label = dict(enumerate(CLASSES))
     models, quality = {}, {}
     for variant, enabled in (("plain", False), ("ldav", True)):
@@ -101,17 +103,26 @@ def main() -> None:
             patience=None,
             ldav=LdavConfig(enabled=enabled),
         )
-        result = train_model(
-            base, train_rows, workdir / variant, task="classification", num_labels=4, id2label=id2label, config=config
-        )
-        loaded = load_model(result.output_dir, max_length=args.max_length)
+        l2 = l3 = float("nan")
+        if not (workdir / variant).exists():
+            result = train_model(
+                base,
+                train_rows,
+                workdir / variant,
+                task="classification",
+                num_labels=4,
+                id2label=id2label,
+                config=config,
+            )
+            l2, l3 = result.history[-1].train_l2, result.history[-1].train_l3
+        loaded = load_model(workdir / variant, max_length=args.max_length)
         encoded = encode_texts(loaded.tokenizer, test_texts, max_length=args.max_length)
         logits = predict_logits(loaded, encoded, batch_size=64)
         quality[variant] = {
             **classification_metrics(logits.argmax(axis=1), test_labels, 4),
             "train_s": time.perf_counter() - started,
-            "l2": result.history[-1].train_l2,
-            "l3": result.history[-1].train_l3,
+            "l2": l2,
+            "l3": l3,
         }
         models[variant] = (loaded, encoded, logits)
     print("\n| model | test accuracy | test macro-F1 | train+predict s | last-epoch mean L2 | L3 |")
@@ -122,6 +133,11 @@ def main() -> None:
             f"| {q['l2']:.4f} | {q['l3']:.4f} |"
         )
 
+    plain_logits, ldav_logits = models["plain"][2], models["ldav"][2]
+    print(
+        f"max |logit difference| plain vs ldav on the test texts: {np.abs(plain_logits - ldav_logits).max():.4f}; "
+        f"predictions differ on {int((plain_logits.argmax(1) != ldav_logits.argmax(1)).sum())} texts"
+    )
     loaded, encoded, logits = models["ldav"]
     n = min(args.attr_texts, len(encoded))
     subset, targets = encoded[:n], [[int(j)] for j in logits[:n].argmax(axis=1)]
@@ -137,7 +153,7 @@ def main() -> None:
     )
     print("| method | AOPC comprehensiveness [CI] | switching point | attribute s |")
     print("|---|---|---|---|")
-    for name in ("ldav", *BASELINES):
+    for name in args.methods or ("ldav", *BASELINES):
         if name not in registered:
             print(f"| {name} | skipped: not registered on this branch | | |")
             continue

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mlflow.tracking import MlflowClient
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
@@ -20,7 +19,7 @@ from prefect.runtime import flow_run
 from flows.train_settings import TrainSettings
 from storage.text_files import write_text_file
 from tasks import tracking
-from tasks.train_model import log_history, train_model_stage
+from tasks.train_model import log_directory, log_history, train_model_stage
 from xattr.training.trainer import LdavConfig, TrainConfig
 
 
@@ -112,12 +111,11 @@ def train(settings: TrainSettings) -> dict[str, Any]:
             empty_texts=settings.corpus.empty_texts,
             missing_labels=settings.corpus.missing_labels,
         )
-        client = MlflowClient(uri)
         log_history(uri, parent, summary["history"])
-        client.log_artifacts(parent, str(output_dir), "model")
+        log_directory(uri, parent, output_dir, "model")
         report = output_dir.parent / f"{output_dir.name}.train.json"
         write_text_file(report, json.dumps(summary, indent=2, default=str), name="train report")
-        client.log_artifact(parent, str(report))
+        tracking.log_files(uri, parent, {"": report})
         lines = [
             f"# train `{settings.name}`",
             "",
@@ -134,7 +132,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
             tables = _concept_tables(output_dir, settings)
             correlation_csv = output_dir.parent / f"{output_dir.name}.ldav-correlation.csv"
             write_text_file(correlation_csv, tables["correlation"].to_csv(), name="LDAV class-vector correlation")
-            client.log_artifact(parent, str(correlation_csv), "ldav")
+            tracking.log_files(uri, parent, {"ldav": correlation_csv})
             lines += [
                 "",
                 "## LDAV class-vector correlation (Section 4.9)",
@@ -144,7 +142,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
             if tables["scores"] is not None:
                 concepts_csv = output_dir.parent / f"{output_dir.name}.ldav-concepts.csv"
                 write_text_file(concepts_csv, tables["scores"].to_csv(index=False), name="LDAV concept scores")
-                client.log_artifact(parent, str(concepts_csv), "ldav")
+                tracking.log_files(uri, parent, {"ldav": concepts_csv})
                 summary["concepts"] = tables["scores"].to_dict("records")
                 lines += ["", "## LDAV concept scores (Table 9)", "", _markdown(tables["scores"])]
         markdown = "\n".join(lines) + "\n"

@@ -104,3 +104,8 @@ def log_history(tracking_uri: str, run_id: str, history: list[dict[str, Any]]) -
         for key in ("train_loss", "train_l2", "train_l3"):
             metrics.append(Metric(f"train/{key.removeprefix('train_')}", float(record[key]), now, epoch))
     MlflowClient(tracking_uri).log_batch(run_id, metrics=metrics)
+
+
+def log_directory(tracking_uri: str, run_id: str, directory: Path, artifact_path: str) -> None:
+    """Attach a whole directory (the trained model) to an MLflow run under ``artifact_path``."""
+    MlflowClient(tracking_uri).log_artifacts(run_id, str(directory), artifact_path)
