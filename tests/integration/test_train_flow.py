@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -12,8 +13,11 @@ import yaml
 from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
 
+from flows.explain_corpus import explain_corpus
+from flows.settings import ExplainSettings
 from flows.train import train
 from flows.train_settings import TrainSettings, load_train_settings
+from storage import ArtifactRef, read_artifact
 from tests.conftest import save_tiny_model
 from xattr.ldav import load_ldav_vectors
 from xattr.models.loading import ModelSpec
@@ -95,6 +99,30 @@ def test_train_flow_with_ldav_saves_vectors_and_logs_the_model(
     assert torch.equal(
         vectors.vectors, load_ldav_vectors(Path(client.download_artifacts(run.info.run_id, "model"))).vectors
     )
+
+
+def test_ldav_method_explains_a_trained_model_from_config(
+    harness: None, tmp_path: Path, corpus: Path, base: Path
+) -> None:
+    summary = train(_settings(tmp_path, corpus, base, ldav={"enabled": True}))
+    settings = ExplainSettings.model_validate(
+        {
+            "workdir": str(tmp_path / "explain"),
+            "corpus": {"path": str(corpus), "id_column": "id", "label_column": "label"},
+            "model": {"path": summary["output_dir"]},
+            "attribution": {"methods": [{"name": "ldav"}, {"name": "random"}]},
+            "evaluation": {"max_texts": 8},
+        }
+    )
+    explained = explain_corpus(settings)
+    assert {"aopc", "log_odds"} <= set(explained["metrics"]["ldav"])
+    refs = {s["stage"]: s["refs"] for s in explained["stages"]}
+    table = read_artifact(ArtifactRef.from_dict(refs["attribute-ldav"]["attributions"])).to_pandas()
+    assert len(table) and table["method"].unique().tolist() == ["ldav"]
+    # Eq. 5: per text, the non-special token scores have mean 0 and population std 1
+    content = table[~table["token"].isin(["[CLS]", "[SEP]"])]
+    stats = content.groupby("doc_id")["score"].agg(["mean", lambda v: float(np.std(v))])
+    assert np.allclose(stats.iloc[:, 0], 0.0, atol=1e-5) and np.allclose(stats.iloc[:, 1], 1.0, atol=1e-4)
 
 
 def test_train_flow_stops_early_from_a_config_file(harness: None, tmp_path: Path, corpus: Path, base: Path) -> None:
