@@ -393,12 +393,16 @@ def _targets(rows: TrainingRows, task: str, num_labels: int, split: str, log_tar
         if log_target:
             bad = np.flatnonzero(values <= 0)
             if len(bad):
-                raise ValueError(f"{split} row {bad[0] + 1}: log_target needs values > 0, got {float(values[bad[0]])!r}")
+                raise ValueError(
+                    f"{split} row {bad[0] + 1}: log_target needs values > 0, got {float(values[bad[0]])!r}"
+                )
             return np.log(values)
         return values
     bad = np.flatnonzero((values < 0) | (values >= num_labels) | (values != np.round(values)))
     if len(bad):
-        raise ValueError(f"{split} row {bad[0] + 1}: class {float(values[bad[0]])!r} is not an index in 0..{num_labels - 1}")
+        raise ValueError(
+            f"{split} row {bad[0] + 1}: class {float(values[bad[0]])!r} is not an index in 0..{num_labels - 1}"
+        )
     return values.astype(np.int64)
 
 
