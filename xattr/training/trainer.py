@@ -75,6 +75,16 @@ class LdavConfig:
     defaults weigh ``L2`` like the cross-entropy and keep ``L3`` small, because ``-L3`` is unbounded
     below. Its Adam learning rate was 1e-4 (Section 4.1), the default for the vectors here.
 
+    Measured (bench/ldav_ag_news.py, MiniLM, 1,500 AG News texts, 1 epoch, loaded 2-core machine):
+    with these defaults the class vectors stay close to their start (pairwise correlation
+    0.93-0.97) and LDAV token scores had AOPC 0.022 against 0.052 for random scores; with
+    ``rho2=1, learning_rate=1e-3`` the vectors decorrelate (-0.15..0.32, as in Figure 8), concept
+    scores become plausible ("football match" -> Sports, "stock market" -> Business), but token
+    AOPC stayed at 0.027. Accuracy and macro-F1 were unchanged in both (0.863 / 0.860). On a tiny
+    random BERT trained from scratch, ``vector_class="predicted"`` kept the classifier at chance
+    (the early predictions are one class, so ``L2`` pulls every text towards one vector) while
+    ``"label"`` learned the task.
+
     Attributes:
         enabled: Train class vectors with the classifier.
         rho1: Weight of ``L2`` (text vector to its class's vector).
