@@ -316,3 +316,46 @@ def test_class_vector_correlation_is_pearson_over_dimensions() -> None:
     assert F.cosine_similarity(torch.tensor(a), torch.tensor(b), dim=0).item() == pytest.approx(
         frame.loc["class-0", "class-1"], abs=1e-12
     )
+
+
+def test_pair_model_trains_product_vectors_and_scores_tokens_against_them(tmp_path: Path) -> None:
+    base = save_tiny_model(tmp_path / "base", num_labels=2)
+    rows = TrainingRows(
+        ["good movie", "bad plot", "great film", "awful acting"] * 4,
+        pairs=["the plot", "the film", "a movie", "the acting"] * 4,
+        labels=[0, 1, 0, 1] * 4,
+    )
+    result = train_model(
+        base,
+        rows,
+        tmp_path / "pair",
+        task="pair_classification",
+        num_labels=2,
+        config=TrainConfig(epochs=1, batch_size=8, max_length=16, patience=None, ldav=LdavConfig(enabled=True)),
+    )
+    found = load_ldav_vectors(result.output_dir)
+    assert found.pair_product
+    loaded = load_model(result.output_dir, device="cpu")
+    encoded = encode_texts(loaded.tokenizer, ["good movie"], ["the plot"], max_length=16)
+    method = get_method("ldav")
+    method.bind_corpus(encoded)
+    scores = method.attribute_batch(loaded, collate(encoded, [0], 0), torch.tensor([0]))[0].double()
+    ids = list(encoded[0].input_ids)  # [CLS] good movie [SEP] the plot [SEP]
+    table = loaded.model.get_input_embeddings().weight.detach().double()
+    first, second = table[ids[1:3]], table[ids[4:6]]
+    tokens = torch.cat([first * second.mean(0), second * first.mean(0)])
+    alpha = (tokens - found.vectors[0].double()).norm(dim=1).numpy()
+    assert scores[[1, 2, 4, 5]].numpy() == pytest.approx(-(alpha - alpha.mean()) / alpha.std(), abs=1e-5)
+    assert scores[[0, 3, 6]].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_ldav_training_is_refused_for_multi_label(tiny_classifier_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="task 'multi_label' cannot be trained with ldav.enabled"):
+        train_model(
+            tiny_classifier_dir,
+            TrainingRows(["good movie", "bad movie"], label_sets=[[0], [1]]),
+            tmp_path / "out",
+            task="multi_label",
+            num_labels=2,
+            config=TrainConfig(epochs=1, patience=None, ldav=LdavConfig(enabled=True)),
+        )
