@@ -213,6 +213,58 @@ def _kept_heads_table(ref: Any, xi_synt: float, xi_pos: float) -> Table:
             f"{top['key']}: {top['frequency']:.2f}",
         )
     return table
+def train(
+    config: Annotated[Path, typer.Argument(help="YAML config of the train flow (see README)")],
+    """Fine-tune a model on a corpus (optionally with LDAV class vectors) with the train flow."""
+    from flows.settings import SettingsError
+    from flows.train import train as train_flow
+    from flows.train_settings import load_train_settings
+        settings = load_train_settings(config, {"workdir": str(workdir.resolve())} if workdir else None)
+        summary = train_flow(settings)
+    except (CorpusError, FileExistsError, FileNotFoundError, ValueError) as exc:
+    table = Table(title=f"Validation metrics of the best epoch ({summary['best_epoch']} of {summary['epochs_run']})")
+    table.add_column("metric")
+    table.add_column("value")
+    for key, value in summary["metrics"].items():
+        table.add_row(key, f"{value:.4f}")
+    console.print(table)
+    console.print(f"[bold]Model:[/]  {summary['output_dir']}")
+    console.print(f"[bold]MLflow:[/] run {summary['mlflow_run_id']} in {summary['tracking_uri']}")
+@app.command()
+def concepts(
+    model_dir: Annotated[Path, typer.Argument(help="model directory trained with LDAV")],
+    phrases: Annotated[list[str], typer.Argument(help="phrases to score against every class vector")],
+    word_list: Annotated[
+        list[str] | None, typer.Option(help="NAME=FILE: a word list (one word per line) pooled into one concept")
+    ] = None,
+    """Score phrases or word lists against every LDAV class vector (LDAV paper Table 9, Sec. 4.7-4.9)."""
+    from xattr.ldav import ConceptError, LdavError, class_vector_correlation, concept_scores, load_ldav_vectors
+    from xattr.models.loading import ModelLoadError, load_model
+    wanted: dict[str, str | list[str]] = {p: p for p in phrases}
+    for item in word_list or []:
+        name, _, file = item.partition("=")
+        if not file or not Path(file).is_file():
+            console.print(f"[red]error:[/] --word-list {item!r}: expected NAME=FILE with an existing file")
+            raise typer.Exit(2)
+        wanted[name] = [w.strip() for w in Path(file).read_text().splitlines() if w.strip()]
+        loaded = load_model(model_dir, device="cpu")
+        scores = concept_scores(loaded, wanted)
+        correlation = class_vector_correlation(load_ldav_vectors(model_dir))
+    except (ConceptError, LdavError, ModelLoadError) as exc:
+    labels = [c for c in scores.columns if c not in ("concept", "pieces", "unknown_pieces") and ":" not in c]
+    table = Table(title="LDAV scores (higher = closer to the class vector; z-normalised over classes)")
+    for column in ("concept", *labels, "pieces (unknown)"):
+    for row in scores.to_dict("records"):
+        cells = [f"{row[label]:+.2f}" for label in labels]
+        table.add_row(row["concept"], *cells, f"{row['pieces']} ({row['unknown_pieces']})")
+    console.print(table)
+    corr = Table(title="Correlation between class vectors (Sec. 4.9)")
+    corr.add_column("")
+    for label in correlation.columns:
+        corr.add_column(str(label))
+    for label, row in correlation.iterrows():
+        corr.add_row(str(label), *[f"{v:+.2f}" for v in row])
+    console.print(corr)
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from xattr.methods.lrp_rollout import LrpRollout
 from xattr.methods.mask_lrp import MaskLrp
 from xattr.methods.occlusion import Occlusion
 from xattr.methods.partial_lrp import PartialLrp
+from xattr.methods.ldav import Ldav
 from xattr.methods.random_scores import RandomScores
 from xattr.methods.raw_attention import RawAttention
 from xattr.methods.rollout import Rollout
@@ -47,6 +48,7 @@ __all__ = [
     "IntegratedGradients",
     "Lafa",
     "Lime",
+    "Ldav",
     "MethodParams",
     "Occlusion",
     "Lrp",

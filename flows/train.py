@@ -1,0 +1,170 @@
+"""The ``train`` flow: corpus file in -> fine-tuned model directory out, tracked in MLflow.
+
+Stages: ``train_model`` (read, split, fine-tune with early stopping, optionally LDAV), then the
+MLflow record (per-epoch validation metrics as steps, the model directory as the run's ``model``
+artifact) and, when configured, the LDAV concept table (Sections 4.7-4.9).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from flows.train_settings import TrainSettings
+from storage.text_files import write_text_file
+from tasks import tracking
+from tasks.train_model import log_directory, log_history, train_model_stage
+from xattr.training.trainer import LdavConfig, TrainConfig
+
+
+def train_config(settings: TrainSettings) -> TrainConfig:
+    """The library's hyper-parameters from the flow settings."""
+    t = settings.training
+    return TrainConfig(
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        learning_rate=t.learning_rate,
+        head_learning_rate=t.head_learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_fraction=t.warmup_fraction,
+        max_length=t.max_length,
+        seed=t.seed,
+        max_grad_norm=t.max_grad_norm,
+        eval_batch_size=t.eval_batch_size,
+        patience=t.patience,
+        min_delta=t.min_delta,
+        log_target=t.log_target,
+        device=t.device,
+        ldav=LdavConfig(**settings.ldav.model_dump()),
+    )
+
+
+def _markdown(frame: Any) -> str:
+    """A pandas frame as a markdown table (numbers to 3 decimals)."""
+    cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in frame.itertuples(index=False)]
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    return "\n".join([header, rule, *["| " + " | ".join(row) + " |" for row in cells]])
+
+
+def _run_id() -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{str(flow_run.get_id() or 'local')[:8]}"
+
+
+def _concept_tables(model_dir: Path, settings: TrainSettings) -> dict[str, Any]:
+    """LDAV concept scores and class-vector correlations of the trained model."""
+    from xattr.ldav import class_vector_correlation, concept_scores, load_ldav_vectors
+    from xattr.models.loading import load_model
+
+    loaded = load_model(model_dir, device="cpu")
+    concepts: dict[str, str | list[str]] = {p: p for p in settings.concepts.phrases}
+    concepts.update(settings.concepts.word_lists)
+    scores = concept_scores(loaded, concepts) if concepts else None
+    correlation = class_vector_correlation(load_ldav_vectors(model_dir))
+    return {"scores": scores, "correlation": correlation}
+
+
+@flow(name="train", log_prints=True)
+def train(settings: TrainSettings) -> dict[str, Any]:
+    """Fine-tune ``settings.base_model`` on the corpus and save the model directory.
+
+    Args:
+        settings: The resolved configuration (see ``flows.train_settings.TrainSettings``).
+
+    Returns:
+        The training summary plus ``mlflow_run_id``, ``tracking_uri`` and, with concepts, the
+        ``concepts`` table as records.
+    """
+    logger = get_run_logger()
+    workdir = settings.workdir.resolve()
+    run_id = _run_id()
+    output_dir = (settings.output_dir or workdir / "models" / f"{settings.name}-{run_id}").resolve()
+    uri = settings.tracking_uri()
+    parent = tracking.start_parent_run(
+        uri,
+        settings.tracking.experiment,
+        workdir / "mlflow-artifacts",
+        settings.name,
+        settings.model_dump(mode="json"),
+        {"xattr.run_id": run_id, "xattr.flow": "train"},
+    )
+    logger.info("train run %s: model -> %s, MLflow run %s (%s)", run_id, output_dir, parent, uri)
+    try:
+        summary = train_model_stage(
+            settings.name,
+            settings.corpus.path,
+            settings.corpus.columns(),
+            settings.base_model,
+            output_dir,
+            train_config(settings),
+            task_name=settings.task,
+            validation_path=settings.split.validation_path,
+            validation_fraction=settings.split.validation_fraction,
+            split_seed=settings.split.seed,
+            empty_texts=settings.corpus.empty_texts,
+            missing_labels=settings.corpus.missing_labels,
+        )
+        log_history(uri, parent, summary["history"])
+        log_directory(uri, parent, output_dir, "model")
+        report = output_dir.parent / f"{output_dir.name}.train.json"
+        write_text_file(report, json.dumps(summary, indent=2, default=str), name="train report")
+        tracking.log_files(uri, parent, {"": report})
+        lines = [
+            f"# train `{settings.name}`",
+            "",
+            f"Model: `{output_dir}` ({summary['task']}, {summary['train_rows']} training rows, "
+            f"{summary['validation_rows']} validation rows, LDAV {'on' if settings.ldav.enabled else 'off'}).",
+            f"Epochs run: {summary['epochs_run']} (best {summary['best_epoch']}, stopped early: "
+            f"{summary['stopped_early']}).",
+            "",
+            "| metric | value |",
+            "|---|---|",
+            *[f"| {k} | {v:.4f} |" for k, v in summary["metrics"].items()],
+        ]
+        if settings.ldav.enabled:
+            tables = _concept_tables(output_dir, settings)
+            correlation_csv = output_dir.parent / f"{output_dir.name}.ldav-correlation.csv"
+            write_text_file(correlation_csv, tables["correlation"].to_csv(), name="LDAV class-vector correlation")
+            tracking.log_files(uri, parent, {"ldav": correlation_csv})
+            lines += [
+                "",
+                "## LDAV class-vector correlation (Section 4.9)",
+                "",
+                _markdown(tables["correlation"].reset_index(names="class")),
+            ]
+            if tables["scores"] is not None:
+                concepts_csv = output_dir.parent / f"{output_dir.name}.ldav-concepts.csv"
+                write_text_file(concepts_csv, tables["scores"].to_csv(index=False), name="LDAV concept scores")
+                tracking.log_files(uri, parent, {"ldav": concepts_csv})
+                summary["concepts"] = tables["scores"].to_dict("records")
+                lines += ["", "## LDAV concept scores (Table 9)", "", _markdown(tables["scores"])]
+        markdown = "\n".join(lines) + "\n"
+        tracking.log_text(uri, parent, markdown, "summary.md")
+        try:
+            create_markdown_artifact(markdown=markdown, key="xattr-train", description="xattr train summary")
+        except Exception:  # noqa: BLE001 - the UI artifact is a convenience; MLflow holds the record
+            logger.warning("could not create the Prefect markdown artifact")
+    except BaseException:
+        tracking.finish_parent_run(uri, parent, {}, status="FAILED")
+        raise
+    headline = {f"best/{k}": float(v) for k, v in summary["metrics"].items()}
+    headline.update(epochs_run=float(summary["epochs_run"]), best_epoch=float(summary["best_epoch"]))
+    headline["seconds"] = float(summary["seconds"])
+    tracking.finish_parent_run(uri, parent, headline)
+    summary.update(mlflow_run_id=parent, tracking_uri=uri, run_id=run_id)
+    return summary
+
+
+@flow(name="train-from-config", log_prints=True)
+def train_from_config(config: str) -> dict[str, Any]:
+    """Deployment entry point: read the YAML config at ``config`` and run :func:`train`."""
+    from flows.train_settings import load_train_settings
+
+    return train(load_train_settings(config))

@@ -1,0 +1,133 @@
+"""Configuration of the ``train`` flow: one pydantic model, read from YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from flows.settings import CorpusSettings, SettingsError, TrackingSettings
+from xattr.types import TaskName
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SplitSettings(_Strict):
+    """Where the validation rows come from."""
+
+    validation_path: Path | None = Field(None, description="a separate validation file (same columns)")
+    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="held out of the corpus when no file")
+    seed: int = Field(0, description="seed of the hold-out split")
+
+
+class TrainingSettings(_Strict):
+    """Optimiser and early stopping (see ``xattr.training.trainer.TrainConfig``)."""
+
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(1e-4, gt=0)
+    head_learning_rate: float = Field(1e-3, gt=0, description="classification head and pooler")
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_fraction: float = Field(0.1, ge=0, lt=1)
+    max_length: int = Field(128, ge=2)
+    seed: int = 0
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    eval_batch_size: int = Field(128, ge=1)
+    patience: int | None = Field(2, ge=1, description="epochs without validation improvement before stopping")
+    min_delta: float = Field(0.0, ge=0)
+    log_target: bool = Field(False, description="regression: train on log(target)")
+    device: str | None = None
+
+
+class LdavSettings(_Strict):
+    """LDAV class vectors trained with the classifier (LDAV paper Section 3.1, Appendix C)."""
+
+    enabled: bool = False
+    rho1: float = Field(1.0, ge=0, description="weight of L2 (text vector to its class's vector)")
+    rho2: float = Field(0.01, ge=0, description="weight of L3 (pairwise squared distance of class vectors)")
+    distance: Literal["cosine", "euclidean"] = Field("cosine", description="L2's distance (Appendix C: cosine)")
+    vector_class: Literal["predicted", "label"] = Field("predicted", description="L2 pulls towards this class")
+    learning_rate: float = Field(1e-4, gt=0, description="AdamW learning rate of the class vectors")
+
+
+class ConceptSettings(_Strict):
+    """Phrases and word lists scored against every class vector after training (Sections 4.7-4.8)."""
+
+    phrases: list[str] = Field(default_factory=list)
+    word_lists: dict[str, list[str]] = Field(default_factory=dict, description="name -> words pooled together")
+
+
+class TrainSettings(_Strict):
+    """Everything the ``train`` flow needs."""
+
+    name: str = Field("train", description="run name in MLflow; also names the model directory")
+    workdir: Path = Field(Path("xattr-runs"), description="models, mlflow.db and MLflow artifacts go here")
+    corpus: CorpusSettings
+    base_model: str = Field(description="local directory of the pretrained encoder")
+    task: TaskName | None = Field(None, description="inferred from the corpus settings and labels when empty")
+    output_dir: Path | None = Field(None, description="the model directory (must not exist); default under workdir")
+    split: SplitSettings = Field(default_factory=SplitSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    ldav: LdavSettings = Field(default_factory=LdavSettings)
+    concepts: ConceptSettings = Field(default_factory=ConceptSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainSettings:
+        if self.corpus.label_column is None:
+            raise ValueError("corpus.label_column is required for training")
+        if self.ldav.enabled and (self.task in ("regression", "multi_label") or self.corpus.multi_label):
+            raise ValueError("ldav.enabled needs a single-label classifier (classification or pair_classification)")
+        if (self.concepts.phrases or self.concepts.word_lists) and not self.ldav.enabled:
+            raise ValueError("concepts need LDAV class vectors: set ldav.enabled: true")
+        if self.training.patience is not None and self.split.validation_path is None:
+            if self.split.validation_fraction == 0:
+                raise ValueError(
+                    "training.patience needs validation rows: set split.validation_fraction > 0 or null it"
+                )
+        return self
+
+    def tracking_uri(self) -> str:
+        """The explicit MLflow tracking URI (SQLite under the work directory by default)."""
+        return self.tracking.uri or f"sqlite:///{(self.workdir.resolve() / 'mlflow.db')}"
+
+
+def _resolve(base: Path, value: str | Path) -> str:
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def load_train_settings(path: Path | str, overrides: dict[str, Any] | None = None) -> TrainSettings:
+    """Read a train config; relative paths are taken relative to the config file.
+
+    Raises:
+        SettingsError: Missing file, invalid YAML or invalid values (file and fields named).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SettingsError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SettingsError(f"config file {str(path)!r} must hold a mapping at the top level")
+    raw.update(overrides or {})
+    base = path.resolve().parent
+    if isinstance(raw.get("corpus"), dict) and "path" in raw["corpus"]:
+        raw["corpus"]["path"] = _resolve(base, raw["corpus"]["path"])
+    if isinstance(raw.get("split"), dict) and raw["split"].get("validation_path"):
+        raw["split"]["validation_path"] = _resolve(base, raw["split"]["validation_path"])
+    for key in ("base_model", "output_dir"):
+        if raw.get(key):
+            raw[key] = _resolve(base, raw[key])
+    raw["workdir"] = _resolve(base, raw.get("workdir", "xattr-runs"))
+    try:
+        return TrainSettings.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise SettingsError(f"config file {str(path)!r}: {problems}") from exc

@@ -1,0 +1,128 @@
+"""train_model: early stopping keeps the best epoch, pairs and multi-label train, metrics equal sklearn."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from tests.conftest import save_tiny_model
+from xattr.models.encoding import encode_texts
+from xattr.models.forward import predict_logits
+from xattr.models.loading import load_model
+from xattr.training.data import holdout_split
+from xattr.training.trainer import (
+    TrainConfig,
+    TrainingRows,
+    classification_metrics,
+    multi_label_metrics,
+    train_model,
+)
+
+TEXTS = ["good fun movie", "bad boring plot", "great acting", "awful film", "very good", "really bad"] * 4
+LABELS = [0, 1, 0, 1, 0, 1] * 4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("base"), num_labels=2)
+
+
+def test_early_stopping_stops_and_keeps_the_best_epoch(base: Path, tmp_path: Path) -> None:
+    # min_delta is larger than any possible improvement: only epoch 1 ever counts as best
+    config = TrainConfig(epochs=6, batch_size=8, max_length=16, patience=2, min_delta=100.0, learning_rate=1e-3)
+    validation = TrainingRows(TEXTS[:6], labels=LABELS[:6])
+    result = train_model(
+        base,
+        TrainingRows(TEXTS, labels=LABELS),
+        tmp_path / "m",
+        task="classification",
+        num_labels=2,
+        validation=validation,
+        config=config,
+    )
+    assert (result.epochs_run, result.best_epoch, result.stopped_early) == (3, 1, True)
+    assert len(result.history) == 3
+    loaded = load_model(tmp_path / "m", device="cpu")
+    logits = predict_logits(loaded, encode_texts(loaded.tokenizer, validation.texts, max_length=16))
+    loss = F.cross_entropy(torch.tensor(logits), torch.tensor(validation.labels)).item()
+    assert loss == pytest.approx(result.history[0].validation["loss"], abs=1e-5)
+    assert result.metrics == result.history[0].validation
+
+
+def test_without_patience_every_epoch_runs(base: Path, tmp_path: Path) -> None:
+    config = TrainConfig(epochs=2, batch_size=8, max_length=16, patience=None)
+    result = train_model(
+        base, TrainingRows(TEXTS, labels=LABELS), tmp_path / "m", task="classification", num_labels=2, config=config
+    )
+    assert (result.epochs_run, result.best_epoch, result.stopped_early, result.metrics) == (2, 2, False, {})
+
+
+def test_pair_and_multi_label_models_are_saved_with_their_task(tmp_path: Path) -> None:
+    base3 = save_tiny_model(tmp_path / "base3", num_labels=3)
+    config = TrainConfig(epochs=1, batch_size=8, max_length=24, patience=None)
+    pairs = TrainingRows(TEXTS, pairs=list(reversed(TEXTS)), labels=LABELS)
+    result = train_model(
+        base3, pairs, tmp_path / "pair", task="pair_classification", num_labels=2, validation=pairs, config=config
+    )
+    assert load_model(result.output_dir, device="cpu").task == "pair_classification"
+    sets = [[0, 2] if y == 0 else [1] for y in LABELS]
+    multi = TrainingRows(TEXTS, label_sets=sets)
+    result = train_model(
+        base3,
+        multi,
+        tmp_path / "multi",
+        task="multi_label",
+        num_labels=3,
+        validation=multi,
+        config=config,
+        id2label={0: "a", 1: "b", 2: "c"},
+    )
+    loaded = load_model(result.output_dir, device="cpu")
+    assert loaded.task == "multi_label" and loaded.id2label == {0: "a", 1: "b", 2: "c"}
+    assert set(result.metrics) == {"loss", "micro_f1", "macro_f1"}
+
+
+def test_bad_rows_are_named(base: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="training row 2: class 5.0 is not an index in 0..1"):
+        train_model(base, TrainingRows(["a", "b"], labels=[0, 5]), tmp_path / "x", task="classification", num_labels=2)
+    with pytest.raises(ValueError, match="pair_classification needs a second text"):
+        train_model(
+            base, TrainingRows(["a", "b"], labels=[0, 1]), tmp_path / "x", task="pair_classification", num_labels=2
+        )
+    (tmp_path / "exists").mkdir()
+    with pytest.raises(FileExistsError, match="never overwritten"):
+        train_model(
+            base, TrainingRows(["a", "b"], labels=[0, 1]), tmp_path / "exists", task="classification", num_labels=2
+        )
+
+
+def test_metrics_equal_sklearn() -> None:
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    gold, predicted = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
+    ours = classification_metrics(predicted, gold, 4)
+    assert ours["accuracy"] == pytest.approx(metrics.accuracy_score(gold, predicted), abs=1e-12)
+    assert ours["macro_f1"] == pytest.approx(metrics.f1_score(gold, predicted, average="macro"), abs=1e-12)
+    gold_m, predicted_m = rng.random((50, 5)) > 0.6, rng.random((50, 5)) > 0.5
+    ours_m = multi_label_metrics(predicted_m, gold_m)
+    assert ours_m["micro_f1"] == pytest.approx(metrics.f1_score(gold_m, predicted_m, average="micro"), abs=1e-12)
+    assert ours_m["macro_f1"] == pytest.approx(metrics.f1_score(gold_m, predicted_m, average="macro"), abs=1e-12)
+
+
+def test_holdout_split_is_seeded_and_disjoint() -> None:
+    train, validation = holdout_split(100, 0.2, seed=3)
+    assert len(validation) == 20 and not set(train) & set(validation) and len(train) + len(validation) == 100
+    assert np.array_equal(validation, holdout_split(100, 0.2, seed=3)[1])

@@ -1,0 +1,702 @@
+"""Fine-tune an encoder for any xattr task with a validation split, early stopping and optional LDAV.
+
+This is the library call of the ``train`` flow. It extends :mod:`xattr.training.finetune` (same
+optimiser recipe: AdamW with the head and pooler at a higher learning rate, linear warm-up and
+decay, gradient clipping, seeded everything) to sentence pairs and multi-label classification,
+evaluates on the validation rows after every epoch, stops when the validation task loss has not
+improved by ``min_delta`` for ``patience`` epochs, and saves the best epoch's weights.
+
+With ``ldav.enabled`` (classification and pair classification), ``k`` class vectors ``z_j`` in the
+input word-embedding space are trained jointly with the classifier under ``L = L1 + L2 - L3``
+(LDAV paper, Section 3.1; :mod:`xattr.ldav.losses`) and saved next to the model
+(:mod:`xattr.ldav.vectors`). Early stopping monitors ``L1`` alone: ``-L3`` has no lower bound, so the
+full objective keeps falling while the vectors drift apart.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from xattr.ldav.losses import Distance, ldav_loss_terms, pooled_input_embeddings
+from xattr.ldav.vectors import LdavVectors, save_ldav_vectors
+from xattr.training.finetune import (
+    _init_head_bias,
+    _quiet_transformers,
+    _seeded,
+    fold_target_standardisation,
+    output_layer,
+)
+from xattr.types import TaskName
+
+__all__ = [
+    "EpochRecord",
+    "LdavConfig",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingRows",
+    "classification_metrics",
+    "multi_label_metrics",
+    "train_model",
+]
+
+logger = logging.getLogger(__name__)
+
+#: ``progress(step, total_steps, loss)`` after every optimiser step (``total_steps`` assumes no early stop).
+ProgressCallback = Callable[[int, int, float], None]
+
+_PROBLEM_TYPES: dict[str, str] = {
+    "classification": "single_label_classification",
+    "pair_classification": "single_label_classification",
+    "multi_label": "multi_label_classification",
+    "regression": "regression",
+}
+
+
+@dataclass(frozen=True)
+class LdavConfig:
+    """LDAV training (LDAV paper Section 3.1, Appendix C).
+
+    The paper gives no values for ``rho1`` and ``rho2`` ("we have tried different values"); the
+    defaults weigh ``L2`` like the cross-entropy and keep ``L3`` small, because ``-L3`` is unbounded
+    below. Its Adam learning rate was 1e-4 (Section 4.1), the default for the vectors here.
+
+    Measured (bench/ldav_ag_news.py, MiniLM, 1,500 AG News texts, 1 epoch, loaded 2-core machine):
+    with these defaults the class vectors stay close to their start (pairwise correlation
+    0.93-0.97) and LDAV token scores had AOPC 0.022 against 0.052 for random scores; with
+    ``rho2=1, learning_rate=1e-3`` the vectors decorrelate (-0.15..0.32, as in Figure 8), concept
+    scores become plausible ("football match" -> Sports, "stock market" -> Business), but token
+    AOPC stayed at 0.027. Accuracy and macro-F1 were unchanged in both (0.863 / 0.860). On a tiny
+    random BERT trained from scratch, ``vector_class="predicted"`` kept the classifier at chance
+    (the early predictions are one class, so ``L2`` pulls every text towards one vector) while
+    ``"label"`` learned the task.
+
+    Attributes:
+        enabled: Train class vectors with the classifier.
+        rho1: Weight of ``L2`` (text vector to its class's vector).
+        rho2: Weight of ``L3`` (pairwise squared distance between class vectors, subtracted).
+        distance: ``L2``'s distance: ``cosine`` (Appendix C's choice) or ``euclidean``.
+        vector_class: ``predicted`` (the paper: the predicted class's vector) or ``label`` (gold).
+        learning_rate: AdamW learning rate of the class vectors (no weight decay).
+    """
+
+    enabled: bool = False
+    rho1: float = 1.0
+    rho2: float = 0.01
+    distance: Distance = "cosine"
+    vector_class: Literal["predicted", "label"] = "predicted"
+    learning_rate: float = 1e-4
+
+    def __post_init__(self) -> None:
+        for name in ("rho1", "rho2"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"LdavConfig.{name} must be finite and >= 0, got {value!r}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"LdavConfig.learning_rate must be > 0, got {self.learning_rate!r}")
+        if self.distance not in ("cosine", "euclidean"):
+            raise ValueError(f"LdavConfig.distance must be cosine or euclidean, got {self.distance!r}")
+        if self.vector_class not in ("predicted", "label"):
+            raise ValueError(f"LdavConfig.vector_class must be predicted or label, got {self.vector_class!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of :func:`train_model` (the optimiser recipe of ``FineTuneConfig``).
+
+    Attributes:
+        epochs: Most passes over the training rows.
+        batch_size: Rows per optimiser step.
+        learning_rate: AdamW learning rate of the encoder.
+        head_learning_rate: AdamW learning rate of the head and pooler (10x: METHOD-NOTES).
+        weight_decay: AdamW weight decay (not on biases, LayerNorm weights or LDAV vectors).
+        warmup_fraction: Fraction of the planned steps with a linear warm-up; then linear decay.
+        max_length: Word pieces per input (special tokens included); longer inputs are truncated.
+        seed: Seeds head initialisation, dropout, shuffling.
+        max_grad_norm: Clip the model's gradients to this global norm (``None``: no clipping).
+        eval_batch_size: Rows per validation forward pass.
+        patience: Stop after this many epochs without a validation-loss improvement
+            (``None``: run every epoch). Needs validation rows.
+        min_delta: An epoch improves only if its validation loss is below the best by more than this.
+        log_target: Regression: train on ``log(target)`` (the model then outputs the log).
+        attn_implementation: ``sdpa``, ``eager`` or ``None`` (transformers' default).
+        device: ``cuda``, ``cpu`` or ``None`` (CUDA when available).
+        ldav: LDAV settings.
+    """
+
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    head_learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1
+    max_length: int = 128
+    seed: int = 0
+    max_grad_norm: float | None = 1.0
+    eval_batch_size: int = 128
+    patience: int | None = 2
+    min_delta: float = 0.0
+    log_target: bool = False
+    attn_implementation: str | None = None
+    device: str | None = None
+    ldav: LdavConfig = field(default_factory=LdavConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "max_length", "eval_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
+            raise ValueError(f"TrainConfig.patience must be a positive integer or None, got {self.patience!r}")
+        for name in ("learning_rate", "head_learning_rate"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"TrainConfig.{name} must be finite and > 0, got {value!r}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"TrainConfig.warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}")
+        if not (math.isfinite(self.min_delta) and self.min_delta >= 0):
+            raise ValueError(f"TrainConfig.min_delta must be >= 0, got {self.min_delta!r}")
+
+
+@dataclass(frozen=True)
+class TrainingRows:
+    """Texts and targets of one split.
+
+    Attributes:
+        texts: The (first) texts.
+        pairs: Second texts of sentence pairs, or ``None``.
+        labels: Class index (single-label) or value (regression) per row; ignored for multi-label.
+        label_sets: Multi-label: class indices per row.
+    """
+
+    texts: Sequence[str]
+    pairs: Sequence[str] | None = None
+    labels: Sequence[float] | None = None
+    label_sets: Sequence[Sequence[int]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch: mean training losses and validation metrics (empty without validation rows)."""
+
+    epoch: int
+    train_loss: float
+    train_l2: float
+    train_l3: float
+    validation: dict[str, float]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train_model` saved.
+
+    Attributes:
+        output_dir: The saved model directory (with ``ldav_vectors.safetensors`` under LDAV).
+        task: The task trained.
+        train_rows: Rows trained on.
+        validation_rows: Rows validated on.
+        epochs_run: Epochs actually run.
+        best_epoch: The epoch whose weights were saved (1-based; the last without validation).
+        stopped_early: Whether early stopping ended training before ``epochs``.
+        seconds: Wall time.
+        metrics: The best epoch's validation metrics (``loss``, then per task: ``accuracy`` and
+            ``macro_f1``; ``micro_f1`` and ``macro_f1``; ``r2`` and ``rmse``).
+        history: Every epoch.
+    """
+
+    output_dir: Path
+    task: TaskName
+    train_rows: int
+    validation_rows: int
+    epochs_run: int
+    best_epoch: int
+    stopped_early: bool
+    seconds: float
+    metrics: dict[str, float]
+    history: tuple[EpochRecord, ...]
+
+
+def classification_metrics(predicted: np.ndarray, gold: np.ndarray, num_labels: int) -> dict[str, float]:
+    """Accuracy and macro-F1 (the mean over all ``num_labels`` classes of per-class F1; 0 for a class
+    never predicted nor present)."""
+    predicted = np.asarray(predicted, dtype=np.int64)
+    gold = np.asarray(gold, dtype=np.int64)
+    f1s = []
+    for j in range(num_labels):
+        tp = float(((predicted == j) & (gold == j)).sum())
+        fp = float(((predicted == j) & (gold != j)).sum())
+        fn = float(((predicted != j) & (gold == j)).sum())
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn > 0 else 0.0)
+    return {"accuracy": float((predicted == gold).mean()), "macro_f1": float(np.mean(f1s))}
+
+
+def multi_label_metrics(predicted: np.ndarray, gold: np.ndarray) -> dict[str, float]:
+    """Micro- and macro-F1 of ``(rows, labels)`` 0/1 matrices."""
+    predicted = np.asarray(predicted, dtype=bool)
+    gold = np.asarray(gold, dtype=bool)
+    tp = (predicted & gold).sum(axis=0).astype(float)
+    fp = (predicted & ~gold).sum(axis=0).astype(float)
+    fn = (~predicted & gold).sum(axis=0).astype(float)
+    denominator = 2 * tp + fp + fn
+    per_label = np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
+    micro_denominator = 2 * tp.sum() + fp.sum() + fn.sum()
+    micro = 2 * tp.sum() / micro_denominator if micro_denominator > 0 else 0.0
+    return {"micro_f1": float(micro), "macro_f1": float(per_label.mean())}
+
+
+def train_model(
+    base_model_dir: Path | str,
+    train: TrainingRows,
+    output_dir: Path | str,
+    *,
+    task: TaskName,
+    num_labels: int,
+    validation: TrainingRows | None = None,
+    id2label: dict[int, str] | None = None,
+    config: TrainConfig = TrainConfig(),  # noqa: B008 (frozen)
+    progress: ProgressCallback | None = None,
+) -> TrainResult:
+    """Fine-tune ``base_model_dir`` and save the best epoch atomically to ``output_dir``.
+
+    Args:
+        base_model_dir: Local Hugging Face encoder directory (safetensors) with its tokenizer.
+        train: Training rows.
+        output_dir: Where the model goes; must not exist.
+        task: ``classification``, ``pair_classification``, ``multi_label`` or ``regression``.
+        num_labels: Classes (1 for regression).
+        validation: Validation rows for per-epoch metrics and early stopping.
+        id2label: Class names saved in the model config.
+        config: Hyper-parameters.
+        progress: Called after each optimiser step.
+
+    Returns:
+        Where the model is, the history and the best epoch's validation metrics.
+
+    Raises:
+        FileExistsError: ``output_dir`` exists.
+        FileNotFoundError: ``base_model_dir`` is not a directory.
+        ValueError: Rows do not fit the task (missing pairs or labels, label outside
+            ``num_labels``, non-finite value), LDAV asked for regression or multi-label, or
+            ``patience`` set without validation rows.
+    """
+    base_model_dir, output_dir = Path(base_model_dir), Path(output_dir)
+    if task not in _PROBLEM_TYPES:
+        raise ValueError(f"unknown task {task!r}; valid: {', '.join(_PROBLEM_TYPES)}")
+    if not base_model_dir.is_dir():
+        raise FileNotFoundError(f"base model directory {str(base_model_dir)!r} does not exist")
+    if output_dir.exists() or output_dir.is_symlink():
+        raise FileExistsError(f"output directory {str(output_dir)!r} already exists; models are never overwritten")
+    if config.ldav.enabled and task in ("regression", "multi_label"):
+        raise ValueError(
+            f"LDAV is defined for single-label classification (one vector per class, pulled towards texts of the "
+            f"predicted class); task {task!r} cannot be trained with ldav.enabled"
+        )
+    if config.log_target and task != "regression":
+        raise ValueError("log_target applies to regression only")
+    train_targets = _targets(train, task, num_labels, "training", config.log_target)
+    val_targets = _targets(validation, task, num_labels, "validation", config.log_target) if validation else None
+    start = time.perf_counter()
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    rng = np.random.default_rng(config.seed)
+    mean, sd = 0.0, 1.0
+    if task == "regression":
+        mean, sd = float(train_targets.mean()), float(train_targets.std())
+        sd = sd if math.isfinite(sd) and sd > 0 else 1.0
+
+    with _seeded(config.seed, device), _quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+        kwargs: dict[str, Any] = {
+            "num_labels": num_labels,
+            "problem_type": _PROBLEM_TYPES[task],
+            "use_safetensors": True,
+            # a base that already has a head of another size (a classifier re-trained for new classes) gets a new one
+            "ignore_mismatched_sizes": True,
+        }
+        if id2label:
+            kwargs["id2label"] = {int(k): str(v) for k, v in id2label.items()}
+            kwargs["label2id"] = {str(v): int(k) for k, v in id2label.items()}
+        if config.attn_implementation is not None:
+            kwargs["attn_implementation"] = config.attn_implementation
+        model = AutoModelForSequenceClassification.from_pretrained(base_model_dir, **kwargs).to(device)
+        _init_bias(model, task, train_targets, num_labels)
+        session = _Session(model, tokenizer, task, num_labels, config, device, mean, sd)
+        if config.ldav.enabled:
+            session.init_class_vectors(train, train_targets)
+        history, best_epoch, stopped = session.fit(train, train_targets, validation, val_targets, rng, progress)
+
+    model.eval()
+    if task == "regression":
+        fold_target_standardisation(model, mean, sd)
+        model.config.xattr_target_mean, model.config.xattr_target_sd = mean, sd
+    model.config.xattr_task = task
+    model.config.xattr_output_transform = "log" if config.log_target else "identity"
+    vectors = session.class_vectors(id2label or {}, pair_product=task == "pair_classification")
+    model.to("cpu")
+    with _quiet_transformers():
+        _save_atomically(model, tokenizer, output_dir, vectors)
+    seconds = time.perf_counter() - start
+    best = history[best_epoch - 1].validation if history else {}
+    logger.info("trained %s: %d epochs (best %d) in %.1f s: %s", task, len(history), best_epoch, seconds, best)
+    return TrainResult(
+        output_dir=output_dir,
+        task=task,
+        train_rows=len(train),
+        validation_rows=len(validation) if validation else 0,
+        epochs_run=len(history),
+        best_epoch=best_epoch,
+        stopped_early=stopped,
+        seconds=seconds,
+        metrics=dict(best),
+        history=tuple(history),
+    )
+
+
+def _targets(rows: TrainingRows, task: str, num_labels: int, split: str, log_target: bool) -> np.ndarray:
+    """Validated targets: class indices, 0/1 label matrix (multi-label) or (log) values."""
+    n = len(rows)
+    if n == 0:
+        raise ValueError(f"the {split} split has no rows")
+    for i, text in enumerate(rows.texts):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"{split} row {i + 1}: text must be a non-empty string, got {text!r}")
+    if task == "pair_classification":
+        if rows.pairs is None or len(rows.pairs) != n:
+            raise ValueError(f"{split} rows: pair_classification needs a second text (pair column) for every row")
+        for i, text in enumerate(rows.pairs):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"{split} row {i + 1}: pair text must be a non-empty string, got {text!r}")
+    if task == "multi_label":
+        if rows.label_sets is None or len(rows.label_sets) != n:
+            raise ValueError(f"{split} rows: multi_label needs a label set for every row")
+        matrix = np.zeros((n, num_labels), dtype=np.float32)
+        for i, labels in enumerate(rows.label_sets):
+            for j in labels:
+                if not 0 <= int(j) < num_labels:
+                    raise ValueError(f"{split} row {i + 1}: label {j} is outside the {num_labels} classes")
+                matrix[i, int(j)] = 1.0
+        return matrix
+    if rows.labels is None or len(rows.labels) != n:
+        raise ValueError(f"{split} rows: a label is needed for every row")
+    values = np.asarray([float(v) for v in rows.labels], dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        raise ValueError(f"{split} row {bad[0] + 1}: label {float(values[bad[0]])!r} is not finite")
+    if task == "regression":
+        if log_target:
+            bad = np.flatnonzero(values <= 0)
+            if len(bad):
+                raise ValueError(
+                    f"{split} row {bad[0] + 1}: log_target needs values > 0, got {float(values[bad[0]])!r}"
+                )
+            return np.log(values)
+        return values
+    bad = np.flatnonzero((values < 0) | (values >= num_labels) | (values != np.round(values)))
+    if len(bad):
+        raise ValueError(
+            f"{split} row {bad[0] + 1}: class {float(values[bad[0]])!r} is not an index in 0..{num_labels - 1}"
+        )
+    return values.astype(np.int64)
+
+
+def _init_bias(model: PreTrainedModel, task: str, targets: np.ndarray, num_labels: int) -> None:
+    """Log class priors (single-label), per-label log-odds (multi-label, METHOD-NOTES), 0 (regression)."""
+    head = output_layer(model)
+    if task == "multi_label":
+        if head.bias is not None:
+            rate = (targets.sum(axis=0) + 0.5) / (len(targets) + 1.0)
+            with torch.no_grad():
+                head.bias.copy_(torch.tensor(np.log(rate / (1 - rate)), dtype=head.bias.dtype))
+        return
+    _init_head_bias(head, "regression" if task == "regression" else "classification", targets, num_labels)
+
+
+@dataclass
+class _Batch:
+    inputs: dict[str, torch.Tensor]
+    content: torch.Tensor  # (batch, seq) bool
+    segments: torch.Tensor | None  # (batch, seq) long, -1 at specials
+
+
+class _Session:
+    """The model, optional class vectors and the loops over the data."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        task: str,
+        num_labels: int,
+        config: TrainConfig,
+        device: torch.device,
+        mean: float,
+        sd: float,
+    ) -> None:
+        self.model, self.tokenizer, self.task, self.num_labels = model, tokenizer, task, num_labels
+        self.config, self.device, self.mean, self.sd = config, device, mean, sd
+        self.vectors: nn.Parameter | None = None
+
+    def batch(self, rows: TrainingRows, index: Sequence[int]) -> _Batch:
+        texts = [rows.texts[i] for i in index]
+        pairs = (
+            [rows.pairs[i] for i in index] if rows.pairs is not None and self.task == "pair_classification" else None
+        )
+        encoded = self.tokenizer(
+            texts,
+            pairs,
+            padding=True,
+            truncation=True,
+            max_length=self.config.max_length,
+            return_tensors="pt",
+            return_special_tokens_mask=True,
+        )
+        special = encoded.pop("special_tokens_mask").bool()
+        content = encoded["attention_mask"].bool() & ~special
+        segments = None
+        if pairs is not None:
+            ids = [[-1 if s is None else s for s in encoded.sequence_ids(r)] for r in range(len(texts))]
+            segments = torch.tensor(ids, dtype=torch.long).to(self.device)
+        inputs = {k: v.to(self.device) for k, v in encoded.items()}
+        return _Batch(inputs, content.to(self.device), segments)
+
+    def pooled(self, batch: _Batch, embeddings: torch.Tensor) -> torch.Tensor:
+        return pooled_input_embeddings(embeddings, batch.content, batch.segments)
+
+    def init_class_vectors(self, rows: TrainingRows, targets: np.ndarray) -> None:
+        """Start ``z_j`` at the mean text vector of the training rows of class ``j`` (the paper does not
+        say how it initialises them; this starts them in the scale of the word embeddings, which the
+        Euclidean score of Eq. 4 compares them with). A class without rows starts at the overall mean."""
+        table = self.model.get_input_embeddings()
+        hidden = int(table.weight.shape[1])
+        sums = torch.zeros(self.num_labels, hidden, dtype=torch.float64, device=self.device)
+        counts = torch.zeros(self.num_labels, dtype=torch.float64, device=self.device)
+        labels = torch.as_tensor(targets, device=self.device)
+        with torch.no_grad():
+            for start in range(0, len(rows), self.config.eval_batch_size):
+                index = list(range(start, min(start + self.config.eval_batch_size, len(rows))))
+                batch = self.batch(rows, index)
+                pooled = self.pooled(batch, table(batch.inputs["input_ids"])).double()  # (batch, hidden)
+                sums.index_add_(0, labels[index], pooled)
+                counts.index_add_(0, labels[index], torch.ones(len(index), dtype=torch.float64, device=self.device))
+        overall = sums.sum(0) / counts.sum()
+        means = torch.where(counts.unsqueeze(1) > 0, sums / counts.clamp_min(1).unsqueeze(1), overall)
+        self.vectors = nn.Parameter(means.to(table.weight.dtype))
+
+    def class_vectors(self, id2label: dict[int, str], *, pair_product: bool) -> LdavVectors | None:
+        if self.vectors is None:
+            return None
+        ldav = self.config.ldav
+        return LdavVectors(
+            vectors=self.vectors.detach().to("cpu", torch.float32).clone(),
+            pair_product=pair_product,
+            rho1=ldav.rho1,
+            rho2=ldav.rho2,
+            distance=ldav.distance,
+            vector_class=ldav.vector_class,
+            labels=tuple(id2label.get(j, str(j)) for j in range(self.num_labels)),
+        )
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        config = self.config
+        prefix = self.model.base_model_prefix
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        for name, parameter in self.model.named_parameters():
+            if not parameter.requires_grad:
+                continue
+            is_head = not name.startswith(prefix + ".") or ".pooler." in f".{name}"
+            no_decay = name.endswith(".bias") or "LayerNorm" in name or "layer_norm" in name
+            groups.setdefault((is_head, no_decay), []).append(parameter)
+        params: list[dict[str, Any]] = [
+            {
+                "params": p,
+                "lr": config.head_learning_rate if is_head else config.learning_rate,
+                "weight_decay": 0.0 if no_decay else config.weight_decay,
+            }
+            for (is_head, no_decay), p in sorted(groups.items())
+        ]
+        if self.vectors is not None:
+            params.append({"params": [self.vectors], "lr": config.ldav.learning_rate, "weight_decay": 0.0})
+        return torch.optim.AdamW(params)
+
+    def losses(self, batch: _Batch, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(L1, L2, L3)`` of one batch (L2 = L3 = 0 without LDAV); the model's mode is the caller's."""
+        zero = torch.zeros((), device=self.device)
+        if self.vectors is None:
+            logits = self.model(**batch.inputs).logits  # (batch, num_labels)
+            return self.task_loss(logits, targets), zero, zero
+        inputs = dict(batch.inputs)
+        embeddings = self.model.get_input_embeddings()(inputs.pop("input_ids"))  # (batch, seq, hidden)
+        logits = self.model(inputs_embeds=embeddings, **inputs).logits
+        ldav = self.config.ldav
+        terms = ldav_loss_terms(
+            logits,
+            targets,
+            self.pooled(batch, embeddings),
+            self.vectors,
+            rho1=ldav.rho1,
+            rho2=ldav.rho2,
+            distance=ldav.distance,
+            vector_class=ldav.vector_class,
+        )
+        return terms.l1, terms.l2, terms.l3
+
+    def task_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.task == "regression":
+            return F.mse_loss(logits[:, 0], targets)
+        if self.task == "multi_label":
+            return F.binary_cross_entropy_with_logits(logits, targets)
+        return F.cross_entropy(logits, targets)
+
+    def tensor_targets(self, targets: np.ndarray, index: Sequence[int]) -> torch.Tensor:
+        picked = targets[np.asarray(index)]
+        if self.task == "regression":
+            return torch.tensor((picked - self.mean) / self.sd, dtype=torch.float32, device=self.device)
+        if self.task == "multi_label":
+            return torch.tensor(picked, dtype=torch.float32, device=self.device)
+        return torch.tensor(picked, dtype=torch.long, device=self.device)
+
+    def fit(
+        self,
+        train: TrainingRows,
+        train_targets: np.ndarray,
+        validation: TrainingRows | None,
+        val_targets: np.ndarray | None,
+        rng: np.random.Generator,
+        progress: ProgressCallback | None,
+    ) -> tuple[list[EpochRecord], int, bool]:
+        config = self.config
+        n = len(train)
+        total = math.ceil(n / config.batch_size) * config.epochs
+        warmup = int(config.warmup_fraction * total)
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        optimizer = self.optimizer()
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        history: list[EpochRecord] = []
+        best_loss, best_epoch, best_state, waited, step = math.inf, 0, None, 0, 0
+        for epoch in range(1, config.epochs + 1):
+            started = time.perf_counter()
+            self.model.train()
+            sums = np.zeros(3)
+            order = rng.permutation(n)
+            for start in range(0, n, config.batch_size):
+                index = order[start : start + config.batch_size].tolist()
+                l1, l2, l3 = self.losses(self.batch(train, index), self.tensor_targets(train_targets, index))
+                loss = l1 + l2 - l3
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.max_grad_norm is not None:
+                    # The model only: -L3's gradient on the vectors grows with their spread and
+                    # would otherwise shrink every model gradient through the shared global norm.
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                sums += np.array([float(l1.detach()), float(l2.detach()), float(l3.detach())]) * len(index)
+                if progress is not None:
+                    progress(step, total, float(loss.detach()))
+            metrics = (
+                self.evaluate(validation, val_targets) if validation is not None and val_targets is not None else {}
+            )
+            means = sums / n
+            history.append(
+                EpochRecord(
+                    epoch, float(means[0]), float(means[1]), float(means[2]), metrics, time.perf_counter() - started
+                )
+            )
+            logger.info("epoch %d: train loss %.4f, validation %s", epoch, means[0], metrics)
+            if not metrics:
+                best_epoch = epoch
+                continue
+            if metrics["loss"] < best_loss - config.min_delta or best_state is None:
+                best_loss, best_epoch, waited = metrics["loss"], epoch, 0
+                best_state = self.snapshot()
+            else:
+                waited += 1
+                if config.patience is not None and waited >= config.patience:
+                    self.restore(best_state)
+                    return history, best_epoch, epoch < config.epochs
+        if best_state is not None and best_epoch != len(history):
+            self.restore(best_state)
+        return history, best_epoch, False
+
+    def snapshot(self) -> dict[str, Any]:
+        state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        vectors = None if self.vectors is None else self.vectors.detach().to("cpu", copy=True)
+        return {"model": state, "vectors": vectors}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        self.model.load_state_dict(snapshot["model"])
+        if self.vectors is not None and snapshot["vectors"] is not None:
+            with torch.no_grad():
+                self.vectors.copy_(snapshot["vectors"].to(self.vectors.device))
+
+    @torch.no_grad()
+    def evaluate(self, rows: TrainingRows, targets: np.ndarray) -> dict[str, float]:
+        """Validation task loss (``L1``; standardised units for regression) and task metrics."""
+        self.model.eval()
+        outputs, loss_sum = [], 0.0
+        for start in range(0, len(rows), self.config.eval_batch_size):
+            index = list(range(start, min(start + self.config.eval_batch_size, len(rows))))
+            batch = self.batch(rows, index)
+            logits = self.model(**batch.inputs).logits
+            loss_sum += float(self.task_loss(logits, self.tensor_targets(targets, index))) * len(index)
+            outputs.append(logits.double().cpu().numpy())
+        self.model.train()
+        predictions = np.concatenate(outputs)
+        metrics = {"loss": loss_sum / len(rows)}
+        if self.task == "regression":
+            predicted = predictions[:, 0] * self.sd + self.mean
+            residual = targets - predicted
+            total = float(((targets - targets.mean()) ** 2).sum())
+            metrics["r2"] = 1.0 - float((residual**2).sum()) / total if total > 0 else math.nan
+            metrics["rmse"] = float(np.sqrt((residual**2).mean()))
+        elif self.task == "multi_label":
+            metrics.update(multi_label_metrics(predictions > 0.0, targets > 0.5))
+        else:
+            metrics.update(classification_metrics(predictions.argmax(axis=1), targets, self.num_labels))
+        return metrics
+
+
+def _save_atomically(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, output_dir: Path, vectors: LdavVectors | None
+) -> None:
+    """Save model, tokenizer and LDAV vectors into a temporary sibling, then rename it into place."""
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    try:
+        staging.chmod(0o755)
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        if vectors is not None:
+            save_ldav_vectors(staging, vectors)
+        for path in staging.iterdir():
+            if path.is_file():
+                path.chmod(0o644)
+        if output_dir.exists():
+            raise FileExistsError(f"output directory {str(output_dir)!r} appeared while training; not overwritten")
+        os.rename(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
