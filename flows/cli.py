@@ -201,10 +201,12 @@ def ui(
         raise typer.Exit(2)
     import signal
 
-    def _stop_on_term(signum: int, frame: object) -> None:
+    def _stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # SIGTERM stops the server like Ctrl-C does
 
-    signal.signal(signal.SIGTERM, _stop_on_term)
+    # Explicit handlers: a process started in the background inherits SIGINT as ignored.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     try:
         server = start_mlflow_server(uri, host="127.0.0.1", port=port)
     except UIError as exc:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote
 
 import httpx
 
@@ -42,11 +42,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, ``None`` for other URIs."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "sqlite":
+    """The database file of a ``sqlite:///`` URI (four slashes before an absolute path), else ``None``."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
         return None
-    return Path(unquote(parsed.path))
+    return Path(unquote(uri[len(prefix) :].partition("?")[0]))
 
 
 def _mlflow_executable() -> str:
@@ -93,10 +93,13 @@ def start_mlflow_server(
         "--workers",
         "1",
     ]
+    # MLflow's background job runner (GenAI jobs, eight worker processes) is not needed to view runs.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with log.open("wb") as sink:
         process = subprocess.Popen(
             command,
             cwd=str(database.parent) if database is not None else None,
+            env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,
