@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--ef-search", type=int, default=64)
     parser.add_argument("--pq-m", type=int, default=48)
     parser.add_argument("--types", default=",".join(INDEX_TYPES))
-    parser.add_argument("--nprobe-sweep", default="4,64", help="extra nprobe values searched on the built ivf_*")
+    parser.add_argument("--nprobe-sweep", default="4", help="extra nprobe values searched on the built ivf_*")
     parser.add_argument("--ef-sweep", default="16,128", help="extra efSearch values searched on the built hnsw")
     args = parser.parse_args()
 
