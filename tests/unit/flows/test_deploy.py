@@ -105,3 +105,9 @@ def test_unreachable_server_is_one_clear_line(tmp_path: Path) -> None:
         f"error: no Prefect server answers at {url} (ConnectError); start one with"
         " `prefect server start --host 127.0.0.1` and set PREFECT_API_URL (or --api-url)\n"
     )
+
+
+def test_deploy_and_ui_have_help() -> None:
+    for command in (["deploy"], ["ui"]):
+        result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0 and "Usage" in result.output
