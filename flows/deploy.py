@@ -88,8 +88,11 @@ def read_plan(prefect_file: Path, names: list[str] | None = None) -> list[Deploy
     deployments = raw.get("deployments") if isinstance(raw, dict) else None
     if not isinstance(deployments, list) or not deployments:
         raise DeployError(f"deployment file {str(prefect_file)!r} declares no deployments")
+    for position, item in enumerate(deployments):
+        if not isinstance(item, dict):
+            raise DeployError(f"deployment file {str(prefect_file)!r}: deployment {position} is not a mapping")
     root = prefect_file.resolve().parent
-    all_names = [str(d.get("name")) for d in deployments if isinstance(d, dict)]
+    all_names = [str(d.get("name")) for d in deployments]
     for pattern in names or []:
         if not fnmatch.filter(all_names, pattern):
             raise DeployError(f"no deployment named {pattern!r} in {prefect_file}; declared: {', '.join(all_names)}")

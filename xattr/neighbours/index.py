@@ -58,9 +58,10 @@ class IndexParams:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.hnsw_m < 2:
+            raise ValueError(f"index setting hnsw_m={self.hnsw_m} must be at least 2")
         positive = {
             "nprobe": self.nprobe,
-            "hnsw_m": self.hnsw_m,
             "ef_construction": self.ef_construction,
             "ef_search": self.ef_search,
             "pq_m": self.pq_m,
@@ -213,25 +214,23 @@ def measure_recall(
     """
     _check_vectors(vectors)
     n = len(vectors)
-    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(queries, n), replace=False))
-    sample = np.ascontiguousarray(vectors[rows], dtype=np.float32)
-    exact = faiss.IndexFlatL2(int(vectors.shape[1]))
-    exact.add(np.ascontiguousarray(vectors, dtype=np.float32))
     kk = min(k, n - 1)
     if kk <= 0:
         return 1.0
-    _, truth = _search_without(exact, sample, rows, kk)
-    _, found = _search_without(index, sample, rows, kk)
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(queries, n), replace=False))
+    database = np.ascontiguousarray(vectors, dtype=np.float32)
+    sample = np.ascontiguousarray(database[rows])
+    # faiss.knn is the brute-force search of IndexFlatL2 without copying the vectors into an index.
+    exact = faiss.knn(sample, database, kk + 1)
+    _, truth = _drop_own(*exact, rows, kk)
+    _, found = _drop_own(*index.search(sample, kk + 1), rows, kk)
     return recall_at_k(found, truth)
 
 
-def _search_without(
-    index: faiss.Index, queries: np.ndarray, own_ids: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Search ``k + 1`` and drop each query's own id (or the last result when it is absent)."""
-    dist, ids = index.search(queries, k + 1)
-    out_d = np.zeros((len(queries), k), np.float32)
-    out_i = np.full((len(queries), k), -1, np.int64)
+def _drop_own(dist: np.ndarray, ids: np.ndarray, own_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """From ``k + 1`` results per query drop the query's own id (or the last result when it is absent)."""
+    out_d = np.zeros((len(ids), k), np.float32)
+    out_i = np.full((len(ids), k), -1, np.int64)
     for row, own in enumerate(own_ids):
         keep = ids[row] != own
         d, i = dist[row][keep][:k], ids[row][keep][:k]
@@ -261,4 +260,4 @@ def nearest_neighbours(
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if not exclude_self:
         return index.search(queries, k)
-    return _search_without(index, queries, np.arange(len(queries)), k)
+    return _drop_own(*index.search(queries, k + 1), np.arange(len(queries)), k)

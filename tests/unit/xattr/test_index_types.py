@@ -122,3 +122,5 @@ def test_out_of_range_settings_are_refused() -> None:
         IndexParams(nprobe=0, nlist=0)
     with pytest.raises(ValueError, match=r"pq_bits=17 must be between 1 and 16"):
         IndexParams(pq_bits=17)
+    with pytest.raises(ValueError, match=r"hnsw_m=1 must be at least 2"):
+        IndexParams(hnsw_m=1)
