@@ -103,21 +103,36 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], 
     return root, [d["name"] for d in kept], left_out
 
 
+@pytest.fixture(scope="module")
+def deployed(prefect_server: str, project: tuple[Path, list[str], list[str]]) -> str:
+    """``xattr deploy`` of the project, once; returns its output."""
+    root, _, _ = project
+    saved = {key: os.environ.get(key) for key in ("PYTHONPATH", "XATTR_HOME")}
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), saved["PYTHONPATH"] or ""])
+    os.environ.pop("XATTR_HOME", None)
+    try:
+        result = runner.invoke(
+            app,
+            ["deploy", "--prefect-file", str(root / "prefect.yaml"), "--api-url", prefect_server],
+            env={"COLUMNS": "300"},
+        )
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
 def test_deploy_creates_pool_deployments_and_cron_schedules(
-    prefect_server: str, project: tuple[Path, list[str], list[str]], monkeypatch: pytest.MonkeyPatch
+    prefect_server: str, project: tuple[Path, list[str], list[str]], deployed: str
 ) -> None:
     from prefect.client.orchestration import SyncPrefectClient
 
     root, names, left_out = project
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.delenv("XATTR_HOME", raising=False)
-    result = runner.invoke(
-        app,
-        ["deploy", "--prefect-file", str(root / "prefect.yaml"), "--api-url", prefect_server],
-        env={"COLUMNS": "300"},
-    )
-    assert result.exit_code == 0, result.output
-    assert "created work pool 'xattr-process'" in result.output
+    assert "created work pool 'xattr-process'" in deployed
 
     declared = {d["name"]: d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]}
     with SyncPrefectClient(prefect_server) as client:
@@ -141,14 +156,14 @@ def test_deploy_creates_pool_deployments_and_cron_schedules(
         warnings.warn(f"deployed {names}; entrypoint not in this checkout for {left_out}", stacklevel=1)
 
 
-def test_server_rejects_a_bad_cron(prefect_server: str, project: tuple[Path, list[str], list[str]]) -> None:
+def test_server_rejects_a_bad_cron(
+    prefect_server: str, project: tuple[Path, list[str], list[str]], deployed: str
+) -> None:
     from prefect.client.orchestration import SyncPrefectClient
 
     root, names, _ = project
     with SyncPrefectClient(prefect_server) as client:
         deployments = client.read_deployments()
-        if not deployments:
-            pytest.fail("no deployment to add a schedule to (the deploy test must run first)")
         target = deployments[0]
         response = httpx.post(
             f"{prefect_server}/deployments/{target.id}/schedules",
@@ -171,3 +186,49 @@ def test_server_rejects_a_bad_cron(prefect_server: str, project: tuple[Path, lis
     # The refused file deployed nothing.
     with SyncPrefectClient(prefect_server) as client:
         assert {d.name for d in client.read_deployments()} == set(names)
+
+
+def test_a_worker_runs_the_nightly_deployment_in_its_working_directory(
+    prefect_server: str,
+    project: tuple[Path, list[str], list[str]],
+    deployed: str,
+    tiny_classifier_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """The pull step makes the project the working directory, so the relative config resolves."""
+    from prefect.client.orchestration import SyncPrefectClient
+
+    root, _, _ = project
+    config = root / "xattr-demo" / "demo-config.yaml"
+    (root / "xattr-demo" / "corpus.csv").write_text("text\ngood film\nbad plot\ngreat acting\nboring movie\nfun\n")
+    config.write_text(
+        f"name: deployed-nightly\nworkdir: runs\ncorpus: {{path: corpus.csv}}\nmodel: {{path: {tiny_classifier_dir}}}\n"
+        "attribution: {methods: [{name: simple_grad}]}\nevaluation: {max_texts: 3}\n"
+    )
+    with SyncPrefectClient(prefect_server) as client:
+        deployment = next(d for d in client.read_deployments() if d.name == "explain-corpus-nightly")
+        flow_run = client.create_flow_run_from_deployment(deployment.id)
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_server,
+        "PREFECT_HOME": str(tmp_path / "worker-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    worker = subprocess.Popen(
+        [str(Path(sys.executable).with_name("prefect")), "worker", "start", "--pool", "xattr-process", "--run-once"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        output, _ = worker.communicate(timeout=180)
+    finally:
+        _stop_group(worker)
+    with SyncPrefectClient(prefect_server) as client:
+        state = client.read_flow_run(flow_run.id).state
+    assert state is not None and state.is_completed(), output.decode(errors="replace")[-3000:]
+    summaries = list((root / "xattr-demo" / "runs" / "artifacts").glob("*/summary/summary.md"))
+    assert len(summaries) == 1 and "simple_grad" in summaries[0].read_text()
