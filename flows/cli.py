@@ -265,6 +265,66 @@ def concepts(
     for label, row in correlation.iterrows():
         corr.add_row(str(label), *[f"{v:+.2f}" for v in row])
     console.print(corr)
+def deploy(
+    prefect_file: Annotated[Path, typer.Option(help="the deployments file")] = Path("prefect.yaml"),
+    name: Annotated[list[str] | None, typer.Option(help="deploy only this deployment (repeatable; globs work)")] = None,
+    api_url: Annotated[str | None, typer.Option(help="Prefect API URL; default PREFECT_API_URL or local")] = None,
+    """Check prefect.yaml, create its work pool if missing and deploy to a running Prefect server."""
+    from flows.deploy import DeployError
+    from flows.deploy import deploy as deploy_all
+        plans, created = deploy_all(prefect_file, name or None, api_url)
+    except DeployError as exc:
+        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+    for pool in created:
+        console.print(f"created work pool {pool!r} (type process)")
+    for plan in plans:
+        crons = ", ".join(f"{c} ({tz})" for c, tz in plan.crons) or "no schedule"
+        console.print(f"deployed [bold]{plan.name}[/] ({plan.entrypoint}, config {plan.config}): {crons}")
+    pools = " ".join(sorted({p.work_pool for p in plans}))
+    console.print(f"start a worker to run them: prefect worker start --pool {pools}")
+def ui(
+    config: Annotated[Path | None, typer.Argument(help="YAML config whose MLflow store to show")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="a run workdir holding mlflow.db")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (sqlite:///...)")] = None,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port of the MLflow UI")] = 5000,
+    """Serve the MLflow UI of the configured store on 127.0.0.1 until Ctrl-C."""
+    from flows.tracking_ui import UIError, start_mlflow_server, stop_server
+    if tracking_uri:
+        uri = tracking_uri
+    elif config is not None:
+        from flows.settings import SettingsError, load_settings
+        try:
+            settings = load_settings(config, {"workdir": str(workdir.resolve())} if workdir else None)
+        except SettingsError as exc:
+            console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+            raise typer.Exit(2) from exc
+        uri = settings.tracking_uri()
+    elif workdir is not None:
+        uri = f"sqlite:///{workdir.resolve() / 'mlflow.db'}"
+    else:
+        console.print("[red]error:[/] give a CONFIG, --workdir or --tracking-uri", soft_wrap=True)
+        raise typer.Exit(2)
+    import signal
+    def _stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops the server like Ctrl-C does
+    # Explicit handlers: a process started in the background inherits SIGINT as ignored.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+        server = start_mlflow_server(uri, host="127.0.0.1", port=port)
+    except UIError as exc:
+        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        console.print(f"[bold]MLflow UI:[/] http://127.0.0.1:{port}  (store {uri}; server pid {server.pid})")
+        console.print(
+            "[bold]Prefect UI:[/] `prefect server start --host 127.0.0.1`, then open http://127.0.0.1:4200"
+            " (runs appear there when PREFECT_API_URL=http://127.0.0.1:4200/api is set)"
+        console.print("Ctrl-C stops the MLflow server.")
+        server.wait()
+        console.print(f"[red]error:[/] the MLflow server stopped (exit code {server.returncode})")
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        console.print("stopping the MLflow server")
+    finally:
+        stop_server(server)
 
 
 def main() -> None:

@@ -136,6 +136,8 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
             index_type=settings.index.type,
             neighbours=settings.index.neighbours,
             context=context,
+            params=settings.index.params(),
+            recall_queries=settings.index.recall_queries,
         ).refs["index"]
         head_masks = _head_masks(stages, settings, corpus, context)
         per_method: dict[str, dict[str, Any]] = {}

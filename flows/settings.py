@@ -12,7 +12,7 @@ from xattr.data.corpus import CorpusColumns
 from xattr.methods import get_method
 from xattr.models.loading import ModelSpec
 from xattr.models.targets import TargetPolicy
-from xattr.neighbours.index import IndexType
+from xattr.neighbours.index import IndexParams, IndexType
 from xattr.types import ReplacementPolicy, TaskName
 
 
@@ -79,8 +79,38 @@ class EncodeSettings(_Strict):
 class IndexSettings(_Strict):
     """The FAISS index over text embeddings."""
 
-    type: IndexType = "flat_l2"
+    type: IndexType = Field("flat_l2", description="flat_l2 (exact), ivf_flat, hnsw or ivf_pq")
     neighbours: int = Field(10, ge=1, description="neighbours stored per text")
+    nlist: int | None = Field(None, ge=1, description="ivf_*: k-means cells; empty for sqrt(texts)")
+    nprobe: int = Field(16, ge=1, description="ivf_*: cells scanned per query")
+    hnsw_m: int = Field(32, ge=2, description="hnsw: links per node")
+    ef_construction: int = Field(40, ge=1, description="hnsw: beam width while building")
+    ef_search: int = Field(64, ge=1, description="hnsw: beam width while searching")
+    pq_m: int = Field(16, ge=1, description="ivf_pq: sub-quantisers (must divide the embedding dimension)")
+    pq_bits: int = Field(8, ge=1, le=16, description="ivf_pq: bits per code")
+    train_size: int | None = Field(100_000, ge=1, description="ivf_*: vectors sampled to train k-means; empty: all")
+    recall_queries: int = Field(1000, ge=1, description="texts sampled to measure recall@10 against exact search")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _nprobe_within_nlist(self) -> IndexSettings:
+        if self.nlist is not None and self.nprobe > self.nlist:
+            raise ValueError(f"index.nprobe={self.nprobe} exceeds index.nlist={self.nlist}")
+        return self
+
+    def params(self) -> IndexParams:
+        """The approximate-index settings as the library takes them."""
+        return IndexParams(
+            nlist=self.nlist,
+            nprobe=self.nprobe,
+            hnsw_m=self.hnsw_m,
+            ef_construction=self.ef_construction,
+            ef_search=self.ef_search,
+            pq_m=self.pq_m,
+            pq_bits=self.pq_bits,
+            train_size=self.train_size,
+            seed=self.seed,
+        )
 
 
 class MethodConfig(_Strict):

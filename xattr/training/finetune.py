@@ -43,6 +43,8 @@ from transformers import (
 )
 from transformers.utils import logging as transformers_logging
 
+from xattr.device import pick_device
+
 __all__ = [
     "FineTuneConfig",
     "FineTuneResult",
@@ -274,7 +276,7 @@ def fine_tune(
     num_labels = _resolve_num_labels(task, values, num_labels, log_target)
 
     start = time.perf_counter()
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(config.device)  # CUDA when present; a CUDA request without CUDA is a clear error
     rng = np.random.default_rng(config.seed)
     train_idx, val_idx = _split(len(text_list), config.validation_fraction, rng)
 

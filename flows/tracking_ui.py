@@ -1,0 +1,138 @@
+"""``xattr ui``: the MLflow UI over a run's tracking store, on 127.0.0.1, stopped by process id.
+
+The server is MLflow's own ``mlflow server`` (full mlflow: the UI is bundled and works
+offline). It is started in a process group of its own, because ``mlflow server`` runs its web
+server as a child process: stopping the group stops both, and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import unquote
+
+import httpx
+
+
+class UIError(RuntimeError):
+    """The UI cannot be started; the message says why (port, store, server output)."""
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something already listens on (or holds) ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (four slashes before an absolute path), else ``None``."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    return Path(unquote(uri[len(prefix) :].partition("?")[0]))
+
+
+def _mlflow_executable() -> str:
+    beside = Path(sys.executable).with_name("mlflow")
+    found = str(beside) if beside.is_file() else shutil.which("mlflow")
+    if not found:
+        raise UIError("the `mlflow` command is not installed next to this Python or on PATH (install full mlflow)")
+    return found
+
+
+def start_mlflow_server(
+    tracking_uri: str, *, host: str = "127.0.0.1", port: int = 5000, timeout: float = 90.0
+) -> subprocess.Popen[bytes]:
+    """Start ``mlflow server`` over ``tracking_uri`` and wait until ``/health`` answers.
+
+    Args:
+        tracking_uri: The backend store (the runs' ``sqlite:///.../mlflow.db``).
+        host: Interface to listen on.
+        port: Port to listen on.
+        timeout: Seconds to wait for the server to answer.
+
+    Returns:
+        The server process (leader of its own process group); stop it with :func:`stop_server`.
+
+    Raises:
+        UIError: The port is taken, the SQLite store does not exist, or the server exited or
+            did not answer in time (its last output line is quoted).
+    """
+    database = sqlite_path(tracking_uri)
+    if database is not None and not database.is_file():
+        raise UIError(f"no MLflow store at {database} (run `xattr run CONFIG` first, or pass --tracking-uri)")
+    if port_in_use(host, port):
+        raise UIError(f"port {port} on {host} is already in use; choose another with --port")
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"xattr-mlflow-ui-{port}.log"
+    command = [
+        _mlflow_executable(),
+        "server",
+        "--backend-store-uri",
+        tracking_uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    # MLflow's background job runner (GenAI jobs, eight worker processes) is not needed to view runs.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            command,
+            cwd=str(database.parent) if database is not None else None,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://{host}:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+            raise UIError(f"mlflow server exited with code {process.returncode}: {lines[-1] if lines else 'no output'}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    stop_server(process)
+    raise UIError(f"mlflow server did not answer at {url} within {timeout:.0f} s (log: {log})")
+
+
+def stop_server(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """Stop the server's process group (SIGTERM, then SIGKILL after ``timeout`` seconds)."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout)
+    except ProcessLookupError:
+        return
+    try:  # the leader is gone; take any child it left behind in its group
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,72 @@
+"""The build_index stage with an approximate index: trained index, manifest and recall metric."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pytest
+from prefect.logging import disable_run_logger
+
+import tasks.build_index as stage_module
+from storage import ArtifactStore, read_artifact, read_index
+from tasks.results import RunContext
+from xattr.neighbours.index import IndexParams, build_index, measure_recall, nearest_neighbours
+
+
+class _Progress:
+    """Stands in for StageProgress (which reports to a Prefect server) and records the calls."""
+
+    calls: list[tuple[int, int]] = []
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def __call__(self, done: int, total: int) -> None:
+        self.calls.append((done, total))
+
+
+def _embeddings(tmp_path: Path, vectors: np.ndarray) -> object:
+    ids = [f"doc-{i}" for i in range(len(vectors))]
+    table = pa.table(
+        {
+            "doc_id": pa.array(ids, pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(
+                pa.array(vectors.reshape(-1), pa.float32()), vectors.shape[1]
+            ),
+        }
+    )
+    store = ArtifactStore(tmp_path / "artifacts", "run-0")
+    return store.write(
+        "embeddings", "encode_corpus", "embeddings", table, metadata={"model": "m", "layer": "2"}, dim=16
+    )
+
+
+def test_hnsw_stage_writes_index_neighbours_and_recall(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stage_module, "StageProgress", _Progress)
+    rng = np.random.default_rng(3)
+    vectors = (rng.standard_normal((8, 16)) * 4)[rng.integers(0, 8, 600)] + rng.standard_normal((600, 16))
+    vectors = vectors.astype(np.float32)
+    embeddings = _embeddings(tmp_path, vectors)
+    params = IndexParams(hnsw_m=8, ef_search=16, seed=0)
+    with disable_run_logger():
+        result = stage_module.build_index_stage.fn(
+            embeddings, "hnsw", 5, RunContext(tmp_path / "artifacts", "run-1"), params=params, recall_queries=200
+        )
+    index, manifest = read_index(result.refs["index"])
+    assert isinstance(index, faiss.IndexHNSWFlat) and index.hnsw.efSearch == 16
+    assert manifest["xattr_index_type"] == "hnsw"
+    assert manifest["index_params"]["hnsw_m"] == 8
+    expected = measure_recall(build_index(vectors, "hnsw", params), vectors, k=10, queries=200, seed=0)
+    assert result.metrics["recall_at_10"] == manifest["recall_at_10"] == expected
+    assert 0.9 < expected <= 1.0
+    assert result.params["index_type"] == "hnsw" and result.params["index.ef_search"] == "16"
+    assert _Progress.calls[-1] == (600, 600)
+
+    table = read_artifact(result.refs["neighbours"]).to_pandas()
+    _, ids = nearest_neighbours(index, vectors, 5)
+    first = table[table.doc_id == "doc-0"].sort_values("rank")
+    assert first.neighbour_id.tolist() == [f"doc-{i}" for i in ids[0]]
+    assert len(table) == 600 * 5
