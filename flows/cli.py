@@ -149,6 +149,48 @@ def demo(
     console.print(f"[bold]Demo wall time:[/] {time.perf_counter() - started:.0f} s")
 
 
+report_app = typer.Typer(help="Reports built from whole-corpus explanations.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("price-drivers")
+def report_price_drivers(
+    config: Annotated[Path, typer.Argument(help="YAML config of the price_drivers flow (see README)")],
+    workdir: Annotated[Path | None, typer.Option(help="override the config's workdir")] = None,
+) -> None:
+    """What drives predicted price across a catalogue: drivers table, HTML report, MLflow run."""
+    from flows.price_drivers import price_drivers
+    from flows.price_settings import load_price_settings
+    from flows.settings import SettingsError
+
+    try:
+        settings = load_price_settings(config, {"workdir": str(workdir.resolve())} if workdir else None)
+    except SettingsError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    from storage import StorageError
+    from xattr.data.corpus import CorpusError
+    from xattr.data.products import ProductsError
+    from xattr.models.loading import ModelLoadError
+
+    try:
+        summary = price_drivers(settings)
+    except (CorpusError, ProductsError, ModelLoadError, StorageError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    m = summary["metrics"]
+    table = Table(title="Model quality on held-out listings")
+    for column in ("model", "R^2 (log price)", "MAPE"):
+        table.add_column(column)
+    table.add_row("explained model", f"{m['r2']:.3f}", f"{m['mape']:.1%}")
+    table.add_row("TF-IDF + ridge", f"{m['baseline_r2']:.3f}", f"{m['baseline_mape']:.1%}")
+    console.print(table)
+    console.print(f"[bold]Prices:[/]  {summary['price_rule']}")
+    console.print(f"[bold]Report:[/]  {summary['report']}")
+    console.print(f"[bold]Drivers:[/] {summary['drivers']}")
+    console.print(f"[bold]MLflow:[/]  run {summary['mlflow_run_id']} in {summary['tracking_uri']}")
+
+
 def main() -> None:
     """Entry point for ``python -m flows.cli``."""
     app()

@@ -23,3 +23,20 @@ def write_text_file(path: Path | str, text: str, *, name: str) -> str:
     """
     data = text.encode("utf-8")
     return publish_file(Path(path), lambda tmp: tmp.write_bytes(data), artifact=name)
+
+
+def write_binary_file(path: Path | str, data: bytes, *, name: str) -> str:
+    """Publish ``data`` (e.g. a PNG chart) at ``path`` atomically; refuse to overwrite.
+
+    Args:
+        path: Target file path (parents are created).
+        data: The file's bytes.
+        name: Artifact name for error messages.
+
+    Returns:
+        The SHA-256 of the written file.
+
+    Raises:
+        StorageError: ``path`` exists, or writing fails.
+    """
+    return publish_file(Path(path), lambda tmp: tmp.write_bytes(data), artifact=name)
