@@ -213,7 +213,7 @@ def price_drivers(settings: PriceDriverSettings) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - the UI artifact is a convenience; files and MLflow hold the record
         logger.warning("could not create the Prefect markdown artifact")
     headline = {k: float(v) for k, v in result.metrics.items()} | {
-        f"excluded_{k}": v for k, v in prepared.metrics.items() if k.startswith("excluded")
+        k: v for k, v in prepared.metrics.items() if k.startswith("excluded")
     }
     headline["cache_hits"] = float(sum(cached for _, cached in stages.results))
     tracking.finish_parent_run(uri, parent, headline)
