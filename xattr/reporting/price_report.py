@@ -223,6 +223,14 @@ def report_figures(data: PriceReportData) -> dict[str, Any]:
     return figures
 
 
+def _format(value: float, spec: str | None) -> str:
+    """``spec``-formatted, except that values too small for it keep 3 significant digits."""
+    text = (spec or "{}").format(value)
+    if value != 0 and spec and not any(c in text.strip("+-.,0%") for c in "123456789"):
+        return f"{value:+.3g}" + ("%" if spec.endswith("}%") else "")
+    return text
+
+
 def _table(frame: pd.DataFrame, formats: dict[str, str] | None = None) -> str:
     formats = formats or {}
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
@@ -231,7 +239,7 @@ def _table(frame: pd.DataFrame, formats: dict[str, str] | None = None) -> str:
         cells = []
         for column, value in zip(frame.columns, row, strict=True):
             if isinstance(value, float | np.floating | int | np.integer) and not isinstance(value, bool):
-                text = "" if isinstance(value, float) and math.isnan(value) else formats.get(column, "{}").format(value)
+                text = "" if isinstance(value, float) and math.isnan(value) else _format(value, formats.get(column))
                 cells.append(f'<td class="num">{html.escape(text)}</td>')
             else:
                 cells.append(f"<td>{html.escape('' if value is None else str(value))}</td>")
@@ -265,7 +273,7 @@ def _driver_rows(rows: pd.DataFrame) -> pd.DataFrame:
             "frequency": rows["frequency"],
             "mean effect": rows["mean_effect"],
             "95% CI": [
-                f"[{lo:,.2f}, {hi:,.2f}]" if math.isfinite(lo) else ""
+                f"[{_format(lo, '{:,.2f}')}, {_format(hi, '{:,.2f}')}]" if math.isfinite(lo) else ""
                 for lo, hi in zip(rows["effect_ci_low"], rows["effect_ci_high"], strict=True)
             ],
             "relative": rows["mean_relative_effect"] * 100.0,
