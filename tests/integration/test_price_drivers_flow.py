@@ -151,3 +151,36 @@ def test_unsigned_methods_and_bad_rules_are_refused(tmp_path: Path, catalogue: P
         load_price_settings(config)
     result = CliRunner().invoke(app, ["report", "price-drivers", str(config)])
     assert result.exit_code == 2 and "invalid pattern" in result.output
+
+
+def test_without_a_model_the_flow_fine_tunes_one_on_the_training_listings(
+    harness, tmp_path: Path, catalogue: Path, tiny_regressor_dir
+):
+    import json
+
+    from xattr.reporting.price_drivers import holdout_mask
+
+    config = _config(tmp_path, catalogue, tiny_regressor_dir)
+    raw = yaml.safe_load(config.read_text())
+    raw["model"] = {"path": None, "base_model": str(tiny_regressor_dir), "epochs": 1, "max_length": 40}
+    raw["drivers"]["method"] = {"name": "grad_input", "params": {"reduction": "sum"}}
+    config.write_text(yaml.safe_dump(raw))
+    settings = load_price_settings(config)
+    first = price_drivers(settings)
+    assert first["stages"] == ["prepare_catalogue", "train_price_model", "attribute-grad_input", "price_drivers"]
+    model_dir = Path(first["model_path"])
+    assert model_dir.parent == settings.workdir / "models" and model_dir.name.startswith("price-")
+    saved = json.loads((model_dir / "config.json").read_text())
+    assert saved["xattr_output_transform"] == "log" and saved["xattr_task"] == "regression"
+    # Trained on the listings that are not held out: 156 kept, minus the held-out share.
+    corpus = pd.read_csv(catalogue)
+    kept = corpus[~corpus["doc_id"].isin(["item-00000", "item-00001", "item-00002", "item-00003"])]
+    held_out = holdout_mask(kept["doc_id"].tolist(), 0.2, 0)
+    client = MlflowClient(settings.tracking_uri())
+    stage_runs = client.search_runs(
+        [client.get_experiment_by_name("xattr-price-drivers").experiment_id],
+        filter_string="tags.`xattr.stage` = 'train_price_model'",
+    )
+    assert stage_runs[0].data.metrics["train_rows"] == float((~held_out).sum())
+    second = price_drivers(settings)
+    assert second["model_path"] == first["model_path"] and second["cache_hits"] == 4
