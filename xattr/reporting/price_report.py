@@ -163,10 +163,10 @@ def _heatmap(data: PriceReportData) -> Any | None:
     ax.set_yticks(range(len(categories)), [f"{c} ({int(sizes.get(c, 0))})" for c in categories], fontsize=8)
     for (i, j), value in np.ndenumerate(grid.to_numpy()):
         if np.isfinite(value):
-            ax.text(j, i, f"{value:+.0f}", ha="center", va="center", fontsize=6.5, color="#111")
+            ax.text(j, i, f"{value:+.{0 if limit >= 10 else 1}f}", ha="center", va="center", fontsize=6.5)
     ax.set_facecolor("#eceff3")
     bar = fig.colorbar(image, ax=ax, fraction=0.025, pad=0.02)
-    bar.set_label("mean relative change of predicted price (%)", fontsize=8)
+    bar.set_label("relative change of predicted price (%)", fontsize=8)
     ax.set_title("Drivers by category (blank: fewer listings than the minimum)", fontsize=10.5)
     return fig
 
