@@ -163,7 +163,8 @@ def _heatmap(data: PriceReportData) -> Any | None:
     ax.set_yticks(range(len(categories)), [f"{c} ({int(sizes.get(c, 0))})" for c in categories], fontsize=8)
     for (i, j), value in np.ndenumerate(grid.to_numpy()):
         if np.isfinite(value):
-            ax.text(j, i, f"{value:+.{0 if limit >= 10 else 1}f}", ha="center", va="center", fontsize=6.5)
+            colour = "white" if abs(value) > 0.6 * limit else "#111"
+            ax.text(j, i, f"{value:+.{0 if limit >= 10 else 1}f}", ha="center", va="center", fontsize=6.5, color=colour)
     ax.set_facecolor("#eceff3")
     bar = fig.colorbar(image, ax=ax, fraction=0.025, pad=0.02)
     bar.set_label("relative change of predicted price (%)", fontsize=8)
@@ -173,6 +174,7 @@ def _heatmap(data: PriceReportData) -> Any | None:
 
 def _price_distribution(data: PriceReportData) -> Any:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     actual = np.asarray(data.actual, dtype=np.float64)
     predicted = np.asarray(data.predicted, dtype=np.float64)
@@ -197,6 +199,12 @@ def _price_distribution(data: PriceReportData) -> Any:
     right.legend(fontsize=8)
     right.set_title("Predicted vs actual", fontsize=10)
     for ax in (left, right):
+        axes = (ax.xaxis, ax.yaxis) if ax is right else (ax.xaxis,)
+        for axis in axes:
+            # Plain currency labels at 1-2-5 steps instead of overlapping "2 x 10^2" minor labels.
+            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+            axis.set_minor_formatter(NullFormatter())
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.25)
     return fig
