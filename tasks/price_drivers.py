@@ -24,7 +24,7 @@ from tasks.models import loaded_model
 from tasks.progress import StageProgress
 from tasks.results import RunContext, StageResult
 from xattr.data.corpus import read_table_file
-from xattr.data.products import OTHER_CATEGORY, clean_prices, group_rare_categories, read_products
+from xattr.data.products import OTHER_CATEGORY, PRICE_PROBLEMS, clean_prices, group_rare_categories, read_products
 from xattr.metrics.perturbation import replacement_id
 from xattr.models.forward import predict_logits
 from xattr.models.loading import ModelSpec
@@ -362,7 +362,8 @@ def price_drivers_stage(
         },
     )
     excluded_frame = pd.read_csv(excluded, dtype=str, keep_default_na=False)
-    counts = excluded_frame["reason"].value_counts().to_dict() if len(excluded_frame) else {}
+    found = excluded_frame["reason"].value_counts().to_dict() if len(excluded_frame) else {}
+    counts = {reason: int(found.get(reason, 0)) for reason in PRICE_PROBLEMS}
     examples_excluded = excluded_frame.groupby("reason", sort=True).head(3) if len(excluded_frame) else excluded_frame
     data = PriceReportData(
         title=options["title"],
