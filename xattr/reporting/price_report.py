@@ -148,12 +148,15 @@ def _heatmap(data: PriceReportData) -> Any | None:
     categories = categories[: data.heatmap_categories]
     shown = per_category[per_category["category"].isin(categories)]
     coverage = shown.groupby("driver")["category"].nunique()
-    overall = _overall(data.drivers).set_index("driver")
-    candidates = [d for d in coverage[coverage >= 2].index if d in overall.index]
+    overall = _overall(data.drivers)
+    candidates = [d for d in coverage[coverage >= 2].index if d in set(overall["driver"])]
     if not candidates:
         return None
-    order = overall.loc[candidates, "mean_relative_effect"].abs().sort_values(ascending=False).index
-    columns = list(dict.fromkeys(order))[: data.heatmap_drivers]
+    # Drivers by the sum over the shown categories of |relative effect|: large effects seen in
+    # many categories first (ranking by the overall effect alone leaves the heatmap mostly blank).
+    weight = shown.assign(size=shown["mean_relative_effect"].abs()).groupby("driver")["size"].sum()
+    order = sorted(dict.fromkeys(candidates), key=lambda d: (-float(weight[d]), d))
+    columns = order[: data.heatmap_drivers]
     grid = shown.pivot_table(index="category", columns="driver", values="mean_relative_effect", aggfunc="first")
     grid = grid.reindex(index=categories, columns=columns) * 100.0
     limit = float(np.nanmax(np.abs(grid.to_numpy()))) if np.isfinite(grid.to_numpy()).any() else 1.0
@@ -200,9 +203,11 @@ def _price_distribution(data: PriceReportData) -> Any:
     right.set_title("Predicted vs actual", fontsize=10)
     for ax in (left, right):
         axes = (ax.xaxis, ax.yaxis) if ax is right else (ax.xaxis,)
+        decades = math.log10(bins[-1] / bins[0])
         for axis in axes:
-            # Plain currency labels at 1-2-5 steps instead of overlapping "2 x 10^2" minor labels.
-            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            # Plain currency labels (1-2-5 steps over up to 3 decades, else decades) instead of
+            # overlapping "2 x 10^2" minor labels.
+            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 3 else (1.0,)))
             axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
             axis.set_minor_formatter(NullFormatter())
         ax.tick_params(labelsize=8)
