@@ -136,7 +136,7 @@ def price_drivers(settings: PriceDriverSettings) -> dict[str, Any]:
                 encode_corpus_stage,
                 corpus=corpus,
                 model=model,
-                layer=settings.encode.layer if settings.encode.layer != "auto" else -1,
+                layer=settings.encode.layer,
                 batch_size=settings.encode.batch_size,
                 context=context,
             ).refs["embeddings"]

@@ -141,6 +141,15 @@ class PriceDriverSettings(_Strict):
     drivers: DriverSettings = Field(default_factory=DriverSettings)
     tracking: TrackingSettings = Field(default_factory=lambda: TrackingSettings(experiment="xattr-price-drivers"))
 
+    @model_validator(mode="after")
+    def _fixed_layer(self) -> PriceDriverSettings:
+        if self.encode.layer == "auto" or self.encode.layer_precision:
+            raise ValueError(
+                "encode.layer: auto and encode.layer_precision are explain_corpus features; give a layer index "
+                "(choose it with `xattr run` and encode.layer_precision on the same catalogue)"
+            )
+        return self
+
     def tracking_uri(self) -> str:
         """The explicit MLflow tracking URI (SQLite under the work directory by default)."""
         return self.tracking.uri or f"sqlite:///{(self.workdir.resolve() / 'mlflow.db')}"

@@ -36,6 +36,13 @@ def test_shipped_config_resolves_paths_relative_to_itself() -> None:
     assert settings.catalogue.max_rows == 4000 and settings.model.max_length == 48 and settings.model.epochs == 2
 
 
+def test_layer_auto_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("catalogue: {path: x}\nencode: {layer: auto}\n")
+    with pytest.raises(SettingsError, match="encode.layer: auto and encode.layer_precision are explain_corpus"):
+        load_price_settings(config)
+
+
 def test_unknown_fields_are_named(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("catalogue: {path: x, iqr: 3}\n")
