@@ -160,6 +160,16 @@ def heads(
 
     try:
         settings = load_settings(config, {"workdir": str(workdir.resolve())} if workdir else None)
+report_app = typer.Typer(help="Reports built from whole-corpus explanations.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+@report_app.command("price-drivers")
+def report_price_drivers(
+    config: Annotated[Path, typer.Argument(help="YAML config of the price_drivers flow (see README)")],
+    """What drives predicted price across a catalogue: drivers table, HTML report, MLflow run."""
+    from flows.price_drivers import price_drivers
+    from flows.price_settings import load_price_settings
+    from flows.settings import SettingsError
+        settings = load_price_settings(config, {"workdir": str(workdir.resolve())} if workdir else None)
     except SettingsError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
@@ -325,6 +335,18 @@ def ui(
         console.print("stopping the MLflow server")
     finally:
         stop_server(server)
+    from xattr.data.products import ProductsError
+        summary = price_drivers(settings)
+    except (CorpusError, ProductsError, ModelLoadError, StorageError, ValueError) as exc:
+    m = summary["metrics"]
+    table = Table(title="Model quality on held-out listings")
+    for column in ("model", "R^2 (log price)", "MAPE"):
+    table.add_row("explained model", f"{m['r2']:.3f}", f"{m['mape']:.1%}")
+    table.add_row("TF-IDF + ridge", f"{m['baseline_r2']:.3f}", f"{m['baseline_mape']:.1%}")
+    console.print(f"[bold]Prices:[/]  {summary['price_rule']}")
+    console.print(f"[bold]Report:[/]  {summary['report']}")
+    console.print(f"[bold]Drivers:[/] {summary['drivers']}")
+    console.print(f"[bold]MLflow:[/]  run {summary['mlflow_run_id']} in {summary['tracking_uri']}")
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ ArtifactKind = Literal[
     "head_statistics",
     "token_attributions",
     "evaluation",
+    "price_drivers",
 ]
 #: Every tabular artifact kind, in the order of :data:`ArtifactKind`.
 KINDS: tuple[str, ...] = get_args(ArtifactKind)
@@ -140,12 +141,39 @@ def _evaluation_fields() -> list[pa.Field]:
     ]
 
 
+def _price_drivers_fields() -> list[pa.Field]:
+    return [
+        # "overall" or "category".
+        _required("scope", pa.string()),
+        # The category, or "(all)" for overall rows.
+        _required("category", pa.string()),
+        # A word, "attribute: value", or a phrase.
+        _required("driver", pa.string()),
+        # "word", "attribute" or "phrase".
+        _required("kind", pa.string()),
+        _required("texts", pa.int64()),
+        _optional("frequency", pa.float64()),
+        # Mean change of predicted price (currency) when the driver is present vs masked.
+        _optional("mean_effect", pa.float64()),
+        _optional("effect_ci_low", pa.float64()),
+        _optional("effect_ci_high", pa.float64()),
+        _optional("mean_relative_effect", pa.float64()),
+        # The same change in model output units (log price for a log-price model).
+        _optional("mean_output_effect", pa.float64()),
+        _optional("mean_attribution", pa.float64()),
+        _optional("attribution_ci_low", pa.float64()),
+        _optional("attribution_ci_high", pa.float64()),
+        _optional("mean_predicted_price", pa.float64()),
+    ]
+
+
 _PLAIN_FIELDS: dict[str, Callable[[], list[pa.Field]]] = {
     "corpus": _corpus_fields,
     "neighbours": _neighbours_fields,
     "head_statistics": _head_statistics_fields,
     "token_attributions": _token_attributions_fields,
     "evaluation": _evaluation_fields,
+    "price_drivers": _price_drivers_fields,
 }
 
 

@@ -95,6 +95,7 @@ def test_kinds_and_versions() -> None:
         "head_statistics",
         "token_attributions",
         "evaluation",
+        "price_drivers",
     )
     assert SCHEMA_VERSION == 1
     assert SCHEMA_VERSIONS == {kind: 1 for kind in KINDS}
@@ -125,7 +126,7 @@ def test_schema_for_unknown_kind_lists_valid_kinds() -> None:
     assert info.value.artifact == "vectors"
     assert info.value.problem == (
         "unknown artifact kind; valid kinds: corpus, embeddings, neighbours, "
-        "head_statistics, token_attributions, evaluation"
+        "head_statistics, token_attributions, evaluation, price_drivers"
     )
 
 

