@@ -160,16 +160,6 @@ def heads(
 
     try:
         settings = load_settings(config, {"workdir": str(workdir.resolve())} if workdir else None)
-report_app = typer.Typer(help="Reports built from whole-corpus explanations.", no_args_is_help=True)
-app.add_typer(report_app, name="report")
-@report_app.command("price-drivers")
-def report_price_drivers(
-    config: Annotated[Path, typer.Argument(help="YAML config of the price_drivers flow (see README)")],
-    """What drives predicted price across a catalogue: drivers table, HTML report, MLflow run."""
-    from flows.price_drivers import price_drivers
-    from flows.price_settings import load_price_settings
-    from flows.settings import SettingsError
-        settings = load_price_settings(config, {"workdir": str(workdir.resolve())} if workdir else None)
     except SettingsError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
@@ -223,15 +213,30 @@ def _kept_heads_table(ref: Any, xi_synt: float, xi_pos: float) -> Table:
             f"{top['key']}: {top['frequency']:.2f}",
         )
     return table
+
+
+@app.command()
 def train(
     config: Annotated[Path, typer.Argument(help="YAML config of the train flow (see README)")],
+    workdir: Annotated[Path | None, typer.Option(help="override the config's workdir")] = None,
+) -> None:
     """Fine-tune a model on a corpus (optionally with LDAV class vectors) with the train flow."""
     from flows.settings import SettingsError
     from flows.train import train as train_flow
     from flows.train_settings import load_train_settings
+
+    try:
         settings = load_train_settings(config, {"workdir": str(workdir.resolve())} if workdir else None)
+    except SettingsError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    from xattr.data.corpus import CorpusError
+
+    try:
         summary = train_flow(settings)
     except (CorpusError, FileExistsError, FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
     table = Table(title=f"Validation metrics of the best epoch ({summary['best_epoch']} of {summary['epochs_run']})")
     table.add_column("metric")
     table.add_column("value")
@@ -240,6 +245,8 @@ def train(
     console.print(table)
     console.print(f"[bold]Model:[/]  {summary['output_dir']}")
     console.print(f"[bold]MLflow:[/] run {summary['mlflow_run_id']} in {summary['tracking_uri']}")
+
+
 @app.command()
 def concepts(
     model_dir: Annotated[Path, typer.Argument(help="model directory trained with LDAV")],
@@ -247,9 +254,11 @@ def concepts(
     word_list: Annotated[
         list[str] | None, typer.Option(help="NAME=FILE: a word list (one word per line) pooled into one concept")
     ] = None,
+) -> None:
     """Score phrases or word lists against every LDAV class vector (LDAV paper Table 9, Sec. 4.7-4.9)."""
     from xattr.ldav import ConceptError, LdavError, class_vector_correlation, concept_scores, load_ldav_vectors
     from xattr.models.loading import ModelLoadError, load_model
+
     wanted: dict[str, str | list[str]] = {p: p for p in phrases}
     for item in word_list or []:
         name, _, file = item.partition("=")
@@ -257,13 +266,17 @@ def concepts(
             console.print(f"[red]error:[/] --word-list {item!r}: expected NAME=FILE with an existing file")
             raise typer.Exit(2)
         wanted[name] = [w.strip() for w in Path(file).read_text().splitlines() if w.strip()]
+    try:
         loaded = load_model(model_dir, device="cpu")
         scores = concept_scores(loaded, wanted)
         correlation = class_vector_correlation(load_ldav_vectors(model_dir))
     except (ConceptError, LdavError, ModelLoadError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
     labels = [c for c in scores.columns if c not in ("concept", "pieces", "unknown_pieces") and ":" not in c]
     table = Table(title="LDAV scores (higher = closer to the class vector; z-normalised over classes)")
     for column in ("concept", *labels, "pieces (unknown)"):
+        table.add_column(column)
     for row in scores.to_dict("records"):
         cells = [f"{row[label]:+.2f}" for label in labels]
         table.add_row(row["concept"], *cells, f"{row['pieces']} ({row['unknown_pieces']})")
@@ -275,16 +288,23 @@ def concepts(
     for label, row in correlation.iterrows():
         corr.add_row(str(label), *[f"{v:+.2f}" for v in row])
     console.print(corr)
+
+
+@app.command()
 def deploy(
     prefect_file: Annotated[Path, typer.Option(help="the deployments file")] = Path("prefect.yaml"),
     name: Annotated[list[str] | None, typer.Option(help="deploy only this deployment (repeatable; globs work)")] = None,
     api_url: Annotated[str | None, typer.Option(help="Prefect API URL; default PREFECT_API_URL or local")] = None,
+) -> None:
     """Check prefect.yaml, create its work pool if missing and deploy to a running Prefect server."""
     from flows.deploy import DeployError
     from flows.deploy import deploy as deploy_all
+
+    try:
         plans, created = deploy_all(prefect_file, name or None, api_url)
     except DeployError as exc:
         console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from exc
     for pool in created:
         console.print(f"created work pool {pool!r} (type process)")
     for plan in plans:
@@ -292,17 +312,23 @@ def deploy(
         console.print(f"deployed [bold]{plan.name}[/] ({plan.entrypoint}, config {plan.config}): {crons}")
     pools = " ".join(sorted({p.work_pool for p in plans}))
     console.print(f"start a worker to run them: prefect worker start --pool {pools}")
+
+
+@app.command()
 def ui(
     config: Annotated[Path | None, typer.Argument(help="YAML config whose MLflow store to show")] = None,
     workdir: Annotated[Path | None, typer.Option(help="a run workdir holding mlflow.db")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (sqlite:///...)")] = None,
     port: Annotated[int, typer.Option(min=1, max=65535, help="port of the MLflow UI")] = 5000,
+) -> None:
     """Serve the MLflow UI of the configured store on 127.0.0.1 until Ctrl-C."""
     from flows.tracking_ui import UIError, start_mlflow_server, stop_server
+
     if tracking_uri:
         uri = tracking_uri
     elif config is not None:
         from flows.settings import SettingsError, load_settings
+
         try:
             settings = load_settings(config, {"workdir": str(workdir.resolve())} if workdir else None)
         except SettingsError as exc:
@@ -315,18 +341,24 @@ def ui(
         console.print("[red]error:[/] give a CONFIG, --workdir or --tracking-uri", soft_wrap=True)
         raise typer.Exit(2)
     import signal
+
     def _stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # SIGTERM stops the server like Ctrl-C does
+
     # Explicit handlers: a process started in the background inherits SIGINT as ignored.
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    try:
         server = start_mlflow_server(uri, host="127.0.0.1", port=port)
     except UIError as exc:
         console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from exc
+    try:
         console.print(f"[bold]MLflow UI:[/] http://127.0.0.1:{port}  (store {uri}; server pid {server.pid})")
         console.print(
             "[bold]Prefect UI:[/] `prefect server start --host 127.0.0.1`, then open http://127.0.0.1:4200"
             " (runs appear there when PREFECT_API_URL=http://127.0.0.1:4200/api is set)"
+        )
         console.print("Ctrl-C stops the MLflow server.")
         server.wait()
         console.print(f"[red]error:[/] the MLflow server stopped (exit code {server.returncode})")
@@ -335,14 +367,44 @@ def ui(
         console.print("stopping the MLflow server")
     finally:
         stop_server(server)
+
+
+report_app = typer.Typer(help="Reports built from whole-corpus explanations.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("price-drivers")
+def report_price_drivers(
+    config: Annotated[Path, typer.Argument(help="YAML config of the price_drivers flow (see README)")],
+    workdir: Annotated[Path | None, typer.Option(help="override the config's workdir")] = None,
+) -> None:
+    """What drives predicted price across a catalogue: drivers table, HTML report, MLflow run."""
+    from flows.price_drivers import price_drivers
+    from flows.price_settings import load_price_settings
+    from flows.settings import SettingsError
+
+    try:
+        settings = load_price_settings(config, {"workdir": str(workdir.resolve())} if workdir else None)
+    except SettingsError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    from storage import StorageError
+    from xattr.data.corpus import CorpusError
     from xattr.data.products import ProductsError
+    from xattr.models.loading import ModelLoadError
+
+    try:
         summary = price_drivers(settings)
     except (CorpusError, ProductsError, ModelLoadError, StorageError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
     m = summary["metrics"]
     table = Table(title="Model quality on held-out listings")
     for column in ("model", "R^2 (log price)", "MAPE"):
+        table.add_column(column)
     table.add_row("explained model", f"{m['r2']:.3f}", f"{m['mape']:.1%}")
     table.add_row("TF-IDF + ridge", f"{m['baseline_r2']:.3f}", f"{m['baseline_mape']:.1%}")
+    console.print(table)
     console.print(f"[bold]Prices:[/]  {summary['price_rule']}")
     console.print(f"[bold]Report:[/]  {summary['report']}")
     console.print(f"[bold]Drivers:[/] {summary['drivers']}")

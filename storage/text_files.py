@@ -27,7 +27,6 @@ def write_text_file(path: Path | str, text: str, *, name: str) -> str:
 
 def write_binary_file(path: Path | str, data: bytes, *, name: str) -> str:
     """Publish ``data`` (an image, say) at ``path`` atomically; refuse to overwrite.
-    """Publish ``data`` (e.g. a PNG chart) at ``path`` atomically; refuse to overwrite.
 
     Args:
         path: Target file path (parents are created).
@@ -42,4 +41,3 @@ def write_binary_file(path: Path | str, data: bytes, *, name: str) -> str:
     """
     payload = bytes(data)
     return publish_file(Path(path), lambda tmp: tmp.write_bytes(payload), artifact=name)
-    return publish_file(Path(path), lambda tmp: tmp.write_bytes(data), artifact=name)

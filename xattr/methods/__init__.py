@@ -20,13 +20,13 @@ from xattr.methods.grad_cam import GradCam
 from xattr.methods.grad_input import GradInput
 from xattr.methods.integrated_gradients import IntegratedGradients
 from xattr.methods.lafa import Lafa
+from xattr.methods.ldav import Ldav
 from xattr.methods.lime import Lime
 from xattr.methods.lrp import Lrp
 from xattr.methods.lrp_rollout import LrpRollout
 from xattr.methods.mask_lrp import MaskLrp
 from xattr.methods.occlusion import Occlusion
 from xattr.methods.partial_lrp import PartialLrp
-from xattr.methods.ldav import Ldav
 from xattr.methods.random_scores import RandomScores
 from xattr.methods.raw_attention import RawAttention
 from xattr.methods.rollout import Rollout
