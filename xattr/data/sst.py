@@ -9,7 +9,8 @@ Canonical columns: ``doc_id``, ``text``, ``text_pair``, ``label``, ``label_set``
 plus the gold columns ``gold_words`` (the leaf words) and ``gold_scores`` (per leaf,
 ``|leaf label - 2| / 2``), and the corpus gold column ``gold_word_scores`` (the same scores per
 whitespace word of ``text``, as :mod:`xattr.models.alignment` splits it: a leaf such as
-``8\xa01/2`` counts as two words with its score each). Every problem is reported with the file and the 1-based line number.
+``8\xa01/2`` counts as two words with its score each). Every problem is reported with the file
+and the 1-based line number.
 """
 
 from __future__ import annotations
