@@ -143,9 +143,9 @@ def mape_under_masking(
         fractions: Mask proportions in (0, 1]; ``ceil(p * n)`` non-special tokens are masked.
 
     Returns:
-        Per text: ``ape`` at each fraction (``|y - y_masked| / |y|``), ``ape`` with
-        ``fraction=None`` = its mean over the fractions, and ``ape_unmasked`` (the error before
-        masking). The MAPE at ``p`` is the mean of ``ape`` at ``p`` over texts.
+        Per text, named ``mape`` (its mean over texts is the MAPE): the absolute percentage error
+        ``|y - y_masked| / |y|`` at each fraction, its mean over the fractions (``fraction=None``),
+        and ``mape_unmasked`` (the error before masking).
     """
     if not attributions:
         return []
@@ -166,8 +166,8 @@ def mape_under_masking(
             raise ValueError(f"MAPE needs a finite non-zero label; text at position {pos} has {y}")
         block = predicted[row * stride : (row + 1) * stride]
         errors = np.abs(y - block) / abs(y)
-        values.append(MetricValue(pos, tgt, "ape_unmasked", None, float(errors[0])))
+        values.append(MetricValue(pos, tgt, "mape_unmasked", None, float(errors[0])))
         for fraction, e in zip(fractions, errors[1:], strict=True):
-            values.append(MetricValue(pos, tgt, "ape", float(fraction), float(e)))
-        values.append(MetricValue(pos, tgt, "ape", None, float(np.mean(errors[1:]))))
+            values.append(MetricValue(pos, tgt, "mape", float(fraction), float(e)))
+        values.append(MetricValue(pos, tgt, "mape", None, float(np.mean(errors[1:]))))
     return values

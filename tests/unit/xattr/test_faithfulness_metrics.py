@@ -183,8 +183,8 @@ def test_mape_by_hand(encoded) -> None:
         fractions=(0.2, 1.0),
     )
     masked = abs(label - math.exp(1)) / label
-    assert _curve(values, "ape_unmasked")[None] == pytest.approx(0.005 / 1.005)
-    assert _curve(values, "ape") == pytest.approx({0.2: masked, 1.0: masked, None: masked})
+    assert _curve(values, "mape_unmasked")[None] == pytest.approx(0.005 / 1.005)
+    assert _curve(values, "mape") == pytest.approx({0.2: masked, 1.0: masked, None: masked})
     # The key ranked last: masking 20% leaves the prediction unchanged.
     values = mape_under_masking(
         one_token_forward(1),
@@ -195,7 +195,7 @@ def test_mape_by_hand(encoded) -> None:
         output_transform="log",
         fractions=(0.2,),
     )
-    assert _curve(values, "ape")[0.2] == pytest.approx(0.005 / 1.005)
+    assert _curve(values, "mape")[0.2] == pytest.approx(0.005 / 1.005)
 
 
 def test_select_accurate_texts_and_fallback() -> None:
