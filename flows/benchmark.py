@@ -169,6 +169,7 @@ def _benchmark(
             "seed": train.seed,
             "validation_fraction": train.validation_fraction,
             "log_target": train.log_target,
+            "num_labels": train.num_labels,
         }
         train_info = fine_tune_stage(
             splits.refs["train"], _base_model(settings), task, config, settings.workdir.resolve() / "models"

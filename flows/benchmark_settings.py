@@ -55,6 +55,7 @@ class TrainSettings(_Strict):
     seed: int = 0
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     log_target: bool = Field(False, description="regression: train on log(label) (prices)")
+    num_labels: int | None = Field(None, ge=1, description="classes or labels; default: largest label index + 1")
 
 
 class BenchmarkModelSettings(_Strict):

@@ -24,6 +24,7 @@ from xattr.metrics.mape import select_accurate_texts, to_quantity
 from xattr.metrics.replacement import predict_perturbed
 from xattr.models.loading import ModelSpec
 from xattr.training.finetune import FineTuneConfig, fine_tune
+from xattr.training.multilabel import fine_tune_multi_label
 
 
 def _table(frame: Any) -> pa.Table:
@@ -95,16 +96,12 @@ def fine_tune_stage(
     Returns:
         ``{"path", "reused", "seconds", "metrics"}``.
 
+    Multi-label tasks use :func:`xattr.training.multilabel.fine_tune_multi_label`.
+
     Raises:
-        ValueError: Multi-label fine-tuning (not supported by :func:`xattr.training.finetune.fine_tune`;
-            give ``model.path``), or an empty train split.
+        ValueError: An empty train split.
     """
     logger = get_run_logger()
-    if task == "multi_label":
-        raise ValueError(
-            "benchmark: fine-tuning a multi-label model is not supported by xattr.training.finetune; "
-            "train one (e.g. with the train flow) and set model.path in the config"
-        )
     key = fine_tune_key(train, base_model, task, config)
     out = models_dir / f"{task}-{key}"
     report = out / "xattr_benchmark_train.json"
@@ -116,15 +113,28 @@ def fine_tune_stage(
         raise ValueError("benchmark: the train split has no rows; cannot fine-tune")
     settings = dict(config)
     log_target = bool(settings.pop("log_target", False))
-    result = fine_tune(
-        base_model,
-        frame["text"].tolist(),
-        frame["label"].astype(float).tolist(),
-        out,
-        task="regression" if task == "regression" else "classification",
-        config=FineTuneConfig(**settings),
-        log_target=log_target,
-    )
+    num_labels = settings.pop("num_labels", None)
+    if task == "multi_label":
+        label_sets = [[int(v) for v in labels] for labels in frame["label_set"]]
+        result = fine_tune_multi_label(
+            base_model,
+            frame["text"].tolist(),
+            label_sets,
+            out,
+            num_labels=num_labels or 1 + max((max(s) for s in label_sets if len(s)), default=0),
+            config=FineTuneConfig(**settings),
+        )
+    else:
+        result = fine_tune(
+            base_model,
+            frame["text"].tolist(),
+            frame["label"].astype(float).tolist(),
+            out,
+            task="regression" if task == "regression" else "classification",
+            num_labels=num_labels,
+            config=FineTuneConfig(**settings),
+            log_target=log_target,
+        )
     info = {"path": str(out), "seconds": result.seconds, "metrics": result.metrics, "train_rows": result.train_rows}
     write_text_file(report, json.dumps(info, indent=2), name="fine_tune/report")
     logger.info("fine-tuned %s in %.0f s: %s", out, result.seconds, result.metrics)

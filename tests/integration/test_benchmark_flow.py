@@ -107,3 +107,31 @@ def test_bad_benchmark_inputs(harness, tiny_classifier_dir, tmp_path) -> None:
     config.write_text("dataset: {name: nope}\n")
     with pytest.raises(SettingsError, match="unknown dataset 'nope'"):
         load_benchmark_settings(config)
+
+
+def test_multi_label_benchmark_fine_tunes_and_scores_entity_spans(harness, tiny_classifier_dir, tmp_path) -> None:
+    import json
+
+    records = [
+        {"text": "the film was good", "triple_list": [["the film", "quality", "good"]]},
+        {"text": "the plot was bad", "triple_list": [["the plot", "quality", "bad"], ["the plot", "part", "bad"]]},
+        {"text": "a movie is fun", "triple_list": [["a movie", "part", "fun"], ["a movie", "genre", "Texas"]]},
+    ] * 4
+    (tmp_path / "rel2id.json").write_text(json.dumps([{"quality": 0, "part": 1, "genre": 2}]))
+    (tmp_path / "train_triples.json").write_text(json.dumps(records))
+    (tmp_path / "val_triples.json").write_text(json.dumps(records[:3]))
+    config = tmp_path / "webnlg.yaml"
+    config.write_text(
+        f"workdir: work\ndata_root: {tmp_path}\n"
+        "dataset: {name: webnlg, train: train_triples.json, eval: val_triples.json}\n"
+        f"train: {{base_model: {tiny_classifier_dir}, epochs: 1, batch_size: 4, max_length: 16, num_labels: 3}}\n"
+        "attribution: {target: label, methods: [{name: simple_grad}, {name: random}]}\n"
+        "evaluation: {fractions: [0.5], metrics: [aopc, degradation, switching_point, gold_auc]}\n"
+    )
+    summary = benchmark(load_benchmark_settings(config))
+    metrics = summary["metrics"]["simple_grad"]
+    assert {"gold_auc", "switching_point", "degradation", "aopc"} <= set(metrics)
+    assert metrics["texts"] == 3.0
+    assert metrics["gold_unlocated"] == 1.0  # "Texas" is not in its text: counted, reported, not fatal
+    assert "1 gold items could not be located" in Path(summary["table_path"]).read_text()
+    assert "micro_f1" in summary["fine_tune"]["metrics"]
