@@ -146,6 +146,7 @@ def _benchmark(
         prepare_splits_stage,
         storage,
         dataset=data.name,
+        task=task,
         train=settings.data_file(data.train),
         eval_file=settings.data_file(data.eval),
         eval_fraction=data.eval_fraction,
@@ -155,7 +156,7 @@ def _benchmark(
         seed=data.seed,
         context=context,
     )
-    notes: list[str] = [f"dataset {data.name}: {splits.params['source']}"]
+    notes: list[str] = [f"dataset {data.name}: {splits.params['source']}", *splits.notes]
     if settings.model.path:
         model_path, train_info = settings.model.path, {"reused": True, "given": True}
     else:

@@ -34,6 +34,7 @@ def _table(frame: Any) -> pa.Table:
 @task(name="prepare_splits", cache_key_fn=stage_cache_key, persist_result=True)
 def prepare_splits_stage(
     dataset: str,
+    task: str,
     train: Path | None,
     eval_file: Path | None,
     eval_fraction: float,
@@ -58,6 +59,19 @@ def prepare_splits_stage(
         source = f"train {train}, eval {eval_file}"
     if len(eval_frame) == 0:
         raise ValueError(f"dataset {dataset!r}: the evaluation split ({eval_file or train}) has no rows")
+    notes: list[str] = []
+    if task == "regression":
+        # Regression labels must be finite and positive (prices; MAPE divides by the label).
+        kept = []
+        for part, frame in (("train", train_frame), ("eval", eval_frame)):
+            labels = frame["label"].astype(float)
+            good = np.isfinite(labels) & (labels > 0)
+            if int((~good).sum()):
+                notes.append(f"dropped {int((~good).sum())} {part} rows without a positive finite label")
+            kept.append(frame[good.to_numpy()].reset_index(drop=True))
+        train_frame, eval_frame = kept
+        if len(eval_frame) == 0:
+            raise ValueError(f"dataset {dataset!r}: the evaluation split has no rows with a positive label")
     train_frame = subsample(train_frame, train_texts, seed)
     eval_frame = subsample(eval_frame, eval_texts, seed + 1)
     store = ArtifactStore(context.artifacts_root, context.run_id)
@@ -74,6 +88,7 @@ def prepare_splits_stage(
         {"train_rows": float(len(train_frame)), "eval_rows": float(len(eval_frame))},
         {"dataset": dataset, "source": source, "train_texts": str(train_texts), "eval_texts": str(eval_texts)},
         time.perf_counter() - started,
+        tuple(notes),
     )
 
 
