@@ -179,7 +179,9 @@ def benchmark(
     except (CorpusError, ModelLoadError, StorageError, ValueError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
-    console.print(summary["table"])
+    from rich.markdown import Markdown
+
+    console.print(Markdown(summary["table"]))
     console.print(f"[bold]Table:[/] {summary['table_path']}")
     uri = summary["tracking_uri"]
     console.print(f"[bold]MLflow:[/] run {summary['mlflow_run_id']} in {uri} (one child run per method)")

@@ -21,7 +21,7 @@ from xattr.metrics.degradation import degradation_curves
 from xattr.metrics.gold_alignment import gold_agreement
 from xattr.metrics.mape import DEFAULT_MASK_FRACTIONS, mape_under_masking, select_accurate_texts, to_quantity
 from xattr.metrics.perturbation import MetricValue, removal_curves, replacement_id
-from xattr.metrics.replacement import model_forward
+from xattr.metrics.replacement import memoized, model_forward
 from xattr.metrics.switching import switching_points
 from xattr.metrics.uncertainty import bootstrap_mean
 from xattr.models.loading import ModelSpec
@@ -119,7 +119,8 @@ def evaluate_stage(
     chosen_set = set(chosen)
     attributions_list = [a for a in all_attributions if a.position in chosen_set]
     progress = StageProgress(f"evaluate-{label}")
-    forward = model_forward(loaded, batch_size=batch_size, progress=progress)
+    # One cache for every metric: they share the unperturbed texts and the top-k removals.
+    forward = memoized(model_forward(loaded, batch_size=batch_size, progress=progress))
     token = replacement_id(loaded.tokenizer, replacement)
     values: list[MetricValue] = []
     notes: list[str] = []
@@ -133,6 +134,7 @@ def evaluate_stage(
             policy=replacement,
             batch_size=batch_size,
             progress=progress,
+            forward=forward,
         )
     if "degradation" in families:
         values += degradation_curves(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from xattr.methods.runner import TokenAttribution
-from xattr.metrics.replacement import BASELINE_ID, predict_perturbed
+from xattr.metrics.replacement import BASELINE_ID, Forward, predict_perturbed
 from xattr.models.encoding import EncodedText
 from xattr.models.loading import LoadedModel
 from xattr.types import ReplacementPolicy
@@ -109,6 +109,7 @@ def removal_curves(
     policy: ReplacementPolicy = "mask",
     batch_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
+    forward: Forward | None = None,
 ) -> list[MetricValue]:
     """Comprehensiveness and log-odds of each attribution at each removal fraction.
 
@@ -136,6 +137,8 @@ def removal_curves(
         policy: Replacement policy for removed tokens.
         batch_size: Texts per forward pass.
         progress: Optional callback ``(done, total)`` over forward passes.
+        forward: Optional model forward to use instead of the batched one (e.g. a
+            :func:`~xattr.metrics.replacement.memoized` forward shared with other metrics).
 
     Returns:
         Per (text, target): one ``comprehensiveness`` and (where defined) one ``log_odds`` value
@@ -153,7 +156,10 @@ def removal_curves(
             variants.append(remove_tokens(text, order[: tokens_to_remove(len(order), fraction)], replacement))
         for fraction in fractions:
             variants.append(remove_tokens(text, order[tokens_to_remove(len(order), fraction) :], replacement))
-    outputs = predict_perturbed(loaded, variants, batch_size=batch_size, progress=progress)
+    if forward is not None:
+        outputs = forward(variants)
+    else:
+        outputs = predict_perturbed(loaded, variants, batch_size=batch_size, progress=progress)
     n_fractions = len(fractions)
     stride = 2 * n_fractions + 1
     regression = loaded.task == "regression"

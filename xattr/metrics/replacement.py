@@ -73,3 +73,29 @@ def model_forward(
         return predict_perturbed(loaded, texts, batch_size=batch_size, progress=progress)
 
     return forward
+
+
+def memoized(forward: Forward) -> Forward:
+    """``forward`` with a cache keyed by each text's ids: the metrics share many variants.
+
+    The unperturbed text is in every metric's block, and the most-important-first removals of
+    AOPC and of the degradation test are the same texts; each distinct variant is run once.
+    Hand-written because the key is the perturbed token sequence, not a Python object identity.
+    """
+    cache: dict[tuple[tuple[int, ...], tuple[int, ...]], np.ndarray] = {}
+
+    def cached(texts: Sequence[EncodedText]) -> np.ndarray:
+        keys = [(t.input_ids, t.token_type_ids) for t in texts]
+        missing: dict[tuple[tuple[int, ...], tuple[int, ...]], EncodedText] = {}
+        for key, text in zip(keys, texts, strict=True):
+            if key not in cache and key not in missing:
+                missing[key] = text
+        if missing:
+            outputs = forward(list(missing.values()))
+            for key, row in zip(missing, outputs, strict=True):
+                cache[key] = row
+        if not keys:
+            return np.zeros((0, 0), dtype=np.float64)
+        return np.stack([cache[key] for key in keys])
+
+    return cached

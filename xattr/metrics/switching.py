@@ -56,8 +56,12 @@ def switching_points(
     *,
     task: str,
     replacement: int | None,
+    chunk: int = 8,
 ) -> list[MetricValue]:
     """Switching point (LDAV Section 4.3.3) of each (text, target).
+
+    Prefixes are evaluated ``chunk`` words at a time for every text still unswitched, so a text
+    that flips after few words costs few forward passes (the result equals a full scan).
 
     Args:
         forward: Model outputs for a list of texts, ``(n, n_outputs)``.
@@ -66,6 +70,7 @@ def switching_points(
         task: The model's task; regression is refused.
         replacement: Token id for removed positions (``None``: delete; ``BASELINE_ID``: zero
             embedding).
+        chunk: Words added per round (at least 1).
 
     Returns:
         Per (text, target): ``switching_point`` (``k / n_words`` for the first ``k`` that flips
@@ -74,32 +79,41 @@ def switching_points(
 
     Raises:
         MetricNotApplicableError: ``task`` is regression.
+        ValueError: ``chunk < 1``.
     """
     require_task("switching_point", task)
-    variants: list[EncodedText] = []
-    spans: list[tuple[int, int]] = []
-    for attribution in attributions:
-        text = encoded[attribution.position]
-        words = word_removal_order(text, np.asarray(attribution.scores, dtype=np.float64))
-        start = len(variants)
-        variants.append(text)
-        removed: list[int] = []
-        for word in words:
-            removed.extend(word)
-            variants.append(remove_tokens(text, removed, replacement))
-        spans.append((start, len(words)))
-    if not variants:
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1, got {chunk}")
+    if not attributions:
         return []
-    outputs = forward(variants)
+    orders = [word_removal_order(encoded[a.position], np.asarray(a.scores, dtype=np.float64)) for a in attributions]
+    originals = forward([encoded[a.position] for a in attributions])
+    labels = [decision(originals[i], a.target, task) for i, a in enumerate(attributions)]
+    found: dict[int, int] = {}
+    done = [0] * len(attributions)  # words already tried per row
+    active = [i for i, words in enumerate(orders) if words]
+    while active:
+        variants: list[EncodedText] = []
+        owners: list[tuple[int, int]] = []
+        for i in active:
+            text = encoded[attributions[i].position]
+            for k in range(done[i] + 1, min(done[i] + chunk, len(orders[i])) + 1):
+                removed = [p for word in orders[i][:k] for p in word]
+                variants.append(remove_tokens(text, removed, replacement))
+                owners.append((i, k))
+        outputs = forward(variants)
+        for (i, k), row in zip(owners, outputs, strict=True):
+            if i not in found and decision(row, attributions[i].target, task) != labels[i]:
+                found[i] = k
+            done[i] = max(done[i], k)
+        active = [i for i in active if i not in found and done[i] < len(orders[i])]
     values: list[MetricValue] = []
-    for attribution, (start, n_words) in zip(attributions, spans, strict=True):
+    for i, attribution in enumerate(attributions):
         pos, tgt = attribution.position, attribution.target
-        original = decision(outputs[start], tgt, task)
-        point, switched = 1.0, 0.0
-        for k in range(1, n_words + 1):
-            if decision(outputs[start + k], tgt, task) != original:
-                point, switched = k / n_words, 1.0
-                break
+        if i in found:
+            point, switched = found[i] / len(orders[i]), 1.0
+        else:
+            point, switched = 1.0, 0.0
         values.append(MetricValue(pos, tgt, "switching_point", None, point))
         values.append(MetricValue(pos, tgt, "switched", None, switched))
     return values

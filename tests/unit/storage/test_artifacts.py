@@ -165,16 +165,12 @@ def test_round_trip_every_kind(tmp_path: Path, kind: str) -> None:
 
 
 def test_round_trip_empty_table(tmp_path: Path) -> None:
-    ref = write_artifact(
-        tmp_path / "e.parquet", "neighbours", schema_for("neighbours").empty_table(), name="e"
-    )
+    ref = write_artifact(tmp_path / "e.parquet", "neighbours", schema_for("neighbours").empty_table(), name="e")
     assert ref.rows == 0
     assert read_artifact(ref).num_rows == 0
 
 
-def test_relative_path_is_recorded_absolute(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_relative_path_is_recorded_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     ref = write_artifact(Path("sub") / "c.parquet", "corpus", _table("corpus"), name="c")
     assert ref.path == str(tmp_path / "sub" / "c.parquet")
@@ -193,12 +189,7 @@ def test_metadata_is_stored_prefixed_and_returned_stripped(tmp_path: Path) -> No
         b"xattr.meta.xattr.kind": b"not-a-kind",
     }
     assert read_artifact(ref).schema.metadata[b"xattr.meta.model"] == b"minilm"
-    assert (
-        artifact_metadata(
-            write_artifact(tmp_path / "d.parquet", "corpus", _table("corpus"), name="d")
-        )
-        == {}
-    )
+    assert artifact_metadata(write_artifact(tmp_path / "d.parquet", "corpus", _table("corpus"), name="d")) == {}
 
 
 def test_metadata_must_map_strings_to_strings(tmp_path: Path) -> None:
@@ -283,9 +274,7 @@ def test_overwrite_is_refused_and_original_bytes_kept(tmp_path: Path) -> None:
     assert _entries(tmp_path) == ["c.parquet"]
 
 
-def test_target_appearing_during_write_is_not_overwritten(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_target_appearing_during_write_is_not_overwritten(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "c.parquet"
     real_write_table = pq.write_table
 
@@ -321,9 +310,7 @@ def test_interrupted_write_leaves_nothing(
     assert _entries(directory) == []
 
 
-@pytest.mark.parametrize(
-    "exception", [OSError(28, "No space left on device"), pa.ArrowInvalid("broken")]
-)
+@pytest.mark.parametrize("exception", [OSError(28, "No space left on device"), pa.ArrowInvalid("broken")])
 def test_failed_write_is_wrapped_and_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exception: Exception
 ) -> None:
@@ -335,9 +322,7 @@ def test_failed_write_is_wrapped_and_leaves_nothing(
     assert _entries(tmp_path) == []
 
 
-def test_interrupt_during_fsync_leaves_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_interrupt_during_fsync_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def interrupted(descriptor: int) -> None:
         raise KeyboardInterrupt
 
@@ -347,9 +332,7 @@ def test_interrupt_during_fsync_leaves_nothing(
     assert _entries(tmp_path) == []
 
 
-def test_temporary_file_is_hidden_in_the_target_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_temporary_file_is_hidden_in_the_target_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[list[str]] = []
     real_write_table = pq.write_table
 
@@ -408,17 +391,13 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_reference_kind_and_version_mismatch(tmp_path: Path) -> None:
     ref = write_artifact(tmp_path / "n.parquet", "neighbours", _table("neighbours"), name="n")
-    with pytest.raises(
-        StorageError, match="kind mismatch: file holds 'neighbours', expected 'corpus'"
-    ):
+    with pytest.raises(StorageError, match="kind mismatch: file holds 'neighbours', expected 'corpus'"):
         read_artifact(dataclasses.replace(ref, kind="corpus"))
     with pytest.raises(StorageError, match="kind 'faiss_index' is not a table artifact kind"):
         read_artifact(dataclasses.replace(ref, kind="faiss_index"))
     with pytest.raises(StorageError) as info:
         read_artifact(dataclasses.replace(ref, schema_version=2))
-    assert info.value.problem == (
-        "reference has schema version 2, but kind 'neighbours' is at version 1"
-    )
+    assert info.value.problem == ("reference has schema version 2, but kind 'neighbours' is at version 1")
     with pytest.raises(StorageError) as info:
         read_artifact(dataclasses.replace(ref, rows=5))
     assert info.value.problem == "row count mismatch: reference records 5, file has 2"
@@ -449,28 +428,20 @@ def test_drift_extra_column_rejected_on_read(tmp_path: Path) -> None:
 
 def test_drift_wrong_type_rejected_on_read(tmp_path: Path) -> None:
     table = _table("neighbours")
-    table = table.set_column(
-        3, pa.field("distance", pa.float64(), nullable=False), table.column(3).cast(pa.float64())
-    )
+    table = table.set_column(3, pa.field("distance", pa.float64(), nullable=False), table.column(3).cast(pa.float64()))
     ref = _hand_written(tmp_path / "n.parquet", table)
     with pytest.raises(StorageError) as info:
         read_artifact(ref)
-    assert info.value.problem == (
-        "schema drift: column 'distance': expected float not null, found double not null"
-    )
+    assert info.value.problem == ("schema drift: column 'distance': expected float not null, found double not null")
 
 
 def test_wrong_version_metadata_rejected_on_read(tmp_path: Path) -> None:
     table = _table("neighbours")
-    table = table.replace_schema_metadata(
-        {b"xattr.kind": b"neighbours", b"xattr.schema_version": b"2"}
-    )
+    table = table.replace_schema_metadata({b"xattr.kind": b"neighbours", b"xattr.schema_version": b"2"})
     ref = _hand_written(tmp_path / "n.parquet", table)
     with pytest.raises(StorageError) as info:
         read_artifact(ref)
-    assert info.value.problem == (
-        "schema version '2' is not the supported version 1 of kind 'neighbours'"
-    )
+    assert info.value.problem == ("schema version '2' is not the supported version 1 of kind 'neighbours'")
     with pytest.raises(StorageError, match="schema version '2' is not the supported version 1"):
         artifact_metadata(ref)
 
@@ -497,9 +468,7 @@ def test_read_artifact_path_rejects_unknown_and_other_kinds(tmp_path: Path) -> N
         read_artifact_path(path, "nope")
     assert info.value.artifact == str(path)
     assert info.value.problem.startswith("unknown artifact kind 'nope'; valid kinds:")
-    with pytest.raises(
-        StorageError, match="kind mismatch: file holds 'embeddings', expected 'corpus'"
-    ):
+    with pytest.raises(StorageError, match="kind mismatch: file holds 'embeddings', expected 'corpus'"):
         read_artifact_path(path, "corpus")
 
 
@@ -561,9 +530,7 @@ def test_store_layout_and_write(tmp_path: Path) -> None:
     assert store.path_for("index", "faiss", suffix="") == store.run_dir / "index" / "faiss"
     assert repr(store) == f"ArtifactStore(root={str(tmp_path / 'artifacts')!r}, run_id='run-1')"
 
-    ref = store.write(
-        "embeddings", "encode", "embeddings", _table("embeddings"), metadata={"m": "x"}, dim=3
-    )
+    ref = store.write("embeddings", "encode", "embeddings", _table("embeddings"), metadata={"m": "x"}, dim=3)
     assert ref.name == "encode/embeddings"
     assert ref.path == str(store.path_for("encode", "embeddings"))
     assert read_artifact(ref).to_pylist() == ROWS["embeddings"]
@@ -572,9 +539,7 @@ def test_store_layout_and_write(tmp_path: Path) -> None:
         store.write("embeddings", "encode", "embeddings", _table("embeddings"), dim=3)
 
 
-@pytest.mark.parametrize(
-    "unsafe", ["", "a/b", "..", ".", "../x", ".hidden", "a\\b", "a\0b", "/abs"]
-)
+@pytest.mark.parametrize("unsafe", ["", "a/b", "..", ".", "../x", ".hidden", "a\\b", "a\0b", "/abs"])
 def test_store_refuses_unsafe_components(tmp_path: Path, unsafe: str) -> None:
     store = ArtifactStore(tmp_path, "run")
     with pytest.raises(StorageError, match="unsafe stage"):

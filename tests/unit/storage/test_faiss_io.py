@@ -77,9 +77,7 @@ def test_ref_and_manifest_contents(tmp_path: Path, index: faiss.IndexFlatL2) -> 
     assert MANIFEST == {"model": "minilm", "source_sha256": "ab" * 32, "metric": "l2"}
 
 
-def test_base_class_index_reads_back_as_subclass(
-    tmp_path: Path, vectors: npt.NDArray[np.float32]
-) -> None:
+def test_base_class_index_reads_back_as_subclass(tmp_path: Path, vectors: npt.NDArray[np.float32]) -> None:
     index = faiss.index_factory(DIM, "Flat", faiss.METRIC_INNER_PRODUCT)
     index.add(vectors)
     ref = write_index(index, tmp_path / "ip", name="ip", manifest={})
@@ -97,16 +95,12 @@ def test_overwrite_refused_and_files_unchanged(tmp_path: Path, index: faiss.Inde
     with pytest.raises(StorageError) as info:
         write_index(other, directory, name="faiss", manifest={})
     assert info.value.artifact == "faiss"
-    assert (
-        info.value.problem == f"{directory / 'index.faiss'} already exists; artifacts are immutable"
-    )
+    assert info.value.problem == f"{directory / 'index.faiss'} already exists; artifacts are immutable"
     assert {name: (directory / name).read_bytes() for name in _entries(directory)} == before
     assert read_index(ref)[0].ntotal == 20
 
 
-def test_existing_manifest_alone_refuses_the_write(
-    tmp_path: Path, index: faiss.IndexFlatL2
-) -> None:
+def test_existing_manifest_alone_refuses_the_write(tmp_path: Path, index: faiss.IndexFlatL2) -> None:
     directory = tmp_path / "faiss"
     directory.mkdir()
     (directory / "manifest.json").write_text("{}")
@@ -141,8 +135,7 @@ def test_tampered_manifest_detected(tmp_path: Path, index: faiss.IndexFlatL2) ->
     with pytest.raises(StorageError) as info:
         read_index(ref)
     assert info.value.problem == (
-        "index dimension is 8, manifest records 9; "
-        "index type is IndexFlatL2, manifest records IndexIVFFlat"
+        "index dimension is 8, manifest records 9; index type is IndexFlatL2, manifest records IndexIVFFlat"
     )
 
     manifest_file.write_text(json.dumps({**manifest, "sha256": "0" * 64}))
@@ -199,9 +192,7 @@ def test_interrupted_index_write_leaves_nothing(
     assert _entries(directory) == []
 
 
-def test_faiss_error_is_wrapped(
-    tmp_path: Path, index: faiss.IndexFlatL2, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_faiss_error_is_wrapped(tmp_path: Path, index: faiss.IndexFlatL2, monkeypatch: pytest.MonkeyPatch) -> None:
     error = RuntimeError("Error in faiss::write_index")
 
     def failing(index: faiss.Index, path: str) -> None:

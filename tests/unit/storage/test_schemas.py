@@ -189,9 +189,7 @@ def test_conform_reorders_casts_and_fills_nullable_columns() -> None:
         {"doc_id": "b", "rank": 2, "neighbour_id": "a", "distance": 1.25},
     ]
 
-    corpus = conform_table(
-        pa.table({"text": ["t"], "doc_id": ["d"]}), schema_for("corpus"), artifact="c"
-    )
+    corpus = conform_table(pa.table({"text": ["t"], "doc_id": ["d"]}), schema_for("corpus"), artifact="c")
     assert corpus.to_pylist() == [
         {
             "doc_id": "d",
@@ -277,9 +275,7 @@ def test_check_schema_refuses_metadata_problems() -> None:
     bare = EXPECTED["corpus"].remove_metadata()
     with pytest.raises(StorageError, match="missing 'xattr.kind' metadata"):
         check_schema(bare, "corpus", artifact="c")
-    with pytest.raises(
-        StorageError, match="kind mismatch: file holds 'corpus', expected 'evaluation'"
-    ):
+    with pytest.raises(StorageError, match="kind mismatch: file holds 'corpus', expected 'evaluation'"):
         check_schema(EXPECTED["corpus"], "evaluation", artifact="c")
     no_version = bare.with_metadata({b"xattr.kind": b"corpus"})
     with pytest.raises(StorageError, match="missing 'xattr.schema_version' metadata"):
@@ -287,9 +283,7 @@ def test_check_schema_refuses_metadata_problems() -> None:
     version_two = bare.with_metadata({b"xattr.kind": b"corpus", b"xattr.schema_version": b"2"})
     with pytest.raises(StorageError) as info:
         check_schema(version_two, "corpus", artifact="c")
-    assert (
-        info.value.problem == "schema version '2' is not the supported version 1 of kind 'corpus'"
-    )
+    assert info.value.problem == "schema version '2' is not the supported version 1 of kind 'corpus'"
 
 
 def test_check_schema_reports_drift() -> None:
@@ -336,6 +330,5 @@ def test_check_schema_refuses_non_float32_fixed_size_embeddings(
     with pytest.raises(StorageError) as info:
         check_schema(schema, "embeddings", artifact="e")
     assert info.value.problem == (
-        "schema drift: column 'embedding': expected fixed_size_list<float32, dim>, "
-        f"found {embedding_type}"
+        f"schema drift: column 'embedding': expected fixed_size_list<float32, dim>, found {embedding_type}"
     )

@@ -13,7 +13,7 @@ from xattr.metrics.applicability import MetricNotApplicableError, require_task
 from xattr.metrics.degradation import degradation_curves
 from xattr.metrics.mape import mape_under_masking, relative_errors, select_accurate_texts, to_quantity
 from xattr.metrics.perturbation import removal_curves, replacement_id
-from xattr.metrics.replacement import BASELINE_ID, predict_perturbed
+from xattr.metrics.replacement import BASELINE_ID, memoized, predict_perturbed
 from xattr.metrics.switching import switching_points, word_removal_order
 from xattr.models.encoding import encode_texts
 from xattr.models.loading import ModelSpec
@@ -232,3 +232,46 @@ def test_baseline_replacement_zeroes_the_word_embedding(tiny_classifier_dir, tin
         loaded, [enc], [TokenAttribution(0, 1, np.arange(7.0))], policy="baseline", fractions=(0.2,)
     )
     assert {v.metric for v in values} >= {"aopc", "comprehensiveness"}
+
+
+def test_switching_point_rounds_equal_a_full_scan_and_stop_early(tiny_tokenizer) -> None:
+    (enc,) = encode_texts(tiny_tokenizer, ["the movie was great fun bad plot"], max_length=64)
+    ids = list(enc.input_ids)
+    for position in (2, 4, 5, 7):
+        ids[position] = KEY
+    enc = _with_ids(enc, ids)
+    rows = [
+        TokenAttribution(0, 1, np.array([0.0, 1.0, 9.0, 8.0, 7.0, 2.0, 3.0, 4.0, 0.0])),
+        TokenAttribution(0, 1, np.array([0.0, 9.0, 1.0, 8.0, 2.0, 3.0, 7.0, 4.0, 0.0])),
+    ]
+    seen: list[int] = []
+
+    def counting(texts):
+        seen.append(len(texts))
+        return count_forward(texts)
+
+    results = [
+        switching_points(counting, [enc], rows, task="classification", replacement=MASK, chunk=c) for c in (1, 2, 7)
+    ]
+    assert results[0] == results[1] == results[2]
+    assert [v.value for v in results[0] if v.metric == "switching_point"] == pytest.approx([3 / 7, 5 / 7])
+    seen.clear()
+    switching_points(counting, [enc], rows, task="classification", replacement=MASK, chunk=2)
+    # originals, then rounds of 2 words: both rows (4), both (4), only the second (2): 7 words never all tried.
+    assert seen == [2, 4, 4, 2]
+
+
+def test_memoized_forward_runs_each_variant_once(encoded) -> None:
+    calls: list[int] = []
+
+    def forward(texts):
+        calls.append(len(texts))
+        return one_token_forward(2)(texts)
+
+    cached = memoized(forward)
+    other = _key_at(encoded, 3)
+    first = cached([encoded, other, encoded])
+    second = cached([other, encoded])
+    assert calls == [2]
+    np.testing.assert_array_equal(first[[1, 0]], second)
+    np.testing.assert_array_equal(first, one_token_forward(2)([encoded, other, encoded]))

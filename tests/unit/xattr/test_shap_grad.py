@@ -186,10 +186,7 @@ def test_batched_equals_one_by_one(loaded, encoded, references: str) -> None:
 
 def test_same_seed_reproduces_and_other_seed_differs(loaded, encoded) -> None:
     targets = [[0], [1], [0], [1], [0]]
-    runs = [
-        _run(loaded, encoded, targets, {"samples": 3, "references": "neighbours", "seed": s})[1]
-        for s in (0, 0, 1)
-    ]
+    runs = [_run(loaded, encoded, targets, {"samples": 3, "references": "neighbours", "seed": s})[1] for s in (0, 0, 1)]
     for a, b, c in zip(*runs, strict=True):
         np.testing.assert_array_equal(a.scores, b.scores)
         assert not np.allclose(a.scores, c.scores, rtol=1e-6, atol=0)
