@@ -179,9 +179,7 @@ def benchmark(
     except (CorpusError, ModelLoadError, StorageError, ValueError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
-    from rich.markdown import Markdown
-
-    console.print(Markdown(summary["table"]))
+    typer.echo(summary["table"])  # plain markdown: readable at any width, pastes into reports
     console.print(f"[bold]Table:[/] {summary['table_path']}")
     uri = summary["tracking_uri"]
     console.print(f"[bold]MLflow:[/] run {summary['mlflow_run_id']} in {uri} (one child run per method)")
