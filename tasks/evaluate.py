@@ -184,7 +184,7 @@ def evaluate_stage(
         )
         values += gold_values
         extra.update({k: float(v) for k, v in undefined.items()})
-        if "gold_unlocated" in view.frame.columns:
+        if spans and "gold_unlocated" in view.frame.columns:
             unlocated = view.frame["gold_unlocated"].iloc[chosen]
             extra["gold_unlocated"] = float(unlocated.fillna(0).sum())
             if extra["gold_unlocated"]:

@@ -73,10 +73,14 @@ def gold_agreement(
     Returns:
         ``gold_auc`` / ``gold_pearson`` values (``fraction=None``) and counts of texts where the
         metric is undefined (one-class mask, constant vector): ``gold_auc_undefined``,
-        ``gold_pearson_undefined``.
+        ``gold_pearson_undefined`` (each only for the gold given).
     """
     values: list[MetricValue] = []
-    undefined = {"gold_auc_undefined": 0, "gold_pearson_undefined": 0}
+    undefined = {}
+    if spans is not None:
+        undefined["gold_auc_undefined"] = 0
+    if word_gold is not None:
+        undefined["gold_pearson_undefined"] = 0
     for attribution in attributions:
         pos, tgt = attribution.position, attribution.target
         text = encoded[pos]

@@ -54,3 +54,8 @@ def test_gold_agreement_counts_undefined(encoded) -> None:
         [encoded], [TokenAttribution(0, 1, np.arange(8.0))], spans={0: []}, word_gold={0: [1.0] * 5}
     )
     assert values == [] and undefined == {"gold_auc_undefined": 1, "gold_pearson_undefined": 1}
+
+
+def test_gold_agreement_reports_only_the_gold_given(encoded) -> None:
+    _, undefined = gold_agreement([encoded], [TokenAttribution(0, 1, np.arange(8.0))], word_gold={0: [1.0] * 5})
+    assert undefined == {"gold_pearson_undefined": 1}
