@@ -411,6 +411,43 @@ def report_price_drivers(
     console.print(f"[bold]MLflow:[/]  run {summary['mlflow_run_id']} in {summary['tracking_uri']}")
 
 
+@app.command()
+def benchmark(
+    config: Annotated[Path, typer.Argument(help="benchmark YAML config (see configs/benchmarks/)")],
+    workdir: Annotated[Path | None, typer.Option(help="override the config's workdir")] = None,
+    data_root: Annotated[
+        Path | None, typer.Option(help="where the datasets are (default: the config's data_root, ../shared/data)")
+    ] = None,
+) -> None:
+    """Benchmark every configured method on one dataset: fine-tune, attribute, all metrics, MLflow."""
+    from flows.benchmark import benchmark as benchmark_flow
+    from flows.benchmark_settings import load_benchmark_settings
+    from flows.settings import SettingsError
+
+    try:
+        settings = load_benchmark_settings(
+            config, {"workdir": str(workdir.resolve())} if workdir else None, data_root=data_root
+        )
+    except SettingsError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    from storage import StorageError
+    from xattr.data.corpus import CorpusError
+    from xattr.models.loading import ModelLoadError
+
+    started = time.perf_counter()
+    try:
+        summary = benchmark_flow(settings)
+    except (CorpusError, ModelLoadError, StorageError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    typer.echo(summary["table"])  # plain markdown: readable at any width, pastes into reports
+    console.print(f"[bold]Table:[/] {summary['table_path']}")
+    uri = summary["tracking_uri"]
+    console.print(f"[bold]MLflow:[/] run {summary['mlflow_run_id']} in {uri} (one child run per method)")
+    console.print(f"[bold]Wall time:[/] {time.perf_counter() - started:.0f} s")
+
+
 def main() -> None:
     """Entry point for ``python -m flows.cli``."""
     app()

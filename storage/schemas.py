@@ -79,6 +79,16 @@ def _corpus_fields() -> list[pa.Field]:
         # Class indices of a multi-label example.
         _optional("label_set", _list_of(pa.int32())),
         _optional("group", pa.string()),
+        # Gold rationale: character spans (within their segment: 0 text, 1 pair text) of the
+        # evidence, e.g. WebNLG subject and object entities.
+        _optional(
+            "gold_spans",
+            _list_of(pa.struct([("segment", pa.int8()), ("start", pa.int32()), ("end", pa.int32())])),
+        ),
+        # Gold importance per whitespace word of the text, e.g. SST |centred leaf label|.
+        _optional("gold_word_scores", _list_of(pa.float64())),
+        # Gold items of the source that could not be located in the text (counted, not fatal).
+        _optional("gold_unlocated", pa.int32()),
     ]
 
 

@@ -123,3 +123,28 @@ def finish_parent_run(
 def scratch_dir() -> Path:
     """A temporary directory for files that are logged and then discarded."""
     return Path(tempfile.mkdtemp(prefix="xattr-mlflow-"))
+
+
+def log_child_run(
+    tracking_uri: str,
+    parent_run_id: str,
+    run_name: str,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    *,
+    tags: Mapping[str, str] | None = None,
+    files: Mapping[str, Path] | None = None,
+) -> str:
+    """One finished child run with flattened params, metrics (``"name@step"`` as steps) and files."""
+    client = MlflowClient(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    child = client.create_run(
+        parent.info.experiment_id,
+        run_name=run_name,
+        tags={"mlflow.parentRunId": parent_run_id, **dict(tags or {})},
+    )
+    _log(client, child.info.run_id, flatten(params), metrics, {})
+    for subdir, path in (files or {}).items():
+        client.log_artifact(child.info.run_id, str(path), subdir or None)
+    client.set_terminated(child.info.run_id, "FINISHED")
+    return str(child.info.run_id)

@@ -8,7 +8,7 @@ from typing import Literal
 TaskName = Literal["classification", "pair_classification", "multi_label", "regression", "question_answering"]
 
 #: How removed tokens are replaced when measuring faithfulness.
-ReplacementPolicy = Literal["mask", "pad", "unk", "delete"]
+ReplacementPolicy = Literal["mask", "pad", "unk", "delete", "baseline"]
 
 #: How a token's embedding-dimension vector becomes one score.
 Reduction = Literal["sum_of_squares", "sum"]

@@ -1,13 +1,19 @@
 """Read a user's corpus (Parquet, CSV or JSONL) into the canonical corpus columns, with checks.
 
 Canonical columns: ``doc_id``, ``text``, ``text_pair``, ``label`` (class index or regression
-value), ``label_set`` (multi-label class indices) and ``group``. Every problem is reported with the
+value), ``label_set`` (multi-label class indices) and ``group``, plus the optional gold columns
+``gold_spans`` (character spans ``{segment, start, end}`` of the evidence), ``gold_word_scores``
+(gold importance per whitespace word of ``text``) and ``gold_unlocated`` (gold items that could
+not be located), passed through when the file has them under these names (dataset adapters in
+:mod:`xattr.data` write them). Every problem is reported with the
 file, the column and the offending rows (1-based data rows, as a spreadsheet shows them).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,6 +231,7 @@ def load_corpus(
     )
     if len(frame) == 0:
         raise CorpusError(f"corpus file {name!r}: no rows left after dropping {dropped}")
+    frame = _with_gold(frame, raw, rows, name)
     return LoadedCorpus(frame=frame, rows_read=len(raw), dropped=dropped)
 
 
@@ -257,3 +264,81 @@ def _label_sets(
             ]
         )
     return out
+
+
+#: The optional gold columns, in schema order.
+GOLD_COLUMNS: tuple[str, ...] = ("gold_spans", "gold_word_scores", "gold_unlocated")
+_WORDS = re.compile(r"\S+")
+
+
+def _as_list(value: Any, where: str) -> list[Any] | None:
+    """A list-valued cell (a list, an array, or JSON text as CSV holds it), or ``None`` when missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise CorpusError(f"{where}: not a JSON list ({exc})") from None
+    try:
+        return list(value)
+    except TypeError:
+        raise CorpusError(f"{where}: expected a list, got {type(value).__name__}") from None
+
+
+def _with_gold(frame: pd.DataFrame, raw: pd.DataFrame, rows: pd.Index, name: str) -> pd.DataFrame:
+    """Copy and check the gold columns the file has.
+
+    Spans outside their segment's text (or empty) cannot be located: they are dropped and
+    counted into ``gold_unlocated``, never fatal. Word scores must have one finite value per
+    whitespace word of the text (otherwise :class:`CorpusError` naming the row).
+    """
+    if not any(c in raw.columns for c in GOLD_COLUMNS):
+        return frame
+    spans_out: list[list[dict[str, int]] | None] = []
+    scores_out: list[list[float] | None] = []
+    unlocated_out: list[int | None] = []
+    for out_row, i in enumerate(rows):
+        text = frame.at[out_row, "text"]
+        pair = frame.at[out_row, "text_pair"]
+        unlocated = raw.at[i, "gold_unlocated"] if "gold_unlocated" in raw.columns else None
+        count = None if unlocated is None or _is_missing(unlocated) else int(unlocated)
+        spans = None
+        if "gold_spans" in raw.columns:
+            where = f"corpus file {name!r}, column 'gold_spans', row {int(i) + 1}"
+            items = _as_list(raw.at[i, "gold_spans"], where)
+            if items is not None:
+                spans = []
+                for item in items:
+                    try:
+                        segment, start, end = int(item["segment"]), int(item["start"]), int(item["end"])
+                    except (KeyError, TypeError, ValueError):
+                        raise CorpusError(
+                            f"{where}: each span needs integer segment, start and end; got {item!r}"
+                        ) from None
+                    source = text if segment == 0 else pair if segment == 1 else None
+                    if source is None or not 0 <= start < end <= len(source):
+                        count = (count or 0) + 1
+                        continue
+                    spans.append({"segment": segment, "start": start, "end": end})
+        scores = None
+        if "gold_word_scores" in raw.columns:
+            where = f"corpus file {name!r}, column 'gold_word_scores', row {int(i) + 1}"
+            items = _as_list(raw.at[i, "gold_word_scores"], where)
+            if items is not None:
+                scores = [float(v) for v in items]
+                n_words = len(_WORDS.findall(text))
+                if len(scores) != n_words:
+                    raise CorpusError(f"{where}: {len(scores)} gold word scores but the text has {n_words} words")
+                if not all(math.isfinite(v) for v in scores):
+                    raise CorpusError(f"{where}: gold word scores must be finite")
+        spans_out.append(spans)
+        scores_out.append(scores)
+        unlocated_out.append(count)
+    return frame.assign(
+        gold_spans=pd.Series(spans_out, dtype=object),
+        gold_word_scores=pd.Series(scores_out, dtype=object),
+        gold_unlocated=pd.Series(unlocated_out, dtype="Int32"),
+    )

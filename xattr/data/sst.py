@@ -7,7 +7,10 @@ leaf labels are word-level gold sentiment for each token on its own.
 
 Canonical columns: ``doc_id``, ``text``, ``text_pair``, ``label``, ``label_set`` and ``group``,
 plus the gold columns ``gold_words`` (the leaf words) and ``gold_scores`` (per leaf,
-``|leaf label - 2| / 2``). Every problem is reported with the file and the 1-based line number.
+``|leaf label - 2| / 2``), and the corpus gold column ``gold_word_scores`` (the same scores per
+whitespace word of ``text``, as :mod:`xattr.models.alignment` splits it: a leaf such as
+``8\xa01/2`` counts as two words with its score each). Every problem is reported with the file
+and the 1-based line number.
 """
 
 from __future__ import annotations
@@ -204,6 +207,9 @@ def read_sst(path: Path | str, *, fine_grained: bool = False, binary_drop_neutra
                 "label": label,
                 "gold_words": words,
                 "gold_scores": tuple(gold_score(v) for v in tree.token_labels),
+                "gold_word_scores": [
+                    gold_score(v) for w, v in zip(words, tree.token_labels, strict=True) for _ in w.split()
+                ],
             }
         )
     if trees == 0:
@@ -219,5 +225,6 @@ def read_sst(path: Path | str, *, fine_grained: bool = False, binary_drop_neutra
             "group": pd.Series([None] * n, dtype=object),
             "gold_words": pd.Series([r["gold_words"] for r in records], dtype=object),
             "gold_scores": pd.Series([r["gold_scores"] for r in records], dtype=object),
+            "gold_word_scores": pd.Series([r["gold_word_scores"] for r in records], dtype=object),
         }
     )

@@ -3,8 +3,9 @@
 Tokens are removed in decreasing order of attribution, ``ceil(fraction * n)`` of the ``n``
 removable tokens at each fraction; special tokens ([CLS], [SEP], ...) are never removed. How a
 removed token is replaced is a setting recorded with every result (see ``ReplacementPolicy``):
-``mask`` ([MASK]), ``pad`` ([PAD]), ``unk`` ([UNK]) or ``delete`` (the token is dropped and the
-sequence shortens).
+``mask`` ([MASK]), ``pad`` ([PAD]), ``unk`` ([UNK]), ``delete`` (the token is dropped and the
+sequence shortens) or ``baseline`` (its word embedding becomes the zero vector; see
+:mod:`xattr.metrics.replacement`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from xattr.methods.runner import TokenAttribution
+from xattr.metrics.replacement import BASELINE_ID, Forward, predict_perturbed
 from xattr.models.encoding import EncodedText
-from xattr.models.forward import predict_logits
 from xattr.models.loading import LoadedModel
 from xattr.types import ReplacementPolicy
 
@@ -49,7 +50,7 @@ def tokens_to_remove(n_removable: int, fraction: float) -> int:
 
 
 def replacement_id(tokenizer: object, policy: ReplacementPolicy) -> int | None:
-    """The token id that replaces removed tokens (``None`` for ``delete``).
+    """The token id that replaces removed tokens (``None`` for ``delete``, ``BASELINE_ID`` for ``baseline``).
 
     Raises:
         ValueError: Unknown policy, or the tokenizer has no such special token.
@@ -57,8 +58,10 @@ def replacement_id(tokenizer: object, policy: ReplacementPolicy) -> int | None:
     attribute = {"mask": "mask_token_id", "pad": "pad_token_id", "unk": "unk_token_id"}
     if policy == "delete":
         return None
+    if policy == "baseline":
+        return BASELINE_ID
     if policy not in attribute:
-        raise ValueError(f"unknown replacement policy {policy!r}; valid: mask, pad, unk, delete")
+        raise ValueError(f"unknown replacement policy {policy!r}; valid: mask, pad, unk, delete, baseline")
     value = getattr(tokenizer, attribute[policy], None)
     if value is None:
         raise ValueError(f"replacement policy {policy!r}: the tokenizer has no such token")
@@ -116,6 +119,7 @@ def removal_curves(
     policy: ReplacementPolicy = "mask",
     batch_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
+    forward: Forward | None = None,
 ) -> list[MetricValue]:
     """Comprehensiveness and log-odds of each attribution at each removal fraction.
 
@@ -143,6 +147,8 @@ def removal_curves(
         policy: Replacement policy for removed tokens.
         batch_size: Texts per forward pass.
         progress: Optional callback ``(done, total)`` over forward passes.
+        forward: Optional model forward to use instead of the batched one (e.g. a
+            :func:`~xattr.metrics.replacement.memoized` forward shared with other metrics).
 
     Returns:
         Per (text, target): one ``comprehensiveness`` and (where defined) one ``log_odds`` value
@@ -160,7 +166,10 @@ def removal_curves(
             variants.append(remove_tokens(text, order[: tokens_to_remove(len(order), fraction)], replacement))
         for fraction in fractions:
             variants.append(remove_tokens(text, order[tokens_to_remove(len(order), fraction) :], replacement))
-    outputs = predict_logits(loaded, variants, batch_size=batch_size, progress=progress)
+    if forward is not None:
+        outputs = forward(variants)
+    else:
+        outputs = predict_perturbed(loaded, variants, batch_size=batch_size, progress=progress)
     n_fractions = len(fractions)
     stride = 2 * n_fractions + 1
     regression = loaded.task == "regression"

@@ -31,3 +31,13 @@ def test_bad_config_exits_2_naming_the_field(tmp_path: Path) -> None:
     result = runner.invoke(app, ["run", str(config)], env={"COLUMNS": "300"})
     assert result.exit_code == 2
     assert "corpus.txt: Extra inputs are not permitted" in result.output
+
+
+def test_benchmark_command_help_and_bad_config(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["benchmark", "--help"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0 and "--data-root" in result.output
+    config = tmp_path / "b.yaml"
+    config.write_text("dataset: {name: sst, eval: dev.txt}\nmodel: {path: /m}\nevaluation: {replacement: blank}\n")
+    result = runner.invoke(app, ["benchmark", str(config)], env={"COLUMNS": "300"})
+    assert result.exit_code == 2
+    assert "evaluation.replacement" in result.output

@@ -35,6 +35,9 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "label": 1.0,
             "label_set": [0, 2],
             "group": "train",
+            "gold_spans": [{"segment": 0, "start": 2, "end": 6}],
+            "gold_word_scores": [0.0, 0.5, 1.0],
+            "gold_unlocated": 1,
         },
         {
             "doc_id": "d1",
@@ -43,6 +46,9 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "label": None,
             "label_set": None,
             "group": None,
+            "gold_spans": None,
+            "gold_word_scores": None,
+            "gold_unlocated": None,
         },
         {
             "doc_id": "d2",
@@ -51,6 +57,9 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "label": -0.25,
             "label_set": [],
             "group": "test",
+            "gold_spans": [],
+            "gold_word_scores": [],
+            "gold_unlocated": 0,
         },
     ],
     "embeddings": [

@@ -35,6 +35,17 @@ EXPECTED = {
             pa.field("label", pa.float64()),
             pa.field("label_set", pa.list_(pa.field("element", pa.int32()))),
             pa.field("group", pa.string()),
+            pa.field(
+                "gold_spans",
+                pa.list_(
+                    pa.field(
+                        "element",
+                        pa.struct([("segment", pa.int8()), ("start", pa.int32()), ("end", pa.int32())]),
+                    )
+                ),
+            ),
+            pa.field("gold_word_scores", pa.list_(pa.field("element", pa.float64()))),
+            pa.field("gold_unlocated", pa.int32()),
         ],
         metadata=_meta("corpus"),
     ),
@@ -188,6 +199,9 @@ def test_conform_reorders_casts_and_fills_nullable_columns() -> None:
             "label": None,
             "label_set": None,
             "group": None,
+            "gold_spans": None,
+            "gold_word_scores": None,
+            "gold_unlocated": None,
         }
     ]
 

@@ -77,6 +77,7 @@ def test_read_sst_fine_grained(tmp_path: Path) -> None:
         "group",
         "gold_words",
         "gold_scores",
+        "gold_word_scores",
     ]
     assert frame["doc_id"].tolist() == ["mini-1", "mini-2", "mini-3", "mini-4", "mini-5"]
     assert frame["label"].tolist() == [3.0, 1.0, 2.0, 0.0, 4.0]
@@ -84,6 +85,7 @@ def test_read_sst_fine_grained(tmp_path: Path) -> None:
     assert frame["gold_words"].iloc[1] == ("(", "awful", ")")
     assert frame["gold_scores"].iloc[0] == (0.0, 0.0, 1.0, 0.0)
     assert frame["gold_scores"].iloc[1] == (0.0, 1.0, 0.0)
+    assert frame["gold_word_scores"].iloc[0] == [0.0, 0.0, 1.0, 0.0]
     assert frame["text_pair"].isna().all() and frame["label_set"].isna().all() and frame["group"].isna().all()
     for words, text in zip(frame["gold_words"], frame["text"], strict=True):
         assert " ".join(words) == text
@@ -139,3 +141,11 @@ def test_read_sst_real_dev() -> None:
     assert len(fine) == 1101
     assert sum(len(w) for w in fine["gold_words"]) == 21274
     assert not fine["text"].str.contains("-LRB-|-RRB-|\\\\/", regex=True).any()
+
+
+def test_read_sst_word_scores_follow_whitespace_words(tmp_path: Path) -> None:
+    # A leaf with a non-breaking space is one SST token but two whitespace words of the text.
+    frame = read_sst(_write(tmp_path, ["(3 (4 8\xa01\\/2) (2 film))"]), fine_grained=True)
+    assert frame["text"].iloc[0] == "8\xa01/2 film"
+    assert frame["gold_word_scores"].iloc[0] == [1.0, 1.0, 0.0]
+    assert len(frame["text"].iloc[0].split()) == 3

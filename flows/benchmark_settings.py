@@ -1,0 +1,174 @@
+"""Configuration of the ``benchmark`` flow: one dataset, one model (fine-tuned or given), many methods."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from flows.settings import AttributionSettings, SettingsError, TrackingSettings
+from xattr.data.datasets import DATASETS
+from xattr.metrics.mape import DEFAULT_MASK_FRACTIONS
+from xattr.types import ReplacementPolicy
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetSettings(_Strict):
+    """Which dataset, which files, how much of it."""
+
+    name: str = Field(description=f"one of: {', '.join(sorted(DATASETS))}")
+    train: Path | None = Field(None, description="train split file, relative to data_root")
+    eval: Path | None = Field(None, description="evaluation (dev) split file; omitted: split off train")
+    eval_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of train split off when eval is omitted")
+    params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the dataset reader")
+    train_texts: int | None = Field(None, ge=2, description="seeded subsample of the train split")
+    eval_texts: int | None = Field(None, ge=1, description="seeded subsample of the evaluation split (the pool)")
+    seed: int = 0
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in DATASETS:
+            raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+        return name
+
+    @property
+    def task(self) -> str:
+        return DATASETS[self.name].task
+
+
+class TrainSettings(_Strict):
+    """Fine-tuning of the base model on the train split (skipped when ``model.path`` is given)."""
+
+    base_model: str | None = Field(None, description="base model directory; default all-MiniLM-L6-v2")
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(1e-4, gt=0)
+    head_learning_rate: float = Field(1e-3, gt=0)
+    max_length: int = Field(64, ge=8)
+    seed: int = 0
+    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    log_target: bool = Field(False, description="regression: train on log(label) (prices)")
+    num_labels: int | None = Field(None, ge=1, description="classes or labels; default: largest label index + 1")
+
+
+class BenchmarkModelSettings(_Strict):
+    """A given model (no fine-tuning) or none (fine-tune ``train.base_model``)."""
+
+    path: str | None = Field(None, description="fine-tuned model directory; empty: fine-tune one")
+    max_length: int | None = Field(None, ge=2, description="explain with this length; default train.max_length")
+    device: str | None = None
+
+
+class BenchmarkEvaluation(_Strict):
+    """Which metrics, under which removal protocol."""
+
+    metrics: list[str] | None = Field(
+        None, description="aopc, degradation, switching_point, mape, gold_auc, gold_pearson; empty: all that apply"
+    )
+    fractions: list[float] = Field(default_factory=lambda: [round(0.1 * k, 1) for k in range(1, 10)])
+    mape_fractions: list[float] = Field(default_factory=lambda: list(DEFAULT_MASK_FRACTIONS))
+    mape_threshold: float = Field(0.01, gt=0.0, description="LAFA 5.3: texts within this relative error")
+    replacement: ReplacementPolicy = "mask"
+    max_texts: int | None = Field(200, ge=1, description="texts scored per method (a seeded sample)")
+    seed: int = 0
+    batch_size: int = Field(64, ge=1)
+
+    @field_validator("fractions", "mape_fractions")
+    @classmethod
+    def _fractions(cls, values: list[float]) -> list[float]:
+        if not values or any(not 0.0 < v <= 1.0 for v in values):
+            raise ValueError("fractions must be a non-empty list of numbers in (0, 1]")
+        return sorted(set(values))
+
+
+class BenchmarkSettings(_Strict):
+    """Everything the ``benchmark`` flow needs."""
+
+    name: str = "benchmark"
+    workdir: Path = Path("xattr-benchmarks")
+    data_root: Path = Field(Path("../shared/data"), description="dataset files are relative to this")
+    dataset: DatasetSettings
+    model: BenchmarkModelSettings = Field(default_factory=BenchmarkModelSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    attribution: AttributionSettings = Field(default_factory=AttributionSettings)
+    evaluation: BenchmarkEvaluation = Field(default_factory=BenchmarkEvaluation)
+    tracking: TrackingSettings = Field(default_factory=lambda: TrackingSettings(experiment="xattr-benchmark"))
+
+    @model_validator(mode="after")
+    def _files(self) -> BenchmarkSettings:
+        needs_path = DATASETS[self.dataset.name].needs_path
+        if needs_path and self.dataset.train is None and self.dataset.eval is None:
+            raise ValueError(f"dataset {self.dataset.name!r} needs dataset.train and/or dataset.eval files")
+        if needs_path and self.model.path is None and self.dataset.train is None:
+            raise ValueError("fine-tuning needs dataset.train (or give model.path)")
+        return self
+
+    def data_file(self, value: Path | None) -> Path | None:
+        """A dataset file resolved against ``data_root``."""
+        if value is None:
+            return None
+        return value if value.is_absolute() else (self.data_root / value).resolve()
+
+    def explain_length(self) -> int:
+        return self.model.max_length or self.train.max_length
+
+    def tracking_uri(self) -> str:
+        return self.tracking.uri or f"sqlite:///{(self.workdir.resolve() / 'mlflow.db')}"
+
+
+def repo_root(start: Path) -> Path:
+    """The nearest directory at or above ``start`` holding ``pyproject.toml`` (else ``start``)."""
+    for candidate in (start, *start.parents):
+        if (candidate / "pyproject.toml").is_file():
+            return candidate
+    return start
+
+
+def load_benchmark_settings(
+    path: Path | str, overrides: dict[str, Any] | None = None, *, data_root: Path | str | None = None
+) -> BenchmarkSettings:
+    """Read a benchmark YAML config.
+
+    ``data_root`` (relative paths: relative to the repository root, the nearest directory above
+    the config with a ``pyproject.toml``) can be overridden by the argument or the environment
+    variable ``XATTR_DATA_ROOT``; ``workdir`` and ``model.path`` are relative to the config file.
+
+    Raises:
+        SettingsError: Missing or unreadable file, invalid YAML or invalid values (file and field named).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SettingsError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SettingsError(f"config file {str(path)!r} must hold a mapping at the top level")
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    base = path.resolve().parent
+    root = data_root or os.environ.get("XATTR_DATA_ROOT") or raw.get("data_root") or "../shared/data"
+    root_path = Path(root).expanduser()
+    raw["data_root"] = str(root_path if root_path.is_absolute() else (repo_root(base) / root_path).resolve())
+    raw["workdir"] = str((base / Path(raw.get("workdir", "xattr-benchmarks")).expanduser()).resolve())
+    model = raw.get("model")
+    if isinstance(model, dict) and model.get("path"):
+        candidate = (base / Path(model["path"]).expanduser()).resolve()
+        if candidate.exists() or str(model["path"]).startswith((".", "/", "~")):
+            model["path"] = str(candidate)
+    try:
+        return BenchmarkSettings.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise SettingsError(f"config file {str(path)!r}: {problems}") from exc

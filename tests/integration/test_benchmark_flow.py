@@ -1,0 +1,137 @@
+"""The benchmark flow end to end on tiny models: fine-tune + regression metrics, a given classifier + gold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.benchmark import benchmark
+from flows.benchmark_settings import load_benchmark_settings
+from flows.settings import SettingsError
+from xattr.metrics.applicability import MetricNotApplicableError
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "configs" / "benchmarks" / "tiny.yaml"
+TREES = [
+    "(3 (2 the) (4 (4 good) (2 film)))",
+    "(1 (2 the) (0 (0 bad) (2 plot)))",
+    "(4 (4 great) (3 (2 fun) (2 .)))",
+    "(0 (0 awful) (1 (2 boring) (2 movie)))",
+    "(3 (2 it) (3 (2 was) (4 (2 very) (4 good))))",
+    "(1 (2 not) (1 (2 really) (0 fun)))",
+]
+
+
+@pytest.fixture(scope="module")
+def harness():
+    with prefect_test_harness():
+        yield
+
+
+def _children(uri: str, parent: str) -> dict[str, object]:
+    client = MlflowClient(uri)
+    run = client.get_run(parent)
+    runs = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    return {r.info.run_name: r for r in runs}
+
+
+def test_regression_benchmark_fine_tunes_and_logs_one_run_per_method(harness, tiny_regressor_dir, tmp_path) -> None:
+    overrides = {"workdir": str(tmp_path / "work"), "train": {"base_model": str(tiny_regressor_dir)}}
+    settings = load_benchmark_settings(TINY, overrides)
+    summary = benchmark(settings)
+    assert summary["fine_tune"]["reused"] is False
+    assert set(summary["metrics"]) == {"simple_grad", "random"}
+    for metrics in summary["metrics"].values():
+        assert {"aopc", "degradation_area", "mape", "mape_texts", "mape_curve@10", "mape_curve@50"} <= set(metrics)
+        assert "switching_point" not in metrics and "degradation" not in metrics
+        assert metrics["mape_texts"] == 12.0
+    assert "vs_random/aopc_p" in summary["metrics"]["simple_grad"]
+    table = Path(summary["table_path"]).read_text()
+    assert "| simple_grad | 12 |" in table and "MAPE" in table and "MAPE texts:" in table
+    assert set(summary["figures"]) >= {"comprehensiveness_curve", "log_odds_curve", "mape_curve"}
+    children = _children(summary["tracking_uri"], summary["mlflow_run_id"])
+    assert set(children) == {"simple_grad", "random"}
+    logged = children["random"].data
+    assert logged.params["method"] == "random" and logged.params["replacement"] == "mask"
+    assert logged.metrics["mape"] == pytest.approx(summary["metrics"]["random"]["mape"])
+    assert "method_seconds" in logged.metrics
+    artifacts = {
+        a.path for a in MlflowClient(summary["tracking_uri"]).list_artifacts(summary["mlflow_run_id"], "curves")
+    }
+    assert "curves/mape_curve.png" in artifacts
+    # Second run: the fine-tuned model directory is reused, every stage comes from cache.
+    again = benchmark(settings)
+    assert again["fine_tune"]["reused"] is True
+    assert again["metrics"]["simple_grad"]["aopc"] == summary["metrics"]["simple_grad"]["aopc"]
+
+
+def test_classification_benchmark_with_gold_words(harness, tiny_classifier_dir, tmp_path) -> None:
+    trees = tmp_path / "dev.txt"
+    trees.write_text("\n".join(TREES) + "\n")
+    config = tmp_path / "sst.yaml"
+    config.write_text(
+        f"name: tiny-sst\nworkdir: work\ndata_root: {tmp_path}\n"
+        "dataset: {name: sst, eval: dev.txt}\n"
+        f"model: {{path: {tiny_classifier_dir}, max_length: 32}}\n"
+        "attribution: {methods: [{name: grad_input}, {name: random}]}\n"
+        "evaluation: {fractions: [0.5, 1.0], max_texts: 6,\n"
+        "  metrics: [aopc, degradation, switching_point, gold_pearson]}\n"
+    )
+    summary = benchmark(load_benchmark_settings(config))
+    metrics = summary["metrics"]["grad_input"]
+    assert {"switching_point", "switched", "degradation", "degradation_lerf", "gold_pearson"} <= set(metrics)
+    assert 0.0 < metrics["switching_point"] <= 1.0
+    assert "Pearson vs gold words" in Path(summary["table_path"]).read_text()
+    assert set(_children(summary["tracking_uri"], summary["mlflow_run_id"])) == {"grad_input", "random"}
+
+
+def test_bad_benchmark_inputs(harness, tiny_classifier_dir, tmp_path) -> None:
+    trees = tmp_path / "dev.txt"
+    trees.write_text("(2 (2 the) (2 film))\n")  # SST-2 drops neutral sentences: no rows left
+    config = tmp_path / "empty.yaml"
+    config.write_text(
+        f"workdir: work\ndata_root: {tmp_path}\ndataset: {{name: sst, eval: dev.txt}}\n"
+        f"model: {{path: {tiny_classifier_dir}}}\n"
+    )
+    with pytest.raises(ValueError, match="evaluation split .* has no rows"):
+        benchmark(load_benchmark_settings(config))
+    config.write_text(
+        f"workdir: work\ndata_root: {tmp_path}\ndataset: {{name: sst, eval: dev.txt}}\n"
+        f"model: {{path: {tiny_classifier_dir}}}\nevaluation: {{metrics: [mape]}}\n"
+    )
+    with pytest.raises(MetricNotApplicableError, match="'mape' does not apply to a classification model"):
+        benchmark(load_benchmark_settings(config))
+    config.write_text("dataset: {name: nope}\n")
+    with pytest.raises(SettingsError, match="unknown dataset 'nope'"):
+        load_benchmark_settings(config)
+
+
+def test_multi_label_benchmark_fine_tunes_and_scores_entity_spans(harness, tiny_classifier_dir, tmp_path) -> None:
+    import json
+
+    records = [
+        {"text": "the film was good", "triple_list": [["the film", "quality", "good"]]},
+        {"text": "the plot was bad", "triple_list": [["the plot", "quality", "bad"], ["the plot", "part", "bad"]]},
+        {"text": "a movie is fun", "triple_list": [["a movie", "part", "fun"], ["a movie", "genre", "Texas"]]},
+    ] * 4
+    (tmp_path / "rel2id.json").write_text(json.dumps([{"quality": 0, "part": 1, "genre": 2}]))
+    (tmp_path / "train_triples.json").write_text(json.dumps(records))
+    (tmp_path / "val_triples.json").write_text(json.dumps(records[:3]))
+    config = tmp_path / "webnlg.yaml"
+    config.write_text(
+        f"workdir: work\ndata_root: {tmp_path}\n"
+        "dataset: {name: webnlg, train: train_triples.json, eval: val_triples.json}\n"
+        f"train: {{base_model: {tiny_classifier_dir}, epochs: 1, batch_size: 4, max_length: 16, num_labels: 3}}\n"
+        "attribution: {target: label, methods: [{name: simple_grad}, {name: random}]}\n"
+        "evaluation: {fractions: [0.5], metrics: [aopc, degradation, switching_point, gold_auc]}\n"
+    )
+    summary = benchmark(load_benchmark_settings(config))
+    metrics = summary["metrics"]["simple_grad"]
+    assert {"gold_auc", "switching_point", "degradation", "aopc"} <= set(metrics)
+    assert metrics["texts"] == 3.0
+    assert metrics["gold_unlocated"] == 1.0  # "Texas" is not in its text: counted, reported, not fatal
+    assert "1 gold items could not be located" in Path(summary["table_path"]).read_text()
+    assert "micro_f1" in summary["fine_tune"]["metrics"]
