@@ -123,3 +123,18 @@ def test_shard_size_must_be_positive(tmp_path: Path) -> None:
         config.write_text(f"corpus: {{path: x.csv}}\nmodel: {{path: m}}\nsharding: {{shard_size: {bad}}}\n")
         with pytest.raises(SettingsError, match=rf"sharding.shard_size: .*positive number of texts, got {bad}"):
             load_settings(config)
+
+
+def test_thread_runner_runs_shards_in_parallel_with_the_same_results(
+    harness, tmp_path: Path, corpus_csv: Path, tiny_classifier_dir: Path
+) -> None:
+    from flows.explain_corpus import explain_corpus_with_runner
+    from flows.settings import RunnerSettings
+
+    whole = explain_corpus(settings_for(tmp_path / "whole", corpus_csv, tiny_classifier_dir, None))
+    settings = settings_for(tmp_path / "threads", corpus_csv, tiny_classifier_dir, 4).model_copy(
+        update={"runner": RunnerSettings(type="thread", workers=2)}
+    )
+    threaded = explain_corpus_with_runner(settings)
+    assert sum("-shard-" in s["stage"] for s in threaded["stages"]) == 4 * 4
+    assert_same_results(threaded, whole, ["simple_grad", "random", "lafa"])
