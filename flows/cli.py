@@ -55,7 +55,8 @@ def run(
     workdir: Annotated[Path | None, typer.Option(help="override the config's workdir")] = None,
 ) -> None:
     """Run the explain_corpus flow in-process on CONFIG."""
-    from flows.explain_corpus import explain_corpus
+    from flows.explain_corpus import explain_corpus_with_runner
+    from flows.runners import RunnerError
     from flows.settings import SettingsError, load_settings
 
     try:
@@ -68,8 +69,8 @@ def run(
     from xattr.models.loading import ModelLoadError
 
     try:
-        summary = explain_corpus(settings)
-    except (CorpusError, ModelLoadError, StorageError, ValueError) as exc:
+        summary = explain_corpus_with_runner(settings)
+    except (CorpusError, ModelLoadError, StorageError, ValueError, RunnerError) as exc:
         # The flow run is already marked failed in Prefect and MLflow; say why in one line.
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from tasks.head_statistics import head_statistics_stage
 from tasks.layer_precision import layer_precision_stage
 from tasks.load_corpus import load_corpus_stage
 from tasks.results import RunContext, StageResult
+from tasks.shards import Shard, attribute_shard_stage, encode_shard_stage, merge_shards_stage, plan_shards
 from xattr.methods import get_method
 from xattr.reporting.words import top_words, word_scores
 
@@ -58,6 +60,39 @@ class _Stages:
         tracking.log_stage(self.tracking_uri, self.parent_run_id, result, cached=cached)
         self.results.append((result, cached))
         return result
+
+    def run_sharded(
+        self, stage_task: Any, shard_task: Any, shards: list[Shard] | None, ref_name: str, **kwargs: Any
+    ) -> StageResult:
+        """Run ``stage_task`` whole, or ``shard_task`` per shard (submitted, so they run in parallel) and merge.
+
+        The merged result is named like the whole stage and carries the merged artifact under
+        ``ref_name``; its seconds are the shards' summed compute time.
+        """
+        if shards is None:
+            return self.run(stage_task, **kwargs)
+        configured = shard_task.with_options(result_storage=self.storage_slug)
+        futures = [configured.submit(shard=shard, **kwargs) for shard in shards]
+        parts: list[StageResult] = []
+        for shard, future in zip(shards, futures, strict=True):
+            future.wait()
+            result, cached = future.result(), future.state.name == "Cached"
+            if cached and result.missing_artifacts():
+                get_run_logger().warning("cache entry of %s points at deleted artifacts; recomputing", result.stage)
+                state = configured.with_options(refresh_cache=True)(shard=shard, **kwargs, return_state=True)
+                result, cached = state.result(), False
+            tracking.log_stage(self.tracking_uri, self.parent_run_id, result, cached=cached)
+            self.results.append((result, cached))
+            parts.append(result)
+        stage = parts[0].stage.rsplit("-shard-", 1)[0]
+        merged = self.run(
+            merge_shards_stage,
+            stage=stage,
+            name=ref_name,
+            shards=[p.refs[ref_name] for p in parts],
+            context=kwargs["context"],
+        )
+        return dataclasses.replace(merged, seconds=sum(p.seconds for p in parts))
 
 
 def _run_id() -> str:
@@ -122,8 +157,12 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
             if layer == "auto":
                 layer = int(precision.metrics["best_layer"])
                 logger.info("encode.layer auto: layer %d has the best neighbour precision", layer)
-        embeddings = stages.run(
+        shards = plan_shards(corpus, settings.sharding.shard_size) if settings.sharding.shard_size else None
+        embeddings = stages.run_sharded(
             encode_corpus_stage,
+            encode_shard_stage,
+            shards,
+            "embeddings",
             corpus=corpus,
             model=model,
             layer=layer,
@@ -144,8 +183,11 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
         for method in settings.attribution.methods:
             uses_neighbours = get_method(method.name, method.params).needs_references()
             uses_head_masks = get_method(method.name, method.params).uses_head_masks
-            attributed = stages.run(
+            attributed = stages.run_sharded(
                 attribute_stage,
+                attribute_shard_stage,
+                shards,
+                "attributions",
                 corpus=corpus,
                 model=model,
                 method=method.name,
@@ -311,4 +353,11 @@ def explain_corpus_from_config(config: str) -> dict[str, Any]:
     """Deployment entry point: read the YAML config at ``config`` and run :func:`explain_corpus`."""
     from flows.settings import load_settings
 
-    return explain_corpus(load_settings(config))
+    return explain_corpus_with_runner(load_settings(config))
+
+
+def explain_corpus_with_runner(settings: ExplainSettings) -> dict[str, Any]:
+    """Run :func:`explain_corpus` on the task runner that ``settings.runner`` names."""
+    from flows.runners import build_task_runner
+
+    return explain_corpus.with_options(task_runner=build_task_runner(settings.runner))(settings)

@@ -191,6 +191,34 @@ class TrackingSettings(_Strict):
     experiment: str = "xattr"
 
 
+class ShardingSettings(_Strict):
+    """Split the encode and attribute stages into contiguous shards of the corpus."""
+
+    shard_size: int | None = Field(
+        None, description="texts per shard: each shard is its own task run and artifact; empty for one shard"
+    )
+
+    @field_validator("shard_size")
+    @classmethod
+    def _positive(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError(f"shard_size must be a positive number of texts, got {value}")
+        return value
+
+
+class RunnerSettings(_Strict):
+    """Where the flow's task runs go: in-process or on a Dask cluster."""
+
+    type: Literal["sequential", "thread", "dask"] = Field(
+        "sequential", description="sequential, thread (a thread pool) or dask (prefect-dask DaskTaskRunner)"
+    )
+    address: str | None = Field(
+        None, description="dask: address of an existing scheduler (tcp://host:port); empty for a local cluster"
+    )
+    workers: int = Field(2, ge=1, description="threads (thread) or worker processes of a local Dask cluster")
+    connect_timeout: float = Field(10.0, gt=0, description="seconds to wait for the Dask scheduler at `address`")
+
+
 class ExplainSettings(_Strict):
     """Everything ``explain_corpus`` needs."""
 
@@ -204,6 +232,8 @@ class ExplainSettings(_Strict):
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     heads: HeadsSettings = Field(default_factory=HeadsSettings)
+    sharding: ShardingSettings = Field(default_factory=ShardingSettings)
+    runner: RunnerSettings = Field(default_factory=RunnerSettings)
 
     @model_validator(mode="after")
     def _precision_needs_groups(self) -> ExplainSettings:

@@ -1,0 +1,140 @@
+"""Sharded encode/attribute stages: equal results, per-shard caching, only changed methods recomputed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.explain_corpus import explain_corpus
+from flows.settings import ExplainSettings, SettingsError, load_settings
+from storage import ArtifactRef, read_artifact
+
+pytestmark = pytest.mark.integration
+
+TEXTS = [
+    "the movie was great",
+    "bad acting and a boring plot",
+    "not fun",
+    "very good film",
+    "awful plot",
+    "love this movie",
+    "hate the acting",
+    "the plot was fun",
+    "great acting , great plot",
+    "boring",
+    "really bad film",
+    "the film is fun",
+    "not good , not great",
+    "i love the plot",
+    "very boring movie",
+    "good fun",
+]
+METHODS = [
+    {"name": "simple_grad"},
+    {"name": "random"},
+    {"name": "lafa", "params": {"max_neighbours": 3, "epsilon_quantile": 0.5, "kernel": "rbf"}},
+]
+
+
+@pytest.fixture(scope="module")
+def harness():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def corpus_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "reviews.csv"
+    pd.DataFrame({"id": [f"doc-{i}" for i in range(16)], "text": TEXTS, "label": [i % 2 for i in range(16)]}).to_csv(
+        path, index=False
+    )
+    return path
+
+
+def settings_for(workdir: Path, corpus: Path, model: Path, shard_size: int | None, methods=METHODS) -> ExplainSettings:
+    return ExplainSettings.model_validate(
+        {
+            "workdir": str(workdir),
+            "corpus": {"path": str(corpus), "id_column": "id", "label_column": "label"},
+            "model": {"path": str(model)},
+            "attribution": {"methods": methods, "batch_size": 4},
+            "evaluation": {"max_texts": 8},
+            "sharding": {"shard_size": shard_size},
+        }
+    )
+
+
+def attributions(summary: dict, label: str) -> pd.DataFrame:
+    stage = next(s for s in summary["stages"] if s["stage"] == f"attribute-{label}")
+    return read_artifact(ArtifactRef.from_dict(stage["refs"]["attributions"])).to_pandas()
+
+
+def assert_same_results(sharded: dict, whole: dict, labels: list[str]) -> None:
+    """Token attributions row for row (scores to float32 rounding), and the same metrics."""
+    for label in labels:
+        a, b = attributions(sharded, label), attributions(whole, label)
+        keys = ["doc_id", "method", "target", "token_index", "token", "word_index", "char_start", "char_end"]
+        pd.testing.assert_frame_equal(a[keys], b[keys])
+        # Shards batch texts differently; padding changes float32 sums in the last bits only.
+        np.testing.assert_allclose(a["score"], b["score"], rtol=1e-4, atol=1e-6)
+        for metric in ("aopc", "log_odds"):
+            assert sharded["metrics"][label][metric] == pytest.approx(whole["metrics"][label][metric], abs=1e-4)
+
+
+def test_sharded_run_equals_whole_run_and_reuses_every_shard(
+    harness, tmp_path: Path, corpus_csv: Path, tiny_classifier_dir: Path
+) -> None:
+    whole = explain_corpus(settings_for(tmp_path / "whole", corpus_csv, tiny_classifier_dir, None))
+    settings = settings_for(tmp_path / "sharded", corpus_csv, tiny_classifier_dir, 5)
+    first = explain_corpus(settings)
+
+    names = [s["stage"] for s in first["stages"]]
+    assert [n for n in names if n.startswith("encode_corpus")] == [
+        *(f"encode_corpus-shard-{i:05d}" for i in range(4)),
+        "encode_corpus",
+    ]
+    for label in ("simple_grad", "random", "lafa"):
+        shard_stages = [s for s in first["stages"] if s["stage"].startswith(f"attribute-{label}-shard-")]
+        rows = [read_artifact(ArtifactRef.from_dict(s["refs"]["attributions"])) for s in shard_stages]
+        assert [set(t.column("doc_id").to_pylist()) for t in rows] == [
+            {f"doc-{i}" for i in range(start, min(start + 5, 16))} for start in (0, 5, 10, 15)
+        ]
+    assert_same_results(first, whole, ["simple_grad", "random", "lafa"])
+    # LAFA neighbours come from the whole corpus: some text in a shard has a neighbour outside it.
+    assert not np.allclose(attributions(first, "lafa")["score"], attributions(first, "simple_grad")["score"])
+
+    again = explain_corpus(settings)
+    assert again["cache_hits"] == len(again["stages"]) == len(first["stages"])
+    assert sorted(p.name for p in Path(again["artifacts_dir"]).iterdir()) == ["summary"]
+
+    changed_methods = [*METHODS[:2], {**METHODS[2], "params": {**METHODS[2]["params"], "kernel": "cosine"}}]
+    third = explain_corpus(settings_for(tmp_path / "sharded", corpus_csv, tiny_classifier_dir, 5, changed_methods))
+    recomputed = {s["stage"] for s in third["stages"] if not s["cached"]}
+    assert recomputed == {*(f"attribute-lafa-shard-{i:05d}" for i in range(4)), "attribute-lafa", "evaluate-lafa"}
+
+
+def test_shard_size_must_be_positive(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    for bad in (0, -3):
+        config.write_text(f"corpus: {{path: x.csv}}\nmodel: {{path: m}}\nsharding: {{shard_size: {bad}}}\n")
+        with pytest.raises(SettingsError, match=rf"sharding.shard_size: .*positive number of texts, got {bad}"):
+            load_settings(config)
+
+
+def test_thread_runner_runs_shards_in_parallel_with_the_same_results(
+    harness, tmp_path: Path, corpus_csv: Path, tiny_classifier_dir: Path
+) -> None:
+    from flows.explain_corpus import explain_corpus_with_runner
+    from flows.settings import RunnerSettings
+
+    whole = explain_corpus(settings_for(tmp_path / "whole", corpus_csv, tiny_classifier_dir, None))
+    settings = settings_for(tmp_path / "threads", corpus_csv, tiny_classifier_dir, 4).model_copy(
+        update={"runner": RunnerSettings(type="thread", workers=2)}
+    )
+    threaded = explain_corpus_with_runner(settings)
+    assert sum("-shard-" in s["stage"] for s in threaded["stages"]) == 4 * 4
+    assert_same_results(threaded, whole, ["simple_grad", "random", "lafa"])
