@@ -21,6 +21,7 @@ from xattr.metrics.degradation import degradation_curves
 from xattr.metrics.gold_alignment import gold_agreement
 from xattr.metrics.mape import DEFAULT_MASK_FRACTIONS, mape_under_masking, select_accurate_texts, to_quantity
 from xattr.metrics.perturbation import MetricValue, removal_curves, replacement_id
+from xattr.metrics.precision_at_k import gold_token_mask, precision_at_k
 from xattr.metrics.replacement import memoized, model_forward
 from xattr.metrics.switching import switching_points
 from xattr.metrics.uncertainty import bootstrap_mean
@@ -40,7 +41,15 @@ def evaluation_sample(doc_ids: list[str], max_texts: int | None, seed: int) -> l
 
 
 #: Metric families the evaluate stage computes (``aopc`` also gives sufficiency and log-odds).
-METRIC_FAMILIES: tuple[str, ...] = ("aopc", "degradation", "switching_point", "mape", "gold_auc", "gold_pearson")
+METRIC_FAMILIES: tuple[str, ...] = (
+    "aopc",
+    "degradation",
+    "switching_point",
+    "mape",
+    "gold_auc",
+    "gold_pearson",
+    "precision_at_20",
+)
 
 
 def applicable_metrics(task: str, requested: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -50,7 +59,10 @@ def applicable_metrics(task: str, requested: tuple[str, ...] | None) -> tuple[st
         MetricNotApplicableError: A requested metric is unknown or does not apply to ``task``.
     """
     if requested is None:
-        return tuple(m for m in METRIC_FAMILIES if not m.startswith("gold_") and _applies(m, task))
+        # Gold-based metrics are added by the stage when the corpus has gold columns.
+        return tuple(
+            m for m in METRIC_FAMILIES if not m.startswith("gold_") and m != "precision_at_20" and _applies(m, task)
+        )
     for metric in requested:
         if metric not in METRIC_FAMILIES:
             raise MetricNotApplicableError(f"unknown metric {metric!r}; known: {', '.join(METRIC_FAMILIES)}")
@@ -64,6 +76,28 @@ def _applies(metric: str, task: str) -> bool:
     except MetricNotApplicableError:
         return False
     return True
+
+
+def answer_precision(
+    encoded: list, attributions: list[TokenAttribution], spans: dict[int, list[tuple[int, int, int]]], k: int = 20
+) -> list[MetricValue]:
+    """Precision@k of each QA explanation against its answer span (Mask-LRP Sec. 5.1).
+
+    Spans are ``(segment, start, end)``; answers are in the context (segment 1). Special tokens are
+    never ranked.
+    """
+    values = []
+    for attribution in attributions:
+        if attribution.position not in spans:
+            continue
+        text = encoded[attribution.position]
+        answer = [(start, end) for segment, start, end in spans[attribution.position] if segment == 1]
+        gold = gold_token_mask(text.offsets, text.segments, answer)
+        result = precision_at_k(
+            attribution.scores, gold, k=k, candidates=~np.asarray(text.special, dtype=bool), normalise="answer"
+        )
+        values.append(MetricValue(attribution.position, attribution.target, f"precision_at_{k}", None, result.value))
+    return values
 
 
 def _gold_by_position(frame, chosen: list[int], column: str) -> dict[int, list]:  # noqa: ANN001
@@ -178,7 +212,11 @@ def evaluate_stage(
     word_gold = _gold_by_position(view.frame, chosen, "gold_word_scores")
     if ("gold_auc" in families and not spans) or ("gold_pearson" in families and not word_gold):
         raise ValueError(f"evaluate-{label}: gold metrics were requested but the corpus has no gold columns")
-    if spans or word_gold:
+    if loaded.task == "question_answering" and spans:
+        values += answer_precision(view.encoded, attributions_list, spans)
+    elif "precision_at_20" in families:
+        raise ValueError(f"evaluate-{label}: precision_at_20 needs answer spans (gold_spans) in the corpus")
+    if spans and loaded.task != "question_answering" or word_gold:
         gold_values, undefined = gold_agreement(
             view.encoded, attributions_list, spans=spans or None, word_gold=word_gold or None
         )

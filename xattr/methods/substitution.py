@@ -12,6 +12,7 @@ import torch
 
 from xattr.methods.gradients import selected_outputs
 from xattr.models.encoding import Batch
+from xattr.models.forward import output_logits
 from xattr.models.loading import LoadedModel
 
 
@@ -32,8 +33,8 @@ def content_positions(loaded: LoadedModel, batch: Batch) -> list[list[int]]:
 @torch.inference_mode()
 def original_outputs(loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
     """``(batch,)`` each row's explained output on the unperturbed input."""
-    logits = loaded.model(input_ids=batch.input_ids, **batch.model_inputs()).logits
-    return selected_outputs(logits, targets)
+    output = loaded.model(input_ids=batch.input_ids, **batch.model_inputs())
+    return selected_outputs(output_logits(loaded, output, batch.attention_mask), targets)
 
 
 @torch.inference_mode()
@@ -67,9 +68,10 @@ def substituted_outputs(
         for k, (_, positions) in enumerate(chunk):
             replaced[k, list(positions)] = True
         ids[replaced] = replacement
-        logits = loaded.model(
+        output = loaded.model(
             input_ids=ids, attention_mask=batch.attention_mask[rows], token_type_ids=batch.token_type_ids[rows]
-        ).logits
+        )
+        logits = output_logits(loaded, output, batch.attention_mask[rows])
         outputs.append(selected_outputs(logits, targets[rows]))
     if not outputs:
         return torch.zeros(0, dtype=torch.float64, device=batch.input_ids.device)

@@ -6,13 +6,15 @@ import numpy as np
 
 #: Metric family -> the task types it is defined for.
 APPLIES_TO: dict[str, frozenset[str]] = {
-    "aopc": frozenset({"classification", "pair_classification", "multi_label", "regression"}),
-    "log_odds": frozenset({"classification", "pair_classification", "multi_label", "regression"}),
+    "aopc": frozenset({"classification", "pair_classification", "multi_label", "regression", "question_answering"}),
+    "log_odds": frozenset({"classification", "pair_classification", "multi_label", "regression", "question_answering"}),
     "degradation": frozenset({"classification", "pair_classification", "multi_label", "regression"}),
     "switching_point": frozenset({"classification", "pair_classification", "multi_label"}),
     "mape": frozenset({"regression"}),
     "gold_auc": frozenset({"classification", "pair_classification", "multi_label", "regression"}),
     "gold_pearson": frozenset({"classification", "pair_classification", "multi_label", "regression"}),
+    # Mask-LRP Sec. 5.1: top-20 tokens against the answer span of extractive QA.
+    "precision_at_20": frozenset({"question_answering"}),
 }
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from xattr.models.encoding import EncodedText, iter_batches
-from xattr.models.forward import pad_id
+from xattr.models.forward import output_logits, pad_id
 from xattr.models.loading import LoadedModel
 
 #: Sentinel input id of a position whose word embedding is replaced by the baseline vector.
@@ -54,9 +54,10 @@ def predict_perturbed(
         if bool(removed.any()):
             embeds = loaded.model.get_input_embeddings()(b.input_ids.clamp(min=0))  # (batch, seq, hidden)
             embeds = embeds.masked_fill(removed.unsqueeze(-1), 0.0)
-            logits = loaded.model(inputs_embeds=embeds, **b.model_inputs()).logits
+            output = loaded.model(inputs_embeds=embeds, **b.model_inputs())
         else:
-            logits = loaded.model(input_ids=b.input_ids, **b.model_inputs()).logits
+            output = loaded.model(input_ids=b.input_ids, **b.model_inputs())
+        logits = output_logits(loaded, output, b.attention_mask)
         out[list(batch.indices)] = logits.double().cpu().numpy()
         done += len(batch.indices)
         if progress is not None:
