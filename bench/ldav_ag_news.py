@@ -152,11 +152,12 @@ def main() -> None:
     n = min(args.attr_texts, len(encoded))
     subset, targets = encoded[:n], [[int(j)] for j in logits[:n].argmax(axis=1)]
     registered = available_methods()
-    try:
-        from xattr.metrics import switching_point  # type: ignore[attr-defined]
-    except ImportError:
-        switching_point = None
-        print("\nnote: xattr.metrics has no switching_point on this branch: AOPC only")
+    from xattr.metrics.perturbation import replacement_id
+    from xattr.metrics.replacement import memoized, model_forward
+    from xattr.metrics.switching import switching_points
+
+    forward = memoized(model_forward(loaded, batch_size=64))
+    pad = replacement_id(loaded.tokenizer, "pad")
     print(
         f"\nFaithfulness on the LDAV model, {n} test texts, predicted class, [PAD] replacement, "
         f"fractions {FRACTIONS} (95% bootstrap CI over texts)"
@@ -176,9 +177,8 @@ def main() -> None:
         values = removal_curves(loaded, subset, attributions, fractions=FRACTIONS, policy="pad", batch_size=64)
         aopc = np.array([v.value for v in values if v.metric == "aopc"])
         estimate = bootstrap_mean(aopc, seed=0)
-        switching = "n/a"
-        if switching_point is not None:
-            switching = f"{float(np.mean(switching_point(loaded, subset, attributions))):.3f}"
+        points = switching_points(forward, subset, attributions, task=loaded.task, replacement=pad)
+        switching = f"{float(np.mean([v.value for v in points if v.metric == 'switching_point'])):.3f}"
         print(
             f"| {name} | {estimate.mean:.4f} [{estimate.low:.4f}, {estimate.high:.4f}] | {switching} | {seconds:.1f} |"
         )

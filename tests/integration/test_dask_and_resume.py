@@ -47,6 +47,17 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def _drain_prefect_workers() -> None:
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    try:
+        APILogWorker.drain_all(timeout=30)
+    except RuntimeError:
+        pass  # never started
+    EventsWorker.drain_all(timeout=30)
+
+
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory):
     """A Prefect server on 127.0.0.1, stopped by its process id at the end of the module."""
@@ -73,6 +84,9 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
         os.environ["PREFECT_API_URL"] = url  # inherited by Dask worker processes
         with temporary_settings({PREFECT_API_URL: url}):
             yield url
+            # Prefect's log and event workers are process-wide singletons bound to this server: drain
+            # and stop them while it still answers, or a later test harness waits on them forever.
+            _drain_prefect_workers()
         if previous is None:
             os.environ.pop("PREFECT_API_URL", None)
         else:
