@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from flows.settings import AttributionSettings, SettingsError, TrackingSettings
+from flows.config_files import read_config, resolve_model_path, validate_config
+from flows.settings import AttributionSettings, TrackingSettings
 from xattr.data.datasets import DATASETS
 from xattr.metrics.mape import DEFAULT_MASK_FRACTIONS
 from xattr.types import ReplacementPolicy
@@ -143,32 +143,17 @@ def load_benchmark_settings(
     Raises:
         SettingsError: Missing or unreadable file, invalid YAML or invalid values (file and field named).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise SettingsError(f"config file {str(path)!r} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise SettingsError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise SettingsError(f"config file {str(path)!r} must hold a mapping at the top level")
+    base, raw = read_config(path)
     for key, value in (overrides or {}).items():
         if isinstance(value, dict) and isinstance(raw.get(key), dict):
             raw[key] = {**raw[key], **value}
         else:
             raw[key] = value
-    base = path.resolve().parent
     root = data_root or os.environ.get("XATTR_DATA_ROOT") or raw.get("data_root") or "../shared/data"
     root_path = Path(root).expanduser()
     raw["data_root"] = str(root_path if root_path.is_absolute() else (repo_root(base) / root_path).resolve())
     raw["workdir"] = str((base / Path(raw.get("workdir", "xattr-benchmarks")).expanduser()).resolve())
     model = raw.get("model")
     if isinstance(model, dict) and model.get("path"):
-        candidate = (base / Path(model["path"]).expanduser()).resolve()
-        if candidate.exists() or str(model["path"]).startswith((".", "/", "~")):
-            model["path"] = str(candidate)
-    try:
-        return BenchmarkSettings.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise SettingsError(f"config file {str(path)!r}: {problems}") from exc
+        model["path"] = resolve_model_path(base, model["path"])
+    return validate_config(BenchmarkSettings, raw, path)

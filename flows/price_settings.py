@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from flows.settings import EncodeSettings, IndexSettings, MethodConfig, SettingsError, TrackingSettings
+from flows.config_files import read_config, resolve_model_path, resolve_path, validate_config
+from flows.settings import EncodeSettings, IndexSettings, MethodConfig, TrackingSettings
 from xattr.models.loading import ModelSpec
 from xattr.reporting.phrases import AttributeRule
 from xattr.training.finetune import FineTuneConfig
@@ -155,11 +155,6 @@ class PriceDriverSettings(_Strict):
         return self.tracking.uri or f"sqlite:///{(self.workdir.resolve() / 'mlflow.db')}"
 
 
-def _resolve(base: Path, value: str | Path) -> Path:
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else (base / path).resolve()
-
-
 def load_price_settings(path: Path | str, overrides: dict[str, Any] | None = None) -> PriceDriverSettings:
     """Read a YAML config; relative paths are relative to the config file.
 
@@ -167,27 +162,14 @@ def load_price_settings(path: Path | str, overrides: dict[str, Any] | None = Non
         SettingsError: Missing or unreadable file, invalid YAML, or invalid values (the message
             names the file and each offending field).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise SettingsError(f"config file {str(path)!r} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise SettingsError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise SettingsError(f"config file {str(path)!r} must hold a mapping at the top level")
+    base, raw = read_config(path)
     raw.update(overrides or {})
-    base = path.resolve().parent
     if isinstance(raw.get("catalogue"), dict) and "path" in raw["catalogue"]:
-        raw["catalogue"]["path"] = str(_resolve(base, raw["catalogue"]["path"]))
+        raw["catalogue"]["path"] = str(resolve_path(base, raw["catalogue"]["path"]))
     model = raw.get("model")
     if isinstance(model, dict):
         for key in ("path", "base_model"):
-            if model.get(key) and (_resolve(base, model[key]).exists() or str(model[key]).startswith((".", "/", "~"))):
-                model[key] = str(_resolve(base, model[key]))
-    raw["workdir"] = str(_resolve(base, raw.get("workdir", "xattr-runs")))
-    try:
-        return PriceDriverSettings.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise SettingsError(f"config file {str(path)!r}: {problems}") from exc
+            if model.get(key):
+                model[key] = resolve_model_path(base, model[key])
+    raw["workdir"] = str(resolve_path(base, raw.get("workdir", "xattr-runs")))
+    return validate_config(PriceDriverSettings, raw, path)

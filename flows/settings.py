@@ -5,19 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from flows.config_files import SettingsError as SettingsError  # re-exported: callers import it from here
+from flows.config_files import read_config, resolve_model_path, resolve_path, validate_config
 from xattr.data.corpus import CorpusColumns
 from xattr.methods import get_method
 from xattr.models.loading import ModelSpec
 from xattr.models.targets import TargetPolicy
 from xattr.neighbours.index import IndexParams, IndexType
 from xattr.types import ReplacementPolicy, TaskName
-
-
-class SettingsError(ValueError):
-    """A configuration file cannot be used; the message names the file and the field."""
 
 
 class _Strict(BaseModel):
@@ -248,11 +245,6 @@ class ExplainSettings(_Strict):
         return self.tracking.uri or f"sqlite:///{(self.workdir.resolve() / 'mlflow.db')}"
 
 
-def _resolve(base: Path, value: str | Path) -> Path:
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else (base / path).resolve()
-
-
 def load_settings(path: Path | str, overrides: dict[str, Any] | None = None) -> ExplainSettings:
     """Read a YAML config; relative paths are taken relative to the config file.
 
@@ -267,29 +259,14 @@ def load_settings(path: Path | str, overrides: dict[str, Any] | None = None) -> 
         SettingsError: Missing or unreadable file, invalid YAML, or invalid values (the message
             names the file and each offending field).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise SettingsError(f"config file {str(path)!r} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise SettingsError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise SettingsError(f"config file {str(path)!r} must hold a mapping at the top level")
+    base, raw = read_config(path)
     raw.update(overrides or {})
-    base = path.resolve().parent
     if isinstance(raw.get("corpus"), dict) and "path" in raw["corpus"]:
-        raw["corpus"]["path"] = str(_resolve(base, raw["corpus"]["path"]))
+        raw["corpus"]["path"] = str(resolve_path(base, raw["corpus"]["path"]))
     if isinstance(raw.get("model"), dict) and "path" in raw["model"]:
-        candidate = _resolve(base, raw["model"]["path"])
-        if candidate.exists() or str(raw["model"]["path"]).startswith((".", "/", "~")):
-            raw["model"]["path"] = str(candidate)
+        raw["model"]["path"] = resolve_model_path(base, raw["model"]["path"])
     if "workdir" in raw:
-        raw["workdir"] = str(_resolve(base, raw["workdir"]))
+        raw["workdir"] = str(resolve_path(base, raw["workdir"]))
     else:
-        raw["workdir"] = str(_resolve(base, "xattr-runs"))
-    try:
-        return ExplainSettings.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise SettingsError(f"config file {str(path)!r}: {problems}") from exc
+        raw["workdir"] = str(resolve_path(base, "xattr-runs"))
+    return validate_config(ExplainSettings, raw, path)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from flows.settings import CorpusSettings, SettingsError, TrackingSettings
+from flows.config_files import read_config, resolve_path, validate_config
+from flows.settings import CorpusSettings, TrackingSettings
 from xattr.types import TaskName
 
 
@@ -97,8 +97,7 @@ class TrainSettings(_Strict):
 
 
 def _resolve(base: Path, value: str | Path) -> str:
-    path = Path(value).expanduser()
-    return str(path if path.is_absolute() else (base / path).resolve())
+    return str(resolve_path(base, value))
 
 
 def load_train_settings(path: Path | str, overrides: dict[str, Any] | None = None) -> TrainSettings:
@@ -107,17 +106,8 @@ def load_train_settings(path: Path | str, overrides: dict[str, Any] | None = Non
     Raises:
         SettingsError: Missing file, invalid YAML or invalid values (file and fields named).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise SettingsError(f"config file {str(path)!r} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise SettingsError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise SettingsError(f"config file {str(path)!r} must hold a mapping at the top level")
+    base, raw = read_config(path)
     raw.update(overrides or {})
-    base = path.resolve().parent
     if isinstance(raw.get("corpus"), dict) and "path" in raw["corpus"]:
         raw["corpus"]["path"] = _resolve(base, raw["corpus"]["path"])
     if isinstance(raw.get("split"), dict) and raw["split"].get("validation_path"):
@@ -126,8 +116,4 @@ def load_train_settings(path: Path | str, overrides: dict[str, Any] | None = Non
         if raw.get(key):
             raw[key] = _resolve(base, raw[key])
     raw["workdir"] = _resolve(base, raw.get("workdir", "xattr-runs"))
-    try:
-        return TrainSettings.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise SettingsError(f"config file {str(path)!r}: {problems}") from exc
+    return validate_config(TrainSettings, raw, path)
