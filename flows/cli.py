@@ -9,6 +9,7 @@ import os
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,6 +25,30 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+
+
+def _load_config(loader: Callable[..., Any], config: Path, workdir: Path | None, **extra: Any) -> Any:
+    """Settings from ``loader``; a bad config prints one line and exits 2."""
+    from flows.settings import SettingsError
+
+    try:
+        return loader(config, {"workdir": str(workdir.resolve())} if workdir else None, **extra)
+    except SettingsError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _run_flow(flow_function: Callable[[Any], dict[str, Any]], settings: Any, *known: type[Exception]) -> dict[str, Any]:
+    """Run a flow; a known failure prints one line and exits 1 (the run is already marked failed)."""
+    from storage import StorageError
+    from xattr.data.corpus import CorpusError
+    from xattr.models.loading import ModelLoadError
+
+    try:
+        return flow_function(settings)
+    except (CorpusError, ModelLoadError, StorageError, ValueError, *known) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
 
 
 def _metrics_table(summary: dict[str, Any]) -> Table:
@@ -57,23 +82,9 @@ def run(
     """Run the explain_corpus flow in-process on CONFIG."""
     from flows.explain_corpus import explain_corpus_with_runner
     from flows.runners import RunnerError
-    from flows.settings import SettingsError, load_settings
+    from flows.settings import load_settings
 
-    try:
-        settings = load_settings(config, {"workdir": str(workdir.resolve())} if workdir else None)
-    except SettingsError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
-    from storage import StorageError
-    from xattr.data.corpus import CorpusError
-    from xattr.models.loading import ModelLoadError
-
-    try:
-        summary = explain_corpus_with_runner(settings)
-    except (CorpusError, ModelLoadError, StorageError, ValueError, RunnerError) as exc:
-        # The flow run is already marked failed in Prefect and MLflow; say why in one line.
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
+    summary = _run_flow(explain_corpus_with_runner, _load_config(load_settings, config, workdir), RunnerError)
     console.print(_metrics_table(summary))
     _where(summary)
 
@@ -382,23 +393,9 @@ def report_price_drivers(
     """What drives predicted price across a catalogue: drivers table, HTML report, MLflow run."""
     from flows.price_drivers import price_drivers
     from flows.price_settings import load_price_settings
-    from flows.settings import SettingsError
-
-    try:
-        settings = load_price_settings(config, {"workdir": str(workdir.resolve())} if workdir else None)
-    except SettingsError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
-    from storage import StorageError
-    from xattr.data.corpus import CorpusError
     from xattr.data.products import ProductsError
-    from xattr.models.loading import ModelLoadError
 
-    try:
-        summary = price_drivers(settings)
-    except (CorpusError, ProductsError, ModelLoadError, StorageError, ValueError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
+    summary = _run_flow(price_drivers, _load_config(load_price_settings, config, workdir), ProductsError)
     m = summary["metrics"]
     table = Table(title="Model quality on held-out listings")
     for column in ("model", "R^2 (log price)", "MAPE"):
@@ -423,25 +420,10 @@ def benchmark(
     """Benchmark every configured method on one dataset: fine-tune, attribute, all metrics, MLflow."""
     from flows.benchmark import benchmark as benchmark_flow
     from flows.benchmark_settings import load_benchmark_settings
-    from flows.settings import SettingsError
 
-    try:
-        settings = load_benchmark_settings(
-            config, {"workdir": str(workdir.resolve())} if workdir else None, data_root=data_root
-        )
-    except SettingsError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
-    from storage import StorageError
-    from xattr.data.corpus import CorpusError
-    from xattr.models.loading import ModelLoadError
-
+    settings = _load_config(load_benchmark_settings, config, workdir, data_root=data_root)
     started = time.perf_counter()
-    try:
-        summary = benchmark_flow(settings)
-    except (CorpusError, ModelLoadError, StorageError, ValueError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
+    summary = _run_flow(benchmark_flow, settings)
     typer.echo(summary["table"])  # plain markdown: readable at any width, pastes into reports
     console.print(f"[bold]Table:[/] {summary['table_path']}")
     uri = summary["tracking_uri"]
