@@ -114,7 +114,7 @@ def start_mlflow_server(
             if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
                 return process
         except httpx.HTTPError:
-            pass
+            pass  # not answering yet: poll again until the deadline
         time.sleep(0.5)
     stop_server(process)
     raise UIError(f"mlflow server did not answer at {url} within {timeout:.0f} s (log: {log})")
