@@ -11,12 +11,12 @@ from prefect import task
 
 from storage import ArtifactRef, ArtifactStore, read_artifact, read_index
 from tasks.caching import stage_cache_key
-from tasks.corpus_io import read_corpus
+from tasks.corpus_io import CorpusView, read_corpus
 from tasks.head_statistics import bind_head_masks
 from tasks.models import loaded_model
 from tasks.progress import StageProgress
 from tasks.results import RunContext, StageResult
-from xattr.methods import attribute_corpus, get_method
+from xattr.methods import TokenAttribution, attribute_corpus, get_method
 from xattr.models.forward import predict_logits
 from xattr.models.loading import LoadedModel, ModelSpec
 from xattr.models.targets import TargetPolicy, resolve_targets
@@ -55,6 +55,35 @@ def _neighbours(
         table.num_rows, -1
     )
     return select_neighbours(index, vectors, request, groups=groups.get(request.filter), seed=seed)
+
+
+def attributions_table(view: CorpusView, loaded: LoadedModel, results: list[TokenAttribution], label: str) -> pa.Table:
+    """The ``token_attributions`` table of ``results``: one row per token of each explained (text, target)."""
+    doc_ids, targets_col, token_index, tokens, words, starts, ends, scores = [], [], [], [], [], [], [], []
+    for r in results:
+        enc = view.encoded[r.position]
+        n = len(enc)
+        doc_ids.extend([view.doc_ids[r.position]] * n)
+        targets_col.extend([r.target] * n)
+        token_index.extend(range(n))
+        tokens.extend(loaded.tokenizer.convert_ids_to_tokens(list(enc.input_ids)))
+        words.extend(enc.word_index)
+        starts.extend(o[0] for o in enc.offsets)
+        ends.extend(o[1] for o in enc.offsets)
+        scores.append(r.scores)
+    return pa.table(
+        {
+            "doc_id": pa.array(doc_ids, pa.string()),
+            "method": pa.array([label] * len(doc_ids), pa.string()),
+            "target": pa.array(targets_col, pa.int32()),
+            "token_index": pa.array(token_index, pa.int32()),
+            "token": pa.array(tokens, pa.string()),
+            "word_index": pa.array(words, pa.int32()),
+            "char_start": pa.array(starts, pa.int32()),
+            "char_end": pa.array(ends, pa.int32()),
+            "score": pa.array(np.concatenate(scores).astype(np.float32) if scores else [], pa.float32()),
+        }
+    )
 
 
 @task(
@@ -122,31 +151,7 @@ def attribute_stage(
         batch_size=batch_size,
         progress=StageProgress(f"attribute-{label}"),
     )
-    doc_ids, targets_col, token_index, tokens, words, starts, ends, scores = [], [], [], [], [], [], [], []
-    for r in results:
-        enc = view.encoded[r.position]
-        n = len(enc)
-        doc_ids.extend([view.doc_ids[r.position]] * n)
-        targets_col.extend([r.target] * n)
-        token_index.extend(range(n))
-        tokens.extend(loaded.tokenizer.convert_ids_to_tokens(list(enc.input_ids)))
-        words.extend(enc.word_index)
-        starts.extend(o[0] for o in enc.offsets)
-        ends.extend(o[1] for o in enc.offsets)
-        scores.append(r.scores)
-    table = pa.table(
-        {
-            "doc_id": pa.array(doc_ids, pa.string()),
-            "method": pa.array([label] * len(doc_ids), pa.string()),
-            "target": pa.array(targets_col, pa.int32()),
-            "token_index": pa.array(token_index, pa.int32()),
-            "token": pa.array(tokens, pa.string()),
-            "word_index": pa.array(words, pa.int32()),
-            "char_start": pa.array(starts, pa.int32()),
-            "char_end": pa.array(ends, pa.int32()),
-            "score": pa.array(np.concatenate(scores).astype(np.float32) if scores else [], pa.float32()),
-        }
-    )
+    table = attributions_table(view, loaded, results, label)
     seconds = time.perf_counter() - started
     ref = ArtifactStore(context.artifacts_root, context.run_id).write(
         "token_attributions",

@@ -21,7 +21,7 @@ import pyarrow as pa
 from prefect import task
 
 from storage import ArtifactRef, ArtifactStore, artifact_metadata, read_artifact
-from tasks.attribute import _neighbours
+from tasks.attribute import _neighbours, attributions_table
 from tasks.caching import canonical, code_version, stage_cache_key
 from tasks.corpus_io import read_corpus
 from tasks.head_statistics import bind_head_masks
@@ -201,33 +201,7 @@ def attribute_shard_stage(
         batch_size=batch_size,
         progress=StageProgress(f"attribute-{label}-{shard.name}"),
     )
-    # The same columns as attribute_stage writes (kept in step by the sharded-equals-unsharded test).
-    columns: dict[str, list] = {k: [] for k in ("doc_id", "target", "token_index", "token", "word", "start", "end")}
-    scores = []
-    for r in results:
-        enc = view.encoded[r.position]
-        n = len(enc)
-        columns["doc_id"].extend([view.doc_ids[r.position]] * n)
-        columns["target"].extend([r.target] * n)
-        columns["token_index"].extend(range(n))
-        columns["token"].extend(loaded.tokenizer.convert_ids_to_tokens(list(enc.input_ids)))
-        columns["word"].extend(enc.word_index)
-        columns["start"].extend(o[0] for o in enc.offsets)
-        columns["end"].extend(o[1] for o in enc.offsets)
-        scores.append(r.scores)
-    table = pa.table(
-        {
-            "doc_id": pa.array(columns["doc_id"], pa.string()),
-            "method": pa.array([label] * len(columns["doc_id"]), pa.string()),
-            "target": pa.array(columns["target"], pa.int32()),
-            "token_index": pa.array(columns["token_index"], pa.int32()),
-            "token": pa.array(columns["token"], pa.string()),
-            "word_index": pa.array(columns["word"], pa.int32()),
-            "char_start": pa.array(columns["start"], pa.int32()),
-            "char_end": pa.array(columns["end"], pa.int32()),
-            "score": pa.array(np.concatenate(scores).astype(np.float32) if scores else [], pa.float32()),
-        }
-    )
+    table = attributions_table(view, loaded, results, label)
     seconds = time.perf_counter() - started
     ref = ArtifactStore(context.artifacts_root, context.run_id).write(
         "token_attributions",
