@@ -30,6 +30,7 @@ from tasks.benchmark import fine_tune_stage, prepare_splits_stage, select_accura
 from tasks.build_index import build_index_stage
 from tasks.encode_corpus import encode_corpus_stage
 from tasks.evaluate import applicable_metrics, evaluate_stage
+from tasks.head_statistics import head_statistics_stage
 from tasks.results import RunContext, StageResult
 from xattr.methods import get_method
 from xattr.metrics.uncertainty import paired_difference
@@ -172,6 +173,8 @@ def _benchmark(
             "log_target": train.log_target,
             "num_labels": train.num_labels,
         }
+        if train.ldav.enabled:  # only then: existing fine-tune cache keys stay valid
+            config["ldav"] = train.ldav.model_dump()
         train_info = fine_tune_stage(
             splits.refs["train"], _base_model(settings), task, config, settings.workdir.resolve() / "models"
         )
@@ -202,8 +205,13 @@ def _benchmark(
         index = _run(
             build_index_stage, storage, embeddings=embeddings, index_type="flat_l2", neighbours=10, context=context
         )[0].refs["index"]
+    head_masks = _head_masks(settings, splits.refs["train"], model, storage, context, uri, parent)
+    if head_masks is not None:
+        notes.append(f"head masks mined on the train split ({head_masks[1]})")
     per_method: dict[str, dict[str, Any]] = {}
+    method_notes: list[tuple[str, tuple[str, ...]]] = []
     for method, uses_index in zip(settings.attribution.methods, needs_index, strict=True):
+        uses_head_masks = get_method(method.name, method.params).uses_head_masks
         attributed, attr_cached = _run(
             attribute_stage,
             storage,
@@ -218,6 +226,7 @@ def _benchmark(
             embeddings=embeddings if uses_index else None,
             index=index if uses_index else None,
             seed=evaluation.seed,
+            head_masks=head_masks[0] if uses_head_masks and head_masks is not None else None,
         )
         evaluated, eval_cached = _run(
             evaluate_stage,
@@ -240,14 +249,67 @@ def _benchmark(
             "method": method,
             "metrics": dict(evaluated.metrics),
             "evaluation": evaluated.refs["evaluation"],
+            "attributions": attributed.refs["attributions"],
             "attribute_seconds": attributed.seconds,
             "evaluate_seconds": evaluated.seconds,
             "cached": attr_cached and eval_cached,
         }
-        notes += [f"{method.key}: {n}" for n in evaluated.notes]
+        method_notes.append((method.key, tuple(evaluated.notes)))
         logger.info("%s: %s", method.key, {k: round(v, 4) for k, v in evaluated.metrics.items() if "@" not in k})
+    notes += _merged_notes(method_notes)
     _paired_vs_random(per_method)
-    return _report(settings, context, uri, parent, per_method, families, notes, model_path, train_info)
+    summary = _report(settings, context, uri, parent, per_method, families, notes, model_path, train_info)
+    summary["head_statistics"] = head_masks[0].to_dict() if head_masks is not None else None
+    summary["attributions"] = {key: info["attributions"].to_dict() for key, info in per_method.items()}
+    return summary
+
+
+def _head_masks(
+    settings: BenchmarkSettings,
+    train: ArtifactRef,
+    model: ModelSpec,
+    storage: str,
+    context: RunContext,
+    uri: str,
+    parent: str,
+) -> tuple[ArtifactRef, str] | None:
+    """Mine head statistics on the train split once, when a configured method uses head masks.
+
+    Returns the ``head_statistics`` artifact and a one-line summary (heads kept), or ``None``.
+    The Fig. 5-style heatmap PNG is logged to the parent MLflow run.
+    """
+    if not any(get_method(m.name, m.params).uses_head_masks for m in settings.attribution.methods):
+        return None
+    heads = settings.heads
+    result, _ = _run(
+        head_statistics_stage,
+        storage,
+        corpus=train,
+        model=model,
+        context=context,
+        xi_synt=heads.xi_synt,
+        xi_pos=heads.xi_pos,
+        max_sentences=heads.max_sentences,
+        window=heads.window,
+        parser=heads.parser,
+        ignore_special_keys=heads.ignore_special_keys,
+        batch_size=heads.batch_size,
+        seed=settings.evaluation.seed,
+    )
+    for path in result.files.values():
+        tracking.log_files(uri, parent, {"heads": Path(path)})
+    summary = ", ".join(f"{k} {v:g}" for k, v in sorted(result.metrics.items()) if "heads" in k) or "no counts"
+    return result.refs["statistics"], summary
+
+
+def _merged_notes(method_notes: list[tuple[str, tuple[str, ...]]]) -> list[str]:
+    """Evaluation notes, each once: prefixed "every method" when all methods gave it, else the method's key."""
+    merged: list[str] = []
+    everyone = set.intersection(*(set(n) for _, n in method_notes)) if len(method_notes) > 1 else set()
+    shared = dict.fromkeys(n for _, notes in method_notes for n in notes if n in everyone)
+    merged += [f"every method: {n}" for n in shared]
+    merged += [f"{key}: {n}" for key, notes in method_notes for n in notes if n not in everyone]
+    return merged
 
 
 def _paired_vs_random(per_method: dict[str, dict[str, Any]]) -> None:

@@ -9,7 +9,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from flows.config_files import read_config, resolve_model_path, validate_config
-from flows.settings import AttributionSettings, TrackingSettings
+from flows.settings import AttributionSettings, HeadsSettings, TrackingSettings
+from flows.train_settings import LdavSettings
 from xattr.data.datasets import DATASETS
 from xattr.metrics.mape import DEFAULT_MASK_FRACTIONS
 from xattr.types import ReplacementPolicy
@@ -56,6 +57,9 @@ class TrainSettings(_Strict):
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     log_target: bool = Field(False, description="regression: train on log(label) (prices)")
     num_labels: int | None = Field(None, ge=1, description="classes or labels; default: largest label index + 1")
+    ldav: LdavSettings = Field(
+        default_factory=LdavSettings, description="train LDAV class vectors too (single-label classifiers; method ldav)"
+    )
 
 
 class BenchmarkModelSettings(_Strict):
@@ -99,6 +103,9 @@ class BenchmarkSettings(_Strict):
     train: TrainSettings = Field(default_factory=TrainSettings)
     attribution: AttributionSettings = Field(default_factory=AttributionSettings)
     evaluation: BenchmarkEvaluation = Field(default_factory=BenchmarkEvaluation)
+    heads: HeadsSettings = Field(
+        default_factory=HeadsSettings, description="head statistics (mined on the train split) for Mask-LRP"
+    )
     tracking: TrackingSettings = Field(default_factory=lambda: TrackingSettings(experiment="xattr-benchmark"))
 
     @model_validator(mode="after")

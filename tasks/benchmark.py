@@ -25,6 +25,7 @@ from xattr.metrics.replacement import predict_perturbed
 from xattr.models.loading import ModelSpec
 from xattr.training.finetune import FineTuneConfig, fine_tune
 from xattr.training.multilabel import fine_tune_multi_label
+from xattr.training.trainer import LdavConfig, TrainConfig, TrainingRows, TrainResult, train_model
 
 
 def _table(frame: Any) -> pa.Table:
@@ -129,7 +130,10 @@ def fine_tune_stage(
     settings = dict(config)
     log_target = bool(settings.pop("log_target", False))
     num_labels = settings.pop("num_labels", None)
-    if task == "multi_label":
+    ldav = settings.pop("ldav", None) or {}
+    if ldav.get("enabled"):
+        result = _fine_tune_with_ldav(base_model, frame, out, task, num_labels, settings, ldav)
+    elif task == "multi_label":
         label_sets = [[int(v) for v in labels] for labels in frame["label_set"]]
         result = fine_tune_multi_label(
             base_model,
@@ -154,6 +158,49 @@ def fine_tune_stage(
     write_text_file(report, json.dumps(info, indent=2), name="fine_tune/report")
     logger.info("fine-tuned %s in %.0f s: %s", out, result.seconds, result.metrics)
     return {**info, "reused": False}
+
+
+def _fine_tune_with_ldav(
+    base_model: Path,
+    frame: Any,
+    out: Path,
+    task: str,
+    num_labels: int | None,
+    settings: dict[str, Any],
+    ldav: dict[str, Any],
+) -> TrainResult:
+    """Fine-tune with LDAV class vectors (LDAV Sec. 3.1) through :func:`xattr.training.trainer.train_model`.
+
+    The same optimiser recipe as ``fine_tune`` (every epoch run, no early stopping); the validation
+    rows are a seeded ``validation_fraction`` of the train split, as in ``fine_tune``.
+    """
+    if task not in ("classification", "pair_classification"):
+        raise ValueError(f"train.ldav.enabled needs a single-label classifier; this dataset's task is {task!r}")
+    settings = dict(settings)
+    fraction = float(settings.pop("validation_fraction", 0.1))
+    seed = int(settings.get("seed", 0))
+    order = np.random.default_rng(seed).permutation(len(frame))
+    held = int(round(fraction * len(frame)))
+    labels = frame["label"].astype(int).to_numpy()
+    pairs = frame["text_pair"] if "text_pair" in frame and frame["text_pair"].notna().any() else None
+
+    def rows(positions: np.ndarray) -> TrainingRows:
+        return TrainingRows(
+            texts=frame["text"].iloc[positions].tolist(),
+            pairs=None if pairs is None else pairs.iloc[positions].tolist(),
+            labels=labels[positions].tolist(),
+        )
+
+    config = TrainConfig(**settings, patience=None, ldav=LdavConfig(**ldav))
+    return train_model(
+        base_model,
+        rows(order[held:]),
+        out,
+        task="pair_classification" if pairs is not None else "classification",
+        num_labels=num_labels or max(2, int(labels.max()) + 1),
+        validation=rows(order[:held]) if held else None,
+        config=config,
+    )
 
 
 @task(name="select_accurate", cache_key_fn=stage_cache_key, persist_result=True)

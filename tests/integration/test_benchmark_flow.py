@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.benchmark import benchmark
 from flows.benchmark_settings import load_benchmark_settings
 from flows.settings import SettingsError
+from storage import ArtifactRef, artifact_metadata, read_artifact
+from tasks.head_statistics import read_head_masks
+from xattr.methods import base
+from xattr.methods.base import AttributionMethod
 from xattr.metrics.applicability import MetricNotApplicableError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +56,8 @@ def test_regression_benchmark_fine_tunes_and_logs_one_run_per_method(harness, ti
         assert metrics["mape_texts"] == 12.0
     assert "vs_random/aopc_p" in summary["metrics"]["simple_grad"]
     table = Path(summary["table_path"]).read_text()
-    assert "| simple_grad | 12 |" in table and "MAPE" in table and "MAPE texts:" in table
+    assert "| simple_grad | 12 |" in table and "MAPE" in table
+    assert "- every method: MAPE texts:" in table  # one shared note, not one copy per method
     assert set(summary["figures"]) >= {"comprehensiveness_curve", "log_odds_curve", "mape_curve"}
     children = _children(summary["tracking_uri"], summary["mlflow_run_id"])
     assert set(children) == {"simple_grad", "random"}
@@ -135,3 +142,47 @@ def test_multi_label_benchmark_fine_tunes_and_scores_entity_spans(harness, tiny_
     assert metrics["gold_unlocated"] == 1.0  # "Texas" is not in its text: counted, reported, not fatal
     assert "1 gold items could not be located" in Path(summary["table_path"]).read_text()
     assert "micro_f1" in summary["fine_tune"]["metrics"]
+
+
+class _MaskProbe(AttributionMethod):
+    """Test-only method: every token scores the number of kept heads it was given (proves the binding)."""
+
+    name = "mask_probe"
+    summary = "test only"
+    paper = "test only"
+    uses_head_masks: ClassVar[bool] = True
+
+    def attribute_batch(self, loaded, batch, targets):
+        assert self._head_masks is not None
+        return torch.full(batch.input_ids.shape, float(self._head_masks.union.sum()))
+
+
+def test_benchmark_trains_ldav_vectors_and_binds_head_masks_mined_on_train(
+    harness, tiny_classifier_dir, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setitem(base._REGISTRY, _MaskProbe.name, _MaskProbe)
+    (tmp_path / "train.txt").write_text("\n".join(TREES * 3) + "\n")
+    (tmp_path / "dev.txt").write_text("\n".join(TREES) + "\n")
+    config = tmp_path / "sst.yaml"
+    config.write_text(
+        f"workdir: work\ndata_root: {tmp_path}\n"
+        "dataset: {name: sst, train: train.txt, eval: dev.txt}\n"
+        f"train: {{base_model: {tiny_classifier_dir}, epochs: 1, batch_size: 4, max_length: 16,\n"
+        "  ldav: {enabled: true}}\n"
+        "attribution: {methods: [{name: ldav}, {name: mask_probe}, {name: random}]}\n"
+        "heads: {xi_synt: 0.05, xi_pos: 0.3, window: 2}\n"
+        "evaluation: {fractions: [0.5], max_texts: 6, metrics: [aopc]}\n"
+    )
+    summary = benchmark(load_benchmark_settings(config))
+    assert (Path(summary["model"]) / "ldav_vectors.safetensors").is_file()
+    assert {"aopc", "texts"} <= set(summary["metrics"]["ldav"]) and summary["metrics"]["ldav"]["texts"] == 6.0
+    heads = ArtifactRef.from_dict(summary["head_statistics"])
+    metadata = artifact_metadata(heads)
+    assert (metadata["xi_synt"], metadata["xi_pos"], metadata["texts"]) == ("0.05", "0.3", "18")  # the train split
+    kept = float(read_head_masks(heads).union.sum())
+    probe_scores = read_artifact(ArtifactRef.from_dict(summary["attributions"]["mask_probe"])).column("score")
+    assert len(probe_scores) > 0 and set(probe_scores.to_pylist()) == {kept}
+    assert "head masks mined on the train split" in Path(summary["table_path"]).read_text()
+    client = MlflowClient(summary["tracking_uri"])
+    assert [f.path for f in client.list_artifacts(summary["mlflow_run_id"], "heads")] == ["heads/head_masks.png"]
+    assert set(_children(summary["tracking_uri"], summary["mlflow_run_id"])) == {"ldav", "mask_probe", "random"}
