@@ -31,6 +31,7 @@ from tasks.build_index import build_index_stage
 from tasks.encode_corpus import encode_corpus_stage
 from tasks.evaluate import applicable_metrics, evaluate_stage
 from tasks.head_statistics import head_statistics_stage
+from tasks.layer_precision import layer_precision_stage
 from tasks.results import RunContext, StageResult
 from xattr.methods import get_method
 from xattr.metrics.uncertainty import paired_difference
@@ -132,7 +133,7 @@ def benchmark(settings: BenchmarkSettings) -> dict[str, Any]:
         tracking.finish_parent_run(uri, parent, {}, status="FAILED")
         raise
     summary["seconds"] = time.perf_counter() - started
-    tracking.finish_parent_run(uri, parent, {"seconds": summary["seconds"]})
+    tracking.finish_parent_run(uri, parent, {"seconds": summary["seconds"], **summary["neighbour_precision"]})
     summary.update(run_id=context.run_id, mlflow_run_id=parent, tracking_uri=uri)
     return summary
 
@@ -182,6 +183,25 @@ def _benchmark(
     model = ModelSpec(model_path, None, False, settings.explain_length(), settings.model.device)
     evaluation = settings.evaluation
     corpus = splits.refs["eval"]
+    layer_metrics: dict[str, float] = {}
+    if evaluation.neighbour_precision:
+        layers, _ = _run(
+            layer_precision_stage,
+            storage,
+            corpus=corpus,
+            model=model,
+            neighbours=evaluation.neighbours,
+            max_texts=int(splits.metrics["eval_rows"]),
+            seed=evaluation.seed,
+            batch_size=evaluation.batch_size,
+            context=context,
+        )
+        layer_metrics = {f"neighbour_precision@{k.partition('@')[2]}": v for k, v in layers.metrics.items() if "@" in k}
+        curve = ", ".join(f"layer {k.partition('@')[2]}: {v:.3f}" for k, v in layer_metrics.items())
+        notes.append(
+            f"neighbour precision (LAFA Eq. 8, M={evaluation.neighbours}, {int(layers.metrics['texts'])} pool texts, "
+            f"category as the external label) by hidden layer: {curve}; best layer {int(layers.metrics['best_layer'])}"
+        )
     if "mape" in families:
         selected, _ = _run(
             select_accurate_stage,
@@ -260,6 +280,8 @@ def _benchmark(
     _paired_vs_random(per_method)
     summary = _report(settings, context, uri, parent, per_method, families, notes, model_path, train_info)
     summary["head_statistics"] = head_masks[0].to_dict() if head_masks is not None else None
+    summary["neighbour_precision"] = layer_metrics
+    summary["eval_split"] = splits.refs["eval"].to_dict()
     summary["attributions"] = {key: info["attributions"].to_dict() for key, info in per_method.items()}
     return summary
 

@@ -80,6 +80,10 @@ class BenchmarkEvaluation(_Strict):
     mape_fractions: list[float] = Field(default_factory=lambda: list(DEFAULT_MASK_FRACTIONS))
     mape_threshold: float = Field(0.01, gt=0.0, description="LAFA 5.3: texts within this relative error")
     replacement: ReplacementPolicy = "mask"
+    neighbour_precision: bool = Field(
+        False, description="LAFA Eq. 8 per hidden layer against the dataset's category (group) on the evaluation pool"
+    )
+    neighbours: int = Field(10, ge=1, description="M of LAFA Eq. 8")
     max_texts: int | None = Field(200, ge=1, description="texts scored per method (a seeded sample)")
     seed: int = 0
     batch_size: int = Field(64, ge=1)

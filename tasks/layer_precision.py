@@ -29,6 +29,8 @@ def layer_precision_stage(
 ) -> StageResult:
     """Measure, for each hidden layer, how often a text's neighbours share its group.
 
+    Texts without a group are left out (counted as ``without_group``).
+
     Metrics: ``neighbour_precision@<layer>`` (a curve over layers) and ``best_layer``.
 
     Raises:
@@ -40,7 +42,8 @@ def layer_precision_stage(
         raise ValueError("layer precision needs corpus.group_column (a category per text)")
     loaded = loaded_model(model)
     view = read_corpus(corpus, loaded)
-    chosen = np.arange(len(view.encoded))
+    # Texts without a category have no neighbour to agree with: "None" is not a shared category.
+    chosen = np.asarray([i for i, g in enumerate(groups) if g is not None], dtype=int)
     if len(chosen) > max_texts:
         chosen = np.sort(np.random.default_rng(seed).choice(len(chosen), size=max_texts, replace=False))
     precision = layer_precisions(
@@ -53,7 +56,11 @@ def layer_precision_stage(
     )
     best = max(precision, key=lambda layer: (precision[layer], -layer))
     metrics = {f"neighbour_precision@{layer}": value for layer, value in precision.items()}
-    metrics.update(best_layer=float(best), texts=float(len(chosen)))
+    metrics.update(
+        best_layer=float(best),
+        texts=float(len(chosen)),
+        without_group=float(len(groups) - sum(g is not None for g in groups)),
+    )
     return StageResult(
         "layer_precision",
         {},

@@ -14,10 +14,14 @@ from flows.benchmark import benchmark
 from flows.benchmark_settings import load_benchmark_settings
 from flows.settings import SettingsError
 from storage import ArtifactRef, artifact_metadata, read_artifact
+from tasks.corpus_io import read_corpus
 from tasks.head_statistics import read_head_masks
+from tasks.models import loaded_model
 from xattr.methods import base
 from xattr.methods.base import AttributionMethod
 from xattr.metrics.applicability import MetricNotApplicableError
+from xattr.models.loading import ModelSpec
+from xattr.neighbours.precision import layer_precisions
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "benchmarks" / "tiny.yaml"
@@ -45,9 +49,22 @@ def _children(uri: str, parent: str) -> dict[str, object]:
 
 
 def test_regression_benchmark_fine_tunes_and_logs_one_run_per_method(harness, tiny_regressor_dir, tmp_path) -> None:
-    overrides = {"workdir": str(tmp_path / "work"), "train": {"base_model": str(tiny_regressor_dir)}}
+    overrides = {
+        "workdir": str(tmp_path / "work"),
+        "train": {"base_model": str(tiny_regressor_dir)},
+        "evaluation": {"neighbour_precision": True, "neighbours": 3},
+    }
     settings = load_benchmark_settings(TINY, overrides)
     summary = benchmark(settings)
+    # LAFA Eq. 8 per layer on the evaluation pool equals a direct computation on the same texts.
+    pool = read_artifact(ArtifactRef.from_dict(summary["eval_split"])).to_pandas()
+    loaded = loaded_model(ModelSpec(summary["model"], None, False, 32, None))
+    view = read_corpus(ArtifactRef.from_dict(summary["eval_split"]), loaded)
+    keep = [i for i, g in enumerate(pool["group"]) if g is not None]
+    direct = layer_precisions(loaded, [view.encoded[i] for i in keep], [pool["group"][i] for i in keep], m=3)
+    assert summary["neighbour_precision"] == {f"neighbour_precision@{k}": v for k, v in direct.items()}
+    parent = MlflowClient(summary["tracking_uri"]).get_metric_history(summary["mlflow_run_id"], "neighbour_precision")
+    assert {m.step: m.value for m in parent} == pytest.approx(direct)
     assert summary["fine_tune"]["reused"] is False
     assert set(summary["metrics"]) == {"simple_grad", "random"}
     for metrics in summary["metrics"].values():
@@ -58,6 +75,7 @@ def test_regression_benchmark_fine_tunes_and_logs_one_run_per_method(harness, ti
     table = Path(summary["table_path"]).read_text()
     assert "| simple_grad | 12 |" in table and "MAPE" in table
     assert "- every method: MAPE texts:" in table  # one shared note, not one copy per method
+    assert "neighbour precision (LAFA Eq. 8, M=3" in table
     assert set(summary["figures"]) >= {"comprehensiveness_curve", "log_odds_curve", "mape_curve"}
     children = _children(summary["tracking_uri"], summary["mlflow_run_id"])
     assert set(children) == {"simple_grad", "random"}
