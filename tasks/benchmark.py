@@ -18,12 +18,13 @@ from storage.text_files import write_text_file
 from tasks.caching import canonical, content_fingerprint, stage_cache_key
 from tasks.corpus_io import read_corpus
 from tasks.models import loaded_model
+from tasks.progress import StageProgress
 from tasks.results import RunContext, StageResult
 from xattr.data.datasets import read_dataset, split_frame, subsample
 from xattr.metrics.mape import select_accurate_texts, to_quantity
 from xattr.metrics.replacement import predict_perturbed
 from xattr.models.loading import ModelSpec
-from xattr.training.finetune import FineTuneConfig, fine_tune
+from xattr.training.finetune import FineTuneConfig, ProgressCallback, fine_tune
 from xattr.training.multilabel import fine_tune_multi_label
 from xattr.training.trainer import LdavConfig, TrainConfig, TrainingRows, TrainResult, train_model
 
@@ -131,8 +132,13 @@ def fine_tune_stage(
     log_target = bool(settings.pop("log_target", False))
     num_labels = settings.pop("num_labels", None)
     ldav = settings.pop("ldav", None) or {}
+    stage_progress = StageProgress("fine_tune (optimiser steps)")
+
+    def progress(step: int, total: int, loss: float) -> None:
+        stage_progress(step, total)
+
     if ldav.get("enabled"):
-        result = _fine_tune_with_ldav(base_model, frame, out, task, num_labels, settings, ldav)
+        result = _fine_tune_with_ldav(base_model, frame, out, task, num_labels, settings, ldav, progress)
     elif task == "multi_label":
         label_sets = [[int(v) for v in labels] for labels in frame["label_set"]]
         result = fine_tune_multi_label(
@@ -142,6 +148,7 @@ def fine_tune_stage(
             out,
             num_labels=num_labels or 1 + max((max(s) for s in label_sets if len(s)), default=0),
             config=FineTuneConfig(**settings),
+            progress=progress,
         )
     else:
         result = fine_tune(
@@ -153,6 +160,7 @@ def fine_tune_stage(
             num_labels=num_labels,
             config=FineTuneConfig(**settings),
             log_target=log_target,
+            progress=progress,
         )
     info = {"path": str(out), "seconds": result.seconds, "metrics": result.metrics, "train_rows": result.train_rows}
     write_text_file(report, json.dumps(info, indent=2), name="fine_tune/report")
@@ -168,6 +176,7 @@ def _fine_tune_with_ldav(
     num_labels: int | None,
     settings: dict[str, Any],
     ldav: dict[str, Any],
+    progress: ProgressCallback,
 ) -> TrainResult:
     """Fine-tune with LDAV class vectors (LDAV Sec. 3.1) through :func:`xattr.training.trainer.train_model`.
 
@@ -200,6 +209,7 @@ def _fine_tune_with_ldav(
         num_labels=num_labels or max(2, int(labels.max()) + 1),
         validation=rows(order[:held]) if held else None,
         config=config,
+        progress=progress,
     )
 
 

@@ -24,6 +24,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from xattr.training.finetune import (
     FineTuneConfig,
     FineTuneResult,
+    ProgressCallback,
     _batch_inputs,
     _parameter_groups,
     _predict,
@@ -76,6 +77,7 @@ def fine_tune_multi_label(
     *,
     num_labels: int,
     config: FineTuneConfig = FineTuneConfig(),  # noqa: B008 (frozen, so sharing is safe)
+    progress: ProgressCallback | None = None,
 ) -> FineTuneResult:
     """Fine-tune ``base_model_dir`` on texts with sets of labels and save it atomically.
 
@@ -86,6 +88,7 @@ def fine_tune_multi_label(
         output_dir: Where to save; must not exist.
         num_labels: Number of labels.
         config: Hyper-parameters (``head_learning_rate`` applies to the head and pooler).
+        progress: Called as ``progress(step, total_steps, loss)`` after every optimiser step.
 
     Returns:
         The saved model's path, split sizes, time and hold-out ``micro_f1`` (plus ``train_loss``).
@@ -123,7 +126,7 @@ def fine_tune_multi_label(
             with torch.no_grad():
                 head.bias.copy_(torch.tensor(frequency_log_odds(targets[train_idx]), dtype=head.bias.dtype))
         train_loss = _train(
-            model, tokenizer, [text_list[i] for i in train_idx], targets[train_idx], config, rng, device
+            model, tokenizer, [text_list[i] for i in train_idx], targets[train_idx], config, rng, device, progress
         )
     model.eval()
     model.config.xattr_task = "multi_label"
@@ -154,6 +157,7 @@ def _train(
     config: FineTuneConfig,
     rng: np.random.Generator,
     device: torch.device,
+    progress: ProgressCallback | None = None,
 ) -> float:
     """AdamW with linear warm-up and decay, BCE per label; returns the last epoch's mean loss."""
     n = len(texts)
@@ -170,6 +174,7 @@ def _train(
     target_tensor = torch.as_tensor(targets, device=device)
     model.train()
     epoch_loss = math.nan
+    step = 0
     for _ in range(config.epochs):
         order = rng.permutation(n)
         loss_sum = 0.0
@@ -185,5 +190,8 @@ def _train(
             optimizer.step()
             scheduler.step()
             loss_sum += float(loss.detach()) * len(rows)
+            step += 1
+            if progress is not None:
+                progress(step, total_steps, float(loss.detach()))
         epoch_loss = loss_sum / n
     return epoch_loss

@@ -35,6 +35,7 @@ def test_micro_f1_by_hand() -> None:
 def test_tiny_multi_label_run_saves_a_multi_label_model(tiny_classifier_dir, tmp_path) -> None:
     texts = ["good film", "bad plot", "good plot", "bad film"] * 4
     labels = [[0], [1, 2], [0, 2], [1]] * 4
+    steps: list[tuple[int, int, float]] = []
     result = fine_tune_multi_label(
         tiny_classifier_dir,
         texts,
@@ -42,7 +43,11 @@ def test_tiny_multi_label_run_saves_a_multi_label_model(tiny_classifier_dir, tmp
         tmp_path / "ml",
         num_labels=3,
         config=FineTuneConfig(epochs=1, batch_size=4, max_length=16, validation_fraction=0.25),
+        progress=lambda step, total, loss: steps.append((step, total, loss)),
     )
+    # 12 train rows in batches of 4: three optimiser steps, each reported with its loss
+    assert [(s, t) for s, t, _ in steps] == [(1, 3), (2, 3), (3, 3)]
+    assert all(math.isfinite(loss) and loss > 0 for _, _, loss in steps)
     assert result.task == "multi_label" and result.train_rows == 12 and result.validation_rows == 4
     assert 0.0 <= result.metrics["micro_f1"] <= 1.0
     loaded = ModelSpec(str(tmp_path / "ml"), device="cpu").load()
