@@ -302,21 +302,14 @@ def _head_masks(
     """
     if not any(get_method(m.name, m.params).uses_head_masks for m in settings.attribution.methods):
         return None
-    heads = settings.heads
     result, _ = _run(
         head_statistics_stage,
         storage,
         corpus=train,
         model=model,
         context=context,
-        xi_synt=heads.xi_synt,
-        xi_pos=heads.xi_pos,
-        max_sentences=heads.max_sentences,
-        window=heads.window,
-        parser=heads.parser,
-        ignore_special_keys=heads.ignore_special_keys,
-        batch_size=heads.batch_size,
         seed=settings.evaluation.seed,
+        **settings.heads.stage_arguments(),
     )
     for path in result.files.values():
         tracking.log_files(uri, parent, {"heads": Path(path)})

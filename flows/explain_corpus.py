@@ -250,20 +250,13 @@ def _head_masks(stages: _Stages, settings: ExplainSettings, corpus: Any, context
 
 def run_head_statistics(stages: _Stages, settings: ExplainSettings, corpus: Any, context: RunContext) -> StageResult:
     """The head-statistics stage with the ``heads:`` settings (the PNG goes to its MLflow run)."""
-    heads = settings.heads
     return stages.run(
         head_statistics_stage,
         corpus=corpus,
         model=settings.model.spec(),
         context=context,
-        xi_synt=heads.xi_synt,
-        xi_pos=heads.xi_pos,
-        max_sentences=heads.max_sentences,
-        window=heads.window,
-        parser=heads.parser,
-        ignore_special_keys=heads.ignore_special_keys,
-        batch_size=heads.batch_size,
         seed=settings.evaluation.seed,
+        **settings.heads.stage_arguments(),
     )
 
 

@@ -180,6 +180,10 @@ class HeadsSettings(_Strict):
     ignore_special_keys: bool = Field(True, description="[CLS]/[SEP] cannot receive a head's maximum")
     batch_size: int = Field(32, ge=1)
 
+    def stage_arguments(self) -> dict[str, Any]:
+        """Keyword arguments of ``tasks.head_statistics.head_statistics_stage`` for these settings."""
+        return self.model_dump()
+
 
 class TrackingSettings(_Strict):
     """MLflow tracking."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -90,3 +91,29 @@ def amplified_classifier(tiny_classifier_dir: Path):
             if isinstance(module, torch.nn.Linear):
                 module.weight.mul_(10.0)
     return loaded
+
+
+def _mask_probe_class() -> type:
+    from xattr.methods.base import AttributionMethod
+
+    class _MaskProbe(AttributionMethod):
+        """Test-only method: every token scores the number of kept heads it was given (proves the binding)."""
+
+        name = "mask_probe"
+        summary = "test only"
+        paper = "test only"
+        uses_head_masks: ClassVar[bool] = True
+
+        def attribute_batch(self, loaded, batch, targets):
+            assert self._head_masks is not None
+            return torch.full(batch.input_ids.shape, float(self._head_masks.union.sum()))
+
+    return _MaskProbe
+
+
+@pytest.fixture
+def mask_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Register the test-only ``mask_probe`` method for one test."""
+    from xattr.methods import base
+
+    monkeypatch.setitem(base._REGISTRY, "mask_probe", _mask_probe_class())

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
 
@@ -17,8 +15,6 @@ from storage import ArtifactRef, artifact_metadata, read_artifact
 from tasks.corpus_io import read_corpus
 from tasks.head_statistics import read_head_masks
 from tasks.models import loaded_model
-from xattr.methods import base
-from xattr.methods.base import AttributionMethod
 from xattr.metrics.applicability import MetricNotApplicableError
 from xattr.models.loading import ModelSpec
 from xattr.neighbours.precision import layer_precisions
@@ -162,23 +158,9 @@ def test_multi_label_benchmark_fine_tunes_and_scores_entity_spans(harness, tiny_
     assert "micro_f1" in summary["fine_tune"]["metrics"]
 
 
-class _MaskProbe(AttributionMethod):
-    """Test-only method: every token scores the number of kept heads it was given (proves the binding)."""
-
-    name = "mask_probe"
-    summary = "test only"
-    paper = "test only"
-    uses_head_masks: ClassVar[bool] = True
-
-    def attribute_batch(self, loaded, batch, targets):
-        assert self._head_masks is not None
-        return torch.full(batch.input_ids.shape, float(self._head_masks.union.sum()))
-
-
 def test_benchmark_trains_ldav_vectors_and_binds_head_masks_mined_on_train(
-    harness, tiny_classifier_dir, tmp_path, monkeypatch
+    harness, tiny_classifier_dir, tmp_path, mask_probe
 ) -> None:
-    monkeypatch.setitem(base._REGISTRY, _MaskProbe.name, _MaskProbe)
     (tmp_path / "train.txt").write_text("\n".join(TREES * 3) + "\n")
     (tmp_path / "dev.txt").write_text("\n".join(TREES) + "\n")
     config = tmp_path / "sst.yaml"

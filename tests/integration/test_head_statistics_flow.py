@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
 from typer.testing import CliRunner
@@ -20,8 +18,6 @@ from flows.settings import ExplainSettings
 from storage import ArtifactRef, artifact_metadata, read_artifact
 from tasks.head_statistics import read_head_masks
 from xattr.heads.table import masks_from_table
-from xattr.methods import base
-from xattr.methods.base import AttributionMethod
 
 pytestmark = pytest.mark.integration
 
@@ -37,28 +33,10 @@ TEXTS = [
 ]
 
 
-class MaskProbe(AttributionMethod):
-    """Test-only method: every token scores the number of kept heads it was given (proves the binding)."""
-
-    name = "mask_probe"
-    summary = "test only"
-    paper = "test only"
-    uses_head_masks: ClassVar[bool] = True
-
-    def attribute_batch(self, loaded, batch, targets):
-        assert self._head_masks is not None
-        return torch.full(batch.input_ids.shape, float(self._head_masks.union.sum()))
-
-
 @pytest.fixture(scope="module")
 def harness():
     with prefect_test_harness(server_startup_timeout=120):
         yield
-
-
-@pytest.fixture
-def probe(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(base._REGISTRY, MaskProbe.name, MaskProbe)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +63,7 @@ def _stage(summary: dict, name: str) -> dict:
 
 
 def test_masked_method_gets_the_mined_masks_once_and_the_heatmap_is_logged(
-    harness, probe, tmp_path: Path, corpus_csv: Path, tiny_classifier_dir: Path
+    harness, mask_probe, tmp_path: Path, corpus_csv: Path, tiny_classifier_dir: Path
 ) -> None:
     settings = _settings(
         tmp_path / "work",
