@@ -216,21 +216,25 @@ def _benchmark(
         )
         corpus = selected.refs["corpus"]
         notes += list(selected.notes)
-    needs_index = [get_method(m.name, m.params).needs_references() for m in settings.attribution.methods]
-    embeddings = index = None
-    if any(needs_index):
+    neighbour_layers = [_neighbour_layer(m.name, m.params) for m in settings.attribution.methods]
+    indexes: dict[int, tuple[ArtifactRef, ArtifactRef]] = {}
+    for layer in dict.fromkeys(x for x in neighbour_layers if x is not None):
+        # The last layer's index sits with the other stages; another layer's under artifacts/layer-<n>/.
+        where = context if layer == -1 else RunContext(context.artifacts_root / f"layer-{layer}", context.run_id)
         embeddings = _run(
-            encode_corpus_stage, storage, corpus=corpus, model=model, layer=-1, batch_size=32, context=context
+            encode_corpus_stage, storage, corpus=corpus, model=model, layer=layer, batch_size=32, context=where
         )[0].refs["embeddings"]
         index = _run(
-            build_index_stage, storage, embeddings=embeddings, index_type="flat_l2", neighbours=10, context=context
+            build_index_stage, storage, embeddings=embeddings, index_type="flat_l2", neighbours=10, context=where
         )[0].refs["index"]
+        indexes[layer] = (embeddings, index)
     head_masks = _head_masks(settings, splits.refs["train"], model, storage, context, uri, parent)
     if head_masks is not None:
         notes.append(f"head masks mined on the train split ({head_masks[1]})")
     per_method: dict[str, dict[str, Any]] = {}
     method_notes: list[tuple[str, tuple[str, ...]]] = []
-    for method, uses_index in zip(settings.attribution.methods, needs_index, strict=True):
+    for method, layer in zip(settings.attribution.methods, neighbour_layers, strict=True):
+        embeddings, index = indexes[layer] if layer is not None else (None, None)
         uses_head_masks = get_method(method.name, method.params).uses_head_masks
         attributed, attr_cached = _run(
             attribute_stage,
@@ -243,8 +247,8 @@ def _benchmark(
             target=settings.attribution.target,
             batch_size=settings.attribution.batch_size,
             context=context,
-            embeddings=embeddings if uses_index else None,
-            index=index if uses_index else None,
+            embeddings=embeddings,
+            index=index,
             seed=evaluation.seed,
             head_masks=head_masks[0] if uses_head_masks and head_masks is not None else None,
         )
@@ -284,6 +288,16 @@ def _benchmark(
     summary["eval_split"] = splits.refs["eval"].to_dict()
     summary["attributions"] = {key: info["attributions"].to_dict() for key, info in per_method.items()}
     return summary
+
+
+def _neighbour_layer(name: str, params: dict[str, Any]) -> int | None:
+    """The hidden layer whose neighbour index a method needs (its ``layer`` parameter, else the last), or ``None``."""
+    method = get_method(name, params)
+    if not method.needs_references():
+        return None
+    request = getattr(method, "neighbour_request", None)
+    layer = request().layer if request is not None else None
+    return -1 if layer is None else int(layer)
 
 
 def _head_masks(

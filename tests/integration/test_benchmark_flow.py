@@ -97,7 +97,9 @@ def test_classification_benchmark_with_gold_words(harness, tiny_classifier_dir, 
         f"name: tiny-sst\nworkdir: work\ndata_root: {tmp_path}\n"
         "dataset: {name: sst, eval: dev.txt}\n"
         f"model: {{path: {tiny_classifier_dir}, max_length: 32}}\n"
-        "attribution: {methods: [{name: grad_input}, {name: random}]}\n"
+        "attribution: {methods: [{name: grad_input}, {name: random}, {name: lafa},\n"
+        "  {name: lafa, label: lafa_layer1,\n"
+        "   params: {layer: 1, epsilon_quantile: 0.5, neighbour_filter: prediction}}]}\n"
         "evaluation: {fractions: [0.5, 1.0], max_texts: 6,\n"
         "  metrics: [aopc, degradation, switching_point, gold_pearson]}\n"
     )
@@ -106,7 +108,14 @@ def test_classification_benchmark_with_gold_words(harness, tiny_classifier_dir, 
     assert {"switching_point", "switched", "degradation", "degradation_lerf", "gold_pearson"} <= set(metrics)
     assert 0.0 < metrics["switching_point"] <= 1.0
     assert "Pearson vs gold words" in Path(summary["table_path"]).read_text()
-    assert set(_children(summary["tracking_uri"], summary["mlflow_run_id"])) == {"grad_input", "random"}
+    # Each LAFA row got the index of its own layer (a mismatched index raises IndexMismatchError).
+    assert set(_children(summary["tracking_uri"], summary["mlflow_run_id"])) == {
+        "grad_input",
+        "random",
+        "lafa",
+        "lafa_layer1",
+    }
+    assert summary["metrics"]["lafa_layer1"]["texts"] == 6.0
 
 
 def test_bad_benchmark_inputs(harness, tiny_classifier_dir, tmp_path) -> None:
