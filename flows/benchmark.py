@@ -280,7 +280,12 @@ def _benchmark(
         }
         method_notes.append((method.key, tuple(evaluated.notes)))
         logger.info("%s: %s", method.key, {k: round(v, 4) for k, v in evaluated.metrics.items() if "@" not in k})
-    notes += _merged_notes(method_notes)
+    # A shared note the run already states (e.g. the MAPE text selection, which adds the pool size) is not repeated.
+    notes += [
+        n
+        for n in _merged_notes(method_notes)
+        if not any(stated.startswith(n.removeprefix("every method: ")) for stated in notes)
+    ]
     _paired_vs_random(per_method)
     summary = _report(settings, context, uri, parent, per_method, families, notes, model_path, train_info)
     summary["head_statistics"] = head_masks[0].to_dict() if head_masks is not None else None
