@@ -47,7 +47,8 @@ HEADLINE: tuple[tuple[str, str, str], ...] = (
     ("degradation_area", "LeRF-MoRF area", "higher"),
     ("switching_point", "switching point", "lower"),
     ("mape", "MAPE", "higher"),
-    ("gold_auc", "AUC vs gold spans", "higher"),
+    ("gold_auc", "AUC vs gold spans (pieces)", "higher"),
+    ("gold_word_auc", "AUC vs gold spans (words)", "higher"),
     ("gold_pearson", "Pearson vs gold words", "higher"),
 )
 #: Curves drawn as PNGs: (metric key prefix, title, y label, x label).

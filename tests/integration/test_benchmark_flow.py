@@ -160,7 +160,7 @@ def test_multi_label_benchmark_fine_tunes_and_scores_entity_spans(harness, tiny_
     )
     summary = benchmark(load_benchmark_settings(config))
     metrics = summary["metrics"]["simple_grad"]
-    assert {"gold_auc", "switching_point", "degradation", "aopc"} <= set(metrics)
+    assert {"gold_auc", "gold_word_auc", "switching_point", "degradation", "aopc"} <= set(metrics)
     assert metrics["texts"] == 3.0
     assert metrics["gold_unlocated"] == 1.0  # "Texas" is not in its text: counted, reported, not fatal
     assert "1 gold items could not be located" in Path(summary["table_path"]).read_text()

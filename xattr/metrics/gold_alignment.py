@@ -2,7 +2,10 @@
 
 Case I (relation classification, LAFA Table 2): gold character spans become a 0/1 mask over the
 text's non-special word pieces (a piece is gold when its characters overlap a gold span of its
-segment) and each attribution is scored by ROC AUC against it. Case II (sentiment, LAFA Table 3):
+segment) and each attribution is scored by ROC AUC against it (``gold_auc``); LAFA's mask is over
+words, so ``gold_word_auc`` also scores words (pieces summed; a word is gold when a piece of it
+is), where a one-draw-per-word random baseline is exactly at chance whatever the piece counts
+(METHOD-NOTES: entity names split into more pieces than other words). Case II (sentiment, LAFA Table 3):
 word pieces are summed into whitespace words (as reports do; METHOD-NOTES) and correlated
 (Pearson) with the gold score of each word; words cut off by truncation are left out.
 """
@@ -55,6 +58,28 @@ def word_scores(text: EncodedText, scores: np.ndarray, n_words: int) -> tuple[np
     return ids, np.asarray([totals[w] for w in ids], dtype=np.float64)
 
 
+def word_gold_mask(text: EncodedText, scores: np.ndarray, spans: Sequence[Span]) -> tuple[np.ndarray, np.ndarray]:
+    """Piece scores summed into words and each word's 0/1 gold label (1 when any of its pieces is gold).
+
+    Words are ``(segment, word_index)`` pairs of non-special pieces, in text order; pieces without
+    a word (``word_index < 0``) are left out.
+
+    Returns:
+        ``(word_scores, word_mask)``, each of shape ``(words,)``.
+    """
+    positions, mask = token_gold_mask(text, spans)
+    totals: dict[tuple[int, int], list[float]] = {}
+    for p, gold in zip(positions, mask, strict=True):
+        word = int(text.word_index[p])
+        if word < 0:
+            continue
+        entry = totals.setdefault((int(text.segments[p]), word), [0.0, 0.0])
+        entry[0] += float(scores[p])
+        entry[1] = max(entry[1], float(gold))
+    ordered = [totals[k] for k in sorted(totals)]
+    return np.asarray([e[0] for e in ordered], dtype=np.float64), np.asarray([e[1] for e in ordered], dtype=np.float64)
+
+
 def gold_agreement(
     encoded: Sequence[EncodedText],
     attributions: Sequence[TokenAttribution],
@@ -71,14 +96,16 @@ def gold_agreement(
         word_gold: Gold score per whitespace word of the text, by corpus position.
 
     Returns:
-        ``gold_auc`` / ``gold_pearson`` values (``fraction=None``) and counts of texts where the
-        metric is undefined (one-class mask, constant vector): ``gold_auc_undefined``,
+        ``gold_auc`` (pieces), ``gold_word_auc`` (words) / ``gold_pearson`` values (``fraction=None``)
+        and counts of texts where the metric is undefined (one-class mask, constant vector):
+        ``gold_auc_undefined``, ``gold_word_auc_undefined``,
         ``gold_pearson_undefined`` (each only for the gold given).
     """
     values: list[MetricValue] = []
     undefined = {}
     if spans is not None:
         undefined["gold_auc_undefined"] = 0
+        undefined["gold_word_auc_undefined"] = 0
     if word_gold is not None:
         undefined["gold_pearson_undefined"] = 0
     for attribution in attributions:
@@ -91,6 +118,11 @@ def gold_agreement(
                 values.append(MetricValue(pos, tgt, "gold_auc", None, auc_against_gold(scores[positions], mask)))
             except UndefinedMetricError:
                 undefined["gold_auc_undefined"] += 1
+            summed, word_mask = word_gold_mask(text, scores, spans[pos])
+            try:
+                values.append(MetricValue(pos, tgt, "gold_word_auc", None, auc_against_gold(summed, word_mask)))
+            except UndefinedMetricError:
+                undefined["gold_word_auc_undefined"] += 1
         if word_gold is not None and pos in word_gold:
             gold = np.asarray(word_gold[pos], dtype=np.float64)
             ids, summed = word_scores(text, scores, gold.size)
