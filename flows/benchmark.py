@@ -18,22 +18,20 @@ from typing import Any
 
 import pandas as pd
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
 
 from flows.benchmark_settings import BenchmarkSettings, load_benchmark_settings
-from flows.explain_corpus import _result_storage, _run_id
+from flows.runtime import FlowRun, MethodResources, attribute_and_evaluate, flow_run, publish_markdown
 from storage import ArtifactRef, read_artifact
 from storage.text_files import write_text_file
 from tasks import tracking
-from tasks.attribute import attribute_stage
 from tasks.benchmark import fine_tune_stage, prepare_splits_stage, select_accurate_stage
 from tasks.build_index import build_index_stage
 from tasks.encode_corpus import encode_corpus_stage
-from tasks.evaluate import applicable_metrics, evaluate_stage
+from tasks.evaluate import applicable_metrics
 from tasks.head_statistics import head_statistics_stage
 from tasks.layer_precision import layer_precision_stage
-from tasks.results import RunContext, StageResult
-from xattr.methods import get_method
+from tasks.results import RunContext
+from xattr.methods import Requirements, method_requirements
 from xattr.metrics.uncertainty import paired_difference
 from xattr.models.loading import ModelSpec
 from xattr.reporting.curves import plot_curves
@@ -58,18 +56,6 @@ CURVES: tuple[tuple[str, str, str, str], ...] = (
     ("degradation_curve", "degradation score vs k (LDAV Eq. 6)", "share of predictions kept", "share removed (%)"),
     ("mape_curve", "MAPE vs p (LAFA 5.3)", "MAPE", "share of tokens masked (%)"),
 )
-
-
-def _run(stage_task: Any, storage: str, **kwargs: Any) -> tuple[StageResult, bool]:
-    """Run a cached stage; recompute when its cache entry points at deleted artifacts."""
-    configured = stage_task.with_options(result_storage=storage)
-    state = configured(**kwargs, return_state=True)
-    result: StageResult = state.result()
-    cached = state.name == "Cached"
-    if cached and result.missing_artifacts():
-        state = configured.with_options(refresh_cache=True)(**kwargs, return_state=True)
-        result, cached = state.result(), False
-    return result, cached
 
 
 def _base_model(settings: BenchmarkSettings) -> Path:
@@ -114,40 +100,23 @@ def benchmark(settings: BenchmarkSettings) -> dict[str, Any]:
     Returns:
         Run id, MLflow parent run id, model, per-method metrics and seconds, the table's path.
     """
-    logger = get_run_logger()
     started = time.perf_counter()
-    workdir = settings.workdir.resolve()
-    context = RunContext(workdir / "artifacts", _run_id())
-    uri = settings.tracking_uri()
-    parent = tracking.start_parent_run(
-        uri,
-        settings.tracking.experiment,
-        workdir / "mlflow-artifacts",
-        settings.name,
-        settings.model_dump(mode="json"),
-        {"xattr.run_id": context.run_id, "xattr.flow": "benchmark", "xattr.dataset": settings.dataset.name},
-    )
-    storage = _result_storage(workdir)
-    try:
-        summary = _benchmark(settings, context, storage, uri, parent, logger)
-    except BaseException:
-        tracking.finish_parent_run(uri, parent, {}, status="FAILED")
-        raise
-    summary["seconds"] = time.perf_counter() - started
-    tracking.finish_parent_run(uri, parent, {"seconds": summary["seconds"], **summary["neighbour_precision"]})
-    summary.update(run_id=context.run_id, mlflow_run_id=parent, tracking_uri=uri)
+    with flow_run(settings, flow="benchmark", tags={"xattr.dataset": settings.dataset.name}) as run:
+        summary = _benchmark(settings, run)
+        summary["seconds"] = time.perf_counter() - started
+        run.headline = {"seconds": summary["seconds"], **summary["neighbour_precision"]}
+    summary.update(run_id=run.run_id, mlflow_run_id=run.parent_run_id, tracking_uri=run.tracking_uri)
     return summary
 
 
-def _benchmark(
-    settings: BenchmarkSettings, context: RunContext, storage: str, uri: str, parent: str, logger: Any
-) -> dict[str, Any]:
+def _benchmark(settings: BenchmarkSettings, run: FlowRun) -> dict[str, Any]:
+    logger = get_run_logger()
+    context = run.context
     data = settings.dataset
     task = data.task
     families = applicable_metrics(task, tuple(settings.evaluation.metrics) if settings.evaluation.metrics else None)
-    splits, _ = _run(
+    splits = run.stage(
         prepare_splits_stage,
-        storage,
         dataset=data.name,
         task=task,
         train=settings.data_file(data.train),
@@ -157,7 +126,6 @@ def _benchmark(
         train_texts=data.train_texts,
         eval_texts=data.eval_texts,
         seed=data.seed,
-        context=context,
     )
     notes: list[str] = [f"dataset {data.name}: {splits.params['source']}", *splits.notes]
     if settings.model.path:
@@ -186,16 +154,14 @@ def _benchmark(
     corpus = splits.refs["eval"]
     layer_metrics: dict[str, float] = {}
     if evaluation.neighbour_precision:
-        layers, _ = _run(
+        layers = run.stage(
             layer_precision_stage,
-            storage,
             corpus=corpus,
             model=model,
             neighbours=evaluation.neighbours,
             max_texts=int(splits.metrics["eval_rows"]),
             seed=evaluation.seed,
             batch_size=evaluation.batch_size,
-            context=context,
         )
         layer_metrics = {f"neighbour_precision@{k.partition('@')[2]}": v for k, v in layers.metrics.items() if "@" in k}
         curve = ", ".join(f"layer {k.partition('@')[2]}: {v:.3f}" for k, v in layer_metrics.items())
@@ -204,83 +170,75 @@ def _benchmark(
             f"category as the external label) by hidden layer: {curve}; best layer {int(layers.metrics['best_layer'])}"
         )
     if "mape" in families:
-        selected, _ = _run(
+        selected = run.stage(
             select_accurate_stage,
-            storage,
             corpus=corpus,
             model=model,
             n=evaluation.max_texts or int(splits.metrics["eval_rows"]),
             threshold=evaluation.mape_threshold,
             seed=evaluation.seed,
             batch_size=evaluation.batch_size,
-            context=context,
         )
         corpus = selected.refs["corpus"]
         notes += list(selected.notes)
-    neighbour_layers = [_neighbour_layer(m.name, m.params) for m in settings.attribution.methods]
+    methods = settings.attribution.methods
+    needs = [method_requirements(m.name, m.params) for m in methods]
+    neighbour_layers = [_neighbour_layer(n) for n in needs]
     indexes: dict[int, tuple[ArtifactRef, ArtifactRef]] = {}
     for layer in dict.fromkeys(x for x in neighbour_layers if x is not None):
         # The last layer's index sits with the other stages; another layer's under artifacts/layer-<n>/.
         where = context if layer == -1 else RunContext(context.artifacts_root / f"layer-{layer}", context.run_id)
-        embeddings = _run(
-            encode_corpus_stage, storage, corpus=corpus, model=model, layer=layer, batch_size=32, context=where
-        )[0].refs["embeddings"]
-        index = _run(
-            build_index_stage, storage, embeddings=embeddings, index_type="flat_l2", neighbours=10, context=where
-        )[0].refs["index"]
+        embeddings = run.stage(
+            encode_corpus_stage, corpus=corpus, model=model, layer=layer, batch_size=32, context=where
+        ).refs["embeddings"]
+        index = run.stage(
+            build_index_stage, embeddings=embeddings, index_type="flat_l2", neighbours=10, context=where
+        ).refs["index"]
         indexes[layer] = (embeddings, index)
-    head_masks = _head_masks(settings, splits.refs["train"], model, storage, context, uri, parent)
+    head_masks = _head_masks(settings, splits.refs["train"], model, run) if any(n.head_masks for n in needs) else None
     if head_masks is not None:
         notes.append(f"head masks mined on the train split ({head_masks[1]})")
+    resources = [
+        MethodResources(
+            *(indexes[layer] if layer is not None else (None, None)),
+            head_masks[0] if n.head_masks and head_masks is not None else None,
+        )
+        for n, layer in zip(needs, neighbour_layers, strict=True)
+    ]
+    runs = attribute_and_evaluate(
+        run,
+        methods,
+        resources,
+        corpus=corpus,
+        model=model,
+        target=settings.attribution.target,
+        batch_size=settings.attribution.batch_size,
+        seed=evaluation.seed,
+        evaluation={
+            "fractions": tuple(evaluation.fractions),
+            "replacement": evaluation.replacement,
+            "max_texts": evaluation.max_texts,
+            "batch_size": evaluation.batch_size,
+            "metrics": families,
+            "mape_fractions": tuple(evaluation.mape_fractions),
+            "mape_threshold": evaluation.mape_threshold,
+        },
+    )
     per_method: dict[str, dict[str, Any]] = {}
     method_notes: list[tuple[str, tuple[str, ...]]] = []
-    for method, layer in zip(settings.attribution.methods, neighbour_layers, strict=True):
-        embeddings, index = indexes[layer] if layer is not None else (None, None)
-        uses_head_masks = get_method(method.name, method.params).uses_head_masks
-        attributed, attr_cached = _run(
-            attribute_stage,
-            storage,
-            corpus=corpus,
-            model=model,
-            method=method.name,
-            label=method.key,
-            params=method.params,
-            target=settings.attribution.target,
-            batch_size=settings.attribution.batch_size,
-            context=context,
-            embeddings=embeddings,
-            index=index,
-            seed=evaluation.seed,
-            head_masks=head_masks[0] if uses_head_masks and head_masks is not None else None,
-        )
-        evaluated, eval_cached = _run(
-            evaluate_stage,
-            storage,
-            corpus=corpus,
-            attributions=attributed.refs["attributions"],
-            model=model,
-            label=method.key,
-            fractions=tuple(evaluation.fractions),
-            replacement=evaluation.replacement,
-            max_texts=evaluation.max_texts,
-            seed=evaluation.seed,
-            batch_size=evaluation.batch_size,
-            context=context,
-            metrics=families,
-            mape_fractions=tuple(evaluation.mape_fractions),
-            mape_threshold=evaluation.mape_threshold,
-        )
+    for method in methods:
+        done = runs[method.key]
         per_method[method.key] = {
             "method": method,
-            "metrics": dict(evaluated.metrics),
-            "evaluation": evaluated.refs["evaluation"],
-            "attributions": attributed.refs["attributions"],
-            "attribute_seconds": attributed.seconds,
-            "evaluate_seconds": evaluated.seconds,
-            "cached": attr_cached and eval_cached,
+            "metrics": dict(done.metrics),
+            "evaluation": done.evaluation,
+            "attributions": done.attributions,
+            "attribute_seconds": done.attributed.seconds,
+            "evaluate_seconds": done.evaluated.seconds,
+            "cached": done.cached,
         }
-        method_notes.append((method.key, tuple(evaluated.notes)))
-        logger.info("%s: %s", method.key, {k: round(v, 4) for k, v in evaluated.metrics.items() if "@" not in k})
+        method_notes.append((method.key, tuple(done.evaluated.notes)))
+        logger.info("%s: %s", method.key, {k: round(v, 4) for k, v in done.metrics.items() if "@" not in k})
     # A shared note the run already states (e.g. the MAPE text selection, which adds the pool size) is not repeated.
     notes += [
         n
@@ -288,7 +246,9 @@ def _benchmark(
         if not any(stated.startswith(n.removeprefix("every method: ")) for stated in notes)
     ]
     _paired_vs_random(per_method)
-    summary = _report(settings, context, uri, parent, per_method, families, notes, model_path, train_info)
+    summary = _report(
+        settings, context, run.tracking_uri, run.parent_run_id, per_method, families, notes, model_path, train_info
+    )
     summary["head_statistics"] = head_masks[0].to_dict() if head_masks is not None else None
     summary["neighbour_precision"] = layer_metrics
     summary["eval_split"] = splits.refs["eval"].to_dict()
@@ -296,43 +256,30 @@ def _benchmark(
     return summary
 
 
-def _neighbour_layer(name: str, params: dict[str, Any]) -> int | None:
-    """The hidden layer whose neighbour index a method needs (its ``layer`` parameter, else the last), or ``None``."""
-    method = get_method(name, params)
-    if not method.needs_references():
+def _neighbour_layer(needs: Requirements) -> int | None:
+    """The hidden layer whose neighbour index a method needs (its request's ``layer``, else the last), or ``None``."""
+    if needs.neighbours is None:
         return None
-    request = getattr(method, "neighbour_request", None)
-    layer = request().layer if request is not None else None
-    return -1 if layer is None else int(layer)
+    return -1 if needs.neighbours.layer is None else int(needs.neighbours.layer)
 
 
 def _head_masks(
-    settings: BenchmarkSettings,
-    train: ArtifactRef,
-    model: ModelSpec,
-    storage: str,
-    context: RunContext,
-    uri: str,
-    parent: str,
-) -> tuple[ArtifactRef, str] | None:
-    """Mine head statistics on the train split once, when a configured method uses head masks.
+    settings: BenchmarkSettings, train: ArtifactRef, model: ModelSpec, run: FlowRun
+) -> tuple[ArtifactRef, str]:
+    """Mine head statistics on the train split (once, for the methods that use head masks).
 
-    Returns the ``head_statistics`` artifact and a one-line summary (heads kept), or ``None``.
-    The Fig. 5-style heatmap PNG is logged to the parent MLflow run.
+    Returns the ``head_statistics`` artifact and a one-line summary (heads kept). The Fig. 5-style
+    heatmap PNG is logged to the parent MLflow run.
     """
-    if not any(get_method(m.name, m.params).uses_head_masks for m in settings.attribution.methods):
-        return None
-    result, _ = _run(
+    result = run.stage(
         head_statistics_stage,
-        storage,
         corpus=train,
         model=model,
-        context=context,
         seed=settings.evaluation.seed,
         **settings.heads.stage_arguments(),
     )
     for path in result.files.values():
-        tracking.log_files(uri, parent, {"heads": Path(path)})
+        run.log_files({"heads": Path(path)})
     summary = ", ".join(f"{k} {v:g}" for k, v in sorted(result.metrics.items()) if "heads" in k) or "no counts"
     return result.refs["statistics"], summary
 
@@ -459,10 +406,7 @@ def _report(
             metrics,
             tags={"xattr.method": key, "xattr.cache_hit": str(info["cached"]).lower()},
         )
-    try:
-        create_markdown_artifact(markdown=markdown, key="xattr-benchmark", description="xattr benchmark table")
-    except Exception:  # noqa: BLE001 - the UI artifact is a convenience; files and MLflow hold the record
-        get_run_logger().warning("could not create the Prefect markdown artifact")
+    publish_markdown(markdown, key="xattr-benchmark", description="xattr benchmark table")
     return {
         "table": markdown,
         "table_path": str(table_path),

@@ -14,19 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
 
-from flows.explain_corpus import _result_storage, _run_id, _Stages
 from flows.price_settings import PriceDriverSettings
+from flows.runtime import flow_run, publish_markdown
 from storage import read_artifact
 from storage.text_files import write_text_file
-from tasks import tracking
 from tasks.attribute import attribute_stage
 from tasks.build_index import build_index_stage
 from tasks.encode_corpus import encode_corpus_stage
 from tasks.price_drivers import prepare_catalogue_stage, price_drivers_stage, train_price_model_stage
 from tasks.results import RunContext, StageResult
-from xattr.methods import get_method
+from xattr.methods import method_requirements
 
 
 def _base_model(settings: PriceDriverSettings) -> Path:
@@ -88,23 +86,11 @@ def price_drivers(settings: PriceDriverSettings) -> dict[str, Any]:
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logger = get_run_logger()
-    workdir = settings.workdir.resolve()
-    context = RunContext(workdir / "artifacts", _run_id())
-    uri = settings.tracking_uri()
-    parent = tracking.start_parent_run(
-        uri,
-        settings.tracking.experiment,
-        workdir / "mlflow-artifacts",
-        settings.name,
-        settings.model_dump(mode="json"),
-        {"xattr.run_id": context.run_id, "xattr.flow": "price-drivers"},
-    )
-    logger.info("run %s: artifacts under %s, MLflow run %s (%s)", context.run_id, context.artifacts_root, parent, uri)
-    stages = _Stages(_result_storage(workdir), uri, parent)
     cat = settings.catalogue
     method = settings.drivers.method
-    try:
-        prepared = stages.run(
+    with flow_run(settings, flow="price-drivers") as run:
+        context = run.context
+        prepared = run.stage(
             prepare_catalogue_stage,
             path=cat.path,
             file_format=cat.format,
@@ -113,12 +99,11 @@ def price_drivers(settings: PriceDriverSettings) -> dict[str, Any]:
             min_category_items=cat.min_category_items,
             max_rows=cat.max_rows,
             seed=cat.seed,
-            context=context,
         )
         corpus = prepared.refs["corpus"]
         model_path = settings.model.path
         if model_path is None:
-            trained = stages.run(
+            trained = run.stages.run(
                 train_price_model_stage,
                 corpus=corpus,
                 base_model=_base_model(settings),
@@ -126,28 +111,26 @@ def price_drivers(settings: PriceDriverSettings) -> dict[str, Any]:
                 holdout_fraction=settings.model.holdout_fraction,
                 seed=settings.model.seed,
                 # A string, not a Path: the cache key must not hash the models it will hold.
-                models_dir=str(workdir / "models"),
+                models_dir=str(run.workdir / "models"),
             )
             model_path = trained.params["model_path"]
         model = settings.model.spec(model_path)
         embeddings = index = None
-        if get_method(method.name, method.params).needs_references():
-            embeddings = stages.run(
+        if method_requirements(method.name, method.params).neighbours is not None:
+            embeddings = run.stage(
                 encode_corpus_stage,
                 corpus=corpus,
                 model=model,
                 layer=settings.encode.layer,
                 batch_size=settings.encode.batch_size,
-                context=context,
             ).refs["embeddings"]
-            index = stages.run(
+            index = run.stage(
                 build_index_stage,
                 embeddings=embeddings,
                 index_type=settings.index.type,
                 neighbours=settings.index.neighbours,
-                context=context,
             ).refs["index"]
-        attributed = stages.run(
+        attributed = run.stage(
             attribute_stage,
             corpus=corpus,
             model=model,
@@ -156,13 +139,12 @@ def price_drivers(settings: PriceDriverSettings) -> dict[str, Any]:
             params=method.params,
             target="predicted",
             batch_size=settings.drivers.batch_size,
-            context=context,
             embeddings=embeddings,
             index=index,
             seed=settings.drivers.seed,
         )
         d = settings.drivers
-        result = stages.run(
+        result = run.stage(
             price_drivers_stage,
             corpus=corpus,
             attributions=attributed.refs["attributions"],
@@ -188,41 +170,31 @@ def price_drivers(settings: PriceDriverSettings) -> dict[str, Any]:
                 "title": settings.title,
                 "baseline_alpha": d.baseline_alpha,
             },
-            context=context,
         )
         markdown = _markdown(settings, context, prepared, result)
-    except BaseException:
-        tracking.finish_parent_run(uri, parent, {}, status="FAILED")
-        raise
-    summary_path = context.artifacts_root / context.run_id / "summary" / "price_drivers.md"
-    write_text_file(summary_path, markdown, name="summary/price_drivers.md")
-    plots = {name: Path(p) for name, p in json.loads(result.params["plots"]).items()}
-    tracking.log_files(
-        uri,
-        parent,
-        {
-            "report": Path(result.params["report"]),
-            "summary": summary_path,
-            "drivers": Path(result.refs["drivers"].path),
-        },
-    )
-    for path in plots.values():
-        tracking.log_files(uri, parent, {"plots": path})
-    try:
-        create_markdown_artifact(markdown=markdown, key="xattr-price-drivers", description="price-driver summary")
-    except Exception:  # noqa: BLE001 - the UI artifact is a convenience; files and MLflow hold the record
-        logger.warning("could not create the Prefect markdown artifact")
-    headline = {k: float(v) for k, v in result.metrics.items()} | {
-        k: v for k, v in prepared.metrics.items() if k.startswith("excluded")
-    }
-    headline["cache_hits"] = float(sum(cached for _, cached in stages.results))
-    tracking.finish_parent_run(uri, parent, headline)
+        summary_path = run.run_dir / "summary" / "price_drivers.md"
+        write_text_file(summary_path, markdown, name="summary/price_drivers.md")
+        plots = {name: Path(p) for name, p in json.loads(result.params["plots"]).items()}
+        run.log_files(
+            {
+                "report": Path(result.params["report"]),
+                "summary": summary_path,
+                "drivers": Path(result.refs["drivers"].path),
+            }
+        )
+        for path in plots.values():
+            run.log_files({"plots": path})
+        publish_markdown(markdown, key="xattr-price-drivers", description="price-driver summary")
+        run.headline = {k: float(v) for k, v in result.metrics.items()} | {
+            k: v for k, v in prepared.metrics.items() if k.startswith("excluded")
+        }
+        run.headline["cache_hits"] = float(run.stages.cache_hits)
     logger.info("report: %s", result.params["report"])
     return {
-        "run_id": context.run_id,
-        "mlflow_run_id": parent,
-        "tracking_uri": uri,
-        "artifacts_dir": str(context.artifacts_root / context.run_id),
+        "run_id": run.run_id,
+        "mlflow_run_id": run.parent_run_id,
+        "tracking_uri": run.tracking_uri,
+        "artifacts_dir": str(run.run_dir),
         "drivers": result.refs["drivers"].path,
         "report": result.params["report"],
         "plots": {k: str(v) for k, v in plots.items()},
@@ -231,8 +203,8 @@ def price_drivers(settings: PriceDriverSettings) -> dict[str, Any]:
         "metrics": result.metrics,
         "catalogue": prepared.metrics,
         "price_rule": prepared.notes[0] if prepared.notes else "",
-        "cache_hits": int(headline["cache_hits"]),
-        "stages": [r.stage for r, _ in stages.results],
+        "cache_hits": run.stages.cache_hits,
+        "stages": [r.stage for r, _ in run.stages.results],
     }
 
 

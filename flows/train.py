@@ -8,14 +8,12 @@ artifact) and, when configured, the LDAV concept table (Sections 4.7-4.9).
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
 
+from flows.runtime import flow_run, new_run_id, publish_markdown
 from flows.train_settings import TrainSettings
 from storage.text_files import write_text_file
 from tasks import tracking
@@ -53,11 +51,6 @@ def _markdown(frame: Any) -> str:
     return "\n".join([header, rule, *["| " + " | ".join(row) + " |" for row in cells]])
 
 
-def _run_id() -> str:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{str(flow_run.get_id() or 'local')[:8]}"
-
-
 def _concept_tables(model_dir: Path, settings: TrainSettings) -> dict[str, Any]:
     """LDAV concept scores and class-vector correlations of the trained model."""
     from xattr.ldav import class_vector_correlation, concept_scores, load_ldav_vectors
@@ -84,19 +77,11 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     """
     logger = get_run_logger()
     workdir = settings.workdir.resolve()
-    run_id = _run_id()
+    run_id = new_run_id()
     output_dir = (settings.output_dir or workdir / "models" / f"{settings.name}-{run_id}").resolve()
-    uri = settings.tracking_uri()
-    parent = tracking.start_parent_run(
-        uri,
-        settings.tracking.experiment,
-        workdir / "mlflow-artifacts",
-        settings.name,
-        settings.model_dump(mode="json"),
-        {"xattr.run_id": run_id, "xattr.flow": "train"},
-    )
-    logger.info("train run %s: model -> %s, MLflow run %s (%s)", run_id, output_dir, parent, uri)
-    try:
+    with flow_run(settings, flow="train", run_id=run_id) as run:
+        uri, parent = run.tracking_uri, run.parent_run_id
+        logger.info("train run %s: model -> %s", run_id, output_dir)
         summary = train_model_stage(
             settings.name,
             settings.corpus.path,
@@ -115,7 +100,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         log_directory(uri, parent, output_dir, "model")
         report = output_dir.parent / f"{output_dir.name}.train.json"
         write_text_file(report, json.dumps(summary, indent=2, default=str), name="train report")
-        tracking.log_files(uri, parent, {"": report})
+        run.log_files({"": report})
         lines = [
             f"# train `{settings.name}`",
             "",
@@ -132,7 +117,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
             tables = _concept_tables(output_dir, settings)
             correlation_csv = output_dir.parent / f"{output_dir.name}.ldav-correlation.csv"
             write_text_file(correlation_csv, tables["correlation"].to_csv(), name="LDAV class-vector correlation")
-            tracking.log_files(uri, parent, {"ldav": correlation_csv})
+            run.log_files({"ldav": correlation_csv})
             lines += [
                 "",
                 "## LDAV class-vector correlation (Section 4.9)",
@@ -142,22 +127,15 @@ def train(settings: TrainSettings) -> dict[str, Any]:
             if tables["scores"] is not None:
                 concepts_csv = output_dir.parent / f"{output_dir.name}.ldav-concepts.csv"
                 write_text_file(concepts_csv, tables["scores"].to_csv(index=False), name="LDAV concept scores")
-                tracking.log_files(uri, parent, {"ldav": concepts_csv})
+                run.log_files({"ldav": concepts_csv})
                 summary["concepts"] = tables["scores"].to_dict("records")
                 lines += ["", "## LDAV concept scores (Table 9)", "", _markdown(tables["scores"])]
         markdown = "\n".join(lines) + "\n"
         tracking.log_text(uri, parent, markdown, "summary.md")
-        try:
-            create_markdown_artifact(markdown=markdown, key="xattr-train", description="xattr train summary")
-        except Exception:  # noqa: BLE001 - the UI artifact is a convenience; MLflow holds the record
-            logger.warning("could not create the Prefect markdown artifact")
-    except BaseException:
-        tracking.finish_parent_run(uri, parent, {}, status="FAILED")
-        raise
-    headline = {f"best/{k}": float(v) for k, v in summary["metrics"].items()}
-    headline.update(epochs_run=float(summary["epochs_run"]), best_epoch=float(summary["best_epoch"]))
-    headline["seconds"] = float(summary["seconds"])
-    tracking.finish_parent_run(uri, parent, headline)
+        publish_markdown(markdown, key="xattr-train", description="xattr train summary")
+        run.headline = {f"best/{k}": float(v) for k, v in summary["metrics"].items()}
+        run.headline.update(epochs_run=float(summary["epochs_run"]), best_epoch=float(summary["best_epoch"]))
+        run.headline["seconds"] = float(summary["seconds"])
     summary.update(mlflow_run_id=parent, tracking_uri=uri, run_id=run_id)
     return summary
 

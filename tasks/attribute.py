@@ -15,7 +15,7 @@ from tasks.corpus_io import CorpusView, read_corpus
 from tasks.head_statistics import bind_head_masks
 from tasks.models import loaded_model
 from tasks.progress import StageProgress
-from tasks.results import RunContext, StageResult
+from tasks.results import RunContext, Shard, StageResult, stage_suffix
 from xattr.methods import TokenAttribution, attribute_corpus, get_method
 from xattr.models.forward import predict_logits
 from xattr.models.loading import LoadedModel, ModelSpec
@@ -86,12 +86,14 @@ def attributions_table(view: CorpusView, loaded: LoadedModel, results: list[Toke
     )
 
 
-@task(
-    name="attribute",
-    task_run_name="attribute-{label}",
-    cache_key_fn=stage_cache_key,
-    persist_result=True,
-)
+def _run_name() -> str:
+    from prefect.runtime import task_run
+
+    parameters = task_run.parameters
+    return f"attribute-{parameters['label']}" + stage_suffix(parameters.get("shard"))
+
+
+@task(name="attribute", task_run_name=_run_name, cache_key_fn=stage_cache_key, persist_result=True)
 def attribute_stage(
     corpus: ArtifactRef,
     model: ModelSpec,
@@ -105,11 +107,15 @@ def attribute_stage(
     index: ArtifactRef | None = None,
     seed: int = 0,
     head_masks: ArtifactRef | None = None,
+    shard: Shard | None = None,
 ) -> StageResult:
     """Write the ``token_attributions`` artifact for method ``method`` under the name ``label``.
 
     A method with ``uses_head_masks`` gets the masks of the ``head_masks`` artifact (from the
-    head-statistics stage) after they are checked against the model's layers and heads.
+    head-statistics stage) after they are checked against the model's layers and heads. Run on
+    a ``shard``, only the shard's texts are explained (artifact ``attributions-<shard>``, stage
+    ``attribute-<label>-<shard>``); the whole corpus is still given to the method, so row
+    positions are corpus positions and neighbours come from the whole corpus.
     """
     started = time.perf_counter()
     attribution_method = get_method(method, params)
@@ -117,31 +123,40 @@ def attribute_stage(
     if attribution_method.uses_head_masks:
         bind_head_masks(attribution_method, loaded, head_masks)
     view = read_corpus(corpus, loaded)
-    logits = predict_logits(loaded, view.encoded, batch_size=batch_size)
-    label_sets = view.frame["label_set"].tolist() if target == "label" else None
-    targets = resolve_targets(
-        loaded.task, logits, policy=target, labels=view.frame["label"].tolist(), label_sets=label_sets
+    suffix = stage_suffix(shard)
+    inside = shard.positions if shard is not None else range(len(view.encoded))
+    needs_neighbours = attribution_method.needs_references()
+    # Neighbour filters may group by prediction over the whole corpus; otherwise predict the explained texts only.
+    scope = range(len(view.encoded)) if needs_neighbours else inside
+    logits = predict_logits(loaded, [view.encoded[i] for i in scope], batch_size=batch_size)
+    frame = view.frame.iloc[list(scope)]
+    label_sets = frame["label_set"].tolist() if target == "label" else None
+    scoped_targets = resolve_targets(
+        loaded.task, logits, policy=target, labels=frame["label"].tolist(), label_sets=label_sets
     )
+    targets: list[list[int]] = [[] for _ in view.encoded]
+    for position, row_targets in zip(scope, scoped_targets, strict=True):
+        if inside.start <= position < inside.stop:
+            targets[position] = list(row_targets)
     notes: list[str] = []
-    neighbour_metrics: dict[str, float] = {}
+    metrics: dict[str, float] = {}
     selection = None
-    if attribution_method.needs_references():
+    if needs_neighbours:
         if embeddings is None or index is None:
             raise ValueError(f"method {method!r} needs the neighbour index and embeddings")
-        predictions = [int(np.argmax(row)) for row in logits]
-        groups = {"label": view.frame["label"].tolist(), "prediction": predictions}
+        groups = {"label": view.frame["label"].tolist(), "prediction": [int(np.argmax(row)) for row in logits]}
         selection = _neighbours(attribution_method, loaded, embeddings, index, groups, seed)
-        neighbour_metrics = {
+        counts = [len(selection.neighbours.get(i, ())) for i in inside]
+        without = sum(count == 0 for count in counts)
+        metrics = {
             "neighbours_max": float(selection.max_neighbours),
-            "texts_without_neighbours": float(selection.without_neighbours),
-            "neighbours_mean": float(np.mean([len(v) for v in selection.neighbours.values()])),
+            "texts_without_neighbours": float(without),
+            "neighbours_mean": float(np.mean(counts)),
         }
         if selection.epsilon is not None:
-            neighbour_metrics["epsilon"] = selection.epsilon
-        if selection.without_neighbours:
-            notes.append(
-                f"{selection.without_neighbours} texts had no neighbour inside the cut-off; base attribution kept"
-            )
+            metrics["epsilon"] = selection.epsilon
+        if without:
+            notes.append(f"{without} texts had no neighbour inside the cut-off; base attribution kept")
     attribution_method.bind_corpus(view.encoded, selection.neighbours if selection else None)
     results = attribute_corpus(
         attribution_method,
@@ -149,14 +164,14 @@ def attribute_stage(
         view.encoded,
         targets,
         batch_size=batch_size,
-        progress=StageProgress(f"attribute-{label}"),
+        progress=StageProgress(f"attribute-{label}{suffix}"),
     )
     table = attributions_table(view, loaded, results, label)
     seconds = time.perf_counter() - started
     ref = ArtifactStore(context.artifacts_root, context.run_id).write(
         "token_attributions",
         f"attribute-{label}",
-        "attributions",
+        f"attributions{suffix}",
         table,
         metadata={
             "method": method,
@@ -164,21 +179,19 @@ def attribute_stage(
             "target": target,
         },
     )
-    if attribution_method.needs_references():
-        neighbour_metrics["fallbacks"] = float(attribution_method.fallbacks)
+    if needs_neighbours:
+        metrics["fallbacks"] = float(attribution_method.fallbacks)
     if hasattr(attribution_method, "base_computations"):
-        neighbour_metrics["base_computations"] = float(attribution_method.base_computations)
+        metrics["base_computations"] = float(attribution_method.base_computations)
+    run_params = {"method": method, "target": target, "batch_size": str(batch_size)}
+    if shard is not None:
+        run_params.update(start=str(shard.start), stop=str(shard.stop))
     return StageResult(
-        f"attribute-{label}",
+        f"attribute-{label}{suffix}",
         {"attributions": ref},
-        {
-            "texts": float(len(view.encoded)),
-            "explanations": float(len(results)),
-            "texts_per_second": len(view.encoded) / seconds,
-        }
-        | neighbour_metrics,
-        {"method": method, "target": target, "batch_size": str(batch_size)}
-        | {f"param.{k}": str(v) for k, v in attribution_method.params.model_dump().items()},
+        {"texts": float(len(inside)), "explanations": float(len(results)), "texts_per_second": len(inside) / seconds}
+        | metrics,
+        run_params | {f"param.{k}": str(v) for k, v in attribution_method.params.model_dump().items()},
         seconds,
         tuple(notes),
     )

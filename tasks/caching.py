@@ -18,7 +18,7 @@ from pydantic import BaseModel
 import storage
 import xattr
 from storage import ArtifactRef
-from tasks.results import RunContext
+from tasks.results import RunContext, Shard
 from xattr.models.loading import ModelSpec
 
 _CODE_PACKAGES = (xattr, storage)
@@ -86,9 +86,21 @@ def canonical(value: Any) -> Any:
 
 
 def stage_cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    """Prefect ``cache_key_fn``: task name, code version and the canonical parameters."""
+    """Prefect ``cache_key_fn``: task name, code version and the canonical parameters.
+
+    A stage run on a shard (a ``shard`` parameter that is not ``None``) is keyed by the shard's
+    content in place of the whole corpus: the corpus reference and the shard's number and
+    positions are left out, so a shard whose texts did not change is reused even when other
+    shards changed (and a run killed mid-way resumes where it stopped). Everything else (model,
+    method settings, neighbour index and embeddings when given) counts as for the whole corpus.
+    """
     task_name = getattr(getattr(context, "task", None), "name", "task")
+    params = dict(parameters)
+    shard = params.get("shard")
+    if isinstance(shard, Shard):
+        params.pop("corpus", None)
+        params["shard"] = shard.content_sha256
     payload = json.dumps(
-        {"task": task_name, "code": code_version(), "parameters": canonical(parameters)}, sort_keys=True, default=str
+        {"task": task_name, "code": code_version(), "parameters": canonical(params)}, sort_keys=True, default=str
     )
     return f"{task_name}-{hashlib.sha256(payload.encode()).hexdigest()}"

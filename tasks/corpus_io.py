@@ -23,9 +23,12 @@ class CorpusView:
         return self.frame["doc_id"].tolist()
 
 
-def read_corpus(ref: ArtifactRef, loaded: LoadedModel) -> CorpusView:
-    """Read and tokenise the corpus artifact for ``loaded``."""
-    frame = read_artifact(ref).to_pandas()
+def read_corpus(ref: ArtifactRef, loaded: LoadedModel, rows: range | None = None) -> CorpusView:
+    """Read and tokenise the corpus artifact for ``loaded`` (only positions ``rows`` when given)."""
+    table = read_artifact(ref)
+    if rows is not None:
+        table = table.slice(rows.start, len(rows))
+    frame = table.to_pandas()
     pairs = frame["text_pair"].tolist() if frame["text_pair"].notna().any() else None
     encoded = encode_texts(loaded.tokenizer, frame["text"].tolist(), pairs, max_length=loaded.max_length)
     return CorpusView(frame, encoded)

@@ -1,4 +1,4 @@
-"""Stage: mean-pooled hidden states of one layer for every text."""
+"""Stage: mean-pooled hidden states of one layer for every text (of the corpus, or of one shard)."""
 
 from __future__ import annotations
 
@@ -13,26 +13,42 @@ from tasks.caching import stage_cache_key
 from tasks.corpus_io import read_corpus
 from tasks.models import loaded_model
 from tasks.progress import StageProgress
-from tasks.results import RunContext, StageResult
+from tasks.results import RunContext, Shard, StageResult, stage_suffix
 from xattr.models.forward import mean_pooled_hidden_states
 from xattr.models.loading import ModelSpec
 
 
-@task(name="encode_corpus", cache_key_fn=stage_cache_key, persist_result=True)
+def _run_name() -> str:
+    from prefect.runtime import task_run
+
+    return "encode_corpus" + stage_suffix(task_run.parameters.get("shard"))
+
+
+@task(name="encode_corpus", task_run_name=_run_name, cache_key_fn=stage_cache_key, persist_result=True)
 def encode_corpus_stage(
-    corpus: ArtifactRef, model: ModelSpec, layer: int, batch_size: int, context: RunContext
+    corpus: ArtifactRef,
+    model: ModelSpec,
+    layer: int,
+    batch_size: int,
+    context: RunContext,
+    shard: Shard | None = None,
 ) -> StageResult:
-    """Write the ``embeddings`` artifact: one float32 vector per document."""
+    """Write the ``embeddings`` artifact: one float32 vector per document of the corpus or of ``shard``.
+
+    Run on a shard, the artifact is ``encode_corpus/embeddings-<shard>`` and the stage
+    ``encode_corpus-<shard>``; ``merge_shards_stage`` joins the shards' artifacts.
+    """
     started = time.perf_counter()
     loaded = loaded_model(model)
-    view = read_corpus(corpus, loaded)
+    view = read_corpus(corpus, loaded, rows=shard.positions if shard is not None else None)
+    suffix = stage_suffix(shard)
     truncated = sum(e.truncated for e in view.encoded)
     if truncated:
         get_run_logger().warning(
             "%d of %d texts exceed %d word pieces and were truncated", truncated, len(view.encoded), loaded.max_length
         )
     vectors = mean_pooled_hidden_states(
-        loaded, view.encoded, layer=layer, batch_size=batch_size, progress=StageProgress("encode_corpus")
+        loaded, view.encoded, layer=layer, batch_size=batch_size, progress=StageProgress(f"encode_corpus{suffix}")
     )
     dim = int(vectors.shape[1])
     table = pa.table(
@@ -45,16 +61,19 @@ def encode_corpus_stage(
     ref = ArtifactStore(context.artifacts_root, context.run_id).write(
         "embeddings",
         "encode_corpus",
-        "embeddings",
+        f"embeddings{suffix}",
         table,
         metadata={"model": loaded.source, "layer": str(layer_index), "pooling": "mean"},
         dim=dim,
     )
+    params = {"layer": str(layer_index), "batch_size": str(batch_size), "max_length": str(loaded.max_length)}
+    if shard is not None:
+        params.update(start=str(shard.start), stop=str(shard.stop))
     return StageResult(
-        "encode_corpus",
+        f"encode_corpus{suffix}",
         {"embeddings": ref},
         {"rows": float(ref.rows), "dim": float(dim), "truncated_texts": float(truncated)},
-        {"layer": str(layer_index), "batch_size": str(batch_size), "max_length": str(loaded.max_length)},
+        params,
         time.perf_counter() - started,
         (f"{truncated} texts truncated to {loaded.max_length} word pieces",) if truncated else (),
     )

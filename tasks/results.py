@@ -22,6 +22,39 @@ class RunContext:
 
 
 @dataclass(frozen=True)
+class Shard:
+    """Corpus positions ``start <= i < stop`` and a digest of their content.
+
+    A stage given a shard computes only those positions and is cached by the shard's content,
+    not the whole corpus (see ``tasks.caching.stage_cache_key``); without one it covers the corpus.
+
+    Attributes:
+        number: The shard's number, from 0.
+        start: First corpus position.
+        stop: One past the last corpus position.
+        content_sha256: SHA-256 of the shard's doc ids, texts, text pairs and labels.
+    """
+
+    number: int
+    start: int
+    stop: int
+    content_sha256: str
+
+    @property
+    def name(self) -> str:
+        return f"shard-{self.number:05d}"
+
+    @property
+    def positions(self) -> range:
+        return range(self.start, self.stop)
+
+
+def stage_suffix(shard: Shard | None) -> str:
+    """``"-shard-00003"`` for a shard, ``""`` for the whole corpus: appended to stage and artifact names."""
+    return f"-{shard.name}" if shard is not None else ""
+
+
+@dataclass(frozen=True)
 class StageResult:
     """The outcome of one stage.
 

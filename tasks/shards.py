@@ -1,11 +1,13 @@
-"""Sharded encode and attribute stages: contiguous slices of the corpus, one task run and artifact each.
+"""Sharding: contiguous slices of the corpus, and the stage that merges the shards' artifacts.
 
-A shard's cache key holds the shard's content (doc ids, texts, labels), not the whole corpus, so
-a re-run reuses every finished shard and a run killed mid-way resumes where it stopped. Methods
-that read neighbours (LAFA, SHAP with neighbour references) select them over the whole corpus
-from the merged embeddings and index, which are then part of the key too. A merge stage writes
-the shards' rows as one artifact (new file, never overwriting), so downstream stages are the
-same with and without sharding.
+The encode and attribute stages take an optional ``shard`` (``tasks.results.Shard``); run on a
+shard they compute its rows only and write one artifact per shard. A shard's cache key holds the
+shard's content (doc ids, texts, labels), not the whole corpus (``tasks.caching.stage_cache_key``),
+so a re-run reuses every finished shard and a run killed mid-way resumes where it stopped.
+Methods that read neighbours select them over the whole corpus from the merged embeddings and
+index, which are then part of the key too. The merge stage writes the shards' rows as one
+artifact (new file, never overwriting), so downstream stages are the same with and without
+sharding.
 """
 
 from __future__ import annotations
@@ -13,49 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
 import pyarrow as pa
 from prefect import task
 
 from storage import ArtifactRef, ArtifactStore, artifact_metadata, read_artifact
-from tasks.attribute import _neighbours, attributions_table
-from tasks.caching import canonical, code_version, stage_cache_key
-from tasks.corpus_io import read_corpus
-from tasks.head_statistics import bind_head_masks
-from tasks.models import loaded_model
-from tasks.progress import StageProgress
-from tasks.results import RunContext, StageResult
-from xattr.methods import attribute_corpus, get_method
-from xattr.models.encoding import encode_texts
-from xattr.models.forward import mean_pooled_hidden_states, predict_logits
-from xattr.models.loading import ModelSpec
-from xattr.models.targets import TargetPolicy, resolve_targets
+from tasks.caching import stage_cache_key
+from tasks.results import RunContext, Shard, StageResult
 
 _CONTENT_COLUMNS = ("doc_id", "text", "text_pair", "label", "label_set")
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Corpus positions ``start <= i < stop`` and a digest of their content.
-
-    Attributes:
-        number: The shard's number, from 0.
-        start: First corpus position.
-        stop: One past the last corpus position.
-        content_sha256: SHA-256 of the shard's doc ids, texts, text pairs and labels.
-    """
-
-    number: int
-    start: int
-    stop: int
-    content_sha256: str
-
-    @property
-    def name(self) -> str:
-        return f"shard-{self.number:05d}"
 
 
 def plan_shards(corpus: ArtifactRef, shard_size: int) -> list[Shard]:
@@ -75,155 +43,6 @@ def plan_shards(corpus: ArtifactRef, shard_size: int) -> list[Shard]:
         digest = hashlib.sha256(json.dumps(rows, default=str).encode()).hexdigest()
         shards.append(Shard(number, start, stop, digest))
     return shards
-
-
-def shard_cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    """Prefect ``cache_key_fn`` of a shard task: the shard's content in place of the whole corpus.
-
-    The corpus reference and the shard's number and positions are left out: a shard whose texts
-    did not change is reused even when other shards changed. Everything else (model, method
-    settings, neighbour index and embeddings when given) counts as in ``stage_cache_key``.
-    """
-    task_name = getattr(getattr(context, "task", None), "name", "task")
-    params = {k: v for k, v in parameters.items() if k != "corpus"}
-    params["shard"] = params["shard"].content_sha256
-    payload = json.dumps(
-        {"task": task_name, "code": code_version(), "parameters": canonical(params)}, sort_keys=True, default=str
-    )
-    return f"{task_name}-{hashlib.sha256(payload.encode()).hexdigest()}"
-
-
-@task(
-    name="encode_corpus_shard",
-    task_run_name="encode_corpus-{shard.name}",
-    cache_key_fn=shard_cache_key,
-    persist_result=True,
-)
-def encode_shard_stage(
-    corpus: ArtifactRef, shard: Shard, model: ModelSpec, layer: int, batch_size: int, context: RunContext
-) -> StageResult:
-    """Write the ``embeddings`` artifact of one shard (see ``encode_corpus_stage``)."""
-    started = time.perf_counter()
-    loaded = loaded_model(model)
-    frame = read_artifact(corpus).slice(shard.start, shard.stop - shard.start).to_pandas()
-    pairs = frame["text_pair"].tolist() if frame["text_pair"].notna().any() else None
-    encoded = encode_texts(loaded.tokenizer, frame["text"].tolist(), pairs, max_length=loaded.max_length)
-    truncated = sum(e.truncated for e in encoded)
-    vectors = mean_pooled_hidden_states(
-        loaded, encoded, layer=layer, batch_size=batch_size, progress=StageProgress(f"encode_corpus-{shard.name}")
-    )
-    dim = int(vectors.shape[1])
-    table = pa.table(
-        {
-            "doc_id": pa.array(frame["doc_id"].tolist(), pa.string()),
-            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim),
-        }
-    )
-    layer_index = layer if layer >= 0 else loaded.num_layers + 1 + layer
-    ref = ArtifactStore(context.artifacts_root, context.run_id).write(
-        "embeddings",
-        "encode_corpus",
-        f"embeddings-{shard.name}",
-        table,
-        metadata={"model": loaded.source, "layer": str(layer_index), "pooling": "mean"},
-        dim=dim,
-    )
-    return StageResult(
-        f"encode_corpus-{shard.name}",
-        {"embeddings": ref},
-        {"rows": float(ref.rows), "dim": float(dim), "truncated_texts": float(truncated)},
-        {"layer": str(layer_index), "start": str(shard.start), "stop": str(shard.stop)},
-        time.perf_counter() - started,
-    )
-
-
-@task(
-    name="attribute_shard",
-    task_run_name="attribute-{label}-{shard.name}",
-    cache_key_fn=shard_cache_key,
-    persist_result=True,
-)
-def attribute_shard_stage(
-    corpus: ArtifactRef,
-    shard: Shard,
-    model: ModelSpec,
-    method: str,
-    label: str,
-    params: dict[str, Any],
-    target: TargetPolicy,
-    batch_size: int,
-    context: RunContext,
-    embeddings: ArtifactRef | None = None,
-    index: ArtifactRef | None = None,
-    seed: int = 0,
-    head_masks: ArtifactRef | None = None,
-) -> StageResult:
-    """Write the ``token_attributions`` artifact of one shard (see ``attribute_stage``).
-
-    The whole corpus is bound to the method and texts outside the shard get no target, so row
-    positions are corpus positions and neighbours come from the whole corpus.
-    """
-    started = time.perf_counter()
-    attribution_method = get_method(method, params)
-    loaded = loaded_model(model)
-    view = read_corpus(corpus, loaded)
-    inside = range(shard.start, shard.stop)
-    needs_neighbours = attribution_method.needs_references()
-    # Neighbour filters may group by prediction over the whole corpus; otherwise predict the shard only.
-    scope = range(len(view.encoded)) if needs_neighbours else inside
-    logits = predict_logits(loaded, [view.encoded[i] for i in scope], batch_size=batch_size)
-    frame = view.frame.iloc[list(scope)]
-    label_sets = frame["label_set"].tolist() if target == "label" else None
-    scoped_targets = resolve_targets(
-        loaded.task, logits, policy=target, labels=frame["label"].tolist(), label_sets=label_sets
-    )
-    targets: list[list[int]] = [[] for _ in view.encoded]
-    for position, row_targets in zip(scope, scoped_targets, strict=True):
-        if shard.start <= position < shard.stop:
-            targets[position] = list(row_targets)
-    selection = None
-    metrics: dict[str, float] = {}
-    if needs_neighbours:
-        if embeddings is None or index is None:
-            raise ValueError(f"method {method!r} needs the neighbour index and embeddings")
-        groups = {"label": view.frame["label"].tolist(), "prediction": [int(np.argmax(row)) for row in logits]}
-        selection = _neighbours(attribution_method, loaded, embeddings, index, groups, seed)
-        metrics["neighbours_max"] = float(selection.max_neighbours)
-        metrics["texts_without_neighbours"] = float(sum(not selection.neighbours.get(i) for i in inside))
-    if attribution_method.uses_head_masks:
-        bind_head_masks(attribution_method, loaded, head_masks)
-    attribution_method.bind_corpus(view.encoded, selection.neighbours if selection else None)
-    results = attribute_corpus(
-        attribution_method,
-        loaded,
-        view.encoded,
-        targets,
-        batch_size=batch_size,
-        progress=StageProgress(f"attribute-{label}-{shard.name}"),
-    )
-    table = attributions_table(view, loaded, results, label)
-    seconds = time.perf_counter() - started
-    ref = ArtifactStore(context.artifacts_root, context.run_id).write(
-        "token_attributions",
-        f"attribute-{label}",
-        f"attributions-{shard.name}",
-        table,
-        metadata={
-            "method": method,
-            "params": repr(sorted(attribution_method.params.model_dump().items())),
-            "target": target,
-        },
-    )
-    if needs_neighbours:
-        metrics["fallbacks"] = float(attribution_method.fallbacks)
-    return StageResult(
-        f"attribute-{label}-{shard.name}",
-        {"attributions": ref},
-        {"texts": float(len(inside)), "explanations": float(len(results)), "texts_per_second": len(inside) / seconds}
-        | metrics,
-        {"method": method, "target": target, "start": str(shard.start), "stop": str(shard.stop)},
-        seconds,
-    )
 
 
 @task(name="merge_shards", task_run_name="merge-{stage}", cache_key_fn=stage_cache_key, persist_result=True)

@@ -19,6 +19,8 @@ from xattr.metrics.applicability import MetricNotApplicableError
 from xattr.models.loading import ModelSpec
 from xattr.neighbours.precision import layer_precisions
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "benchmarks" / "tiny.yaml"
 TREES = [
@@ -38,10 +40,18 @@ def harness():
 
 
 def _children(uri: str, parent: str) -> dict[str, object]:
+    """The per-method child runs (every stage also has a child run of its own, tagged ``xattr.stage``)."""
     client = MlflowClient(uri)
     run = client.get_run(parent)
     runs = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
-    return {r.info.run_name: r for r in runs}
+    return {r.info.run_name: r for r in runs if "xattr.method" in r.data.tags}
+
+
+def _stage_runs(uri: str, parent: str) -> set[str]:
+    client = MlflowClient(uri)
+    run = client.get_run(parent)
+    runs = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    return {r.info.run_name for r in runs if "xattr.stage" in r.data.tags}
 
 
 def test_regression_benchmark_fine_tunes_and_logs_one_run_per_method(harness, tiny_regressor_dir, tmp_path) -> None:
@@ -75,6 +85,10 @@ def test_regression_benchmark_fine_tunes_and_logs_one_run_per_method(harness, ti
     assert set(summary["figures"]) >= {"comprehensiveness_curve", "log_odds_curve", "mape_curve"}
     children = _children(summary["tracking_uri"], summary["mlflow_run_id"])
     assert set(children) == {"simple_grad", "random"}
+    # Every stage is recorded as its own child run, as in the other flows.
+    assert {"prepare_splits", "select_accurate", "attribute-simple_grad", "evaluate-random"} <= _stage_runs(
+        summary["tracking_uri"], summary["mlflow_run_id"]
+    )
     logged = children["random"].data
     assert logged.params["method"] == "random" and logged.params["replacement"] == "mask"
     assert logged.metrics["mape"] == pytest.approx(summary["metrics"]["random"]["mape"])

@@ -9,9 +9,11 @@ from xattr.methods.attcat import AttCat
 from xattr.methods.base import (
     AttributionMethod,
     MethodParams,
+    Requirements,
     available_methods,
     describe_parameters,
     get_method,
+    method_requirements,
     register_method,
 )
 from xattr.methods.cam import Cam
@@ -50,6 +52,7 @@ __all__ = [
     "Lime",
     "Ldav",
     "MethodParams",
+    "Requirements",
     "Occlusion",
     "Lrp",
     "LrpRollout",
@@ -65,5 +68,6 @@ __all__ = [
     "available_methods",
     "describe_parameters",
     "get_method",
+    "method_requirements",
     "register_method",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, get_args, get_origin
 
 import torch
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from xattr.heads.masks import HeadMasks
 from xattr.models.encoding import Batch, EncodedText
 from xattr.models.loading import LoadedModel
+from xattr.neighbours.selection import NeighbourRequest
 
 
 class MethodParams(BaseModel):
@@ -143,6 +145,25 @@ def get_method(name: str, params: dict[str, Any] | None = None) -> AttributionMe
     except ValidationError as exc:
         raise ValueError(f"invalid parameters for method {name!r}: {exc}") from exc
     return cls(validated)
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What a configured method needs besides the model and the encoded corpus."""
+
+    neighbours: NeighbourRequest | None = None
+    head_masks: bool = False
+    ldav_vectors: bool = False
+
+
+def method_requirements(name: str, params: dict[str, Any] | None = None) -> Requirements:
+    """The resources method ``name`` with ``params`` needs (neighbour request, head masks, LDAV vectors)."""
+    method = get_method(name, params)
+    request = None
+    if method.needs_references():
+        finder = getattr(method, "neighbour_request", None)
+        request = finder() if finder is not None else NeighbourRequest(10, None)
+    return Requirements(request, method.uses_head_masks, name == "ldav")
 
 
 def describe_parameters(cls: type[AttributionMethod]) -> list[tuple[str, str, Any, str]]:

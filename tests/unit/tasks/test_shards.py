@@ -8,8 +8,9 @@ import pyarrow as pa
 import pytest
 
 from storage import ArtifactRef, ArtifactStore, artifact_metadata, read_artifact
-from tasks.results import RunContext
-from tasks.shards import Shard, merge_shards_stage, plan_shards, shard_cache_key
+from tasks.caching import stage_cache_key
+from tasks.results import RunContext, Shard
+from tasks.shards import merge_shards_stage, plan_shards
 
 
 def _corpus(tmp_path: Path, texts: list[str], run: str = "run") -> ArtifactRef:
@@ -37,7 +38,7 @@ def test_shard_key_ignores_corpus_and_position_but_not_content_or_settings() -> 
     def key(shard: Shard, corpus_sha: str = "1", **params: object) -> str:
         corpus = ArtifactRef("load_corpus/corpus", "corpus", "/x.parquet", 1, corpus_sha * 64, 7)
         context = RunContext(Path("/r"), "run")
-        return shard_cache_key(ctx, {"corpus": corpus, "shard": shard, "context": context, "params": params})
+        return stage_cache_key(ctx, {"corpus": corpus, "shard": shard, "context": context, "params": params})
 
     base = key(Shard(0, 0, 3, sha), lam=1.0)
     assert base == key(Shard(4, 12, 15, sha), "2", lam=1.0)

@@ -1,0 +1,342 @@
+"""The one scaffold every flow runs in: run id, artifacts, MLflow parent run, cached stages, summary.
+
+A flow body reads like its stage list::
+
+    with flow_run(settings, flow="explain-corpus") as run:
+        corpus = run.stage(load_corpus_stage, path=..., context=run.context).refs["corpus"]
+        ...
+        run.finish(headline_metrics)
+
+:func:`flow_run` owns what every flow needs and must not get wrong: a run id, the
+:class:`~tasks.results.RunContext` artifacts go under, the explicit-URI MLflow parent run
+(marked FAILED on any exception, FINISHED with the headline metrics otherwise), the saved Prefect
+result storage that makes stages cacheable across runs, and :class:`StageRunner`, which records
+one MLflow child run per stage and recomputes a cache entry whose artifacts were deleted.
+:func:`attribute_and_evaluate` is the per-method "attribute, then evaluate" loop shared by the
+flows that score methods.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.filesystems import LocalFileSystem
+from prefect.runtime import flow_run as prefect_flow_run
+
+from storage import ArtifactRef
+from tasks import tracking
+from tasks.attribute import attribute_stage
+from tasks.evaluate import evaluate_stage
+from tasks.results import RunContext, Shard, StageResult
+from tasks.shards import merge_shards_stage
+from xattr.models.loading import ModelSpec
+
+
+class FlowSettings(Protocol):
+    """What :func:`flow_run` reads from a flow's settings (every settings model has these)."""
+
+    name: str
+    workdir: Path
+
+    @property
+    def tracking(self) -> Any: ...
+
+    def tracking_uri(self) -> str: ...
+
+    def model_dump(self, *, mode: str = ...) -> dict[str, Any]: ...
+
+
+def new_run_id() -> str:
+    """``<UTC timestamp>-<first 8 characters of the Prefect flow-run id>`` (``local`` outside a flow)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{str(prefect_flow_run.get_id() or 'local')[:8]}"
+
+
+def result_storage(workdir: Path) -> str:
+    """A saved local result-storage block under ``workdir/stage-cache`` (Prefect needs it saved server-side)."""
+    slug = "xattr-results-" + hashlib.sha256(str(workdir).encode()).hexdigest()[:12]
+    LocalFileSystem(basepath=str(workdir / "stage-cache")).save(slug, overwrite=True)
+    return f"local-file-system/{slug}"
+
+
+class StageRunner:
+    """Runs stage tasks with cross-run caching and records each as an MLflow child run.
+
+    Attributes:
+        results: Every stage run so far, with whether it was served from cache.
+        last_cached: Whether the last :meth:`run` or :meth:`run_sharded` was served from cache
+            (sharded: every shard and the merge).
+    """
+
+    def __init__(self, storage_slug: str, tracking_uri: str, parent_run_id: str) -> None:
+        self.storage_slug = storage_slug
+        self.tracking_uri = tracking_uri
+        self.parent_run_id = parent_run_id
+        self.results: list[tuple[StageResult, bool]] = []
+        self.last_cached = False
+
+    @property
+    def cache_hits(self) -> int:
+        return sum(cached for _, cached in self.results)
+
+    def run(self, stage_task: Any, **kwargs: Any) -> StageResult:
+        """Run one stage (from cache when its key matches) and record it."""
+        configured = stage_task.with_options(result_storage=self.storage_slug)
+        state = configured(**kwargs, return_state=True)
+        return self._record(configured, state, kwargs)
+
+    def run_sharded(self, stage_task: Any, shards: Sequence[Shard] | None, ref_name: str, **kwargs: Any) -> StageResult:
+        """Run ``stage_task`` on the whole corpus, or once per shard (in parallel) and merge.
+
+        The merged result is named like the whole stage and carries the merged artifact under
+        ``ref_name``; its seconds are the shards' summed compute time.
+        """
+        if not shards:
+            return self.run(stage_task, **kwargs)
+        configured = stage_task.with_options(result_storage=self.storage_slug)
+        futures = [configured.submit(shard=shard, **kwargs) for shard in shards]
+        parts = []
+        all_cached = True
+        for shard, future in zip(shards, futures, strict=True):
+            future.wait()
+            parts.append(self._record(configured, future.state, {**kwargs, "shard": shard}))
+            all_cached = all_cached and self.last_cached
+        merged = self.run(
+            merge_shards_stage,
+            stage=parts[0].stage.rsplit("-shard-", 1)[0],
+            name=ref_name,
+            shards=[p.refs[ref_name] for p in parts],
+            context=kwargs["context"],
+        )
+        self.last_cached = all_cached and self.last_cached
+        return dataclasses.replace(merged, seconds=sum(p.seconds for p in parts))
+
+    def _record(self, configured: Any, state: Any, kwargs: dict[str, Any]) -> StageResult:
+        result: StageResult = state.result()
+        cached = state.name == "Cached"
+        if cached and result.missing_artifacts():
+            get_run_logger().warning("cache entry of %s points at deleted artifacts; recomputing", result.stage)
+            state = configured.with_options(refresh_cache=True)(**kwargs, return_state=True)
+            result, cached = state.result(), False
+        tracking.log_stage(self.tracking_uri, self.parent_run_id, result, cached=cached)
+        self.results.append((result, cached))
+        self.last_cached = cached
+        return result
+
+
+@dataclass
+class FlowRun:
+    """One flow run's scaffold (see :func:`flow_run`).
+
+    Attributes:
+        workdir: The resolved working directory.
+        context: Where this run's artifacts go.
+        tracking_uri: The explicit MLflow tracking URI.
+        parent_run_id: The flow's MLflow parent run.
+        stages: The stage runner (one MLflow child run per stage).
+        headline: Metrics logged on the parent run when the flow finishes.
+    """
+
+    workdir: Path
+    context: RunContext
+    tracking_uri: str
+    parent_run_id: str
+    stages: StageRunner
+    headline: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return self.context.run_id
+
+    @property
+    def run_dir(self) -> Path:
+        """``artifacts/<run id>``: where this run's stage directories and summaries go."""
+        return self.context.artifacts_root / self.context.run_id
+
+    def stage(self, stage_task: Any, **kwargs: Any) -> StageResult:
+        """Run one stage through :class:`StageRunner` (``context`` is this run's unless given)."""
+        kwargs.setdefault("context", self.context)
+        return self.stages.run(stage_task, **kwargs)
+
+    def log_files(self, files: Mapping[str, Path]) -> None:
+        """Attach files to the parent run under the given artifact sub-directories."""
+        tracking.log_files(self.tracking_uri, self.parent_run_id, files)
+
+
+def publish_markdown(markdown: str, *, key: str, description: str) -> None:
+    """Show ``markdown`` in the Prefect UI; files and MLflow hold the record, so a failure only warns."""
+    try:
+        create_markdown_artifact(markdown=markdown, key=key, description=description)
+    except Exception:  # noqa: BLE001 - the UI artifact is a convenience
+        get_run_logger().warning("could not create the Prefect markdown artifact")
+
+
+@contextmanager
+def flow_run(
+    settings: FlowSettings,
+    *,
+    flow: str,
+    run_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    run_id: str | None = None,
+) -> Iterator[FlowRun]:
+    """The scaffold of one flow run; the MLflow parent run ends FAILED on any exception.
+
+    Args:
+        settings: The flow's resolved settings (its config is logged on the parent run).
+        flow: The flow's name, tagged ``xattr.flow``.
+        run_name: The MLflow run name (default ``settings.name``).
+        tags: More parent-run tags.
+        run_id: This run's id (default :func:`new_run_id`).
+
+    Yields:
+        The :class:`FlowRun`; on a normal exit its ``headline`` metrics are logged and the run
+        is marked FINISHED.
+    """
+    workdir = settings.workdir.resolve()
+    context = RunContext(workdir / "artifacts", run_id or new_run_id())
+    uri = settings.tracking_uri()
+    parent = tracking.start_parent_run(
+        uri,
+        settings.tracking.experiment,
+        workdir / "mlflow-artifacts",
+        run_name or settings.name,
+        settings.model_dump(mode="json"),
+        {"xattr.run_id": context.run_id, "xattr.flow": flow, **dict(tags or {})},
+    )
+    get_run_logger().info(
+        "run %s: artifacts under %s, MLflow run %s (%s)",
+        context.run_id,
+        context.artifacts_root / context.run_id,
+        parent,
+        uri,
+    )
+    run = FlowRun(workdir, context, uri, parent, StageRunner(result_storage(workdir), uri, parent))
+    try:
+        yield run
+    except BaseException:
+        tracking.finish_parent_run(uri, parent, {}, status="FAILED")
+        raise
+    tracking.finish_parent_run(uri, parent, run.headline)
+
+
+@dataclass(frozen=True)
+class MethodRun:
+    """What :func:`attribute_and_evaluate` returns per method.
+
+    Attributes:
+        attributed: The attribute stage's result (merged over shards when sharded).
+        evaluated: The evaluate stage's result.
+        cached: Whether both stages were served from cache.
+    """
+
+    attributed: StageResult
+    evaluated: StageResult
+    cached: bool
+
+    @property
+    def attributions(self) -> ArtifactRef:
+        return self.attributed.refs["attributions"]
+
+    @property
+    def evaluation(self) -> ArtifactRef:
+        return self.evaluated.refs["evaluation"]
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.evaluated.metrics
+
+
+@dataclass(frozen=True)
+class MethodResources:
+    """The upstream artifacts one method's attribute stage reads (``None``: the method does not need it)."""
+
+    embeddings: ArtifactRef | None = None
+    index: ArtifactRef | None = None
+    head_masks: ArtifactRef | None = None
+
+
+def attribute_and_evaluate(
+    run: FlowRun,
+    methods: Sequence[Any],
+    resources: Sequence[MethodResources],
+    *,
+    corpus: ArtifactRef,
+    model: ModelSpec,
+    target: str,
+    batch_size: int,
+    seed: int,
+    evaluation: Mapping[str, Any],
+    shards: Sequence[Shard] | None = None,
+) -> dict[str, MethodRun]:
+    """For each configured method: its attribute stage (sharded when ``shards``), then its evaluate stage.
+
+    Args:
+        run: The flow run.
+        methods: Method settings with ``name``, ``key`` and ``params`` (``flows.settings.MethodConfig``).
+        resources: Per method, the neighbour index and head masks it reads.
+        corpus: The corpus artifact the methods explain and are evaluated on.
+        model: The explained model.
+        target: Which output each method explains (``predicted`` or ``label``).
+        batch_size: Rows per attribution pass.
+        seed: Seed of neighbour selection (and of the evaluation unless ``evaluation`` sets one).
+        evaluation: Keyword arguments of ``evaluate_stage`` beyond corpus, attributions, model,
+            label and context (fractions, replacement, max_texts, batch_size, metrics, ...).
+        shards: Run attribute stages per shard and merge.
+
+    Returns:
+        Per method key, its stage results, in configuration order.
+    """
+    out: dict[str, MethodRun] = {}
+    for method, needs in zip(methods, resources, strict=True):
+        attributed = run.stages.run_sharded(
+            attribute_stage,
+            shards,
+            "attributions",
+            corpus=corpus,
+            model=model,
+            method=method.name,
+            label=method.key,
+            params=method.params,
+            target=target,
+            batch_size=batch_size,
+            context=run.context,
+            embeddings=needs.embeddings,
+            index=needs.index,
+            seed=seed,
+            head_masks=needs.head_masks,
+        )
+        attribute_cached = run.stages.last_cached
+        evaluated = run.stage(
+            evaluate_stage,
+            corpus=corpus,
+            attributions=attributed.refs["attributions"],
+            model=model,
+            label=method.key,
+            **({"seed": seed} | dict(evaluation)),
+        )
+        out[method.key] = MethodRun(attributed, evaluated, attribute_cached and run.stages.last_cached)
+    return out
+
+
+__all__ = [
+    "FlowRun",
+    "FlowSettings",
+    "MethodResources",
+    "MethodRun",
+    "StageRunner",
+    "attribute_and_evaluate",
+    "flow_run",
+    "new_run_id",
+    "publish_markdown",
+    "result_storage",
+]
