@@ -20,7 +20,7 @@ import pandas as pd
 from prefect import flow, get_run_logger
 
 from flows.benchmark_settings import BenchmarkSettings, load_benchmark_settings
-from flows.runtime import FlowRun, MethodResources, attribute_and_evaluate, flow_run, publish_markdown
+from flows.runtime import FlowRun, attribute_and_evaluate, flow_run, publish_markdown
 from storage import ArtifactRef, read_artifact
 from storage.text_files import write_text_file
 from tasks import tracking
@@ -31,9 +31,10 @@ from tasks.evaluate import applicable_metrics
 from tasks.head_statistics import head_statistics_stage
 from tasks.layer_precision import layer_precision_stage
 from tasks.results import RunContext
-from xattr.methods import Requirements, method_requirements
+from xattr.methods import method_requirements
 from xattr.metrics.uncertainty import paired_difference
 from xattr.models.loading import ModelSpec
+from xattr.neighbours.selection import NeighbourRequest
 from xattr.reporting.curves import plot_curves
 
 #: Headline metrics in table order: (key, label, better).
@@ -183,9 +184,9 @@ def _benchmark(settings: BenchmarkSettings, run: FlowRun) -> dict[str, Any]:
         notes += list(selected.notes)
     methods = settings.attribution.methods
     needs = [method_requirements(m.name, m.params) for m in methods]
-    neighbour_layers = [_neighbour_layer(n) for n in needs]
+    neighbour_layers = [_neighbour_layer(n.neighbours) for n in needs if n.neighbours is not None]
     indexes: dict[int, tuple[ArtifactRef, ArtifactRef]] = {}
-    for layer in dict.fromkeys(x for x in neighbour_layers if x is not None):
+    for layer in dict.fromkeys(neighbour_layers):
         # The last layer's index sits with the other stages; another layer's under artifacts/layer-<n>/.
         where = context if layer == -1 else RunContext(context.artifacts_root / f"layer-{layer}", context.run_id)
         embeddings = run.stage(
@@ -198,31 +199,15 @@ def _benchmark(settings: BenchmarkSettings, run: FlowRun) -> dict[str, Any]:
     head_masks = _head_masks(settings, splits.refs["train"], model, run) if any(n.head_masks for n in needs) else None
     if head_masks is not None:
         notes.append(f"head masks mined on the train split ({head_masks[1]})")
-    resources = [
-        MethodResources(
-            *(indexes[layer] if layer is not None else (None, None)),
-            head_masks[0] if n.head_masks and head_masks is not None else None,
-        )
-        for n, layer in zip(needs, neighbour_layers, strict=True)
-    ]
     runs = attribute_and_evaluate(
         run,
-        methods,
-        resources,
+        settings.attribution,
         corpus=corpus,
         model=model,
-        target=settings.attribution.target,
-        batch_size=settings.attribution.batch_size,
         seed=evaluation.seed,
-        evaluation={
-            "fractions": tuple(evaluation.fractions),
-            "replacement": evaluation.replacement,
-            "max_texts": evaluation.max_texts,
-            "batch_size": evaluation.batch_size,
-            "metrics": families,
-            "mape_fractions": tuple(evaluation.mape_fractions),
-            "mape_threshold": evaluation.mape_threshold,
-        },
+        evaluation=evaluation.stage_arguments(families),
+        index_for=lambda request: indexes[_neighbour_layer(request)],
+        head_masks=head_masks[0] if head_masks is not None else None,
     )
     per_method: dict[str, dict[str, Any]] = {}
     method_notes: list[tuple[str, tuple[str, ...]]] = []
@@ -256,11 +241,9 @@ def _benchmark(settings: BenchmarkSettings, run: FlowRun) -> dict[str, Any]:
     return summary
 
 
-def _neighbour_layer(needs: Requirements) -> int | None:
-    """The hidden layer whose neighbour index a method needs (its request's ``layer``, else the last), or ``None``."""
-    if needs.neighbours is None:
-        return None
-    return -1 if needs.neighbours.layer is None else int(needs.neighbours.layer)
+def _neighbour_layer(request: NeighbourRequest) -> int:
+    """The hidden layer whose neighbour index a request needs (its ``layer``, else the last: ``-1``)."""
+    return -1 if request.layer is None else int(request.layer)
 
 
 def _head_masks(

@@ -6,21 +6,22 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from flows.config_files import read_config, resolve_model_path, validate_config
-from flows.settings import AttributionSettings, HeadsSettings, TrackingSettings
+from flows.config_files import (
+    FlowSettingsBase,
+    StrictSettings,
+    TrackingSettings,
+    load_config_file,
+    removal_fractions,
+)
+from flows.settings import AttributionSettings, EvaluationSettings, HeadsSettings
 from flows.train_settings import LdavSettings
 from xattr.data.datasets import DATASETS
 from xattr.metrics.mape import DEFAULT_MASK_FRACTIONS
-from xattr.types import ReplacementPolicy
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DatasetSettings(_Strict):
+class DatasetSettings(StrictSettings):
     """Which dataset, which files, how much of it."""
 
     name: str = Field(description=f"one of: {', '.join(sorted(DATASETS))}")
@@ -44,7 +45,7 @@ class DatasetSettings(_Strict):
         return DATASETS[self.name].task
 
 
-class TrainSettings(_Strict):
+class TrainSettings(StrictSettings):
     """Fine-tuning of the base model on the train split (skipped when ``model.path`` is given)."""
 
     base_model: str | None = Field(None, description="base model directory; default all-MiniLM-L6-v2")
@@ -62,7 +63,7 @@ class TrainSettings(_Strict):
     )
 
 
-class BenchmarkModelSettings(_Strict):
+class BenchmarkModelSettings(StrictSettings):
     """A given model (no fine-tuning) or none (fine-tune ``train.base_model``)."""
 
     path: str | None = Field(None, description="fine-tuned model directory; empty: fine-tune one")
@@ -70,33 +71,34 @@ class BenchmarkModelSettings(_Strict):
     device: str | None = None
 
 
-class BenchmarkEvaluation(_Strict):
+class BenchmarkEvaluation(EvaluationSettings):
     """Which metrics, under which removal protocol."""
 
     metrics: list[str] | None = Field(
         None, description="aopc, degradation, switching_point, mape, gold_auc, gold_pearson; empty: all that apply"
     )
-    fractions: list[float] = Field(default_factory=lambda: [round(0.1 * k, 1) for k in range(1, 10)])
     mape_fractions: list[float] = Field(default_factory=lambda: list(DEFAULT_MASK_FRACTIONS))
     mape_threshold: float = Field(0.01, gt=0.0, description="LAFA 5.3: texts within this relative error")
-    replacement: ReplacementPolicy = "mask"
     neighbour_precision: bool = Field(
         False, description="LAFA Eq. 8 per hidden layer against the dataset's category (group) on the evaluation pool"
     )
     neighbours: int = Field(10, ge=1, description="M of LAFA Eq. 8")
-    max_texts: int | None = Field(200, ge=1, description="texts scored per method (a seeded sample)")
-    seed: int = 0
-    batch_size: int = Field(64, ge=1)
 
-    @field_validator("fractions", "mape_fractions")
+    @field_validator("mape_fractions")
     @classmethod
-    def _fractions(cls, values: list[float]) -> list[float]:
-        if not values or any(not 0.0 < v <= 1.0 for v in values):
-            raise ValueError("fractions must be a non-empty list of numbers in (0, 1]")
-        return sorted(set(values))
+    def _mape_fractions(cls, values: list[float]) -> list[float]:
+        return removal_fractions(values)
+
+    def stage_arguments(self, metrics: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """Keyword arguments of the evaluate stage, with the metric families ``metrics`` to compute."""
+        return super().stage_arguments() | {
+            "metrics": metrics,
+            "mape_fractions": tuple(self.mape_fractions),
+            "mape_threshold": self.mape_threshold,
+        }
 
 
-class BenchmarkSettings(_Strict):
+class BenchmarkSettings(FlowSettingsBase):
     """Everything the ``benchmark`` flow needs."""
 
     name: str = "benchmark"
@@ -130,9 +132,6 @@ class BenchmarkSettings(_Strict):
     def explain_length(self) -> int:
         return self.model.max_length or self.train.max_length
 
-    def tracking_uri(self) -> str:
-        return self.tracking.uri or f"sqlite:///{(self.workdir.resolve() / 'mlflow.db')}"
-
 
 def repo_root(start: Path) -> Path:
     """The nearest directory at or above ``start`` holding ``pyproject.toml`` (else ``start``)."""
@@ -154,17 +153,12 @@ def load_benchmark_settings(
     Raises:
         SettingsError: Missing or unreadable file, invalid YAML or invalid values (file and field named).
     """
-    base, raw = read_config(path)
-    for key, value in (overrides or {}).items():
-        if isinstance(value, dict) and isinstance(raw.get(key), dict):
-            raw[key] = {**raw[key], **value}
-        else:
-            raw[key] = value
-    root = data_root or os.environ.get("XATTR_DATA_ROOT") or raw.get("data_root") or "../shared/data"
-    root_path = Path(root).expanduser()
-    raw["data_root"] = str(root_path if root_path.is_absolute() else (repo_root(base) / root_path).resolve())
-    raw["workdir"] = str((base / Path(raw.get("workdir", "xattr-benchmarks")).expanduser()).resolve())
-    model = raw.get("model")
-    if isinstance(model, dict) and model.get("path"):
-        model["path"] = resolve_model_path(base, model["path"])
-    return validate_config(BenchmarkSettings, raw, path)
+
+    def data_root_of(base: Path, raw: dict[str, Any]) -> None:
+        root = Path(data_root or os.environ.get("XATTR_DATA_ROOT") or raw.get("data_root") or "../shared/data")
+        root = root.expanduser()
+        raw["data_root"] = str(root if root.is_absolute() else (repo_root(base) / root).resolve())
+
+    return load_config_file(
+        BenchmarkSettings, path, overrides, models=("model.path",), workdir="xattr-benchmarks", prepare=data_root_of
+    )

@@ -168,22 +168,10 @@ def heads(
 ) -> None:
     """Mine dependency-based head statistics (Mask-LRP Eq. 6-8) on CONFIG's corpus and model."""
     from flows.head_statistics import head_statistics_flow
-    from flows.settings import SettingsError, load_settings
+    from flows.settings import load_settings
 
-    try:
-        settings = load_settings(config, {"workdir": str(workdir.resolve())} if workdir else None)
-    except SettingsError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
-    from storage import StorageError
-    from xattr.data.corpus import CorpusError
-    from xattr.models.loading import ModelLoadError
-
-    try:
-        result = head_statistics_flow(settings)
-    except (CorpusError, ModelLoadError, StorageError, ValueError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
+    settings = _load_config(load_settings, config, workdir)
+    result = _run_flow(head_statistics_flow, settings)
     console.print(_kept_heads_table(result["statistics"], settings.heads.xi_synt, settings.heads.xi_pos))
     metrics = result["metrics"]
     console.print(
@@ -233,22 +221,11 @@ def train(
     workdir: Annotated[Path | None, typer.Option(help="override the config's workdir")] = None,
 ) -> None:
     """Fine-tune a model on a corpus (optionally with LDAV class vectors) with the train flow."""
-    from flows.settings import SettingsError
     from flows.train import train as train_flow
     from flows.train_settings import load_train_settings
 
-    try:
-        settings = load_train_settings(config, {"workdir": str(workdir.resolve())} if workdir else None)
-    except SettingsError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
-    from xattr.data.corpus import CorpusError
-
-    try:
-        summary = train_flow(settings)
-    except (CorpusError, FileExistsError, FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
+    settings = _load_config(load_train_settings, config, workdir)
+    summary = _run_flow(train_flow, settings, FileExistsError, FileNotFoundError)
     table = Table(title=f"Validation metrics of the best epoch ({summary['best_epoch']} of {summary['epochs_run']})")
     table.add_column("metric")
     table.add_column("value")

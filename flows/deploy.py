@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 from pydantic import ValidationError
+
+from flows.config_files import installed_command, read_config
 
 DEFAULT_API_URL = "http://127.0.0.1:4200/api"
 
@@ -79,13 +78,8 @@ def read_plan(prefect_file: Path, names: list[str] | None = None) -> list[Deploy
         DeployError: A missing or malformed file, a name that matches nothing, an entrypoint
             file or config file that does not exist, a missing work pool, or a bad schedule.
     """
-    if not prefect_file.is_file():
-        raise DeployError(f"deployment file {str(prefect_file)!r} does not exist")
-    try:
-        raw = yaml.safe_load(prefect_file.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise DeployError(f"deployment file {str(prefect_file)!r} is not valid YAML: {exc}") from exc
-    deployments = raw.get("deployments") if isinstance(raw, dict) else None
+    _, raw = read_config(prefect_file, what="deployment file", error=DeployError)
+    deployments = raw.get("deployments")
     if not isinstance(deployments, list) or not deployments:
         raise DeployError(f"deployment file {str(prefect_file)!r} declares no deployments")
     for position, item in enumerate(deployments):
@@ -166,14 +160,6 @@ def ensure_work_pool(api_url: str, name: str, pool_type: str = "process") -> boo
     return False
 
 
-def _prefect_executable() -> str:
-    beside = Path(sys.executable).with_name("prefect")
-    found = str(beside) if beside.is_file() else shutil.which("prefect")
-    if not found:
-        raise DeployError("the `prefect` command is not installed next to this Python or on PATH")
-    return found
-
-
 def deploy(
     prefect_file: Path, names: list[str] | None = None, api_url: str | None = None, *, timeout: float = 300.0
 ) -> tuple[list[DeploymentPlan], list[str]]:
@@ -201,7 +187,13 @@ def deploy(
     # A wide terminal keeps rich from wrapping the "... successfully created" lines we look for.
     env = {**os.environ, "PREFECT_API_URL": url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "COLUMNS": "400"}
     env.setdefault("XATTR_HOME", str(root))
-    command = [_prefect_executable(), "--no-prompt", "deploy", "--prefect-file", str(prefect_file.resolve())]
+    command = [
+        installed_command("prefect", DeployError),
+        "--no-prompt",
+        "deploy",
+        "--prefect-file",
+        str(prefect_file.resolve()),
+    ]
     for plan in plans:
         command += ["--name", plan.name]
     try:

@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger
 
-from flows.runtime import FlowRun, MethodResources, attribute_and_evaluate, flow_run, publish_markdown
-from flows.settings import ExplainSettings
+from flows.runtime import FlowRun, attribute_and_evaluate, flow_run, publish_markdown
+from flows.settings import EncodeSettings, ExplainSettings, IndexSettings
 from storage import ArtifactRef, read_artifact
 from storage.text_files import write_text_file
 from tasks.build_index import build_index_stage
@@ -18,9 +18,10 @@ from tasks.encode_corpus import encode_corpus_stage
 from tasks.head_statistics import head_statistics_stage
 from tasks.layer_precision import layer_precision_stage
 from tasks.load_corpus import load_corpus_stage
-from tasks.results import RunContext, StageResult
+from tasks.results import RunContext, Shard, StageResult
 from tasks.shards import plan_shards
 from xattr.methods import method_requirements
+from xattr.models.loading import ModelSpec
 from xattr.reporting.words import top_words, word_scores
 
 
@@ -53,52 +54,19 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
                 layer = int(precision.metrics["best_layer"])
                 logger.info("encode.layer auto: layer %d has the best neighbour precision", layer)
         shards = plan_shards(corpus, settings.sharding.shard_size) if settings.sharding.shard_size else None
-        embeddings = run.stages.run_sharded(
-            encode_corpus_stage,
-            shards,
-            "embeddings",
-            corpus=corpus,
-            model=model,
-            layer=layer,
-            batch_size=settings.encode.batch_size,
-            context=run.context,
-        ).refs["embeddings"]
-        index = run.stage(
-            build_index_stage,
-            embeddings=embeddings,
-            index_type=settings.index.type,
-            neighbours=settings.index.neighbours,
-            params=settings.index.params(),
-            recall_queries=settings.index.recall_queries,
-        ).refs["index"]
-        needs = [method_requirements(m.name, m.params) for m in settings.attribution.methods]
-        head_masks = (
-            run_head_statistics(run, settings, corpus).refs["statistics"] if any(n.head_masks for n in needs) else None
-        )
-        resources = [
-            MethodResources(
-                embeddings if n.neighbours is not None else None,
-                index if n.neighbours is not None else None,
-                head_masks if n.head_masks else None,
-            )
-            for n in needs
-        ]
+        embeddings, index = neighbour_index(run, corpus, model, layer, settings.encode, settings.index, shards)
+        masked = any(method_requirements(m.name, m.params).head_masks for m in settings.attribution.methods)
+        head_masks = run_head_statistics(run, settings, corpus).refs["statistics"] if masked else None
         evaluation = settings.evaluation
         runs = attribute_and_evaluate(
             run,
-            settings.attribution.methods,
-            resources,
+            settings.attribution,
             corpus=corpus,
             model=model,
-            target=settings.attribution.target,
-            batch_size=settings.attribution.batch_size,
             seed=evaluation.seed,
-            evaluation={
-                "fractions": tuple(evaluation.fractions),
-                "replacement": evaluation.replacement,
-                "max_texts": evaluation.max_texts,
-                "batch_size": evaluation.batch_size,
-            },
+            evaluation=evaluation.stage_arguments(),
+            index_for=lambda request: (embeddings, index),
+            head_masks=head_masks,
             shards=shards,
         )
         per_method: dict[str, dict[str, Any]] = {
@@ -141,6 +109,37 @@ def load_corpus(run: FlowRun, settings: ExplainSettings) -> ArtifactRef:
         empty_texts=settings.corpus.empty_texts,
         missing_labels=settings.corpus.missing_labels,
     ).refs["corpus"]
+
+
+def neighbour_index(
+    run: FlowRun,
+    corpus: ArtifactRef,
+    model: ModelSpec,
+    layer: int,
+    encode: EncodeSettings,
+    index: IndexSettings,
+    shards: list[Shard] | None = None,
+) -> tuple[ArtifactRef, ArtifactRef]:
+    """The ``encode_corpus`` (sharded when ``shards``) and ``build_index`` stages: embeddings and index artifacts."""
+    embeddings = run.stages.run_sharded(
+        encode_corpus_stage,
+        shards,
+        "embeddings",
+        corpus=corpus,
+        model=model,
+        layer=layer,
+        batch_size=encode.batch_size,
+        context=run.context,
+    ).refs["embeddings"]
+    built = run.stage(
+        build_index_stage,
+        embeddings=embeddings,
+        index_type=index.type,
+        neighbours=index.neighbours,
+        params=index.params(),
+        recall_queries=index.recall_queries,
+    )
+    return embeddings, built.refs["index"]
 
 
 def run_head_statistics(run: FlowRun, settings: ExplainSettings, corpus: ArtifactRef) -> StageResult:

@@ -15,13 +15,12 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows.explain_corpus import neighbour_index
 from flows.price_settings import PriceDriverSettings
 from flows.runtime import flow_run, publish_markdown
 from storage import read_artifact
 from storage.text_files import write_text_file
 from tasks.attribute import attribute_stage
-from tasks.build_index import build_index_stage
-from tasks.encode_corpus import encode_corpus_stage
 from tasks.price_drivers import prepare_catalogue_stage, price_drivers_stage, train_price_model_stage
 from tasks.results import RunContext, StageResult
 from xattr.methods import method_requirements
@@ -117,19 +116,9 @@ def price_drivers(settings: PriceDriverSettings) -> dict[str, Any]:
         model = settings.model.spec(model_path)
         embeddings = index = None
         if method_requirements(method.name, method.params).neighbours is not None:
-            embeddings = run.stage(
-                encode_corpus_stage,
-                corpus=corpus,
-                model=model,
-                layer=settings.encode.layer,
-                batch_size=settings.encode.batch_size,
-            ).refs["embeddings"]
-            index = run.stage(
-                build_index_stage,
-                embeddings=embeddings,
-                index_type=settings.index.type,
-                neighbours=settings.index.neighbours,
-            ).refs["index"]
+            embeddings, index = neighbour_index(
+                run, corpus, model, settings.encode.layer, settings.encode, settings.index
+            )
         attributed = run.stage(
             attribute_stage,
             corpus=corpus,

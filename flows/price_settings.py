@@ -5,21 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from flows.config_files import read_config, resolve_model_path, resolve_path, validate_config
-from flows.settings import EncodeSettings, IndexSettings, MethodConfig, TrackingSettings
+from flows.config_files import (
+    FlowSettingsBase,
+    StrictSettings,
+    TrackingSettings,
+    load_config_file,
+)
+from flows.settings import EncodeSettings, IndexSettings, MethodConfig
 from xattr.models.loading import ModelSpec
 from xattr.reporting.phrases import AttributeRule
 from xattr.training.finetune import FineTuneConfig
 from xattr.types import ReplacementPolicy
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class CatalogueSettings(_Strict):
+class CatalogueSettings(StrictSettings):
     """Where the catalogue is, how its prices are cleaned and how categories are grouped."""
 
     path: Path = Field(description="a products table or a directory with table_a/table_b (format: products), or a file")
@@ -46,7 +47,7 @@ class CatalogueSettings(_Strict):
         }
 
 
-class PriceModelSettings(_Strict):
+class PriceModelSettings(StrictSettings):
     """The price regressor: a fine-tuned model, or one fine-tuned here on log price."""
 
     path: str | None = Field(None, description="fine-tuned regression model; empty: fine-tune base_model")
@@ -76,7 +77,7 @@ class PriceModelSettings(_Strict):
         return ModelSpec(path, "regression", False, self.max_length, self.device)
 
 
-class RuleConfig(_Strict):
+class RuleConfig(StrictSettings):
     """One attribute-value rule (see ``xattr.reporting.phrases.AttributeRule``)."""
 
     attribute: str
@@ -96,7 +97,7 @@ def _default_method() -> MethodConfig:
     )
 
 
-class DriverSettings(_Strict):
+class DriverSettings(StrictSettings):
     """Attribution, driver extraction and aggregation."""
 
     method: MethodConfig = Field(default_factory=_default_method, description="attribution method (signed scores)")
@@ -128,7 +129,7 @@ class DriverSettings(_Strict):
         return method
 
 
-class PriceDriverSettings(_Strict):
+class PriceDriverSettings(FlowSettingsBase):
     """Everything ``price_drivers`` needs."""
 
     name: str = Field("price-drivers", description="run name shown in MLflow")
@@ -150,10 +151,6 @@ class PriceDriverSettings(_Strict):
             )
         return self
 
-    def tracking_uri(self) -> str:
-        """The explicit MLflow tracking URI (SQLite under the work directory by default)."""
-        return self.tracking.uri or f"sqlite:///{(self.workdir.resolve() / 'mlflow.db')}"
-
 
 def load_price_settings(path: Path | str, overrides: dict[str, Any] | None = None) -> PriceDriverSettings:
     """Read a YAML config; relative paths are relative to the config file.
@@ -162,14 +159,6 @@ def load_price_settings(path: Path | str, overrides: dict[str, Any] | None = Non
         SettingsError: Missing or unreadable file, invalid YAML, or invalid values (the message
             names the file and each offending field).
     """
-    base, raw = read_config(path)
-    raw.update(overrides or {})
-    if isinstance(raw.get("catalogue"), dict) and "path" in raw["catalogue"]:
-        raw["catalogue"]["path"] = str(resolve_path(base, raw["catalogue"]["path"]))
-    model = raw.get("model")
-    if isinstance(model, dict):
-        for key in ("path", "base_model"):
-            if model.get(key):
-                model[key] = resolve_model_path(base, model[key])
-    raw["workdir"] = str(resolve_path(base, raw.get("workdir", "xattr-runs")))
-    return validate_config(PriceDriverSettings, raw, path)
+    return load_config_file(
+        PriceDriverSettings, path, overrides, files=("catalogue.path",), models=("model.path", "model.base_model")
+    )

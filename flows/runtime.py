@@ -20,39 +20,29 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.filesystems import LocalFileSystem
 from prefect.runtime import flow_run as prefect_flow_run
 
+from flows.config_files import FlowSettingsBase
+from flows.settings import AttributionSettings
 from storage import ArtifactRef
 from tasks import tracking
 from tasks.attribute import attribute_stage
 from tasks.evaluate import evaluate_stage
 from tasks.results import RunContext, Shard, StageResult
 from tasks.shards import merge_shards_stage
+from xattr.methods import method_requirements
 from xattr.models.loading import ModelSpec
-
-
-class FlowSettings(Protocol):
-    """What :func:`flow_run` reads from a flow's settings (every settings model has these)."""
-
-    name: str
-    workdir: Path
-
-    @property
-    def tracking(self) -> Any: ...
-
-    def tracking_uri(self) -> str: ...
-
-    def model_dump(self, *, mode: str = ...) -> dict[str, Any]: ...
+from xattr.neighbours.selection import NeighbourRequest
 
 
 def new_run_id() -> str:
@@ -182,7 +172,7 @@ def publish_markdown(markdown: str, *, key: str, description: str) -> None:
 
 @contextmanager
 def flow_run(
-    settings: FlowSettings,
+    settings: FlowSettingsBase,
     *,
     flow: str,
     run_name: str | None = None,
@@ -256,48 +246,51 @@ class MethodRun:
         return self.evaluated.metrics
 
 
-@dataclass(frozen=True)
-class MethodResources:
-    """The upstream artifacts one method's attribute stage reads (``None``: the method does not need it)."""
-
-    embeddings: ArtifactRef | None = None
-    index: ArtifactRef | None = None
-    head_masks: ArtifactRef | None = None
+#: The neighbour index (embeddings, index) that serves a method's neighbour request.
+IndexFor = Callable[[NeighbourRequest], tuple[ArtifactRef, ArtifactRef]]
 
 
 def attribute_and_evaluate(
     run: FlowRun,
-    methods: Sequence[Any],
-    resources: Sequence[MethodResources],
+    attribution: AttributionSettings,
     *,
     corpus: ArtifactRef,
     model: ModelSpec,
-    target: str,
-    batch_size: int,
     seed: int,
     evaluation: Mapping[str, Any],
+    index_for: IndexFor | None = None,
+    head_masks: ArtifactRef | None = None,
     shards: Sequence[Shard] | None = None,
 ) -> dict[str, MethodRun]:
     """For each configured method: its attribute stage (sharded when ``shards``), then its evaluate stage.
 
     Args:
         run: The flow run.
-        methods: Method settings with ``name``, ``key`` and ``params`` (``flows.settings.MethodConfig``).
-        resources: Per method, the neighbour index and head masks it reads.
+        attribution: The methods, which output they explain and the rows per attribution pass.
         corpus: The corpus artifact the methods explain and are evaluated on.
         model: The explained model.
-        target: Which output each method explains (``predicted`` or ``label``).
-        batch_size: Rows per attribution pass.
         seed: Seed of neighbour selection (and of the evaluation unless ``evaluation`` sets one).
         evaluation: Keyword arguments of ``evaluate_stage`` beyond corpus, attributions, model,
             label and context (fractions, replacement, max_texts, batch_size, metrics, ...).
+        index_for: The neighbour index for a method's request (each method declares whether it
+            needs one: ``xattr.methods.method_requirements``).
+        head_masks: The head-statistics artifact, given to the methods that need head masks.
         shards: Run attribute stages per shard and merge.
+
+    Raises:
+        ValueError: A method needs neighbours or head masks and none were given.
 
     Returns:
         Per method key, its stage results, in configuration order.
     """
     out: dict[str, MethodRun] = {}
-    for method, needs in zip(methods, resources, strict=True):
+    for method in attribution.methods:
+        needs = method_requirements(method.name, method.params)
+        if needs.neighbours is not None and index_for is None:
+            raise ValueError(f"method {method.key!r} needs a neighbour index and the flow built none")
+        if needs.head_masks and head_masks is None:
+            raise ValueError(f"method {method.key!r} needs head masks and the flow mined none")
+        embeddings, index = index_for(needs.neighbours) if needs.neighbours is not None and index_for else (None, None)
         attributed = run.stages.run_sharded(
             attribute_stage,
             shards,
@@ -307,13 +300,13 @@ def attribute_and_evaluate(
             method=method.name,
             label=method.key,
             params=method.params,
-            target=target,
-            batch_size=batch_size,
+            target=attribution.target,
+            batch_size=attribution.batch_size,
             context=run.context,
-            embeddings=needs.embeddings,
-            index=needs.index,
+            embeddings=embeddings,
+            index=index,
             seed=seed,
-            head_masks=needs.head_masks,
+            head_masks=head_masks if needs.head_masks else None,
         )
         attribute_cached = run.stages.last_cached
         evaluated = run.stage(
@@ -330,8 +323,7 @@ def attribute_and_evaluate(
 
 __all__ = [
     "FlowRun",
-    "FlowSettings",
-    "MethodResources",
+    "IndexFor",
     "MethodRun",
     "StageRunner",
     "attribute_and_evaluate",

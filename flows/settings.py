@@ -5,10 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from flows.config_files import (
+    FlowSettingsBase,
+    StrictSettings,
+    TrackingSettings,
+    load_config_file,
+    removal_fractions,
+)
 from flows.config_files import SettingsError as SettingsError  # re-exported: callers import it from here
-from flows.config_files import read_config, resolve_model_path, resolve_path, validate_config
 from xattr.data.corpus import CorpusColumns
 from xattr.methods import get_method
 from xattr.models.loading import ModelSpec
@@ -17,11 +23,7 @@ from xattr.neighbours.index import IndexParams, IndexType
 from xattr.types import ReplacementPolicy, TaskName
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class CorpusSettings(_Strict):
+class CorpusSettings(StrictSettings):
     """Where the corpus is and which columns hold what."""
 
     path: Path = Field(description="Parquet, CSV or JSONL file")
@@ -47,7 +49,7 @@ class CorpusSettings(_Strict):
         )
 
 
-class ModelSettings(_Strict):
+class ModelSettings(StrictSettings):
     """The fine-tuned model to explain."""
 
     path: str = Field(description="local model directory or Hugging Face hub id")
@@ -60,7 +62,7 @@ class ModelSettings(_Strict):
         return ModelSpec(self.path, self.task, self.trust_remote_code, self.max_length, self.device)
 
 
-class EncodeSettings(_Strict):
+class EncodeSettings(StrictSettings):
     """Text embeddings for the neighbour index."""
 
     layer: int | Literal["auto"] = Field(
@@ -73,7 +75,7 @@ class EncodeSettings(_Strict):
     precision_texts: int = Field(2000, ge=2, description="texts sampled for the layer precision")
 
 
-class IndexSettings(_Strict):
+class IndexSettings(StrictSettings):
     """The FAISS index over text embeddings."""
 
     type: IndexType = Field("flat_l2", description="flat_l2 (exact), ivf_flat, hnsw or ivf_pq")
@@ -110,7 +112,7 @@ class IndexSettings(_Strict):
         )
 
 
-class MethodConfig(_Strict):
+class MethodConfig(StrictSettings):
     """One attribution method to run."""
 
     name: str = Field(description="registry name, see `xattr methods`")
@@ -129,7 +131,7 @@ class MethodConfig(_Strict):
         return self
 
 
-class AttributionSettings(_Strict):
+class AttributionSettings(StrictSettings):
     """Which methods explain which output."""
 
     methods: list[MethodConfig] = Field(
@@ -150,7 +152,7 @@ class AttributionSettings(_Strict):
         return methods
 
 
-class EvaluationSettings(_Strict):
+class EvaluationSettings(StrictSettings):
     """Faithfulness under token removal (AOPC comprehensiveness, log-odds)."""
 
     fractions: list[float] = Field(default_factory=lambda: [round(0.1 * k, 1) for k in range(1, 10)])
@@ -162,12 +164,19 @@ class EvaluationSettings(_Strict):
     @field_validator("fractions")
     @classmethod
     def _fractions(cls, values: list[float]) -> list[float]:
-        if not values or any(not 0.0 < v <= 1.0 for v in values):
-            raise ValueError("fractions must be a non-empty list of numbers in (0, 1]")
-        return sorted(set(values))
+        return removal_fractions(values)
+
+    def stage_arguments(self) -> dict[str, Any]:
+        """Keyword arguments of the evaluate stage (the seed is passed with the attribute stage's)."""
+        return {
+            "fractions": tuple(self.fractions),
+            "replacement": self.replacement,
+            "max_texts": self.max_texts,
+            "batch_size": self.batch_size,
+        }
 
 
-class HeadsSettings(_Strict):
+class HeadsSettings(StrictSettings):
     """Dependency-based head statistics and the Mask-LRP head masks (run when a method uses them)."""
 
     xi_synt: float = Field(0.1, ge=0.0, le=1.0, description="syntactic head: alpha_k > lambda_k + xi_synt (Eq. 7)")
@@ -185,14 +194,7 @@ class HeadsSettings(_Strict):
         return self.model_dump()
 
 
-class TrackingSettings(_Strict):
-    """MLflow tracking."""
-
-    uri: str | None = Field(None, description="tracking URI; default sqlite:///<workdir>/mlflow.db")
-    experiment: str = "xattr"
-
-
-class ShardingSettings(_Strict):
+class ShardingSettings(StrictSettings):
     """Split the encode and attribute stages into contiguous shards of the corpus."""
 
     shard_size: int | None = Field(
@@ -207,7 +209,7 @@ class ShardingSettings(_Strict):
         return value
 
 
-class RunnerSettings(_Strict):
+class RunnerSettings(StrictSettings):
     """Where the flow's task runs go: in-process or on a Dask cluster."""
 
     type: Literal["sequential", "thread", "dask"] = Field(
@@ -220,7 +222,7 @@ class RunnerSettings(_Strict):
     connect_timeout: float = Field(10.0, gt=0, description="seconds to wait for the Dask scheduler at `address`")
 
 
-class ExplainSettings(_Strict):
+class ExplainSettings(FlowSettingsBase):
     """Everything ``explain_corpus`` needs."""
 
     name: str = Field("explain", description="run name shown in MLflow")
@@ -244,10 +246,6 @@ class ExplainSettings(_Strict):
             )
         return self
 
-    def tracking_uri(self) -> str:
-        """The explicit MLflow tracking URI (SQLite under the work directory by default)."""
-        return self.tracking.uri or f"sqlite:///{(self.workdir.resolve() / 'mlflow.db')}"
-
 
 def load_settings(path: Path | str, overrides: dict[str, Any] | None = None) -> ExplainSettings:
     """Read a YAML config; relative paths are taken relative to the config file.
@@ -263,14 +261,4 @@ def load_settings(path: Path | str, overrides: dict[str, Any] | None = None) -> 
         SettingsError: Missing or unreadable file, invalid YAML, or invalid values (the message
             names the file and each offending field).
     """
-    base, raw = read_config(path)
-    raw.update(overrides or {})
-    if isinstance(raw.get("corpus"), dict) and "path" in raw["corpus"]:
-        raw["corpus"]["path"] = str(resolve_path(base, raw["corpus"]["path"]))
-    if isinstance(raw.get("model"), dict) and "path" in raw["model"]:
-        raw["model"]["path"] = resolve_model_path(base, raw["model"]["path"])
-    if "workdir" in raw:
-        raw["workdir"] = str(resolve_path(base, raw["workdir"]))
-    else:
-        raw["workdir"] = str(resolve_path(base, "xattr-runs"))
-    return validate_config(ExplainSettings, raw, path)
+    return load_config_file(ExplainSettings, path, overrides, files=("corpus.path",), models=("model.path",))

@@ -8,16 +8,16 @@ server as a child process: stopping the group stops both, and nothing else.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import unquote
 
 import httpx
+
+from flows.config_files import installed_command
 
 
 class UIError(RuntimeError):
@@ -49,14 +49,6 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(unquote(uri[len(prefix) :].partition("?")[0]))
 
 
-def _mlflow_executable() -> str:
-    beside = Path(sys.executable).with_name("mlflow")
-    found = str(beside) if beside.is_file() else shutil.which("mlflow")
-    if not found:
-        raise UIError("the `mlflow` command is not installed next to this Python or on PATH (install full mlflow)")
-    return found
-
-
 def start_mlflow_server(
     tracking_uri: str, *, host: str = "127.0.0.1", port: int = 5000, timeout: float = 90.0
 ) -> subprocess.Popen[bytes]:
@@ -82,7 +74,7 @@ def start_mlflow_server(
         raise UIError(f"port {port} on {host} is already in use; choose another with --port")
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"xattr-mlflow-ui-{port}.log"
     command = [
-        _mlflow_executable(),
+        installed_command("mlflow", UIError, hint=" (install full mlflow)"),
         "server",
         "--backend-store-uri",
         tracking_uri,

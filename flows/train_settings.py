@@ -5,18 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from flows.config_files import read_config, resolve_path, validate_config
-from flows.settings import CorpusSettings, TrackingSettings
+from flows.config_files import (
+    FlowSettingsBase,
+    StrictSettings,
+    TrackingSettings,
+    load_config_file,
+)
+from flows.settings import CorpusSettings
 from xattr.types import TaskName
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SplitSettings(_Strict):
+class SplitSettings(StrictSettings):
     """Where the validation rows come from."""
 
     validation_path: Path | None = Field(None, description="a separate validation file (same columns)")
@@ -24,7 +25,7 @@ class SplitSettings(_Strict):
     seed: int = Field(0, description="seed of the hold-out split")
 
 
-class TrainingSettings(_Strict):
+class TrainingSettings(StrictSettings):
     """Optimiser and early stopping (see ``xattr.training.trainer.TrainConfig``)."""
 
     epochs: int = Field(3, ge=1)
@@ -43,7 +44,7 @@ class TrainingSettings(_Strict):
     device: str | None = None
 
 
-class LdavSettings(_Strict):
+class LdavSettings(StrictSettings):
     """LDAV class vectors trained with the classifier (LDAV paper Section 3.1, Appendix C)."""
 
     enabled: bool = False
@@ -54,14 +55,14 @@ class LdavSettings(_Strict):
     learning_rate: float = Field(1e-4, gt=0, description="AdamW learning rate of the class vectors")
 
 
-class ConceptSettings(_Strict):
+class ConceptSettings(StrictSettings):
     """Phrases and word lists scored against every class vector after training (Sections 4.7-4.8)."""
 
     phrases: list[str] = Field(default_factory=list)
     word_lists: dict[str, list[str]] = Field(default_factory=dict, description="name -> words pooled together")
 
 
-class TrainSettings(_Strict):
+class TrainSettings(FlowSettingsBase):
     """Everything the ``train`` flow needs."""
 
     name: str = Field("train", description="run name in MLflow; also names the model directory")
@@ -91,14 +92,6 @@ class TrainSettings(_Strict):
                 )
         return self
 
-    def tracking_uri(self) -> str:
-        """The explicit MLflow tracking URI (SQLite under the work directory by default)."""
-        return self.tracking.uri or f"sqlite:///{(self.workdir.resolve() / 'mlflow.db')}"
-
-
-def _resolve(base: Path, value: str | Path) -> str:
-    return str(resolve_path(base, value))
-
 
 def load_train_settings(path: Path | str, overrides: dict[str, Any] | None = None) -> TrainSettings:
     """Read a train config; relative paths are taken relative to the config file.
@@ -106,14 +99,6 @@ def load_train_settings(path: Path | str, overrides: dict[str, Any] | None = Non
     Raises:
         SettingsError: Missing file, invalid YAML or invalid values (file and fields named).
     """
-    base, raw = read_config(path)
-    raw.update(overrides or {})
-    if isinstance(raw.get("corpus"), dict) and "path" in raw["corpus"]:
-        raw["corpus"]["path"] = _resolve(base, raw["corpus"]["path"])
-    if isinstance(raw.get("split"), dict) and raw["split"].get("validation_path"):
-        raw["split"]["validation_path"] = _resolve(base, raw["split"]["validation_path"])
-    for key in ("base_model", "output_dir"):
-        if raw.get(key):
-            raw[key] = _resolve(base, raw[key])
-    raw["workdir"] = _resolve(base, raw.get("workdir", "xattr-runs"))
-    return validate_config(TrainSettings, raw, path)
+    return load_config_file(
+        TrainSettings, path, overrides, files=("corpus.path", "split.validation_path", "base_model", "output_dir")
+    )

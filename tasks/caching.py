@@ -94,7 +94,7 @@ def stage_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     shards changed (and a run killed mid-way resumes where it stopped). Everything else (model,
     method settings, neighbour index and embeddings when given) counts as for the whole corpus.
     """
-    task_name = getattr(getattr(context, "task", None), "name", "task")
+    task_name = context.task.name
     params = dict(parameters)
     shard = params.get("shard")
     if isinstance(shard, Shard):

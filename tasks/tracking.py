@@ -7,7 +7,6 @@ goes through ``MlflowClient`` with explicit run ids.
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -118,11 +117,6 @@ def finish_parent_run(
     client = MlflowClient(tracking_uri)
     _log(client, run_id, {}, metrics, {})
     client.set_terminated(run_id, status)
-
-
-def scratch_dir() -> Path:
-    """A temporary directory for files that are logged and then discarded."""
-    return Path(tempfile.mkdtemp(prefix="xattr-mlflow-"))
 
 
 def log_child_run(
