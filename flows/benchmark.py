@@ -33,7 +33,7 @@ from tasks.evaluate import applicable_metrics, evaluate_stage
 from tasks.head_statistics import head_statistics_stage
 from tasks.layer_precision import layer_precision_stage
 from tasks.results import RunContext, StageResult
-from xattr.methods import get_method
+from xattr.methods import method_requirements
 from xattr.metrics.uncertainty import paired_difference
 from xattr.models.loading import ModelSpec
 from xattr.reporting.curves import plot_curves
@@ -236,7 +236,7 @@ def _benchmark(
     method_notes: list[tuple[str, tuple[str, ...]]] = []
     for method, layer in zip(settings.attribution.methods, neighbour_layers, strict=True):
         embeddings, index = indexes[layer] if layer is not None else (None, None)
-        uses_head_masks = get_method(method.name, method.params).uses_head_masks
+        uses_head_masks = method_requirements(method.name, method.params).head_masks
         attributed, attr_cached = _run(
             attribute_stage,
             storage,
@@ -298,12 +298,10 @@ def _benchmark(
 
 def _neighbour_layer(name: str, params: dict[str, Any]) -> int | None:
     """The hidden layer whose neighbour index a method needs (its ``layer`` parameter, else the last), or ``None``."""
-    method = get_method(name, params)
-    if not method.needs_references():
+    request = method_requirements(name, params).neighbours
+    if request is None:
         return None
-    request = getattr(method, "neighbour_request", None)
-    layer = request().layer if request is not None else None
-    return -1 if layer is None else int(layer)
+    return -1 if request.layer is None else int(request.layer)
 
 
 def _head_masks(
@@ -320,7 +318,7 @@ def _head_masks(
     Returns the ``head_statistics`` artifact and a one-line summary (heads kept), or ``None``.
     The Fig. 5-style heatmap PNG is logged to the parent MLflow run.
     """
-    if not any(get_method(m.name, m.params).uses_head_masks for m in settings.attribution.methods):
+    if not any(method_requirements(m.name, m.params).head_masks for m in settings.attribution.methods):
         return None
     result, _ = _run(
         head_statistics_stage,

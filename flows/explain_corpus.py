@@ -28,7 +28,7 @@ from tasks.layer_precision import layer_precision_stage
 from tasks.load_corpus import load_corpus_stage
 from tasks.results import RunContext, StageResult
 from tasks.shards import Shard, attribute_shard_stage, encode_shard_stage, merge_shards_stage, plan_shards
-from xattr.methods import get_method
+from xattr.methods import method_requirements
 from xattr.reporting.words import top_words, word_scores
 
 
@@ -181,8 +181,9 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
         head_masks = _head_masks(stages, settings, corpus, context)
         per_method: dict[str, dict[str, Any]] = {}
         for method in settings.attribution.methods:
-            uses_neighbours = get_method(method.name, method.params).needs_references()
-            uses_head_masks = get_method(method.name, method.params).uses_head_masks
+            requirements = method_requirements(method.name, method.params)
+            uses_neighbours = requirements.neighbours is not None
+            uses_head_masks = requirements.head_masks
             attributed = stages.run_sharded(
                 attribute_stage,
                 attribute_shard_stage,
@@ -243,7 +244,7 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
 
 def _head_masks(stages: _Stages, settings: ExplainSettings, corpus: Any, context: RunContext) -> Any:
     """Run the head-statistics stage once when a configured method uses head masks; its artifact or ``None``."""
-    if not any(get_method(m.name, m.params).uses_head_masks for m in settings.attribution.methods):
+    if not any(method_requirements(m.name, m.params).head_masks for m in settings.attribution.methods):
         return None
     return run_head_statistics(stages, settings, corpus, context).refs["statistics"]
 

@@ -26,7 +26,7 @@ from tasks.build_index import build_index_stage
 from tasks.encode_corpus import encode_corpus_stage
 from tasks.price_drivers import prepare_catalogue_stage, price_drivers_stage, train_price_model_stage
 from tasks.results import RunContext, StageResult
-from xattr.methods import get_method
+from xattr.methods import method_requirements
 
 
 def _base_model(settings: PriceDriverSettings) -> Path:
@@ -131,7 +131,7 @@ def price_drivers(settings: PriceDriverSettings) -> dict[str, Any]:
             model_path = trained.params["model_path"]
         model = settings.model.spec(model_path)
         embeddings = index = None
-        if get_method(method.name, method.params).needs_references():
+        if method_requirements(method.name, method.params).neighbours is not None:
             embeddings = stages.run(
                 encode_corpus_stage,
                 corpus=corpus,

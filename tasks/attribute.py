@@ -12,11 +12,12 @@ from prefect import task
 from storage import ArtifactRef, ArtifactStore, read_artifact, read_index
 from tasks.caching import stage_cache_key
 from tasks.corpus_io import CorpusView, read_corpus
-from tasks.head_statistics import bind_head_masks
+from tasks.head_statistics import checked_head_masks
 from tasks.models import loaded_model
 from tasks.progress import StageProgress
 from tasks.results import RunContext, StageResult
-from xattr.methods import TokenAttribution, attribute_corpus, get_method
+from xattr.ldav.vectors import ldav_vectors_for
+from xattr.methods import MethodContext, TokenAttribution, attribute_corpus, get_method
 from xattr.models.forward import predict_logits
 from xattr.models.loading import LoadedModel, ModelSpec
 from xattr.models.targets import TargetPolicy, resolve_targets
@@ -27,17 +28,16 @@ class IndexMismatchError(ValueError):
     """The neighbour index was built on another model or layer than the method asks for."""
 
 
-def _neighbours(
-    method: object,
+def neighbour_selection(
+    request: NeighbourRequest,
     loaded: LoadedModel,
     embeddings: ArtifactRef,
     index_ref: ArtifactRef,
     groups: dict[str, list],
     seed: int,
 ) -> NeighbourSelection:
-    """Neighbours by corpus position for a method that uses them, after checking the index."""
+    """Neighbours by corpus position as a method's ``request`` asks, after checking the index."""
     index, manifest = read_index(index_ref)
-    request: NeighbourRequest = getattr(method, "neighbour_request", lambda: NeighbourRequest(10, None))()
     if manifest.get("model") and manifest["model"] != loaded.source:
         raise IndexMismatchError(
             f"the neighbour index {index_ref.path} was built on model {manifest['model']!r}, "
@@ -108,14 +108,15 @@ def attribute_stage(
 ) -> StageResult:
     """Write the ``token_attributions`` artifact for method ``method`` under the name ``label``.
 
-    A method with ``uses_head_masks`` gets the masks of the ``head_masks`` artifact (from the
-    head-statistics stage) after they are checked against the model's layers and heads.
+    The method's context holds what its requirements name: neighbours selected from the index, the
+    masks of the ``head_masks`` artifact (from the head-statistics stage) after they are checked
+    against the model's layers and heads, the model's LDAV vectors.
     """
     started = time.perf_counter()
     attribution_method = get_method(method, params)
+    requirements = attribution_method.requirements(attribution_method.params)
     loaded = loaded_model(model)
-    if attribution_method.uses_head_masks:
-        bind_head_masks(attribution_method, loaded, head_masks)
+    masks = checked_head_masks(method, loaded, head_masks) if requirements.head_masks else None
     view = read_corpus(corpus, loaded)
     logits = predict_logits(loaded, view.encoded, batch_size=batch_size)
     label_sets = view.frame["label_set"].tolist() if target == "label" else None
@@ -125,12 +126,12 @@ def attribute_stage(
     notes: list[str] = []
     neighbour_metrics: dict[str, float] = {}
     selection = None
-    if attribution_method.needs_references():
+    if requirements.neighbours is not None:
         if embeddings is None or index is None:
             raise ValueError(f"method {method!r} needs the neighbour index and embeddings")
         predictions = [int(np.argmax(row)) for row in logits]
         groups = {"label": view.frame["label"].tolist(), "prediction": predictions}
-        selection = _neighbours(attribution_method, loaded, embeddings, index, groups, seed)
+        selection = neighbour_selection(requirements.neighbours, loaded, embeddings, index, groups, seed)
         neighbour_metrics = {
             "neighbours_max": float(selection.max_neighbours),
             "texts_without_neighbours": float(selection.without_neighbours),
@@ -142,12 +143,18 @@ def attribute_stage(
             notes.append(
                 f"{selection.without_neighbours} texts had no neighbour inside the cut-off; base attribution kept"
             )
-    attribution_method.bind_corpus(view.encoded, selection.neighbours if selection else None)
+    method_context = MethodContext(
+        corpus=view.encoded,
+        neighbours=selection.neighbours if selection else {},
+        head_masks=masks,
+        ldav_vectors=ldav_vectors_for(loaded) if requirements.ldav_vectors else None,
+    )
     results = attribute_corpus(
         attribution_method,
         loaded,
         view.encoded,
         targets,
+        context=method_context,
         batch_size=batch_size,
         progress=StageProgress(f"attribute-{label}"),
     )
@@ -164,10 +171,7 @@ def attribute_stage(
             "target": target,
         },
     )
-    if attribution_method.needs_references():
-        neighbour_metrics["fallbacks"] = float(attribution_method.fallbacks)
-    if hasattr(attribution_method, "base_computations"):
-        neighbour_metrics["base_computations"] = float(attribution_method.base_computations)
+    neighbour_metrics |= attribution_method.diagnostics(method_context)
     return StageResult(
         f"attribute-{label}",
         {"attributions": ref},

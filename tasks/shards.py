@@ -21,14 +21,15 @@ import pyarrow as pa
 from prefect import task
 
 from storage import ArtifactRef, ArtifactStore, artifact_metadata, read_artifact
-from tasks.attribute import _neighbours, attributions_table
+from tasks.attribute import attributions_table, neighbour_selection
 from tasks.caching import canonical, code_version, stage_cache_key
 from tasks.corpus_io import read_corpus
-from tasks.head_statistics import bind_head_masks
+from tasks.head_statistics import checked_head_masks
 from tasks.models import loaded_model
 from tasks.progress import StageProgress
 from tasks.results import RunContext, StageResult
-from xattr.methods import attribute_corpus, get_method
+from xattr.ldav.vectors import ldav_vectors_for
+from xattr.methods import MethodContext, attribute_corpus, get_method
 from xattr.models.encoding import encode_texts
 from xattr.models.forward import mean_pooled_hidden_states, predict_logits
 from xattr.models.loading import ModelSpec
@@ -160,15 +161,16 @@ def attribute_shard_stage(
 ) -> StageResult:
     """Write the ``token_attributions`` artifact of one shard (see ``attribute_stage``).
 
-    The whole corpus is bound to the method and texts outside the shard get no target, so row
+    The whole corpus is in the method's context and texts outside the shard get no target, so row
     positions are corpus positions and neighbours come from the whole corpus.
     """
     started = time.perf_counter()
     attribution_method = get_method(method, params)
+    requirements = attribution_method.requirements(attribution_method.params)
     loaded = loaded_model(model)
     view = read_corpus(corpus, loaded)
     inside = range(shard.start, shard.stop)
-    needs_neighbours = attribution_method.needs_references()
+    needs_neighbours = requirements.neighbours is not None
     # Neighbour filters may group by prediction over the whole corpus; otherwise predict the shard only.
     scope = range(len(view.encoded)) if needs_neighbours else inside
     logits = predict_logits(loaded, [view.encoded[i] for i in scope], batch_size=batch_size)
@@ -183,21 +185,25 @@ def attribute_shard_stage(
             targets[position] = list(row_targets)
     selection = None
     metrics: dict[str, float] = {}
-    if needs_neighbours:
+    if requirements.neighbours is not None:
         if embeddings is None or index is None:
             raise ValueError(f"method {method!r} needs the neighbour index and embeddings")
         groups = {"label": view.frame["label"].tolist(), "prediction": [int(np.argmax(row)) for row in logits]}
-        selection = _neighbours(attribution_method, loaded, embeddings, index, groups, seed)
+        selection = neighbour_selection(requirements.neighbours, loaded, embeddings, index, groups, seed)
         metrics["neighbours_max"] = float(selection.max_neighbours)
         metrics["texts_without_neighbours"] = float(sum(not selection.neighbours.get(i) for i in inside))
-    if attribution_method.uses_head_masks:
-        bind_head_masks(attribution_method, loaded, head_masks)
-    attribution_method.bind_corpus(view.encoded, selection.neighbours if selection else None)
+    method_context = MethodContext(
+        corpus=view.encoded,
+        neighbours=selection.neighbours if selection else {},
+        head_masks=checked_head_masks(method, loaded, head_masks) if requirements.head_masks else None,
+        ldav_vectors=ldav_vectors_for(loaded) if requirements.ldav_vectors else None,
+    )
     results = attribute_corpus(
         attribution_method,
         loaded,
         view.encoded,
         targets,
+        context=method_context,
         batch_size=batch_size,
         progress=StageProgress(f"attribute-{label}-{shard.name}"),
     )
@@ -214,8 +220,7 @@ def attribute_shard_stage(
             "target": target,
         },
     )
-    if needs_neighbours:
-        metrics["fallbacks"] = float(attribution_method.fallbacks)
+    metrics |= attribution_method.diagnostics(method_context)
     return StageResult(
         f"attribute-{label}-{shard.name}",
         {"attributions": ref},

@@ -9,9 +9,8 @@ import torch
 from pydantic import Field
 
 from xattr.methods.base import AttributionMethod, MethodParams, register_method
-from xattr.methods.gradients import reduce_over_hidden, word_embeddings
-from xattr.methods.references import constant_reference
-from xattr.methods.shap_grad import CONSTANT, ReferencePlan, averaged_reference_gradients
+from xattr.methods.context import MethodContext, Requirements
+from xattr.methods.shap_grad import CONSTANT, ReferencePlan, reference_requirements, reference_scores, row_references
 from xattr.models.encoding import Batch, EncodedText
 from xattr.models.loading import LoadedModel
 from xattr.types import Reduction
@@ -35,7 +34,7 @@ class ShapDeepParams(MethodParams):
 
 
 @register_method
-class ShapDeep(AttributionMethod):
+class ShapDeep(AttributionMethod[ShapDeepParams]):
     """SHAP-Deep as written in LAFA Section 4 (after Lundberg and Lee 2017, Shrikumar et al. 2017).
 
     ``S_ShapDeep(H0) = 1/N sum_k S(H_k) * (H0 - H_k)`` over references ``H_k``: the gradient
@@ -49,13 +48,12 @@ class ShapDeep(AttributionMethod):
     finite-difference multipliers between input and reference activations; LAFA prints the plain
     gradient at the reference, and that is what is computed here.
 
-    References: ``neighbours`` ("SHAP + Ref."): the text's nearest-neighbour texts bound with
-    :meth:`bind_corpus`, at most ``max_references``, nearest first, each aligned to the input by
+    References: ``neighbours`` ("SHAP + Ref."): the text's nearest-neighbour texts from the
+    method's context, at most ``max_references``, nearest first, each aligned to the input by
     :func:`~xattr.methods.references.text_reference`; ``zero`` ("SHAP + Zero") and ``pad`` put the
     zero vector or the [PAD] embedding on content word pieces (one reference, ``N = 1``). Special
     tokens keep their own embedding in every reference, so they score zero. A row without
-    neighbour texts uses the zero reference and is counted in ``fallbacks`` (reset by
-    :meth:`bind_corpus`). Nothing is random.
+    neighbour texts uses the zero reference and is counted in ``fallbacks``. Nothing is random.
     """
 
     name = "shap_deep"
@@ -63,46 +61,40 @@ class ShapDeep(AttributionMethod):
     paper = "Lundberg and Lee 2017; Shrikumar et al. 2017; LAFA (Zhang et al. 2022) Sec. 4, SHAP-Deep"
     Params = ShapDeepParams
     multiplies_by_inputs = True
-    uses_neighbours = True
 
-    def needs_references(self) -> bool:
-        """Neighbours are needed only for ``references="neighbours"``."""
-        return self.params.references == "neighbours"  # type: ignore[attr-defined]
+    @classmethod
+    def requirements(cls, params: ShapDeepParams) -> Requirements:
+        """Neighbours for ``references: neighbours`` (the ten nearest texts), nothing otherwise."""
+        return reference_requirements(params.references)
 
-    def reference_plan(self, batch: Batch) -> tuple[ReferencePlan, dict[int, list[EncodedText]]]:
+    def reference_plan(
+        self, batch: Batch, context: MethodContext
+    ) -> tuple[ReferencePlan, dict[int, list[EncodedText]]]:
         """One point per (row, reference) and, per row using neighbours, its reference texts."""
-        p: ShapDeepParams = self.params  # type: ignore[assignment]
+        p = self.params
+        texts = row_references(self, batch, context, neighbours=p.references == "neighbours")
         rows, choices = [], []
-        texts: dict[int, list[EncodedText]] = {}
-        for row in range(batch.input_ids.shape[0]):
-            references: list[EncodedText] = []
-            if p.references == "neighbours":
-                references = shap_deep_references(self.reference_texts(batch.indices[row]), p.max_references)
-                if not references:
-                    self.fallbacks += 1
-            texts[row] = references
-            n = max(len(references), 1)
+        for row, references in texts.items():
+            texts[row] = shap_deep_references(references, p.max_references)
+            n = max(len(texts[row]), 1)
             rows.append(torch.full((n,), row, dtype=torch.long))
-            choices.append(torch.arange(n) if references else torch.full((1,), CONSTANT, dtype=torch.long))
+            choices.append(torch.arange(n) if texts[row] else torch.full((1,), CONSTANT, dtype=torch.long))
         return ReferencePlan(torch.cat(rows), torch.cat(choices), None), texts
 
-    def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
+    def attribute_batch(
+        self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
+    ) -> torch.Tensor:
         """Scores ``(batch, seq)``: the reduction of ``S_ShapDeep(H0)``."""
-        p: ShapDeepParams = self.params  # type: ignore[assignment]
-        plan, texts = self.reference_plan(batch)
-        kind = "pad" if p.references == "pad" else "zeros"
-        with torch.no_grad():
-            h0 = word_embeddings(loaded, batch.input_ids)  # (batch, seq, hidden)
-            constant = constant_reference(loaded, batch, h0, kind)  # (batch, seq, hidden)
-        attributions = averaged_reference_gradients(
+        p = self.params
+        plan, texts = self.reference_plan(batch, context)
+        return reference_scores(
             loaded,
             batch,
             targets,
-            h0,
             plan,
-            constant,
             texts,
+            constant="pad" if p.references == "pad" else "zeros",
             multiply_by_inputs=True,
             rows_per_pass=p.rows_per_pass,
-        )  # (batch, seq, hidden)
-        return reduce_over_hidden(attributions, p.reduction)
+            reduction=p.reduction,
+        )

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
 
 from xattr.methods.base import AttributionMethod, MethodParams, register_method, row_generator
+from xattr.methods.context import MethodContext, Requirements
 from xattr.methods.gradients import embedding_gradients, reduce_over_hidden, word_embeddings
 from xattr.methods.references import constant_reference, text_reference
 from xattr.models.encoding import Batch, EncodedText
 from xattr.models.loading import LoadedModel
+from xattr.neighbours.selection import NeighbourRequest
 from xattr.types import Reduction
 
 #: Reference choice meaning "the row's constant reference" (zeros or [PAD]) instead of a neighbour text.
@@ -146,6 +148,73 @@ def averaged_reference_gradients(
     return total / counts.to(device=device, dtype=h0.dtype).view(-1, 1, 1)
 
 
+#: The neighbour search of SHAP's neighbour references: the ten nearest texts, no distance cut-off.
+NEIGHBOUR_REFERENCES = NeighbourRequest(max_neighbours=10, epsilon_quantile=None)
+
+
+def reference_requirements(references: str) -> Requirements:
+    """What a SHAP method with reference kind ``references`` needs: neighbours for ``neighbours`` only."""
+    return Requirements(neighbours=NEIGHBOUR_REFERENCES) if references == "neighbours" else Requirements()
+
+
+def row_references(
+    method: AttributionMethod[Any], batch: Batch, context: MethodContext, *, neighbours: bool
+) -> dict[int, list[EncodedText]]:
+    """Per batch row, its neighbour texts, nearest first (all empty without ``neighbours``).
+
+    A row that needs neighbours and has none uses the constant reference and is counted as one of
+    ``method``'s fallbacks.
+    """
+    texts: dict[int, list[EncodedText]] = {}
+    for row, position in enumerate(batch.indices):
+        texts[row] = context.reference_texts(position) if neighbours else []
+        if neighbours and not texts[row]:
+            method.count_fallback(context)
+    return texts
+
+
+def reference_scores(
+    loaded: LoadedModel,
+    batch: Batch,
+    targets: torch.Tensor,
+    plan: ReferencePlan,
+    texts: Mapping[int, Sequence[EncodedText]],
+    *,
+    constant: str,
+    multiply_by_inputs: bool,
+    rows_per_pass: int,
+    reduction: Reduction,
+) -> torch.Tensor:
+    """``(batch, seq)`` scores of a SHAP method: :func:`averaged_reference_gradients` reduced per token.
+
+    Args:
+        loaded: The model (eval mode).
+        batch: Padded inputs, ``(batch, seq)``.
+        targets: ``(batch,)`` output index per row.
+        plan: The evaluation points.
+        texts: Per batch row, its reference texts.
+        constant: The constant reference of :data:`CONSTANT` choices, ``zeros`` or ``pad``.
+        multiply_by_inputs: Multiply each gradient by ``H0 - H_k``.
+        rows_per_pass: Points per forward and backward pass.
+        reduction: How a token's ``(hidden,)`` attribution becomes its score.
+    """
+    with torch.no_grad():
+        h0 = word_embeddings(loaded, batch.input_ids)  # (batch, seq, hidden)
+        reference = constant_reference(loaded, batch, h0, constant)  # (batch, seq, hidden)
+    attributions = averaged_reference_gradients(
+        loaded,
+        batch,
+        targets,
+        h0,
+        plan,
+        reference,
+        texts,
+        multiply_by_inputs=multiply_by_inputs,
+        rows_per_pass=rows_per_pass,
+    )  # (batch, seq, hidden)
+    return reduce_over_hidden(attributions, reduction)
+
+
 class ShapGradParams(MethodParams):
     """Parameters of :class:`ShapGrad`."""
 
@@ -162,7 +231,7 @@ class ShapGradParams(MethodParams):
 
 
 @register_method
-class ShapGrad(AttributionMethod):
+class ShapGrad(AttributionMethod[ShapGradParams]):
     """SHAP-Gradient (Lundberg and Lee 2017; expected gradients) as written in LAFA Section 4.
 
     ``S_ShapGrad(H0) = 1/N sum_k S(alpha_k H0 + (1 - alpha_k) H_k)`` with ``alpha_k ~ U(0, 1)``
@@ -172,12 +241,11 @@ class ShapGrad(AttributionMethod):
     ``F(H0) - E[F(H_k)]``; LAFA prints the plain gradient average.
 
     References ("SHAP + Zero" and "SHAP + Ref." of LAFA Tables 2-3): ``zero`` puts the zero vector
-    on content word pieces; ``neighbours`` uses the text's nearest-neighbour texts (bound with
-    :meth:`bind_corpus`), aligned to the input by
+    on content word pieces; ``neighbours`` uses the text's nearest-neighbour texts (from the
+    method's context), aligned to the input by
     :func:`~xattr.methods.references.text_reference`, one per sample, stratified as described in
     :func:`shap_grad_draws`. Special tokens keep their own embedding in every reference. A row
-    without neighbour texts uses the zero reference and is counted in ``fallbacks`` (reset by
-    :meth:`bind_corpus`).
+    without neighbour texts uses the zero reference and is counted in ``fallbacks``.
 
     Draws come from :func:`~xattr.methods.base.row_generator` seeded by ``seed`` and the text's
     ids, so batched results equal one-by-one results and a seed reproduces a run; the targets of
@@ -188,44 +256,40 @@ class ShapGrad(AttributionMethod):
     summary = "gradient averaged over random points between references (zero or neighbour texts) and the input"
     paper = "Lundberg and Lee 2017; LAFA (Zhang et al. 2022) Sec. 4, SHAP-Gradient"
     Params = ShapGradParams
-    uses_neighbours = True
 
-    def needs_references(self) -> bool:
-        """Neighbours are needed only for ``references="neighbours"``."""
-        return self.params.references == "neighbours"  # type: ignore[attr-defined]
+    @classmethod
+    def requirements(cls, params: ShapGradParams) -> Requirements:
+        """Neighbours for ``references: neighbours`` (the ten nearest texts), nothing otherwise."""
+        return reference_requirements(params.references)
 
-    def reference_plan(self, batch: Batch) -> tuple[ReferencePlan, dict[int, list[EncodedText]]]:
+    def reference_plan(
+        self, batch: Batch, context: MethodContext
+    ) -> tuple[ReferencePlan, dict[int, list[EncodedText]]]:
         """The points of every row and, per row using neighbours, its reference texts."""
-        p: ShapGradParams = self.params  # type: ignore[assignment]
+        p = self.params
+        texts = row_references(self, batch, context, neighbours=p.references == "neighbours")
         rows, choices, alphas = [], [], []
-        texts: dict[int, list[EncodedText]] = {}
-        for row in range(batch.input_ids.shape[0]):
-            references = self.reference_texts(batch.indices[row]) if p.references == "neighbours" else []
-            if p.references == "neighbours" and not references:
-                self.fallbacks += 1
-            texts[row] = references
+        for row, references in texts.items():
             row_alphas, row_choices = shap_grad_draws(p.seed, row_ids(batch, row), p.samples, len(references))
             rows.append(torch.full((p.samples,), row, dtype=torch.long))
             choices.append(row_choices)
             alphas.append(row_alphas)
         return ReferencePlan(torch.cat(rows), torch.cat(choices), torch.cat(alphas)), texts
 
-    def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
+    def attribute_batch(
+        self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
+    ) -> torch.Tensor:
         """Scores ``(batch, seq)``: the reduction of ``S_ShapGrad(H0)``."""
-        p: ShapGradParams = self.params  # type: ignore[assignment]
-        plan, texts = self.reference_plan(batch)
-        with torch.no_grad():
-            h0 = word_embeddings(loaded, batch.input_ids)  # (batch, seq, hidden)
-            zero = constant_reference(loaded, batch, h0, "zeros")  # (batch, seq, hidden)
-        attributions = averaged_reference_gradients(
+        p = self.params
+        plan, texts = self.reference_plan(batch, context)
+        return reference_scores(
             loaded,
             batch,
             targets,
-            h0,
             plan,
-            zero,
             texts,
+            constant="zeros",
             multiply_by_inputs=p.multiply_by_inputs,
             rows_per_pass=p.rows_per_pass,
-        )  # (batch, seq, hidden)
-        return reduce_over_hidden(attributions, p.reduction)
+            reduction=p.reduction,
+        )
