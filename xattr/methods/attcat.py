@@ -26,7 +26,7 @@ class AttCat(AttributionMethod[MethodParams]):
 
     name = "attcat"
     summary = "sum over layers of mean-head [CLS] attention x (gradient . hidden state) per token"
-    paper = "Qiang et al. 2022 NeurIPS (AttCAT), Sec. 3; Mask-LRP (Sun et al. 2024) Sec. 5.2"
+    paper = "Qiang et al. 2022 NeurIPS (AttCAT), Sec. 3; Mask-LRP (Song et al. 2024) Sec. 5.2"
     Params = MethodParams
 
     def attribute_batch(

@@ -61,7 +61,7 @@ class Cam(AttributionMethod[MethodParams]):
 
     name = "cam"
     summary = "last-layer token activations projected on the target's classifier weights"
-    paper = "Zhou et al. 2016, Eq. 2; Mask-LRP (Sun et al. 2024) Sec. 5.2"
+    paper = "Zhou et al. 2016, Eq. 2; Mask-LRP (Song et al. 2024) Sec. 5.2"
     Params = MethodParams
 
     def attribute_batch(

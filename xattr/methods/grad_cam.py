@@ -23,7 +23,7 @@ class GradCam(AttributionMethod[MethodParams]):
 
     name = "grad_cam"
     summary = "ReLU(sum_d w_d h_td) over last-layer tokens, w = token-mean gradient"
-    paper = "Selvaraju et al. 2017, Eq. 1-2; Mask-LRP (Sun et al. 2024) Sec. 5.2"
+    paper = "Selvaraju et al. 2017, Eq. 1-2; Mask-LRP (Song et al. 2024) Sec. 5.2"
     Params = MethodParams
 
     def attribute_batch(

@@ -29,7 +29,7 @@ class RawAttention(AttributionMethod[RawAttentionParams]):
 
     name = "raw_attention"
     summary = "last layer's attention from [CLS], mean over heads"
-    paper = "Abnar and Zuidema 2020 (raw attention); Mask-LRP (Sun et al. 2024) Sec. 5.2"
+    paper = "Abnar and Zuidema 2020 (raw attention); Mask-LRP (Song et al. 2024) Sec. 5.2"
     Params = RawAttentionParams
 
     def attribute_batch(

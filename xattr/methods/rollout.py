@@ -25,7 +25,7 @@ class Rollout(AttributionMethod[MethodParams]):
 
     name = "rollout"
     summary = "attention rollout: product over layers of 0.5*mean-head attention + 0.5*I"
-    paper = "Abnar and Zuidema 2020, Eq. 1; Mask-LRP (Sun et al. 2024) Sec. 5.2"
+    paper = "Abnar and Zuidema 2020, Eq. 1; Mask-LRP (Song et al. 2024) Sec. 5.2"
     Params = MethodParams
 
     def attribute_batch(
