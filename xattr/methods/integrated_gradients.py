@@ -77,6 +77,30 @@ def repeated_gradients(
         yield rows, ks, grad
 
 
+def summed_gradients(
+    loaded: LoadedModel,
+    batch: Batch,
+    targets: torch.Tensor,
+    points: int,
+    rows_per_pass: int,
+    build: PointBuilder,
+    *,
+    like: torch.Tensor,
+) -> torch.Tensor:
+    """Per row, the sum over its ``points`` embedding points of ``dF/dH`` (see :func:`repeated_gradients`).
+
+    Args:
+        like: ``(batch, seq, hidden)``, the shape, dtype and device of the sum (the word embeddings).
+
+    Returns:
+        ``(batch, seq, hidden)``.
+    """
+    total = torch.zeros_like(like)  # (batch, seq, hidden)
+    for rows, _, grad in repeated_gradients(loaded, batch, targets, points, rows_per_pass, build):
+        total.index_add_(0, rows, grad)
+    return total
+
+
 def reference_embeddings(
     loaded: LoadedModel,
     batch: Batch,
@@ -165,8 +189,6 @@ class IntegratedGradients(AttributionMethod[IntegratedGradientsParams]):
         def build(rows: torch.Tensor, ks: torch.Tensor) -> torch.Tensor:
             return ref[rows] + alphas[ks].view(-1, 1, 1) * delta[rows]  # (chunk, seq, hidden)
 
-        grad_sum = torch.zeros_like(h0)  # (batch, seq, hidden)
-        for rows, _, grad in repeated_gradients(loaded, batch, targets, p.steps, p.rows_per_pass, build):
-            grad_sum.index_add_(0, rows, grad)
+        grad_sum = summed_gradients(loaded, batch, targets, p.steps, p.rows_per_pass, build, like=h0)
         attributions = delta * (grad_sum / p.steps)  # (batch, seq, hidden)
         return reduce_over_hidden(attributions, p.reduction)

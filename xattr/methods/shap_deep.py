@@ -8,12 +8,9 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from xattr.methods.base import AttributionMethod, MethodParams, register_method
-from xattr.methods.context import MethodContext, Requirements
-from xattr.methods.shap_grad import CONSTANT, ReferencePlan, reference_requirements, reference_scores, row_references
+from xattr.methods.base import register_method
+from xattr.methods.shap_grad import CONSTANT, ReferenceMethod, ReferenceParams, ReferencePlan
 from xattr.models.encoding import Batch, EncodedText
-from xattr.models.loading import LoadedModel
-from xattr.types import Reduction
 
 
 def shap_deep_references(texts: Sequence[EncodedText], max_references: int) -> list[EncodedText]:
@@ -21,7 +18,7 @@ def shap_deep_references(texts: Sequence[EncodedText], max_references: int) -> l
     return list(texts[:max_references])
 
 
-class ShapDeepParams(MethodParams):
+class ShapDeepParams(ReferenceParams):
     """Parameters of :class:`ShapDeep`."""
 
     references: Literal["zero", "pad", "neighbours"] = Field(
@@ -29,12 +26,10 @@ class ShapDeepParams(MethodParams):
         description="neighbours: the text's nearest-neighbour texts (SHAP + Ref.), zero (SHAP + Zero) or pad ([PAD])",
     )
     max_references: int = Field(10, ge=1, description="N: at most this many neighbour texts, nearest first")
-    reduction: Reduction = Field("sum_of_squares", description="sum_of_squares (LAFA Sec. 4) or sum (signed)")
-    rows_per_pass: int = Field(256, ge=1, description="(text, reference) points per forward and backward pass")
 
 
 @register_method
-class ShapDeep(AttributionMethod[ShapDeepParams]):
+class ShapDeep(ReferenceMethod[ShapDeepParams]):
     """SHAP-Deep as written in LAFA Section 4 (after Lundberg and Lee 2017, Shrikumar et al. 2017).
 
     ``S_ShapDeep(H0) = 1/N sum_k S(H_k) * (H0 - H_k)`` over references ``H_k``: the gradient
@@ -62,39 +57,18 @@ class ShapDeep(AttributionMethod[ShapDeepParams]):
     Params = ShapDeepParams
     multiplies_by_inputs = True
 
-    @classmethod
-    def requirements(cls, params: ShapDeepParams) -> Requirements:
-        """Neighbours for ``references: neighbours`` (the ten nearest texts), nothing otherwise."""
-        return reference_requirements(params.references)
+    def constant_reference(self) -> str:
+        """[PAD] for ``references: pad``, else zeros (also the fallback of a row without neighbours)."""
+        return "pad" if self.params.references == "pad" else "zeros"
 
     def reference_plan(
-        self, batch: Batch, context: MethodContext
+        self, batch: Batch, texts: dict[int, list[EncodedText]]
     ) -> tuple[ReferencePlan, dict[int, list[EncodedText]]]:
-        """One point per (row, reference) and, per row using neighbours, its reference texts."""
-        p = self.params
-        texts = row_references(self, batch, context, neighbours=p.references == "neighbours")
+        """One point per (row, reference): the row's first ``max_references`` texts, or its constant one."""
         rows, choices = [], []
         for row, references in texts.items():
-            texts[row] = shap_deep_references(references, p.max_references)
+            texts[row] = shap_deep_references(references, self.params.max_references)
             n = max(len(texts[row]), 1)
             rows.append(torch.full((n,), row, dtype=torch.long))
             choices.append(torch.arange(n) if texts[row] else torch.full((1,), CONSTANT, dtype=torch.long))
         return ReferencePlan(torch.cat(rows), torch.cat(choices), None), texts
-
-    def attribute_batch(
-        self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
-    ) -> torch.Tensor:
-        """Scores ``(batch, seq)``: the reduction of ``S_ShapDeep(H0)``."""
-        p = self.params
-        plan, texts = self.reference_plan(batch, context)
-        return reference_scores(
-            loaded,
-            batch,
-            targets,
-            plan,
-            texts,
-            constant="pad" if p.references == "pad" else "zeros",
-            multiply_by_inputs=True,
-            rows_per_pass=p.rows_per_pass,
-            reduction=p.reduction,
-        )

@@ -1,15 +1,17 @@
 """SHAP-Gradient (expected gradients): gradients averaged over random points between references and input.
 
-Also holds the machinery shared with SHAP-Deep (:mod:`xattr.methods.shap_deep`): the plan of
-which reference each evaluation point uses, and the chunked evaluation of gradients at those
-points for a whole batch (texts x samples in passes of at most ``rows_per_pass`` rows).
+Also holds the machinery shared with SHAP-Deep (:mod:`xattr.methods.shap_deep`): the
+:class:`ReferenceMethod` base (references from the context, fallbacks), the plan of which
+reference each evaluation point uses, and the chunked evaluation of gradients at those points for
+a whole batch (texts x samples in passes of at most ``rows_per_pass`` rows).
 """
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal, TypeVar
 
 import torch
 from pydantic import Field
@@ -152,70 +154,86 @@ def averaged_reference_gradients(
 NEIGHBOUR_REFERENCES = NeighbourRequest(max_neighbours=10, epsilon_quantile=None)
 
 
-def reference_requirements(references: str) -> Requirements:
-    """What a SHAP method with reference kind ``references`` needs: neighbours for ``neighbours`` only."""
-    return Requirements(neighbours=NEIGHBOUR_REFERENCES) if references == "neighbours" else Requirements()
+class ReferenceParams(MethodParams):
+    """Parameters every SHAP method has (each narrows ``references`` to the kinds it supports)."""
+
+    references: str = Field(description="the references: a constant one (zero, pad) or neighbours")
+    rows_per_pass: int = Field(
+        256, ge=1, description="evaluation points (text x reference) per forward and backward pass"
+    )
+    reduction: Reduction = Field("sum_of_squares", description="sum_of_squares (LAFA Sec. 4) or sum (signed)")
 
 
-def row_references(
-    method: AttributionMethod[Any], batch: Batch, context: MethodContext, *, neighbours: bool
-) -> dict[int, list[EncodedText]]:
-    """Per batch row, its neighbour texts, nearest first (all empty without ``neighbours``).
+R = TypeVar("R", bound=ReferenceParams)
 
-    A row that needs neighbours and has none uses the constant reference and is counted as one of
-    ``method``'s fallbacks.
+
+class ReferenceMethod(AttributionMethod[R]):
+    """Base of the SHAP methods: gradients at points planned from references, averaged per text.
+
+    With ``references: neighbours`` a text's references are its nearest-neighbour texts from the
+    context (the method asks for :data:`NEIGHBOUR_REFERENCES`); a text without any uses the
+    constant reference and is counted in ``fallbacks``. Subclasses plan the evaluation points
+    (:meth:`reference_plan`) and say which constant reference (:meth:`constant_reference`) and
+    whether gradients are multiplied by ``H0 - H_k`` (:meth:`multiply_by_inputs`); the points are
+    evaluated by :func:`averaged_reference_gradients` and reduced per token.
     """
-    texts: dict[int, list[EncodedText]] = {}
-    for row, position in enumerate(batch.indices):
-        texts[row] = context.reference_texts(position) if neighbours else []
-        if neighbours and not texts[row]:
-            method.count_fallback(context)
-    return texts
+
+    @classmethod
+    def requirements(cls, params: R) -> Requirements:
+        """Neighbours (the ten nearest texts) for ``references: neighbours``, nothing otherwise."""
+        return Requirements(neighbours=NEIGHBOUR_REFERENCES) if params.references == "neighbours" else Requirements()
+
+    @abstractmethod
+    def reference_plan(
+        self, batch: Batch, texts: dict[int, list[EncodedText]]
+    ) -> tuple[ReferencePlan, dict[int, list[EncodedText]]]:
+        """The evaluation points of a batch from each row's neighbour texts (empty lists without neighbours).
+
+        Returns:
+            The plan, and per batch row the reference texts its choices index.
+        """
+
+    def constant_reference(self) -> str:
+        """The constant reference of :data:`CONSTANT` choices: ``zeros`` (default) or ``pad``."""
+        return "zeros"
+
+    def multiply_by_inputs(self) -> bool:
+        """Whether each gradient is multiplied by ``H0 - H_k``."""
+        return self.multiplies_by_inputs
+
+    def row_references(self, batch: Batch, context: MethodContext) -> dict[int, list[EncodedText]]:
+        """Per batch row, its neighbour texts, nearest first (all empty without ``references: neighbours``)."""
+        neighbours = self.params.references == "neighbours"
+        texts: dict[int, list[EncodedText]] = {}
+        for row, position in enumerate(batch.indices):
+            texts[row] = context.reference_texts(position) if neighbours else []
+            if neighbours and not texts[row]:
+                self.count_fallback(context)
+        return texts
+
+    def attribute_batch(
+        self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
+    ) -> torch.Tensor:
+        """Scores ``(batch, seq)``: the reduction of the averaged reference gradients."""
+        plan, texts = self.reference_plan(batch, self.row_references(batch, context))
+        with torch.no_grad():
+            h0 = word_embeddings(loaded, batch.input_ids)  # (batch, seq, hidden)
+            constant = constant_reference(loaded, batch, h0, self.constant_reference())  # (batch, seq, hidden)
+        attributions = averaged_reference_gradients(
+            loaded,
+            batch,
+            targets,
+            h0,
+            plan,
+            constant,
+            texts,
+            multiply_by_inputs=self.multiply_by_inputs(),
+            rows_per_pass=self.params.rows_per_pass,
+        )  # (batch, seq, hidden)
+        return reduce_over_hidden(attributions, self.params.reduction)
 
 
-def reference_scores(
-    loaded: LoadedModel,
-    batch: Batch,
-    targets: torch.Tensor,
-    plan: ReferencePlan,
-    texts: Mapping[int, Sequence[EncodedText]],
-    *,
-    constant: str,
-    multiply_by_inputs: bool,
-    rows_per_pass: int,
-    reduction: Reduction,
-) -> torch.Tensor:
-    """``(batch, seq)`` scores of a SHAP method: :func:`averaged_reference_gradients` reduced per token.
-
-    Args:
-        loaded: The model (eval mode).
-        batch: Padded inputs, ``(batch, seq)``.
-        targets: ``(batch,)`` output index per row.
-        plan: The evaluation points.
-        texts: Per batch row, its reference texts.
-        constant: The constant reference of :data:`CONSTANT` choices, ``zeros`` or ``pad``.
-        multiply_by_inputs: Multiply each gradient by ``H0 - H_k``.
-        rows_per_pass: Points per forward and backward pass.
-        reduction: How a token's ``(hidden,)`` attribution becomes its score.
-    """
-    with torch.no_grad():
-        h0 = word_embeddings(loaded, batch.input_ids)  # (batch, seq, hidden)
-        reference = constant_reference(loaded, batch, h0, constant)  # (batch, seq, hidden)
-    attributions = averaged_reference_gradients(
-        loaded,
-        batch,
-        targets,
-        h0,
-        plan,
-        reference,
-        texts,
-        multiply_by_inputs=multiply_by_inputs,
-        rows_per_pass=rows_per_pass,
-    )  # (batch, seq, hidden)
-    return reduce_over_hidden(attributions, reduction)
-
-
-class ShapGradParams(MethodParams):
+class ShapGradParams(ReferenceParams):
     """Parameters of :class:`ShapGrad`."""
 
     samples: int = Field(25, ge=1, description="N: random points (alpha, reference) per text")
@@ -226,12 +244,10 @@ class ShapGradParams(MethodParams):
         False, description="multiply each gradient by (H0 - H_k): Captum GradientShap; False is LAFA as printed"
     )
     seed: int = Field(0, description="seed of the alphas and reference offsets (combined with each text's ids)")
-    rows_per_pass: int = Field(256, ge=1, description="(text, sample) points per forward and backward pass")
-    reduction: Reduction = Field("sum_of_squares", description="sum_of_squares (LAFA Sec. 4) or sum (signed)")
 
 
 @register_method
-class ShapGrad(AttributionMethod[ShapGradParams]):
+class ShapGrad(ReferenceMethod[ShapGradParams]):
     """SHAP-Gradient (Lundberg and Lee 2017; expected gradients) as written in LAFA Section 4.
 
     ``S_ShapGrad(H0) = 1/N sum_k S(alpha_k H0 + (1 - alpha_k) H_k)`` with ``alpha_k ~ U(0, 1)``
@@ -257,17 +273,15 @@ class ShapGrad(AttributionMethod[ShapGradParams]):
     paper = "Lundberg and Lee 2017; LAFA (Zhang et al. 2022) Sec. 4, SHAP-Gradient"
     Params = ShapGradParams
 
-    @classmethod
-    def requirements(cls, params: ShapGradParams) -> Requirements:
-        """Neighbours for ``references: neighbours`` (the ten nearest texts), nothing otherwise."""
-        return reference_requirements(params.references)
+    def multiply_by_inputs(self) -> bool:
+        """The ``multiply_by_inputs`` parameter (Captum's GradientShap) or not (LAFA as printed)."""
+        return self.params.multiply_by_inputs
 
     def reference_plan(
-        self, batch: Batch, context: MethodContext
+        self, batch: Batch, texts: dict[int, list[EncodedText]]
     ) -> tuple[ReferencePlan, dict[int, list[EncodedText]]]:
-        """The points of every row and, per row using neighbours, its reference texts."""
+        """``samples`` points per row: alphas and stratified reference choices (:func:`shap_grad_draws`)."""
         p = self.params
-        texts = row_references(self, batch, context, neighbours=p.references == "neighbours")
         rows, choices, alphas = [], [], []
         for row, references in texts.items():
             row_alphas, row_choices = shap_grad_draws(p.seed, row_ids(batch, row), p.samples, len(references))
@@ -275,21 +289,3 @@ class ShapGrad(AttributionMethod[ShapGradParams]):
             choices.append(row_choices)
             alphas.append(row_alphas)
         return ReferencePlan(torch.cat(rows), torch.cat(choices), torch.cat(alphas)), texts
-
-    def attribute_batch(
-        self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
-    ) -> torch.Tensor:
-        """Scores ``(batch, seq)``: the reduction of ``S_ShapGrad(H0)``."""
-        p = self.params
-        plan, texts = self.reference_plan(batch, context)
-        return reference_scores(
-            loaded,
-            batch,
-            targets,
-            plan,
-            texts,
-            constant="zeros",
-            multiply_by_inputs=p.multiply_by_inputs,
-            rows_per_pass=p.rows_per_pass,
-            reduction=p.reduction,
-        )

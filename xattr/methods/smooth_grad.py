@@ -11,7 +11,7 @@ from pydantic import Field
 from xattr.methods.base import AttributionMethod, MethodParams, register_method, row_generator
 from xattr.methods.context import MethodContext
 from xattr.methods.gradients import reduce_over_hidden, word_embeddings
-from xattr.methods.integrated_gradients import repeated_gradients
+from xattr.methods.integrated_gradients import repeated_gradients, summed_gradients
 from xattr.methods.references import content_mask, special_token_ids
 from xattr.models.encoding import Batch
 from xattr.models.loading import LoadedModel
@@ -155,9 +155,7 @@ class SmoothGrad(AttributionMethod[SmoothGradParams]):
             return noisy
 
         if p.aggregate == "square_of_mean":
-            grad_sum = torch.zeros_like(h0)  # (batch, seq, hidden)
-            for rows, _, grad in repeated_gradients(loaded, batch, targets, p.samples, p.rows_per_pass, build):
-                grad_sum.index_add_(0, rows, grad)
+            grad_sum = summed_gradients(loaded, batch, targets, p.samples, p.rows_per_pass, build, like=h0)
             return reduce_over_hidden(grad_sum / p.samples, p.reduction)
         score_sum = h0.new_zeros(h0.shape[:2])  # (batch, seq)
         for rows, _, grad in repeated_gradients(loaded, batch, targets, p.samples, p.rows_per_pass, build):
