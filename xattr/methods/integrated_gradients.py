@@ -78,25 +78,19 @@ def repeated_gradients(
 
 
 def summed_gradients(
-    loaded: LoadedModel,
-    batch: Batch,
-    targets: torch.Tensor,
-    points: int,
-    rows_per_pass: int,
-    build: PointBuilder,
-    *,
-    like: torch.Tensor,
+    gradients: Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], *, like: torch.Tensor
 ) -> torch.Tensor:
-    """Per row, the sum over its ``points`` embedding points of ``dF/dH`` (see :func:`repeated_gradients`).
+    """Per row, the sum over its points of the gradients that :func:`repeated_gradients` yields.
 
     Args:
+        gradients: ``(rows, ks, grad)`` chunks from :func:`repeated_gradients`.
         like: ``(batch, seq, hidden)``, the shape, dtype and device of the sum (the word embeddings).
 
     Returns:
         ``(batch, seq, hidden)``.
     """
     total = torch.zeros_like(like)  # (batch, seq, hidden)
-    for rows, _, grad in repeated_gradients(loaded, batch, targets, points, rows_per_pass, build):
+    for rows, _, grad in gradients:
         total.index_add_(0, rows, grad)
     return total
 
@@ -189,6 +183,8 @@ class IntegratedGradients(AttributionMethod[IntegratedGradientsParams]):
         def build(rows: torch.Tensor, ks: torch.Tensor) -> torch.Tensor:
             return ref[rows] + alphas[ks].view(-1, 1, 1) * delta[rows]  # (chunk, seq, hidden)
 
-        grad_sum = summed_gradients(loaded, batch, targets, p.steps, p.rows_per_pass, build, like=h0)
+        grad_sum = summed_gradients(
+            repeated_gradients(loaded, batch, targets, p.steps, p.rows_per_pass, build), like=h0
+        )
         attributions = delta * (grad_sum / p.steps)  # (batch, seq, hidden)
         return reduce_over_hidden(attributions, p.reduction)

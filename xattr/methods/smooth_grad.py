@@ -155,7 +155,9 @@ class SmoothGrad(AttributionMethod[SmoothGradParams]):
             return noisy
 
         if p.aggregate == "square_of_mean":
-            grad_sum = summed_gradients(loaded, batch, targets, p.samples, p.rows_per_pass, build, like=h0)
+            grad_sum = summed_gradients(
+                repeated_gradients(loaded, batch, targets, p.samples, p.rows_per_pass, build), like=h0
+            )
             return reduce_over_hidden(grad_sum / p.samples, p.reduction)
         score_sum = h0.new_zeros(h0.shape[:2])  # (batch, seq)
         for rows, _, grad in repeated_gradients(loaded, batch, targets, p.samples, p.rows_per_pass, build):
