@@ -37,9 +37,7 @@ def attribute_shard(spec: ModelSpec, texts: list[str], method: str, batch_size: 
     torch.set_num_threads(1)
     loaded = loaded_model(spec)
     encoded = encode_texts(loaded.tokenizer, texts, None, max_length=loaded.max_length)
-    instance = get_method(method)
-    instance.bind_corpus(encoded)
-    results = attribute_corpus(instance, loaded, encoded, [[0]] * len(encoded), batch_size=batch_size)
+    results = attribute_corpus(get_method(method), loaded, encoded, [[0]] * len(encoded), batch_size=batch_size)
     return len(results)
 
 

@@ -28,10 +28,9 @@ from captum.attr import GradientShap, InputXGradient, IntegratedGradients, Noise
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from xattr.data.synthetic_catalogue import generate_catalogue
-from xattr.methods import attribute_corpus, get_method
-from xattr.methods.gradients import frozen_parameters
+from xattr.methods import MethodContext, attribute_corpus, get_method, method_requirements
 from xattr.models.encoding import Batch, collate, encode_texts
-from xattr.models.forward import mean_pooled_hidden_states
+from xattr.models.forward import frozen_parameters, mean_pooled_hidden_states
 from xattr.models.loading import from_modules
 from xattr.neighbours.index import build_index
 from xattr.neighbours.selection import select_neighbours
@@ -161,24 +160,28 @@ def main() -> None:
 
     corpus = encode_texts(loaded.tokenizer, texts[: args.corpus], max_length=64)
     vectors = mean_pooled_hidden_states(loaded, corpus, layer=3, batch_size=args.batch_size)
-    selection = select_neighbours(build_index(vectors), vectors, get_method("lafa").neighbour_request())
+    request = method_requirements("lafa").neighbours
+    assert request is not None
+    selection = select_neighbours(build_index(vectors), vectors, request)
     corpus_targets = [[0]] * len(corpus)
 
     def simple_corpus() -> None:
         attribute_corpus(get_method("simple_grad"), loaded, corpus, corpus_targets, batch_size=args.batch_size)
 
     lafa = get_method("lafa")
+    contexts: list[MethodContext] = []
 
     def lafa_corpus() -> None:
-        lafa.bind_corpus(corpus, selection.neighbours)
-        attribute_corpus(lafa, loaded, corpus, corpus_targets, batch_size=args.batch_size)
+        contexts.append(MethodContext(corpus=corpus, neighbours=selection.neighbours))  # a fresh cache per run
+        attribute_corpus(lafa, loaded, corpus, corpus_targets, context=contexts[-1], batch_size=args.batch_size)
 
     t_simple, t_lafa = timed(simple_corpus), timed(lafa_corpus)
     mean_nb = np.mean([len(v) for v in selection.neighbours.values()])
+    computed = lafa.diagnostics(contexts[-1])["base_computations"]
     print(
         f"\nLAFA over {len(corpus)} texts (M=10, eps = 0.05 quantile -> {mean_nb:.1f} neighbours on average, "
         f"cosine kernel): {t_lafa:.1f} s; SimpleGrad over the same corpus: {t_simple:.1f} s; "
-        f"ratio {t_lafa / t_simple:.2f}x; base attributions computed {lafa.base_computations} "
+        f"ratio {t_lafa / t_simple:.2f}x; base attributions computed {computed:.0f} "
         f"(one per text)"
     )
 

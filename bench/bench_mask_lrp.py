@@ -31,9 +31,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 
 from xattr.data.synthetic_catalogue import generate_catalogue
 from xattr.heads.masks import HeadMasks
-from xattr.methods import get_method
-from xattr.methods.gradients import frozen_parameters
+from xattr.methods import MethodContext, get_method
 from xattr.models.encoding import Batch, collate, encode_texts
+from xattr.models.forward import frozen_parameters
 from xattr.models.loading import LoadedModel, from_modules
 
 METHODS = ("lrp", "partial_lrp", "lrp_rollout", "mask_lrp")
@@ -76,12 +76,11 @@ def bench_model(name: str, loaded: LoadedModel, texts: list[str], batch_size: in
 
     def method_run(method_name: str) -> Callable[[], None]:
         method = get_method(method_name)
-        if method.uses_head_masks:
-            method.bind_head_masks(masks)
+        context = MethodContext(corpus=encoded, head_masks=masks)
 
         def run() -> None:
             for b, t in zip(batches, targets, strict=True):
-                method.attribute_batch(loaded, b, t)
+                method.attribute_batch(loaded, b, t, context)
 
         return run
 

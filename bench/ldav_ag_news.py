@@ -152,9 +152,9 @@ def main() -> None:
     n = min(args.attr_texts, len(encoded))
     subset, targets = encoded[:n], [[int(j)] for j in logits[:n].argmax(axis=1)]
     registered = available_methods()
-    from xattr.metrics.perturbation import replacement_id
     from xattr.metrics.replacement import memoized, model_forward
     from xattr.metrics.switching import switching_points
+    from xattr.models.replacement import replacement_id
 
     forward = memoized(model_forward(loaded, batch_size=64))
     pad = replacement_id(loaded.tokenizer, "pad")
@@ -170,7 +170,6 @@ def main() -> None:
             continue
         params = {"steps": args.ig_steps} if name == "integrated_gradients" else {}
         method = get_method(name, params)
-        method.bind_corpus(subset)
         started = time.perf_counter()
         attributions = attribute_corpus(method, loaded, subset, targets, batch_size=16)
         seconds = time.perf_counter() - started

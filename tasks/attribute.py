@@ -12,11 +12,12 @@ from prefect import task
 from storage import ArtifactRef, ArtifactStore, read_artifact, read_index
 from tasks.caching import stage_cache_key
 from tasks.corpus_io import CorpusView, read_corpus
-from tasks.head_statistics import bind_head_masks
+from tasks.head_statistics import checked_head_masks
 from tasks.models import loaded_model
 from tasks.progress import StageProgress
 from tasks.results import RunContext, Shard, StageResult, stage_suffix
-from xattr.methods import TokenAttribution, attribute_corpus, get_method
+from xattr.ldav.vectors import ldav_vectors_for
+from xattr.methods import MethodContext, TokenAttribution, attribute_corpus, get_method
 from xattr.models.forward import predict_logits
 from xattr.models.loading import LoadedModel, ModelSpec
 from xattr.models.targets import TargetPolicy, resolve_targets
@@ -27,17 +28,16 @@ class IndexMismatchError(ValueError):
     """The neighbour index was built on another model or layer than the method asks for."""
 
 
-def _neighbours(
-    method: object,
+def neighbour_selection(
+    request: NeighbourRequest,
     loaded: LoadedModel,
     embeddings: ArtifactRef,
     index_ref: ArtifactRef,
     groups: dict[str, list],
     seed: int,
 ) -> NeighbourSelection:
-    """Neighbours by corpus position for a method that uses them, after checking the index."""
+    """Neighbours by corpus position as a method's ``request`` asks, after checking the index."""
     index, manifest = read_index(index_ref)
-    request: NeighbourRequest = getattr(method, "neighbour_request", lambda: NeighbourRequest(10, None))()
     if manifest.get("model") and manifest["model"] != loaded.source:
         raise IndexMismatchError(
             f"the neighbour index {index_ref.path} was built on model {manifest['model']!r}, "
@@ -111,21 +111,22 @@ def attribute_stage(
 ) -> StageResult:
     """Write the ``token_attributions`` artifact for method ``method`` under the name ``label``.
 
-    A method with ``uses_head_masks`` gets the masks of the ``head_masks`` artifact (from the
-    head-statistics stage) after they are checked against the model's layers and heads. Run on
-    a ``shard``, only the shard's texts are explained (artifact ``attributions-<shard>``, stage
-    ``attribute-<label>-<shard>``); the whole corpus is still given to the method, so row
+    The method's context holds what its requirements name: neighbours selected from the index, the
+    masks of the ``head_masks`` artifact (from the head-statistics stage) after they are checked
+    against the model's layers and heads, the model's LDAV vectors. Run on a ``shard``, only the
+    shard's texts are explained (artifact ``attributions-<shard>``, stage
+    ``attribute-<label>-<shard>``); the whole corpus is still in the method's context, so row
     positions are corpus positions and neighbours come from the whole corpus.
     """
     started = time.perf_counter()
     attribution_method = get_method(method, params)
+    requirements = attribution_method.requirements(attribution_method.params)
     loaded = loaded_model(model)
-    if attribution_method.uses_head_masks:
-        bind_head_masks(attribution_method, loaded, head_masks)
+    masks = checked_head_masks(method, loaded, head_masks) if requirements.head_masks else None
     view = read_corpus(corpus, loaded)
     suffix = stage_suffix(shard)
     inside = shard.positions if shard is not None else range(len(view.encoded))
-    needs_neighbours = attribution_method.needs_references()
+    needs_neighbours = requirements.neighbours is not None
     # Neighbour filters may group by prediction over the whole corpus; otherwise predict the explained texts only.
     scope = range(len(view.encoded)) if needs_neighbours else inside
     logits = predict_logits(loaded, [view.encoded[i] for i in scope], batch_size=batch_size)
@@ -141,11 +142,11 @@ def attribute_stage(
     notes: list[str] = []
     metrics: dict[str, float] = {}
     selection = None
-    if needs_neighbours:
+    if requirements.neighbours is not None:
         if embeddings is None or index is None:
             raise ValueError(f"method {method!r} needs the neighbour index and embeddings")
         groups = {"label": view.frame["label"].tolist(), "prediction": [int(np.argmax(row)) for row in logits]}
-        selection = _neighbours(attribution_method, loaded, embeddings, index, groups, seed)
+        selection = neighbour_selection(requirements.neighbours, loaded, embeddings, index, groups, seed)
         counts = [len(selection.neighbours.get(i, ())) for i in inside]
         without = sum(count == 0 for count in counts)
         metrics = {
@@ -157,12 +158,18 @@ def attribute_stage(
             metrics["epsilon"] = selection.epsilon
         if without:
             notes.append(f"{without} texts had no neighbour inside the cut-off; base attribution kept")
-    attribution_method.bind_corpus(view.encoded, selection.neighbours if selection else None)
+    method_context = MethodContext(
+        corpus=view.encoded,
+        neighbours=selection.neighbours if selection else {},
+        head_masks=masks,
+        ldav_vectors=ldav_vectors_for(loaded) if requirements.ldav_vectors else None,
+    )
     results = attribute_corpus(
         attribution_method,
         loaded,
         view.encoded,
         targets,
+        context=method_context,
         batch_size=batch_size,
         progress=StageProgress(f"attribute-{label}{suffix}"),
     )
@@ -179,10 +186,7 @@ def attribute_stage(
             "target": target,
         },
     )
-    if needs_neighbours:
-        metrics["fallbacks"] = float(attribution_method.fallbacks)
-    if hasattr(attribution_method, "base_computations"):
-        metrics["base_computations"] = float(attribution_method.base_computations)
+    metrics |= attribution_method.diagnostics(method_context)
     run_params = {"method": method, "target": target, "batch_size": str(batch_size)}
     if shard is not None:
         run_params.update(start=str(shard.start), stop=str(shard.stop))

@@ -22,7 +22,7 @@ from tasks.progress import StageProgress
 from tasks.results import RunContext, StageResult
 from xattr.data.datasets import read_dataset, split_frame, subsample
 from xattr.metrics.mape import select_accurate_texts, to_quantity
-from xattr.metrics.replacement import predict_perturbed
+from xattr.models.forward import predict_logits
 from xattr.models.loading import ModelSpec
 from xattr.training.finetune import FineTuneConfig, ProgressCallback, fine_tune
 from xattr.training.multilabel import fine_tune_multi_label
@@ -222,9 +222,7 @@ def select_accurate_stage(
     loaded = loaded_model(model)
     view = read_corpus(corpus, loaded)
     labels = view.frame["label"].to_numpy(dtype=np.float64)
-    predicted = to_quantity(
-        predict_perturbed(loaded, view.encoded, batch_size=batch_size)[:, 0], loaded.output_transform
-    )
+    predicted = to_quantity(predict_logits(loaded, view.encoded, batch_size=batch_size)[:, 0], loaded.output_transform)
     selection = select_accurate_texts(predicted, labels, n=n, threshold=threshold, seed=seed)
     subset = view.frame.iloc[list(selection.positions)].reset_index(drop=True)
     ref = ArtifactStore(context.artifacts_root, context.run_id).write(

@@ -15,18 +15,18 @@ from tasks.corpus_io import read_corpus
 from tasks.models import loaded_model
 from tasks.progress import StageProgress
 from tasks.results import RunContext, StageResult
-from xattr.methods.runner import TokenAttribution
 from xattr.metrics.applicability import MetricNotApplicableError, require_task
 from xattr.metrics.degradation import degradation_curves
 from xattr.metrics.gold_alignment import gold_agreement
 from xattr.metrics.mape import DEFAULT_MASK_FRACTIONS, mape_under_masking, select_accurate_texts, to_quantity
-from xattr.metrics.perturbation import MetricValue, removal_curves, replacement_id
+from xattr.metrics.perturbation import MetricValue, removal_curves
 from xattr.metrics.precision_at_k import gold_token_mask, precision_at_k
 from xattr.metrics.replacement import memoized, model_forward
 from xattr.metrics.switching import switching_points
 from xattr.metrics.uncertainty import bootstrap_mean
 from xattr.models.loading import ModelSpec
-from xattr.types import ReplacementPolicy
+from xattr.models.replacement import replacement_id
+from xattr.types import ReplacementPolicy, TokenAttribution
 
 
 def evaluation_sample(doc_ids: list[str], max_texts: int | None, seed: int) -> list[int]:

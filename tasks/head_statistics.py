@@ -17,12 +17,11 @@ from tasks.corpus_io import read_corpus
 from tasks.models import loaded_model
 from tasks.progress import StageProgress
 from tasks.results import RunContext, StageResult
-from xattr.heads.masks import HeadMasks
+from xattr.heads.masks import HeadMasks, check_masks_fit
 from xattr.heads.parsing import Parser, load_parser
 from xattr.heads.plot import head_masks_png
 from xattr.heads.statistics import mine_head_statistics
 from xattr.heads.table import masks_from_table, statistics_table
-from xattr.methods.base import AttributionMethod
 from xattr.models.loading import LoadedModel, ModelSpec
 
 STAGE = "head_statistics"
@@ -161,16 +160,13 @@ def read_head_masks(ref: ArtifactRef, *, xi_synt: float | None = None, xi_pos: f
     return masks_from_table(read_artifact(ref), xi_synt=xi_synt, xi_pos=xi_pos, source=metadata.get("source", ref.path))
 
 
-def bind_head_masks(method: AttributionMethod, loaded: LoadedModel, ref: ArtifactRef | None) -> HeadMasks:
-    """Read the head masks from ``ref``, check they fit ``loaded`` and bind them to ``method``.
+def checked_head_masks(method: str, loaded: LoadedModel, ref: ArtifactRef | None) -> HeadMasks:
+    """The head masks of ``ref`` for method ``method``, checked to fit ``loaded``.
 
     Raises:
         ValueError: ``ref`` is ``None`` (the head-statistics stage did not run).
         HeadMaskError: The masks' ``(layers, heads)`` shape is not the model's (both named).
     """
     if ref is None:
-        raise ValueError(f"method {method.name!r} needs head masks: run the head_statistics stage first")
-    masks = read_head_masks(ref)
-    masks.check_model(loaded.num_layers, int(loaded.model.config.num_attention_heads), model=loaded.source)
-    method.bind_head_masks(masks)
-    return masks
+        raise ValueError(f"method {method!r} needs head masks: run the head_statistics stage first")
+    return check_masks_fit(read_head_masks(ref), loaded)

@@ -25,9 +25,9 @@ from tasks.progress import StageProgress
 from tasks.results import RunContext, StageResult
 from xattr.data.corpus import read_table_file
 from xattr.data.products import OTHER_CATEGORY, PRICE_PROBLEMS, clean_prices, group_rare_categories, read_products
-from xattr.metrics.perturbation import replacement_id
 from xattr.models.forward import predict_logits
 from xattr.models.loading import ModelSpec
+from xattr.models.replacement import replacement_id
 from xattr.reporting.baseline import fit_linear_baseline
 from xattr.reporting.phrases import AttributeRule, extract_units, load_spacy, noun_chunk_spans
 from xattr.reporting.price_drivers import (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 import torch
@@ -94,19 +93,23 @@ def amplified_classifier(tiny_classifier_dir: Path):
 
 
 def _mask_probe_class() -> type:
-    from xattr.methods.base import AttributionMethod
+    from xattr.methods.base import AttributionMethod, MethodParams
+    from xattr.methods.context import Requirements
 
-    class _MaskProbe(AttributionMethod):
-        """Test-only method: every token scores the number of kept heads it was given (proves the binding)."""
+    class _MaskProbe(AttributionMethod[MethodParams]):
+        """Test-only method: every token scores the number of kept heads it was given (proves the context)."""
 
         name = "mask_probe"
         summary = "test only"
         paper = "test only"
-        uses_head_masks: ClassVar[bool] = True
 
-        def attribute_batch(self, loaded, batch, targets):
-            assert self._head_masks is not None
-            return torch.full(batch.input_ids.shape, float(self._head_masks.union.sum()))
+        @classmethod
+        def requirements(cls, params: MethodParams) -> Requirements:
+            return Requirements(head_masks=True)
+
+        def attribute_batch(self, loaded, batch, targets, context):
+            assert context.head_masks is not None
+            return torch.full(batch.input_ids.shape, float(context.head_masks.union.sum()))
 
     return _MaskProbe
 

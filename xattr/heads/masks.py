@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from xattr.models.loading import LoadedModel
 
 
 class HeadMaskError(ValueError):
@@ -55,3 +59,13 @@ class HeadMasks:
                 f"head masks from {self.source or 'another model'} have shape {self.shape} (layers, heads), "
                 f"but {model} has {layers} layers x {heads} heads"
             )
+
+
+def check_masks_fit(masks: HeadMasks, loaded: LoadedModel) -> HeadMasks:
+    """Return ``masks`` after checking they are ``(layers, heads)`` of ``loaded``.
+
+    Raises:
+        HeadMaskError: Another shape (both shapes, the masks' source and the model are named).
+    """
+    masks.check_model(loaded.num_layers, int(loaded.model.config.num_attention_heads), model=loaded.source)
+    return masks

@@ -33,6 +33,7 @@ from xattr.lrp.rules import (
     PositiveRule,
     stabilised,
 )
+from xattr.models.forward import frozen_parameters
 
 #: Default stabiliser of the epsilon rule.
 DEFAULT_EPSILON = 1e-9
@@ -351,8 +352,6 @@ def propagate_relevance(
     Returns:
         The :class:`Relevance` of the batch (detached).
     """
-    from xattr.methods.gradients import frozen_parameters  # here: xattr.methods imports this module
-
     with (
         frozen_parameters(model),
         torch.enable_grad(),
@@ -408,8 +407,6 @@ def attention_gradients(
     Returns:
         Per layer ``(batch, heads, seq, seq)``.
     """
-    from xattr.methods.gradients import frozen_parameters  # here: xattr.methods imports this module
-
     embeddings = model.get_input_embeddings()
     forward = {k: v for k, v in inputs.items() if k != "input_ids"}
     with frozen_parameters(model), torch.enable_grad(), eager_attention(model):

@@ -51,7 +51,7 @@ def head_groups(
         groups[:] = 0
         return groups
     if masks is None:
-        raise ValueError(f"mask={mask!r} needs head masks from the head-statistics stage; none were bound")
+        raise ValueError(f"mask={mask!r} needs head masks from the head-statistics stage; none were given")
     masks.check_model(layers, heads)
     if mask == "union":
         groups[masks.syntactic] = 0

@@ -1,6 +1,8 @@
 """Attribution methods, one per module, registered by name.
 
-Importing this package registers every method; pick one with :func:`get_method`.
+Importing this package registers every method; pick one with :func:`get_method`, ask what it
+needs with :func:`method_requirements`, and run it with :func:`attribute_corpus` and a
+:class:`MethodContext` holding those resources.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from xattr.methods.attcat import AttCat
 from xattr.methods.base import (
     AttributionMethod,
     MethodParams,
-    Requirements,
     available_methods,
     describe_parameters,
     get_method,
@@ -17,6 +18,7 @@ from xattr.methods.base import (
     register_method,
 )
 from xattr.methods.cam import Cam
+from xattr.methods.context import MethodContext, Requirements
 from xattr.methods.gae import Gae
 from xattr.methods.grad_cam import GradCam
 from xattr.methods.grad_input import GradInput
@@ -32,11 +34,12 @@ from xattr.methods.partial_lrp import PartialLrp
 from xattr.methods.random_scores import RandomScores
 from xattr.methods.raw_attention import RawAttention
 from xattr.methods.rollout import Rollout
-from xattr.methods.runner import TokenAttribution, attribute_corpus
+from xattr.methods.runner import attribute_corpus
 from xattr.methods.shap_deep import ShapDeep
 from xattr.methods.shap_grad import ShapGrad
 from xattr.methods.simple_grad import SimpleGrad
 from xattr.methods.smooth_grad import SmoothGrad
+from xattr.types import TokenAttribution
 
 __all__ = [
     "AttCat",
@@ -51,6 +54,7 @@ __all__ = [
     "Lafa",
     "Lime",
     "Ldav",
+    "MethodContext",
     "MethodParams",
     "Requirements",
     "Occlusion",

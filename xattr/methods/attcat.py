@@ -6,12 +6,13 @@ import torch
 
 from xattr.methods.attention_maps import attention_pass, explained_positions, query_rows
 from xattr.methods.base import AttributionMethod, MethodParams, register_method
+from xattr.methods.context import MethodContext
 from xattr.models.encoding import Batch
 from xattr.models.loading import LoadedModel
 
 
 @register_method
-class AttCat(AttributionMethod):
+class AttCat(AttributionMethod[MethodParams]):
     """Attentive Class Activation Tokens (Qiang et al. 2022, Sec. 3.2-3.3).
 
     For each encoder layer ``l`` with output hidden states ``h^l`` (``(seq, hidden)``), the class
@@ -25,10 +26,12 @@ class AttCat(AttributionMethod):
 
     name = "attcat"
     summary = "sum over layers of mean-head [CLS] attention x (gradient . hidden state) per token"
-    paper = "Qiang et al. 2022 NeurIPS (AttCAT), Sec. 3; Mask-LRP (Sun et al. 2024) Sec. 5.2"
+    paper = "Qiang et al. 2022 NeurIPS (AttCAT), Sec. 3; Mask-LRP (Song et al. 2024) Sec. 5.2"
     Params = MethodParams
 
-    def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
+    def attribute_batch(
+        self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
+    ) -> torch.Tensor:
         """Scores ``(batch, seq)``."""
         passed = attention_pass(loaded, batch, targets, gradients=True)
         positions = explained_positions(loaded, targets)

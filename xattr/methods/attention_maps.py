@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import torch
 
-from xattr.methods.gradients import frozen_parameters, selected_outputs, word_embeddings
+from xattr.methods.gradients import selected_outputs, word_embeddings
 from xattr.models.encoding import Batch
-from xattr.models.forward import output_logits
+from xattr.models.forward import frozen_parameters, output_logits
 from xattr.models.loading import LoadedModel
 
 

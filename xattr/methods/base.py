@@ -1,20 +1,25 @@
-"""The attribution-method interface and the registry that configs and the CLI pick from."""
+"""The attribution-method interface and the registry that configs and the CLI pick from.
+
+A method is configured by its parameters only. What it needs besides the model and the batch it
+declares from those parameters (:meth:`AttributionMethod.requirements`); it receives those
+resources per call in a :class:`~xattr.methods.context.MethodContext` and reports what the run did
+(fallbacks, base computations) through :meth:`AttributionMethod.diagnostics`. Flows ask
+:func:`method_requirements` by name without building a method.
+"""
 
 from __future__ import annotations
 
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, get_args, get_origin
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Generic, Literal, TypeVar, cast, get_args, get_origin
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from xattr.heads.masks import HeadMasks
-from xattr.models.encoding import Batch, EncodedText
+from xattr.methods.context import MethodContext, Requirements
+from xattr.models.encoding import Batch
 from xattr.models.loading import LoadedModel
-from xattr.neighbours.selection import NeighbourRequest
 
 
 class MethodParams(BaseModel):
@@ -23,17 +28,25 @@ class MethodParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class AttributionMethod(ABC):
+#: The parameters' type of a method (``AttributionMethod[LafaParams]``).
+P = TypeVar("P", bound=MethodParams)
+
+
+class AttributionMethod(ABC, Generic[P]):
     """One attribution method: token scores for a batch of texts and one target output each.
 
-    Subclasses set the class attributes and implement :meth:`attribute_batch`.
+    Subclasses name their parameters' type (``class Lafa(AttributionMethod[LafaParams])``), set the
+    class attributes and implement :meth:`attribute_batch`; a method that needs resources
+    overrides :meth:`requirements`. A method keeps no state of a run on ``self``: caches and
+    counters of a run live in its context (``context.workspace(self.name)``).
 
     Attributes:
         name: Registry name used in configs.
         summary: One line saying what it computes.
         paper: The reference (paper and equation).
-        Params: The pydantic model of its parameters.
+        Params: The pydantic model of its parameters (``P``).
         multiplies_by_inputs: Whether scores multiply the gradient by the input (Captum's flag).
+        params: This instance's validated parameters.
     """
 
     name: ClassVar[str]
@@ -41,53 +54,42 @@ class AttributionMethod(ABC):
     paper: ClassVar[str]
     Params: ClassVar[type[MethodParams]] = MethodParams
     multiplies_by_inputs: ClassVar[bool] = False
-    #: Whether the method needs each text's nearest neighbours (see :meth:`bind_corpus`).
-    uses_neighbours: ClassVar[bool] = False
-    #: Whether the method needs attention-head masks (Mask-LRP; see :meth:`bind_head_masks`).
-    uses_head_masks: ClassVar[bool] = False
+    params: P
 
-    def __init__(self, params: MethodParams | None = None) -> None:
-        self.params = params if params is not None else self.Params()
-        self._corpus: Sequence[EncodedText] = ()
-        self._neighbours: Mapping[int, Sequence[int]] = {}
-        #: Rows that needed neighbours but had none (they fell back to the method's default).
-        self.fallbacks = 0
-        self._head_masks: HeadMasks | None = None
+    def __init__(self, params: P | None = None) -> None:
+        self.params = params if params is not None else cast(P, self.Params())
 
-    def bind_corpus(
-        self, encoded: Sequence[EncodedText], neighbours: Mapping[int, Sequence[int]] | None = None
-    ) -> None:
-        """Give the method the encoded corpus and, per corpus position, its neighbours' positions.
+    @classmethod
+    def requirements(cls, params: P) -> Requirements:
+        """What the method configured with ``params`` needs in its context (default: nothing)."""
+        return Requirements()
 
-        Methods with ``uses_neighbours`` read reference texts through :meth:`reference_texts`.
-        Binding resets the ``fallbacks`` counter.
+    def diagnostics(self, context: MethodContext) -> dict[str, float]:
+        """What the run with ``context`` did besides scoring, as metrics.
+
+        The default reports ``fallbacks`` for a method that needs neighbours (rows that had none
+        and fell back to the method's default, see :meth:`count_fallback`) and nothing otherwise.
         """
-        self._corpus = encoded
-        self._neighbours = neighbours or {}
-        self.fallbacks = 0
+        if self.requirements(self.params).neighbours is None:
+            return {}
+        return {"fallbacks": float(context.counter(self.name, "fallbacks"))}
 
-    def reference_texts(self, position: int) -> list[EncodedText]:
-        """The neighbour texts of the text at corpus ``position`` (empty when none were bound)."""
-        return [self._corpus[j] for j in self._neighbours.get(position, ())]
-
-    def bind_head_masks(self, masks: HeadMasks) -> None:
-        """Give a method with ``uses_head_masks`` the kept heads (from the head-statistics stage)."""
-        if not self.uses_head_masks:
-            raise TypeError(f"method {self.name!r} does not use head masks")
-        self._head_masks = masks
-
-    def needs_references(self) -> bool:
-        """Whether this configured instance needs neighbours bound before running."""
-        return self.uses_neighbours
+    def count_fallback(self, context: MethodContext) -> None:
+        """Count one row that needed neighbours but had none (reported as ``fallbacks``)."""
+        context.count(self.name, "fallbacks")
 
     @abstractmethod
-    def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
+    def attribute_batch(
+        self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
+    ) -> torch.Tensor:
         """Token scores for one padded batch.
 
         Args:
             loaded: The model (eval mode).
-            batch: Padded inputs on the model's device, ``(batch, seq)``.
+            batch: Padded inputs on the model's device, ``(batch, seq)``; ``batch.indices`` are
+                positions in ``context.corpus``.
             targets: ``(batch,)`` output index to explain for each row.
+            context: The run's resources (see :meth:`requirements`).
 
         Returns:
             ``(batch, seq)`` scores; values at padding positions are ignored.
@@ -108,10 +110,10 @@ def row_generator(seed: int, input_ids: Sequence[int], device: str | None = None
     return generator
 
 
-_REGISTRY: dict[str, type[AttributionMethod]] = {}
+_REGISTRY: dict[str, type[AttributionMethod[Any]]] = {}
 
 
-def register_method(cls: type[AttributionMethod]) -> type[AttributionMethod]:
+def register_method(cls: type[AttributionMethod[Any]]) -> type[AttributionMethod[Any]]:
     """Class decorator adding a method to the registry under ``cls.name``."""
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"attribution method {cls.name!r} is registered twice")
@@ -119,12 +121,35 @@ def register_method(cls: type[AttributionMethod]) -> type[AttributionMethod]:
     return cls
 
 
-def available_methods() -> dict[str, type[AttributionMethod]]:
+def available_methods() -> dict[str, type[AttributionMethod[Any]]]:
     """All registered methods by name, sorted."""
     return dict(sorted(_REGISTRY.items()))
 
 
-def get_method(name: str, params: dict[str, Any] | None = None) -> AttributionMethod:
+def method_class(name: str) -> type[AttributionMethod[Any]]:
+    """The registered method class called ``name``.
+
+    Raises:
+        ValueError: Unknown name (valid names listed).
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown attribution method {name!r}; valid methods: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def method_params(name: str, params: dict[str, Any] | None = None) -> MethodParams:
+    """The validated parameters of method ``name``.
+
+    Raises:
+        ValueError: Unknown name (valid names listed) or invalid parameters (named).
+    """
+    try:
+        return method_class(name).Params(**(params or {}))
+    except ValidationError as exc:
+        raise ValueError(f"invalid parameters for method {name!r}: {exc}") from exc
+
+
+def get_method(name: str, params: dict[str, Any] | None = None) -> AttributionMethod[Any]:
     """Instantiate a registered method with validated parameters.
 
     Args:
@@ -137,36 +162,19 @@ def get_method(name: str, params: dict[str, Any] | None = None) -> AttributionMe
     Raises:
         ValueError: Unknown name (valid names listed) or invalid parameters (named).
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown attribution method {name!r}; valid methods: {', '.join(sorted(_REGISTRY))}")
-    cls = _REGISTRY[name]
-    try:
-        validated = cls.Params(**(params or {}))
-    except ValidationError as exc:
-        raise ValueError(f"invalid parameters for method {name!r}: {exc}") from exc
-    return cls(validated)
-
-
-@dataclass(frozen=True)
-class Requirements:
-    """What a configured method needs besides the model and the encoded corpus."""
-
-    neighbours: NeighbourRequest | None = None
-    head_masks: bool = False
-    ldav_vectors: bool = False
+    return method_class(name)(method_params(name, params))
 
 
 def method_requirements(name: str, params: dict[str, Any] | None = None) -> Requirements:
-    """The resources method ``name`` with ``params`` needs (neighbour request, head masks, LDAV vectors)."""
-    method = get_method(name, params)
-    request = None
-    if method.needs_references():
-        finder = getattr(method, "neighbour_request", None)
-        request = finder() if finder is not None else NeighbourRequest(10, None)
-    return Requirements(request, method.uses_head_masks, name == "ldav")
+    """What method ``name`` configured with ``params`` needs in its context, without building it.
+
+    Raises:
+        ValueError: Unknown name (valid names listed) or invalid parameters (named).
+    """
+    return method_class(name).requirements(method_params(name, params))
 
 
-def describe_parameters(cls: type[AttributionMethod]) -> list[tuple[str, str, Any, str]]:
+def describe_parameters(cls: type[AttributionMethod[Any]]) -> list[tuple[str, str, Any, str]]:
     """``(name, type, default, description)`` for each parameter of a method."""
     rows = []
     for field_name, info in cls.Params.model_fields.items():

@@ -8,6 +8,7 @@ import torch
 
 from xattr.methods.attention_maps import attention_pass
 from xattr.methods.base import AttributionMethod, MethodParams, register_method
+from xattr.methods.context import MethodContext
 from xattr.models.encoding import Batch
 from xattr.models.loading import LoadedModel
 
@@ -48,7 +49,7 @@ def classifier_head(loaded: LoadedModel) -> Head:
 
 
 @register_method
-class Cam(AttributionMethod):
+class Cam(AttributionMethod[MethodParams]):
     """Class activation mapping (Zhou et al. 2016, Eq. 1-2) with tokens in place of pixels.
 
     CAM writes the class score as ``S_c = sum_k w^c_k F_k`` over pooled features and maps it back
@@ -60,10 +61,12 @@ class Cam(AttributionMethod):
 
     name = "cam"
     summary = "last-layer token activations projected on the target's classifier weights"
-    paper = "Zhou et al. 2016, Eq. 2; Mask-LRP (Sun et al. 2024) Sec. 5.2"
+    paper = "Zhou et al. 2016, Eq. 2; Mask-LRP (Song et al. 2024) Sec. 5.2"
     Params = MethodParams
 
-    def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
+    def attribute_batch(
+        self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
+    ) -> torch.Tensor:
         """Scores ``(batch, seq)``."""
         features, weight = classifier_head(loaded)
         passed = attention_pass(loaded, batch, targets, gradients=False)

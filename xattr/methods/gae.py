@@ -6,12 +6,13 @@ import torch
 
 from xattr.methods.attention_maps import attention_pass, explained_positions, query_rows
 from xattr.methods.base import AttributionMethod, MethodParams, register_method
+from xattr.methods.context import MethodContext
 from xattr.models.encoding import Batch
 from xattr.models.loading import LoadedModel
 
 
 @register_method
-class Gae(AttributionMethod):
+class Gae(AttributionMethod[MethodParams]):
     """Generic Attention-model Explainability (Chefer, Gur and Wolf 2021, ICCV), gradients only.
 
     Relevance starts as the identity, ``R = I`` (Eq. 4: each token is self-relevant), and for each
@@ -28,7 +29,9 @@ class Gae(AttributionMethod):
     paper = "Chefer, Gur and Wolf 2021 ICCV, Eq. 4-6"
     Params = MethodParams
 
-    def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
+    def attribute_batch(
+        self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
+    ) -> torch.Tensor:
         """Scores ``(batch, seq)``: the explained token's row of the accumulated relevance."""
         passed = attention_pass(loaded, batch, targets, gradients=True)
         size, seq = batch.input_ids.shape

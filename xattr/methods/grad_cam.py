@@ -6,12 +6,13 @@ import torch
 
 from xattr.methods.attention_maps import attention_pass
 from xattr.methods.base import AttributionMethod, MethodParams, register_method
+from xattr.methods.context import MethodContext
 from xattr.models.encoding import Batch
 from xattr.models.loading import LoadedModel
 
 
 @register_method
-class GradCam(AttributionMethod):
+class GradCam(AttributionMethod[MethodParams]):
     """Grad-CAM (Selvaraju et al. 2017, Eq. 1-2) with tokens in place of pixels.
 
     The channel weights are the gradients of the explained logit ``y`` with respect to the last
@@ -22,10 +23,12 @@ class GradCam(AttributionMethod):
 
     name = "grad_cam"
     summary = "ReLU(sum_d w_d h_td) over last-layer tokens, w = token-mean gradient"
-    paper = "Selvaraju et al. 2017, Eq. 1-2; Mask-LRP (Sun et al. 2024) Sec. 5.2"
+    paper = "Selvaraju et al. 2017, Eq. 1-2; Mask-LRP (Song et al. 2024) Sec. 5.2"
     Params = MethodParams
 
-    def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
+    def attribute_batch(
+        self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
+    ) -> torch.Tensor:
         """Scores ``(batch, seq)``."""
         passed = attention_pass(loaded, batch, targets, gradients=True)
         hidden, grad = passed.hidden_states[-1], passed.hidden_grads[-1]  # (batch, seq, hidden) each

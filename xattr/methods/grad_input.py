@@ -6,6 +6,7 @@ import torch
 from pydantic import Field
 
 from xattr.methods.base import AttributionMethod, MethodParams, register_method
+from xattr.methods.context import MethodContext
 from xattr.methods.gradients import embedding_gradients, reduce_over_hidden
 from xattr.models.encoding import Batch
 from xattr.models.loading import LoadedModel
@@ -21,7 +22,7 @@ class GradInputParams(MethodParams):
 
 
 @register_method
-class GradInput(AttributionMethod):
+class GradInput(AttributionMethod[GradInputParams]):
     """Gradient*Input (Shrikumar et al. 2017) as written in LAFA Section 4.
 
     ``S_Grad*Input(H0) = H0 * S(H0)`` element-wise, then ``M_i = sum_j (H0 * S(H0))_ij^2``.
@@ -35,7 +36,9 @@ class GradInput(AttributionMethod):
     Params = GradInputParams
     multiplies_by_inputs = True
 
-    def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
+    def attribute_batch(
+        self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
+    ) -> torch.Tensor:
         """Scores ``(batch, seq)`` from ``H0 * dF/dH0``."""
         h0, grad = embedding_gradients(loaded, batch, targets)  # (batch, seq, hidden) each
-        return reduce_over_hidden(h0 * grad, self.params.reduction)  # type: ignore[attr-defined]
+        return reduce_over_hidden(h0 * grad, self.params.reduction)

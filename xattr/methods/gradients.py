@@ -8,31 +8,12 @@ in eval mode, so the gradient of the sum of the selected outputs is each row's o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 
 from xattr.models.encoding import Batch
-from xattr.models.forward import output_logits
+from xattr.models.forward import frozen_parameters, output_logits
 from xattr.models.loading import LoadedModel
 from xattr.types import Reduction
-
-
-@contextmanager
-def frozen_parameters(model: torch.nn.Module) -> Iterator[None]:
-    """Turn off parameter gradients inside the block (about 1.4x faster backward passes).
-
-    The previous ``requires_grad`` flags are restored on exit, also after an exception.
-    """
-    previous = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for p, _ in previous:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, flag in previous:
-            p.requires_grad_(flag)
 
 
 def word_embeddings(loaded: LoadedModel, input_ids: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch
 from pydantic import Field, model_validator
 
 from xattr.methods.base import AttributionMethod, MethodParams, register_method
+from xattr.methods.context import MethodContext
 from xattr.methods.gradients import embedding_gradients, reduce_over_hidden, word_embeddings
 from xattr.methods.references import constant_reference, text_reference
 from xattr.models.encoding import Batch, EncodedText, encode_texts
@@ -76,6 +77,24 @@ def repeated_gradients(
         yield rows, ks, grad
 
 
+def summed_gradients(
+    gradients: Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], *, like: torch.Tensor
+) -> torch.Tensor:
+    """Per row, the sum over its points of the gradients that :func:`repeated_gradients` yields.
+
+    Args:
+        gradients: ``(rows, ks, grad)`` chunks from :func:`repeated_gradients`.
+        like: ``(batch, seq, hidden)``, the shape, dtype and device of the sum (the word embeddings).
+
+    Returns:
+        ``(batch, seq, hidden)``.
+    """
+    total = torch.zeros_like(like)  # (batch, seq, hidden)
+    for rows, _, grad in gradients:
+        total.index_add_(0, rows, grad)
+    return total
+
+
 def reference_embeddings(
     loaded: LoadedModel,
     batch: Batch,
@@ -125,7 +144,7 @@ class IntegratedGradientsParams(MethodParams):
 
 
 @register_method
-class IntegratedGradients(AttributionMethod):
+class IntegratedGradients(AttributionMethod[IntegratedGradientsParams]):
     """Integrated Gradients (Sundararajan et al. 2017) as written in LAFA Section 4.
 
     With ``H0`` the word embeddings and ``H'`` the reference, the right Riemann sum with ``N``
@@ -144,15 +163,17 @@ class IntegratedGradients(AttributionMethod):
     multiplies_by_inputs = True
 
     def _reference_text(self, loaded: LoadedModel) -> EncodedText | None:
-        text = self.params.baseline_text  # type: ignore[attr-defined]
+        text = self.params.baseline_text
         if text is None:
             return None
         (encoded,) = encode_texts(loaded.tokenizer, [text], max_length=loaded.max_length)
         return encoded
 
-    def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
+    def attribute_batch(
+        self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
+    ) -> torch.Tensor:
         """Scores ``(batch, seq)`` from the right Riemann sum of the path integral."""
-        p: IntegratedGradientsParams = self.params  # type: ignore[assignment]
+        p = self.params
         with torch.no_grad():
             h0 = word_embeddings(loaded, batch.input_ids).detach()  # (batch, seq, hidden)
             ref = reference_embeddings(loaded, batch, h0, p.baseline, self._reference_text(loaded)).detach()
@@ -162,8 +183,8 @@ class IntegratedGradients(AttributionMethod):
         def build(rows: torch.Tensor, ks: torch.Tensor) -> torch.Tensor:
             return ref[rows] + alphas[ks].view(-1, 1, 1) * delta[rows]  # (chunk, seq, hidden)
 
-        grad_sum = torch.zeros_like(h0)  # (batch, seq, hidden)
-        for rows, _, grad in repeated_gradients(loaded, batch, targets, p.steps, p.rows_per_pass, build):
-            grad_sum.index_add_(0, rows, grad)
+        grad_sum = summed_gradients(
+            repeated_gradients(loaded, batch, targets, p.steps, p.rows_per_pass, build), like=h0
+        )
         attributions = delta * (grad_sum / p.steps)  # (batch, seq, hidden)
         return reduce_over_hidden(attributions, p.reduction)

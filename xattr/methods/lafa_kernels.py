@@ -7,26 +7,33 @@ Defaults are the paper's numerical-study values.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from pydantic import Field, model_validator
+
+from xattr.methods.base import MethodParams
 
 KernelName = Literal["rbf", "cubic", "cosine", "laplacian", "clipped_l2", "indicator"]
 KERNELS: tuple[str, ...] = ("rbf", "cubic", "cosine", "laplacian", "clipped_l2", "indicator")
 
 
-@dataclass(frozen=True)
-class KernelParams:
-    """Kernel hyper-parameters (LAFA Appendix E defaults)."""
+class KernelParams(MethodParams):
+    """Kernel hyper-parameters (LAFA Appendix E defaults); LAFA's parameters extend them."""
 
-    rbf_length: float = 2.0
-    cubic_gamma: float = 7.0
-    cubic_c0: float = 0.0
-    cubic_degree: int = 3
-    laplacian_length: float = 2.0
-    clip_low: float = 0.3
-    clip_high: float = 3.0
+    rbf_length: float = Field(2.0, gt=0.0, description="l of the RBF kernel")
+    cubic_gamma: float = Field(7.0, description="gamma of the cubic kernel")
+    cubic_c0: float = Field(0.0, description="c0 of the cubic kernel")
+    cubic_degree: int = Field(3, ge=1, description="d of the cubic kernel")
+    laplacian_length: float = Field(2.0, gt=0.0, description="l of the Laplacian kernel")
+    clip_low: float = Field(0.3, gt=0.0, description="lower clip of the clipped-L2 kernel")
+    clip_high: float = Field(3.0, gt=0.0, description="upper clip of the clipped-L2 kernel")
+
+    @model_validator(mode="after")
+    def _clip_range(self) -> KernelParams:
+        if self.clip_low >= self.clip_high:
+            raise ValueError("clip_low must be below clip_high")
+        return self
 
 
 def rbf(a: torch.Tensor, b: torch.Tensor, p: KernelParams) -> torch.Tensor:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 from pydantic import Field
 
 from xattr.methods.base import AttributionMethod, MethodParams, register_method, row_generator
-from xattr.methods.substitution import content_positions, substituted_outputs
-from xattr.metrics.perturbation import replacement_id
+from xattr.methods.context import MethodContext
+from xattr.methods.substitution import TokenReplacement, content_positions, replacement_token, substituted_outputs
 from xattr.models.encoding import Batch
 from xattr.models.loading import LoadedModel
 
@@ -20,7 +19,7 @@ class LimeParams(MethodParams):
 
     samples: int = Field(200, ge=2, description="masked copies per text")
     seed: int = Field(0, description="seed of the masks (combined with each text's token ids)")
-    replacement: Literal["mask", "pad", "unk"] = Field("mask", description="token replacing a masked token")
+    replacement: TokenReplacement = Field("mask", description="token replacing a masked token")
     kernel_width: float = Field(25.0, gt=0.0, description="width of the kernel on 100 x cosine distance")
     alpha: float = Field(1.0, ge=0.0, description="ridge penalty of the surrogate linear model")
     rows_per_pass: int = Field(256, ge=1, description="masked copies per forward pass")
@@ -62,7 +61,7 @@ def fit_surrogate(samples: torch.Tensor, outputs: torch.Tensor, weights: torch.T
 
 
 @register_method
-class Lime(AttributionMethod):
+class Lime(AttributionMethod[LimeParams]):
     """LIME (Ribeiro et al. 2016) over word pieces, with Captum's ``LimeBase`` machinery.
 
     Each text gets ``samples`` random binary masks over its content tokens (each token kept with
@@ -81,11 +80,12 @@ class Lime(AttributionMethod):
     paper = "Ribeiro et al. 2016; Captum Lime"
     Params = LimeParams
 
-    def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
+    def attribute_batch(
+        self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
+    ) -> torch.Tensor:
         """Scores ``(batch, seq)``; special and padding positions score 0."""
-        p: LimeParams = self.params  # type: ignore[assignment]
-        token = replacement_id(loaded.tokenizer, p.replacement)
-        assert token is not None
+        p = self.params
+        token = replacement_token(loaded, p.replacement)
         content = content_positions(loaded, batch)
         lengths = batch.attention_mask.sum(dim=1).tolist()
         masks: dict[int, torch.Tensor] = {}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 from pydantic import Field
 
-from xattr.lrp import DEFAULT_EPSILON, LinearRule, model_inputs, propagate_relevance
+from xattr.lrp import DEFAULT_EPSILON, HeadGate, LinearRule, Relevance, model_inputs, propagate_relevance
 from xattr.methods.base import AttributionMethod, MethodParams, register_method
+from xattr.methods.context import MethodContext
 from xattr.models.encoding import Batch
 from xattr.models.loading import LoadedModel
 
@@ -22,8 +25,45 @@ class LrpParams(MethodParams):
     )
 
 
+def batch_relevance(
+    loaded: LoadedModel,
+    batch: Batch,
+    targets: torch.Tensor,
+    params: LrpParams,
+    *,
+    gates: Sequence[HeadGate | None] | None = None,
+    attention_relevance: bool = False,
+    input_relevance: bool = True,
+    on_attention: Callable[[int, torch.Tensor], None] | None = None,
+) -> Relevance:
+    """One LRP pass over a batch with the family's rule settings (:func:`xattr.lrp.propagate_relevance`).
+
+    Args:
+        loaded: The model (eval mode).
+        batch: Padded inputs ``(batch, seq)`` on the model's device.
+        targets: ``(batch,)`` output index per row.
+        params: ``epsilon`` and ``linear_rule``.
+        gates: Mask-LRP's per-layer head gates, or ``None`` to keep every head.
+        attention_relevance: Also return ``R(A)`` per layer.
+        input_relevance: Return the input relevance.
+        on_attention: Called with ``(layer, R(A))`` during the backward pass.
+    """
+    inputs = model_inputs(loaded.model, batch.input_ids, batch.attention_mask, batch.token_type_ids)
+    return propagate_relevance(
+        loaded.model,
+        inputs,
+        targets,
+        epsilon=params.epsilon,
+        linear_rule=params.linear_rule,
+        gates=gates,
+        attention_relevance=attention_relevance,
+        input_relevance=input_relevance,
+        on_attention=on_attention,
+    )
+
+
 @register_method
-class Lrp(AttributionMethod):
+class Lrp(AttributionMethod[LrpParams]):
     """Layer-wise relevance propagation (Bach et al. 2015) through the whole encoder.
 
     Relevance 1 starts at the explained output (Mask-LRP Sec. 3.2) and is redistributed layer by
@@ -41,11 +81,11 @@ class Lrp(AttributionMethod):
     paper = "Bach et al. 2015; Ali et al. 2022 (conservative rules); Mask-LRP (Song et al. 2024) Eq. 2-3"
     Params = LrpParams
 
-    def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
+    def attribute_batch(
+        self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
+    ) -> torch.Tensor:
         """Scores ``(batch, seq)``: input relevance summed over the hidden dimension."""
-        inputs = model_inputs(loaded.model, batch.input_ids, batch.attention_mask, batch.token_type_ids)
-        p: LrpParams = self.params  # type: ignore[assignment]
-        relevance = propagate_relevance(loaded.model, inputs, targets, epsilon=p.epsilon, linear_rule=p.linear_rule)
+        relevance = batch_relevance(loaded, batch, targets, self.params)
         if relevance.input is None:  # pragma: no cover - propagate_relevance returns it by default
             raise RuntimeError("the LRP pass returned no input relevance")
         return relevance.input.sum(dim=-1)  # (batch, seq)

@@ -6,17 +6,10 @@ from collections.abc import Sequence
 
 import torch
 
-from xattr.lrp import (
-    HeadGate,
-    LinearRule,
-    attention_gradients,
-    model_inputs,
-    propagate_relevance,
-    rollout,
-    rollout_weights,
-)
+from xattr.lrp import HeadGate, attention_gradients, model_inputs, rollout, rollout_weights
 from xattr.methods.base import AttributionMethod, register_method
-from xattr.methods.lrp import LrpParams
+from xattr.methods.context import MethodContext
+from xattr.methods.lrp import LrpParams, batch_relevance
 from xattr.models.encoding import Batch
 from xattr.models.loading import LoadedModel
 
@@ -25,15 +18,13 @@ def rollout_scores(
     loaded: LoadedModel,
     batch: Batch,
     targets: torch.Tensor,
-    *,
-    epsilon: float,
-    linear_rule: LinearRule = "epsilon",
+    params: LrpParams,
     gates: Sequence[HeadGate | None] | None = None,
 ) -> torch.Tensor:
     """``(batch, seq)`` [CLS] row of ``prod_b (I + E_h[(nabla A^(b) * R(A^(b)))^+])`` (Eq. 10-11).
 
     Two passes: an ordinary forward/backward for ``nabla A`` and an LRP forward/backward for
-    ``R(A)`` (with the head gates, when given).
+    ``R(A)`` with ``params``' rules (and the head gates, when given).
     """
     inputs = model_inputs(loaded.model, batch.input_ids, batch.attention_mask, batch.token_type_ids)
     gradients: list[torch.Tensor | None] = list(attention_gradients(loaded.model, inputs, targets))
@@ -45,14 +36,12 @@ def rollout_scores(
         weights[layer] = rollout_weights(gradients[layer], attention_relevance)  # type: ignore[arg-type]
         gradients[layer] = None
 
-    propagate_relevance(
-        loaded.model, inputs, targets, epsilon=epsilon, linear_rule=linear_rule, gates=gates, on_attention=reduce
-    )
+    batch_relevance(loaded, batch, targets, params, gates=gates, on_attention=reduce)
     return rollout(weights, row=0)  # type: ignore[arg-type]
 
 
 @register_method
-class LrpRollout(AttributionMethod):
+class LrpRollout(AttributionMethod[LrpParams]):
     """Chefer et al. (2021, CVPR) "Transformer interpretability beyond attention visualization".
 
     What the Mask-LRP paper calls GAE. Each layer's attention map gets a relevance ``R(A)`` from
@@ -67,7 +56,8 @@ class LrpRollout(AttributionMethod):
     paper = "Chefer et al. 2021 (CVPR) Eq. 13-16; Mask-LRP (Song et al. 2024) Eq. 10-11 ('GAE')"
     Params = LrpParams
 
-    def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
+    def attribute_batch(
+        self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
+    ) -> torch.Tensor:
         """Scores ``(batch, seq)``."""
-        p: LrpParams = self.params  # type: ignore[assignment]
-        return rollout_scores(loaded, batch, targets, epsilon=p.epsilon, linear_rule=p.linear_rule)
+        return rollout_scores(loaded, batch, targets, self.params)

@@ -8,9 +8,10 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from xattr.heads.masks import HeadMasks
 from xattr.lrp import encoder_layout, gates_from_groups, head_groups
-from xattr.lrp.rules import HeadGate
 from xattr.methods.base import AttributionMethod, register_method
+from xattr.methods.context import MethodContext, Requirements
 from xattr.methods.lrp import LrpParams
 from xattr.methods.lrp_rollout import rollout_scores
 from xattr.models.encoding import Batch
@@ -32,7 +33,7 @@ class MaskLrpParams(LrpParams):
 
 
 @register_method
-class MaskLrp(AttributionMethod):
+class MaskLrp(AttributionMethod[MaskLrpParams]):
     """Mask-LRP (Song et al. 2024, "Better Explain Transformers by Illuminating Important Information").
 
     LRP in which relevance reaches the layer below only through the important heads, those that
@@ -50,32 +51,21 @@ class MaskLrp(AttributionMethod):
     summary = "LRP-rollout through syntactic/positional heads only, renormalised per layer"
     paper = "Song et al. 2024 (Mask-LRP) Eq. 6, Sec. 4.3, Eq. 10-11"
     Params = MaskLrpParams
-    uses_head_masks = True
 
-    def __init__(self, params: MaskLrpParams | None = None) -> None:
-        super().__init__(params)
-        self._gates: tuple[tuple[int, int, str], list[HeadGate]] | None = None
+    @classmethod
+    def requirements(cls, params: MaskLrpParams) -> Requirements:
+        """Head masks from the head-statistics stage, except with ``mask: all`` (every head kept)."""
+        return Requirements(head_masks=params.mask != "all")
 
-    def kept_heads(self, shape: tuple[int, int]) -> np.ndarray:
+    def kept_heads(self, masks: HeadMasks | None, shape: tuple[int, int]) -> np.ndarray:
         """``(layers, heads)`` group ids for this configuration (``-1``: dropped)."""
-        p: MaskLrpParams = self.params  # type: ignore[assignment]
-        return head_groups(self._head_masks, shape, mask=p.mask, corruption=p.corruption, seed=p.seed)
+        p = self.params
+        return head_groups(masks, shape, mask=p.mask, corruption=p.corruption, seed=p.seed)
 
-    def _layer_gates(self, loaded: LoadedModel) -> list[HeadGate]:
+    def attribute_batch(
+        self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
+    ) -> torch.Tensor:
+        """Scores ``(batch, seq)``, relevance gated by the heads kept from ``context.head_masks``."""
         layout = encoder_layout(loaded.model)
-        shape = (len(layout.layers), layout.num_heads)
-        key = (shape[0], shape[1], str(loaded.device))
-        if self._gates is None or self._gates[0] != key:
-            self._gates = (key, gates_from_groups(self.kept_heads(shape), loaded.device))
-        return self._gates[1]
-
-    def bind_head_masks(self, masks) -> None:  # type: ignore[no-untyped-def]
-        """Bind new masks (and forget gates built from earlier ones)."""
-        super().bind_head_masks(masks)
-        self._gates = None
-
-    def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
-        """Scores ``(batch, seq)``."""
-        gates = self._layer_gates(loaded)
-        p: MaskLrpParams = self.params  # type: ignore[assignment]
-        return rollout_scores(loaded, batch, targets, epsilon=p.epsilon, linear_rule=p.linear_rule, gates=gates)
+        groups = self.kept_heads(context.head_masks, (len(layout.layers), layout.num_heads))
+        return rollout_scores(loaded, batch, targets, self.params, gates_from_groups(groups, loaded.device))

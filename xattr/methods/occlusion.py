@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from pydantic import Field
 
 from xattr.methods.base import AttributionMethod, MethodParams, register_method
-from xattr.methods.substitution import content_positions, original_outputs, substituted_outputs
-from xattr.metrics.perturbation import replacement_id
+from xattr.methods.context import MethodContext
+from xattr.methods.substitution import (
+    TokenReplacement,
+    content_positions,
+    original_outputs,
+    replacement_token,
+    substituted_outputs,
+)
 from xattr.models.encoding import Batch
 from xattr.models.loading import LoadedModel
 
@@ -18,12 +22,12 @@ class OcclusionParams(MethodParams):
     """Parameters of :class:`Occlusion`."""
 
     window: int = Field(1, ge=1, description="sliding window size in tokens (stride 1)")
-    replacement: Literal["mask", "pad", "unk"] = Field("mask", description="token replacing the window")
+    replacement: TokenReplacement = Field("mask", description="token replacing the window")
     rows_per_pass: int = Field(256, ge=1, description="occluded copies per forward pass")
 
 
 @register_method
-class Occlusion(AttributionMethod):
+class Occlusion(AttributionMethod[OcclusionParams]):
     """Occlusion (Zeiler and Fergus 2014) over word pieces, as Captum's ``Occlusion``.
 
     A window of ``window`` consecutive content tokens slides over the text with stride 1; each
@@ -42,11 +46,12 @@ class Occlusion(AttributionMethod):
     paper = "Zeiler and Fergus 2014; Captum Occlusion"
     Params = OcclusionParams
 
-    def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
+    def attribute_batch(
+        self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
+    ) -> torch.Tensor:
         """Scores ``(batch, seq)``; special and padding positions score 0."""
-        p: OcclusionParams = self.params  # type: ignore[assignment]
-        token = replacement_id(loaded.tokenizer, p.replacement)
-        assert token is not None
+        p = self.params
+        token = replacement_token(loaded, p.replacement)
         content = content_positions(loaded, batch)
         windows: list[tuple[int, list[int]]] = []
         for row, positions in enumerate(content):

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from xattr.lrp import model_inputs, propagate_relevance
 from xattr.methods.base import AttributionMethod, register_method
-from xattr.methods.lrp import LrpParams
+from xattr.methods.context import MethodContext
+from xattr.methods.lrp import LrpParams, batch_relevance
 from xattr.models.encoding import Batch
 from xattr.models.loading import LoadedModel
 
 
 @register_method
-class PartialLrp(AttributionMethod):
+class PartialLrp(AttributionMethod[LrpParams]):
     """Partial LRP: LRP stopped at the model's final attention layer.
 
     Voita et al. (2019) measure head importance by the LRP relevance reaching each head of a layer;
@@ -29,17 +29,11 @@ class PartialLrp(AttributionMethod):
     paper = "Voita et al. 2019; Chefer et al. 2021 (CVPR); Mask-LRP (Song et al. 2024) Sec. 5.2"
     Params = LrpParams
 
-    def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
+    def attribute_batch(
+        self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
+    ) -> torch.Tensor:
         """Scores ``(batch, seq)``: ``mean_h R(A)^(last)[h, 0, :]``."""
-        inputs = model_inputs(loaded.model, batch.input_ids, batch.attention_mask, batch.token_type_ids)
-        p: LrpParams = self.params  # type: ignore[assignment]
-        relevance = propagate_relevance(
-            loaded.model,
-            inputs,
-            targets,
-            epsilon=p.epsilon,
-            linear_rule=p.linear_rule,
-            attention_relevance=True,
-            input_relevance=False,
+        relevance = batch_relevance(
+            loaded, batch, targets, self.params, attention_relevance=True, input_relevance=False
         )
         return relevance.attention[-1].mean(dim=1)[:, 0, :]  # (batch, seq)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from pydantic import Field
 
 from xattr.methods.base import AttributionMethod, MethodParams, register_method, row_generator
+from xattr.methods.context import MethodContext
 from xattr.models.encoding import Batch, EncodedText
 from xattr.models.loading import LoadedModel
 
@@ -43,7 +42,7 @@ class RandomScoresParams(MethodParams):
 
 
 @register_method
-class RandomScores(AttributionMethod):
+class RandomScores(AttributionMethod[RandomScoresParams]):
     """Random baseline at the word level (see METHOD-NOTES).
 
     Each word draws one ``u ~ U[0, 1)`` and each of its ``c`` word pieces scores ``u / c``, so
@@ -53,7 +52,7 @@ class RandomScores(AttributionMethod):
     correlates with sentiment gold). Under max-aggregation over pieces a word scores ``u / c``,
     which does depend on ``c``: aggregate this baseline by summing. Special tokens score 0.
     Draws depend only on the seed and the text's token ids (not on the target or the batch).
-    Word indices come from the corpus bound with :meth:`bind_corpus`.
+    Word indices come from the encoded corpus of the method's context.
     """
 
     name = "random"
@@ -61,23 +60,11 @@ class RandomScores(AttributionMethod):
     paper = "random baseline (per word; xattr METHOD-NOTES)"
     Params = RandomScoresParams
 
-    def _texts(self, batch: Batch) -> Sequence[EncodedText]:
-        if not self._corpus:
-            raise ValueError("random needs the encoded corpus for word indices: call bind_corpus(encoded) first")
-        texts = []
-        for row, position in enumerate(batch.indices):
-            if not 0 <= position < len(self._corpus):
-                raise ValueError(f"batch row {row} is corpus position {position}, outside the bound corpus")
-            text = self._corpus[position]
-            n = len(text)
-            if n > batch.input_ids.shape[1] or batch.input_ids[row, :n].tolist() != list(text.input_ids):
-                raise ValueError(f"batch row {row} does not match bound corpus text {position}: bind the right corpus")
-            texts.append(text)
-        return texts
-
-    def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
+    def attribute_batch(
+        self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
+    ) -> torch.Tensor:
         """Scores ``(batch, seq)``; padding positions score 0."""
         out = torch.zeros(batch.input_ids.shape, dtype=torch.float64)  # (batch, seq)
-        for row, text in enumerate(self._texts(batch)):
-            out[row, : len(text)] = random_word_scores(text, self.params.seed)  # type: ignore[attr-defined]
+        for row, text in enumerate(context.batch_texts(batch, self.name)):
+            out[row, : len(text)] = random_word_scores(text, self.params.seed)
         return out.to(batch.input_ids.device)

@@ -7,6 +7,7 @@ from pydantic import Field
 
 from xattr.methods.attention_maps import attention_pass, explained_positions, layer_index, query_rows
 from xattr.methods.base import AttributionMethod, MethodParams, register_method
+from xattr.methods.context import MethodContext
 from xattr.models.encoding import Batch
 from xattr.models.loading import LoadedModel
 
@@ -18,7 +19,7 @@ class RawAttentionParams(MethodParams):
 
 
 @register_method
-class RawAttention(AttributionMethod):
+class RawAttention(AttributionMethod[RawAttentionParams]):
     """Raw attention (Abnar and Zuidema 2020; the "RawAtt" baseline of Mask-LRP Section 5.2).
 
     The score of token ``j`` is ``E_h A^(l)_h[c, j]``: how much the explained token ``c`` ([CLS] for
@@ -28,12 +29,14 @@ class RawAttention(AttributionMethod):
 
     name = "raw_attention"
     summary = "last layer's attention from [CLS], mean over heads"
-    paper = "Abnar and Zuidema 2020 (raw attention); Mask-LRP (Sun et al. 2024) Sec. 5.2"
+    paper = "Abnar and Zuidema 2020 (raw attention); Mask-LRP (Song et al. 2024) Sec. 5.2"
     Params = RawAttentionParams
 
-    def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
+    def attribute_batch(
+        self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
+    ) -> torch.Tensor:
         """Scores ``(batch, seq)``: the head-mean attention row of the explained token."""
         passed = attention_pass(loaded, batch, targets, gradients=False)
-        layer = layer_index(self.params.layer, len(passed.attentions))  # type: ignore[attr-defined]
+        layer = layer_index(self.params.layer, len(passed.attentions))
         mean = passed.attentions[layer].mean(dim=1)  # (batch, seq, seq)
         return query_rows(mean, explained_positions(loaded, targets))

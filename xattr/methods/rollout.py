@@ -6,12 +6,13 @@ import torch
 
 from xattr.methods.attention_maps import attention_pass, explained_positions, query_rows
 from xattr.methods.base import AttributionMethod, MethodParams, register_method
+from xattr.methods.context import MethodContext
 from xattr.models.encoding import Batch
 from xattr.models.loading import LoadedModel
 
 
 @register_method
-class Rollout(AttributionMethod):
+class Rollout(AttributionMethod[MethodParams]):
     """Attention rollout (Abnar and Zuidema 2020, Sec. 3, Eq. 1).
 
     The residual connection is modelled as an identity: per layer ``l``,
@@ -24,10 +25,12 @@ class Rollout(AttributionMethod):
 
     name = "rollout"
     summary = "attention rollout: product over layers of 0.5*mean-head attention + 0.5*I"
-    paper = "Abnar and Zuidema 2020, Eq. 1; Mask-LRP (Sun et al. 2024) Sec. 5.2"
+    paper = "Abnar and Zuidema 2020, Eq. 1; Mask-LRP (Song et al. 2024) Sec. 5.2"
     Params = MethodParams
 
-    def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
+    def attribute_batch(
+        self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
+    ) -> torch.Tensor:
         """Scores ``(batch, seq)``: the explained token's row of the rollout."""
         passed = attention_pass(loaded, batch, targets, gradients=False)
         seq = batch.input_ids.shape[1]

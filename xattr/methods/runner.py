@@ -3,39 +3,58 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
+from typing import Any
 
-import numpy as np
 import torch
 
+from xattr.ldav.vectors import ldav_vectors_for
 from xattr.methods.base import AttributionMethod
+from xattr.methods.context import MethodContext
 from xattr.models.encoding import EncodedText, collate
 from xattr.models.forward import pad_id
 from xattr.models.loading import LoadedModel
 from xattr.models.targets import span_output_indices
+from xattr.types import TokenAttribution
 
 
-@dataclass(frozen=True)
-class TokenAttribution:
-    """Scores of one text for one explained output.
+def run_context(
+    method: AttributionMethod[Any], loaded: LoadedModel, encoded: Sequence[EncodedText], context: MethodContext | None
+) -> MethodContext:
+    """The context a run of ``method`` over ``encoded`` uses, checked against the method's requirements.
 
-    Attributes:
-        position: The text's position in the corpus.
-        target: The explained output index.
-        scores: ``(n_tokens,)`` float64 scores, special tokens included.
+    No context means one holding the corpus only; a context without a corpus gets ``encoded``; LDAV
+    vectors missing from it are read from the model (:func:`~xattr.ldav.vectors.ldav_vectors_for`).
+    The returned context shares the given one's ``scratch``, so ``method.diagnostics(context)``
+    reads the run's counters from either.
+
+    Raises:
+        ValueError: The context's corpus is not ``encoded`` (another length), or it lacks neighbours
+            or head masks the method needs (the method and the resources are named).
     """
-
-    position: int
-    target: int
-    scores: np.ndarray
+    context = context if context is not None else MethodContext(corpus=encoded)
+    if not context.corpus:
+        context = replace(context, corpus=encoded)
+    elif len(context.corpus) != len(encoded):
+        raise ValueError(
+            f"the context holds a corpus of {len(context.corpus)} texts, but {len(encoded)} are attributed"
+        )
+    requirements = method.requirements(method.params)
+    if requirements.ldav_vectors and context.ldav_vectors is None:
+        context = replace(context, ldav_vectors=ldav_vectors_for(loaded))
+    missing = requirements.missing_from(context)
+    if missing:
+        raise ValueError(f"{method.name} needs {' and '.join(missing)} in its MethodContext")
+    return context
 
 
 def attribute_corpus(
-    method: AttributionMethod,
+    method: AttributionMethod[Any],
     loaded: LoadedModel,
     encoded: Sequence[EncodedText],
     targets: Sequence[Sequence[int]],
     *,
+    context: MethodContext | None = None,
     batch_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[TokenAttribution]:
@@ -51,14 +70,21 @@ def attribute_corpus(
         loaded: The model.
         encoded: The encoded corpus.
         targets: Per text, the output indices to explain.
+        context: The run's resources (see :func:`run_context`); afterwards
+            ``method.diagnostics(context)`` reports what the run did.
         batch_size: Rows per pass.
         progress: Optional callback ``(rows done, rows in all)``.
 
     Returns:
         One :class:`TokenAttribution` per (text, target), ordered by text then target.
+
+    Raises:
+        ValueError: Target lists and texts differ in number, or the context lacks what the method
+            needs (see :func:`run_context`).
     """
     if len(targets) != len(encoded):
         raise ValueError(f"{len(encoded)} texts but {len(targets)} target lists")
+    context = run_context(method, loaded, encoded, context)
     rows = [(i, t) for i, ts in enumerate(targets) for t in ts]
     order = sorted(range(len(rows)), key=lambda r: len(encoded[rows[r][0]]))
     results: dict[int, TokenAttribution] = {}
@@ -70,9 +96,11 @@ def attribute_corpus(
         if loaded.task == "question_answering":
             # A span's explanation is that of its start logit plus that of its end logit.
             starts, ends = span_output_indices(target_tensor, loaded.max_length)
-            score_tensor = method.attribute_batch(loaded, batch, starts) + method.attribute_batch(loaded, batch, ends)
+            score_tensor = method.attribute_batch(loaded, batch, starts, context) + method.attribute_batch(
+                loaded, batch, ends, context
+            )
         else:
-            score_tensor = method.attribute_batch(loaded, batch, target_tensor)
+            score_tensor = method.attribute_batch(loaded, batch, target_tensor, context)
         scores = score_tensor.detach().double().cpu().numpy()
         for k, r in enumerate(chunk):
             position, target = rows[r]

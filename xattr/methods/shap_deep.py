@@ -8,13 +8,9 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from xattr.methods.base import AttributionMethod, MethodParams, register_method
-from xattr.methods.gradients import reduce_over_hidden, word_embeddings
-from xattr.methods.references import constant_reference
-from xattr.methods.shap_grad import CONSTANT, ReferencePlan, averaged_reference_gradients
+from xattr.methods.base import register_method
+from xattr.methods.shap_grad import CONSTANT, ReferenceMethod, ReferenceParams, ReferencePlan
 from xattr.models.encoding import Batch, EncodedText
-from xattr.models.loading import LoadedModel
-from xattr.types import Reduction
 
 
 def shap_deep_references(texts: Sequence[EncodedText], max_references: int) -> list[EncodedText]:
@@ -22,7 +18,7 @@ def shap_deep_references(texts: Sequence[EncodedText], max_references: int) -> l
     return list(texts[:max_references])
 
 
-class ShapDeepParams(MethodParams):
+class ShapDeepParams(ReferenceParams):
     """Parameters of :class:`ShapDeep`."""
 
     references: Literal["zero", "pad", "neighbours"] = Field(
@@ -30,12 +26,10 @@ class ShapDeepParams(MethodParams):
         description="neighbours: the text's nearest-neighbour texts (SHAP + Ref.), zero (SHAP + Zero) or pad ([PAD])",
     )
     max_references: int = Field(10, ge=1, description="N: at most this many neighbour texts, nearest first")
-    reduction: Reduction = Field("sum_of_squares", description="sum_of_squares (LAFA Sec. 4) or sum (signed)")
-    rows_per_pass: int = Field(256, ge=1, description="(text, reference) points per forward and backward pass")
 
 
 @register_method
-class ShapDeep(AttributionMethod):
+class ShapDeep(ReferenceMethod[ShapDeepParams]):
     """SHAP-Deep as written in LAFA Section 4 (after Lundberg and Lee 2017, Shrikumar et al. 2017).
 
     ``S_ShapDeep(H0) = 1/N sum_k S(H_k) * (H0 - H_k)`` over references ``H_k``: the gradient
@@ -49,13 +43,12 @@ class ShapDeep(AttributionMethod):
     finite-difference multipliers between input and reference activations; LAFA prints the plain
     gradient at the reference, and that is what is computed here.
 
-    References: ``neighbours`` ("SHAP + Ref."): the text's nearest-neighbour texts bound with
-    :meth:`bind_corpus`, at most ``max_references``, nearest first, each aligned to the input by
+    References: ``neighbours`` ("SHAP + Ref."): the text's nearest-neighbour texts from the
+    method's context, at most ``max_references``, nearest first, each aligned to the input by
     :func:`~xattr.methods.references.text_reference`; ``zero`` ("SHAP + Zero") and ``pad`` put the
     zero vector or the [PAD] embedding on content word pieces (one reference, ``N = 1``). Special
     tokens keep their own embedding in every reference, so they score zero. A row without
-    neighbour texts uses the zero reference and is counted in ``fallbacks`` (reset by
-    :meth:`bind_corpus`). Nothing is random.
+    neighbour texts uses the zero reference and is counted in ``fallbacks``. Nothing is random.
     """
 
     name = "shap_deep"
@@ -63,46 +56,19 @@ class ShapDeep(AttributionMethod):
     paper = "Lundberg and Lee 2017; Shrikumar et al. 2017; LAFA (Zhang et al. 2022) Sec. 4, SHAP-Deep"
     Params = ShapDeepParams
     multiplies_by_inputs = True
-    uses_neighbours = True
 
-    def needs_references(self) -> bool:
-        """Neighbours are needed only for ``references="neighbours"``."""
-        return self.params.references == "neighbours"  # type: ignore[attr-defined]
+    def constant_reference(self) -> str:
+        """[PAD] for ``references: pad``, else zeros (also the fallback of a row without neighbours)."""
+        return "pad" if self.params.references == "pad" else "zeros"
 
-    def reference_plan(self, batch: Batch) -> tuple[ReferencePlan, dict[int, list[EncodedText]]]:
-        """One point per (row, reference) and, per row using neighbours, its reference texts."""
-        p: ShapDeepParams = self.params  # type: ignore[assignment]
+    def reference_plan(
+        self, batch: Batch, texts: dict[int, list[EncodedText]]
+    ) -> tuple[ReferencePlan, dict[int, list[EncodedText]]]:
+        """One point per (row, reference): the row's first ``max_references`` texts, or its constant one."""
         rows, choices = [], []
-        texts: dict[int, list[EncodedText]] = {}
-        for row in range(batch.input_ids.shape[0]):
-            references: list[EncodedText] = []
-            if p.references == "neighbours":
-                references = shap_deep_references(self.reference_texts(batch.indices[row]), p.max_references)
-                if not references:
-                    self.fallbacks += 1
-            texts[row] = references
-            n = max(len(references), 1)
+        for row, references in texts.items():
+            texts[row] = shap_deep_references(references, self.params.max_references)
+            n = max(len(texts[row]), 1)
             rows.append(torch.full((n,), row, dtype=torch.long))
-            choices.append(torch.arange(n) if references else torch.full((1,), CONSTANT, dtype=torch.long))
+            choices.append(torch.arange(n) if texts[row] else torch.full((1,), CONSTANT, dtype=torch.long))
         return ReferencePlan(torch.cat(rows), torch.cat(choices), None), texts
-
-    def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
-        """Scores ``(batch, seq)``: the reduction of ``S_ShapDeep(H0)``."""
-        p: ShapDeepParams = self.params  # type: ignore[assignment]
-        plan, texts = self.reference_plan(batch)
-        kind = "pad" if p.references == "pad" else "zeros"
-        with torch.no_grad():
-            h0 = word_embeddings(loaded, batch.input_ids)  # (batch, seq, hidden)
-            constant = constant_reference(loaded, batch, h0, kind)  # (batch, seq, hidden)
-        attributions = averaged_reference_gradients(
-            loaded,
-            batch,
-            targets,
-            h0,
-            plan,
-            constant,
-            texts,
-            multiply_by_inputs=True,
-            rows_per_pass=p.rows_per_pass,
-        )  # (batch, seq, hidden)
-        return reduce_over_hidden(attributions, p.reduction)

@@ -1,24 +1,28 @@
 """SHAP-Gradient (expected gradients): gradients averaged over random points between references and input.
 
-Also holds the machinery shared with SHAP-Deep (:mod:`xattr.methods.shap_deep`): the plan of
-which reference each evaluation point uses, and the chunked evaluation of gradients at those
-points for a whole batch (texts x samples in passes of at most ``rows_per_pass`` rows).
+Also holds the machinery shared with SHAP-Deep (:mod:`xattr.methods.shap_deep`): the
+:class:`ReferenceMethod` base (references from the context, fallbacks), the plan of which
+reference each evaluation point uses, and the chunked evaluation of gradients at those points for
+a whole batch (texts x samples in passes of at most ``rows_per_pass`` rows).
 """
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 from pydantic import Field
 
 from xattr.methods.base import AttributionMethod, MethodParams, register_method, row_generator
+from xattr.methods.context import MethodContext, Requirements
 from xattr.methods.gradients import embedding_gradients, reduce_over_hidden, word_embeddings
 from xattr.methods.references import constant_reference, text_reference
 from xattr.models.encoding import Batch, EncodedText
 from xattr.models.loading import LoadedModel
+from xattr.neighbours.selection import NeighbourRequest
 from xattr.types import Reduction
 
 #: Reference choice meaning "the row's constant reference" (zeros or [PAD]) instead of a neighbour text.
@@ -146,7 +150,90 @@ def averaged_reference_gradients(
     return total / counts.to(device=device, dtype=h0.dtype).view(-1, 1, 1)
 
 
-class ShapGradParams(MethodParams):
+#: The neighbour search of SHAP's neighbour references: the ten nearest texts, no distance cut-off.
+NEIGHBOUR_REFERENCES = NeighbourRequest(max_neighbours=10, epsilon_quantile=None)
+
+
+class ReferenceParams(MethodParams):
+    """Parameters every SHAP method has (each narrows ``references`` to the kinds it supports)."""
+
+    references: str = Field(description="the references: a constant one (zero, pad) or neighbours")
+    rows_per_pass: int = Field(
+        256, ge=1, description="evaluation points (text x reference) per forward and backward pass"
+    )
+    reduction: Reduction = Field("sum_of_squares", description="sum_of_squares (LAFA Sec. 4) or sum (signed)")
+
+
+R = TypeVar("R", bound=ReferenceParams)
+
+
+class ReferenceMethod(AttributionMethod[R]):
+    """Base of the SHAP methods: gradients at points planned from references, averaged per text.
+
+    With ``references: neighbours`` a text's references are its nearest-neighbour texts from the
+    context (the method asks for :data:`NEIGHBOUR_REFERENCES`); a text without any uses the
+    constant reference and is counted in ``fallbacks``. Subclasses plan the evaluation points
+    (:meth:`reference_plan`) and say which constant reference (:meth:`constant_reference`) and
+    whether gradients are multiplied by ``H0 - H_k`` (:meth:`multiply_by_inputs`); the points are
+    evaluated by :func:`averaged_reference_gradients` and reduced per token.
+    """
+
+    @classmethod
+    def requirements(cls, params: R) -> Requirements:
+        """Neighbours (the ten nearest texts) for ``references: neighbours``, nothing otherwise."""
+        return Requirements(neighbours=NEIGHBOUR_REFERENCES) if params.references == "neighbours" else Requirements()
+
+    @abstractmethod
+    def reference_plan(
+        self, batch: Batch, texts: dict[int, list[EncodedText]]
+    ) -> tuple[ReferencePlan, dict[int, list[EncodedText]]]:
+        """The evaluation points of a batch from each row's neighbour texts (empty lists without neighbours).
+
+        Returns:
+            The plan, and per batch row the reference texts its choices index.
+        """
+
+    def constant_reference(self) -> str:
+        """The constant reference of :data:`CONSTANT` choices: ``zeros`` (default) or ``pad``."""
+        return "zeros"
+
+    def multiply_by_inputs(self) -> bool:
+        """Whether each gradient is multiplied by ``H0 - H_k``."""
+        return self.multiplies_by_inputs
+
+    def row_references(self, batch: Batch, context: MethodContext) -> dict[int, list[EncodedText]]:
+        """Per batch row, its neighbour texts, nearest first (all empty without ``references: neighbours``)."""
+        neighbours = self.params.references == "neighbours"
+        texts: dict[int, list[EncodedText]] = {}
+        for row, position in enumerate(batch.indices):
+            texts[row] = context.reference_texts(position) if neighbours else []
+            if neighbours and not texts[row]:
+                self.count_fallback(context)
+        return texts
+
+    def attribute_batch(
+        self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
+    ) -> torch.Tensor:
+        """Scores ``(batch, seq)``: the reduction of the averaged reference gradients."""
+        plan, texts = self.reference_plan(batch, self.row_references(batch, context))
+        with torch.no_grad():
+            h0 = word_embeddings(loaded, batch.input_ids)  # (batch, seq, hidden)
+            constant = constant_reference(loaded, batch, h0, self.constant_reference())  # (batch, seq, hidden)
+        attributions = averaged_reference_gradients(
+            loaded,
+            batch,
+            targets,
+            h0,
+            plan,
+            constant,
+            texts,
+            multiply_by_inputs=self.multiply_by_inputs(),
+            rows_per_pass=self.params.rows_per_pass,
+        )  # (batch, seq, hidden)
+        return reduce_over_hidden(attributions, self.params.reduction)
+
+
+class ShapGradParams(ReferenceParams):
     """Parameters of :class:`ShapGrad`."""
 
     samples: int = Field(25, ge=1, description="N: random points (alpha, reference) per text")
@@ -157,12 +244,10 @@ class ShapGradParams(MethodParams):
         False, description="multiply each gradient by (H0 - H_k): Captum GradientShap; False is LAFA as printed"
     )
     seed: int = Field(0, description="seed of the alphas and reference offsets (combined with each text's ids)")
-    rows_per_pass: int = Field(256, ge=1, description="(text, sample) points per forward and backward pass")
-    reduction: Reduction = Field("sum_of_squares", description="sum_of_squares (LAFA Sec. 4) or sum (signed)")
 
 
 @register_method
-class ShapGrad(AttributionMethod):
+class ShapGrad(ReferenceMethod[ShapGradParams]):
     """SHAP-Gradient (Lundberg and Lee 2017; expected gradients) as written in LAFA Section 4.
 
     ``S_ShapGrad(H0) = 1/N sum_k S(alpha_k H0 + (1 - alpha_k) H_k)`` with ``alpha_k ~ U(0, 1)``
@@ -172,12 +257,11 @@ class ShapGrad(AttributionMethod):
     ``F(H0) - E[F(H_k)]``; LAFA prints the plain gradient average.
 
     References ("SHAP + Zero" and "SHAP + Ref." of LAFA Tables 2-3): ``zero`` puts the zero vector
-    on content word pieces; ``neighbours`` uses the text's nearest-neighbour texts (bound with
-    :meth:`bind_corpus`), aligned to the input by
+    on content word pieces; ``neighbours`` uses the text's nearest-neighbour texts (from the
+    method's context), aligned to the input by
     :func:`~xattr.methods.references.text_reference`, one per sample, stratified as described in
     :func:`shap_grad_draws`. Special tokens keep their own embedding in every reference. A row
-    without neighbour texts uses the zero reference and is counted in ``fallbacks`` (reset by
-    :meth:`bind_corpus`).
+    without neighbour texts uses the zero reference and is counted in ``fallbacks``.
 
     Draws come from :func:`~xattr.methods.base.row_generator` seeded by ``seed`` and the text's
     ids, so batched results equal one-by-one results and a seed reproduces a run; the targets of
@@ -188,44 +272,20 @@ class ShapGrad(AttributionMethod):
     summary = "gradient averaged over random points between references (zero or neighbour texts) and the input"
     paper = "Lundberg and Lee 2017; LAFA (Zhang et al. 2022) Sec. 4, SHAP-Gradient"
     Params = ShapGradParams
-    uses_neighbours = True
 
-    def needs_references(self) -> bool:
-        """Neighbours are needed only for ``references="neighbours"``."""
-        return self.params.references == "neighbours"  # type: ignore[attr-defined]
+    def multiply_by_inputs(self) -> bool:
+        """The ``multiply_by_inputs`` parameter (Captum's GradientShap) or not (LAFA as printed)."""
+        return self.params.multiply_by_inputs
 
-    def reference_plan(self, batch: Batch) -> tuple[ReferencePlan, dict[int, list[EncodedText]]]:
-        """The points of every row and, per row using neighbours, its reference texts."""
-        p: ShapGradParams = self.params  # type: ignore[assignment]
+    def reference_plan(
+        self, batch: Batch, texts: dict[int, list[EncodedText]]
+    ) -> tuple[ReferencePlan, dict[int, list[EncodedText]]]:
+        """``samples`` points per row: alphas and stratified reference choices (:func:`shap_grad_draws`)."""
+        p = self.params
         rows, choices, alphas = [], [], []
-        texts: dict[int, list[EncodedText]] = {}
-        for row in range(batch.input_ids.shape[0]):
-            references = self.reference_texts(batch.indices[row]) if p.references == "neighbours" else []
-            if p.references == "neighbours" and not references:
-                self.fallbacks += 1
-            texts[row] = references
+        for row, references in texts.items():
             row_alphas, row_choices = shap_grad_draws(p.seed, row_ids(batch, row), p.samples, len(references))
             rows.append(torch.full((p.samples,), row, dtype=torch.long))
             choices.append(row_choices)
             alphas.append(row_alphas)
         return ReferencePlan(torch.cat(rows), torch.cat(choices), torch.cat(alphas)), texts
-
-    def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
-        """Scores ``(batch, seq)``: the reduction of ``S_ShapGrad(H0)``."""
-        p: ShapGradParams = self.params  # type: ignore[assignment]
-        plan, texts = self.reference_plan(batch)
-        with torch.no_grad():
-            h0 = word_embeddings(loaded, batch.input_ids)  # (batch, seq, hidden)
-            zero = constant_reference(loaded, batch, h0, "zeros")  # (batch, seq, hidden)
-        attributions = averaged_reference_gradients(
-            loaded,
-            batch,
-            targets,
-            h0,
-            plan,
-            zero,
-            texts,
-            multiply_by_inputs=p.multiply_by_inputs,
-            rows_per_pass=p.rows_per_pass,
-        )  # (batch, seq, hidden)
-        return reduce_over_hidden(attributions, p.reduction)

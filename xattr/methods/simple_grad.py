@@ -6,6 +6,7 @@ import torch
 from pydantic import Field
 
 from xattr.methods.base import AttributionMethod, MethodParams, register_method
+from xattr.methods.context import MethodContext
 from xattr.methods.gradients import embedding_gradients, reduce_over_hidden
 from xattr.models.encoding import Batch
 from xattr.models.loading import LoadedModel
@@ -19,7 +20,7 @@ class SimpleGradParams(MethodParams):
 
 
 @register_method
-class SimpleGrad(AttributionMethod):
+class SimpleGrad(AttributionMethod[SimpleGradParams]):
     """Simple gradient (Simonyan et al. 2013) in the NLP form of LAFA Section 2.
 
     The gradient ``S(H0) = dF/dH0`` of the explained output with respect to the word embeddings
@@ -33,7 +34,9 @@ class SimpleGrad(AttributionMethod):
     paper = "Simonyan et al. 2013; LAFA (Zhang et al. 2022) Eq. 2-3"
     Params = SimpleGradParams
 
-    def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
+    def attribute_batch(
+        self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
+    ) -> torch.Tensor:
         """Scores ``(batch, seq)``: Eq. 3 applied to the gradient of Eq. 2."""
         _, grad = embedding_gradients(loaded, batch, targets)  # (batch, seq, hidden)
-        return reduce_over_hidden(grad, self.params.reduction)  # type: ignore[attr-defined]
+        return reduce_over_hidden(grad, self.params.reduction)

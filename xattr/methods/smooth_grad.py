@@ -9,8 +9,9 @@ import torch
 from pydantic import Field
 
 from xattr.methods.base import AttributionMethod, MethodParams, register_method, row_generator
+from xattr.methods.context import MethodContext
 from xattr.methods.gradients import reduce_over_hidden, word_embeddings
-from xattr.methods.integrated_gradients import repeated_gradients
+from xattr.methods.integrated_gradients import repeated_gradients, summed_gradients
 from xattr.methods.references import content_mask, special_token_ids
 from xattr.models.encoding import Batch
 from xattr.models.loading import LoadedModel
@@ -104,7 +105,7 @@ class SmoothGradParams(MethodParams):
 
 
 @register_method
-class SmoothGrad(AttributionMethod):
+class SmoothGrad(AttributionMethod[SmoothGradParams]):
     """SmoothGrad (Smilkov et al. 2017) as written in LAFA Section 4.
 
     ``S_SmoothGrad(H0) = 1/N sum_{k=1..N} S(H0 + eps_k)`` with ``eps_k ~ N(0, sigma^2)`` added
@@ -127,9 +128,11 @@ class SmoothGrad(AttributionMethod):
     paper = "Smilkov et al. 2017; LAFA (Zhang et al. 2022) Sec. 4"
     Params = SmoothGradParams
 
-    def attribute_batch(self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
+    def attribute_batch(
+        self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
+    ) -> torch.Tensor:
         """Scores ``(batch, seq)`` from ``N`` noisy gradients per row."""
-        p: SmoothGradParams = self.params  # type: ignore[assignment]
+        p = self.params
         with torch.no_grad():
             h0 = word_embeddings(loaded, batch.input_ids).detach()  # (batch, seq, hidden)
         content = content_mask(batch, special_token_ids(loaded))  # (batch, seq)
@@ -152,9 +155,9 @@ class SmoothGrad(AttributionMethod):
             return noisy
 
         if p.aggregate == "square_of_mean":
-            grad_sum = torch.zeros_like(h0)  # (batch, seq, hidden)
-            for rows, _, grad in repeated_gradients(loaded, batch, targets, p.samples, p.rows_per_pass, build):
-                grad_sum.index_add_(0, rows, grad)
+            grad_sum = summed_gradients(
+                repeated_gradients(loaded, batch, targets, p.samples, p.rows_per_pass, build), like=h0
+            )
             return reduce_over_hidden(grad_sum / p.samples, p.reduction)
         score_sum = h0.new_zeros(h0.shape[:2])  # (batch, seq)
         for rows, _, grad in repeated_gradients(loaded, batch, targets, p.samples, p.rows_per_pass, build):

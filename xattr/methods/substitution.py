@@ -7,6 +7,7 @@ replaced: the "content" positions of a row are its other tokens, in order.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 
@@ -14,12 +15,28 @@ from xattr.methods.gradients import selected_outputs
 from xattr.models.encoding import Batch
 from xattr.models.forward import output_logits
 from xattr.models.loading import LoadedModel
+from xattr.models.replacement import replacement_id
+
+#: The vocabulary token written over a replaced token.
+TokenReplacement = Literal["mask", "pad", "unk"]
 
 
 def special_ids(tokenizer: object) -> set[int]:
     """Ids of the structural special tokens (never perturbed); [UNK] and [MASK] are content."""
     names = ("cls_token_id", "sep_token_id", "bos_token_id", "eos_token_id")
     return {int(v) for v in (getattr(tokenizer, name, None) for name in names) if v is not None}
+
+
+def replacement_token(loaded: LoadedModel, policy: TokenReplacement) -> int:
+    """The id of the token written over replaced tokens ([MASK], [PAD] or [UNK]).
+
+    Raises:
+        ValueError: The tokenizer has no such token.
+    """
+    token = replacement_id(loaded.tokenizer, policy)
+    if token is None or token < 0:  # pragma: no cover - TokenReplacement holds vocabulary policies only
+        raise ValueError(f"replacement {policy!r} is not a vocabulary token")
+    return token
 
 
 def content_positions(loaded: LoadedModel, batch: Batch) -> list[list[int]]:

@@ -27,18 +27,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from xattr.methods.runner import TokenAttribution
 from xattr.metrics.applicability import decision
 from xattr.metrics.perturbation import (
     DEFAULT_FRACTIONS,
     MetricValue,
-    _target_probability,
     removal_order,
     remove_tokens,
+    target_probability,
     tokens_to_remove,
 )
 from xattr.metrics.replacement import Forward
 from xattr.models.encoding import EncodedText
+from xattr.types import TokenAttribution
 
 
 def degradation_curves(
@@ -59,7 +59,7 @@ def degradation_curves(
         task: The model's task (``classification``, ``pair_classification``, ``multi_label``,
             ``regression``).
         replacement: Token id written into removed positions (``None``: delete them;
-            ``BASELINE_ID``: zero embedding), from :func:`perturbation.replacement_id`.
+            ``BASELINE_ID``: zero embedding), from :func:`xattr.models.replacement.replacement_id`.
         fractions: Removal fractions in (0, 1].
 
     Returns:
@@ -89,9 +89,9 @@ def degradation_curves(
         pos, tgt = attribution.position, attribution.target
         morf_block, lerf_block = block[1 : n_f + 1], block[n_f + 1 :]
         if classification:
-            base = _target_probability(block[0], tgt, task)
-            morf_change = [base - _target_probability(b, tgt, task) for b in morf_block]
-            lerf_change = [base - _target_probability(b, tgt, task) for b in lerf_block]
+            base = target_probability(block[0], tgt, task)
+            morf_change = [base - target_probability(b, tgt, task) for b in morf_block]
+            lerf_change = [base - target_probability(b, tgt, task) for b in lerf_block]
             label = decision(block[0], tgt, task)
             kept_morf = [float(decision(b, tgt, task) == label) for b in morf_block]
             kept_lerf = [float(decision(b, tgt, task) == label) for b in lerf_block]

@@ -16,10 +16,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from xattr.methods.runner import TokenAttribution
 from xattr.metrics.gold import UndefinedMetricError, auc_against_gold, pearson_against_gold
 from xattr.metrics.perturbation import MetricValue
 from xattr.models.encoding import EncodedText
+from xattr.types import TokenAttribution
 
 #: A gold span: ``(segment, start, end)`` characters within its segment.
 Span = tuple[int, int, int]

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xattr.methods.runner import TokenAttribution
 from xattr.metrics.perturbation import MetricValue, removal_order, remove_tokens, tokens_to_remove
 from xattr.metrics.replacement import Forward
 from xattr.models.encoding import EncodedText
+from xattr.types import TokenAttribution
 
 #: Mask proportions of LAFA Figure 2 (1% to 50%).
 DEFAULT_MASK_FRACTIONS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)

@@ -5,7 +5,7 @@ removable tokens at each fraction; special tokens ([CLS], [SEP], ...) are never 
 removed token is replaced is a setting recorded with every result (see ``ReplacementPolicy``):
 ``mask`` ([MASK]), ``pad`` ([PAD]), ``unk`` ([UNK]), ``delete`` (the token is dropped and the
 sequence shortens) or ``baseline`` (its word embedding becomes the zero vector; see
-:mod:`xattr.metrics.replacement`).
+:mod:`xattr.models.replacement`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from xattr.methods.runner import TokenAttribution
-from xattr.metrics.replacement import BASELINE_ID, Forward, predict_perturbed
+from xattr.metrics.replacement import Forward
 from xattr.models.encoding import EncodedText
+from xattr.models.forward import predict_logits
 from xattr.models.loading import LoadedModel
-from xattr.types import ReplacementPolicy
+from xattr.models.replacement import replacement_id
+from xattr.types import ReplacementPolicy, TokenAttribution
 
 DEFAULT_FRACTIONS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -49,25 +50,6 @@ def tokens_to_remove(n_removable: int, fraction: float) -> int:
     return min(n_removable, math.ceil(fraction * n_removable - 1e-9))
 
 
-def replacement_id(tokenizer: object, policy: ReplacementPolicy) -> int | None:
-    """The token id that replaces removed tokens (``None`` for ``delete``, ``BASELINE_ID`` for ``baseline``).
-
-    Raises:
-        ValueError: Unknown policy, or the tokenizer has no such special token.
-    """
-    attribute = {"mask": "mask_token_id", "pad": "pad_token_id", "unk": "unk_token_id"}
-    if policy == "delete":
-        return None
-    if policy == "baseline":
-        return BASELINE_ID
-    if policy not in attribute:
-        raise ValueError(f"unknown replacement policy {policy!r}; valid: mask, pad, unk, delete, baseline")
-    value = getattr(tokenizer, attribute[policy], None)
-    if value is None:
-        raise ValueError(f"replacement policy {policy!r}: the tokenizer has no such token")
-    return int(value)
-
-
 def remove_tokens(encoded: EncodedText, positions: Sequence[int], replacement: int | None) -> EncodedText:
     """A copy of ``encoded`` with the tokens at ``positions`` replaced (or deleted when ``None``)."""
     drop = set(int(p) for p in positions)
@@ -92,7 +74,7 @@ def remove_tokens(encoded: EncodedText, positions: Sequence[int], replacement: i
     )
 
 
-def _target_probability(logits: np.ndarray, target: int, task: str) -> float:
+def target_probability(logits: np.ndarray, target: int, task: str) -> float:
     """The probability of the explained output: softmax, or sigmoid for multi-label.
 
     Extractive QA (``logits`` = start then end logits, ``target`` a span target): the probability
@@ -101,7 +83,7 @@ def _target_probability(logits: np.ndarray, target: int, task: str) -> float:
     if task == "question_answering":
         width = logits.shape[0] // 2
         start, end = int(target) // width, int(target) % width
-        return _target_probability(logits[:width], start, "classification") * _target_probability(
+        return target_probability(logits[:width], start, "classification") * target_probability(
             logits[width:], end, "classification"
         )
     if task == "multi_label":
@@ -169,7 +151,7 @@ def removal_curves(
     if forward is not None:
         outputs = forward(variants)
     else:
-        outputs = predict_perturbed(loaded, variants, batch_size=batch_size, progress=progress)
+        outputs = predict_logits(loaded, variants, batch_size=batch_size, progress=progress)
     n_fractions = len(fractions)
     stride = 2 * n_fractions + 1
     regression = loaded.task == "regression"
@@ -186,9 +168,9 @@ def removal_curves(
             suff = [abs(base - a) for a in kept]
             log_odds = [a - base for a in after]
         else:
-            base = _target_probability(block[0], tgt, loaded.task)
-            after = [_target_probability(b, tgt, loaded.task) for b in block[1 : n_fractions + 1]]
-            kept = [_target_probability(b, tgt, loaded.task) for b in block[n_fractions + 1 :]]
+            base = target_probability(block[0], tgt, loaded.task)
+            after = [target_probability(b, tgt, loaded.task) for b in block[1 : n_fractions + 1]]
+            kept = [target_probability(b, tgt, loaded.task) for b in block[n_fractions + 1 :]]
             comp = [base - a for a in after]
             suff = [base - a for a in kept]
             log_odds = [math.log(max(a, 1e-300) / max(base, 1e-300)) for a in after]

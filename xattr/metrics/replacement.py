@@ -1,12 +1,8 @@
-"""Forward passes over perturbed texts, including the ``baseline`` (embedding) replacement.
+"""The model forward the metric functions call, and a memo of it over perturbed texts.
 
-Token-id policies (``mask``, ``pad``, ``unk``) write a token id into the removed positions and
-``delete`` shortens the sequence; these run through the ordinary batched forward. The
-``baseline`` policy replaces the removed token's *word embedding* by a baseline vector (the zero
-vector, Integrated Gradients' usual baseline, Sundararajan et al. 2017) while the position and
-segment embeddings stay in place: no vocabulary token plays "absent". Removed positions carry the
-sentinel id :data:`BASELINE_ID` (-1) in ``EncodedText.input_ids``; :func:`predict_perturbed`
-builds ``inputs_embeds`` for batches that hold it.
+Perturbed texts are run through :func:`xattr.models.forward.predict_logits`, which handles every
+replacement policy of :mod:`xattr.models.replacement`: token ids as they are, and positions
+holding :data:`~xattr.models.replacement.BASELINE_ID` with the zero word embedding.
 """
 
 from __future__ import annotations
@@ -14,55 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import torch
 
-from xattr.models.encoding import EncodedText, iter_batches
-from xattr.models.forward import output_logits, pad_id
+from xattr.models.encoding import EncodedText
+from xattr.models.forward import predict_logits
 from xattr.models.loading import LoadedModel
-
-#: Sentinel input id of a position whose word embedding is replaced by the baseline vector.
-BASELINE_ID = -1
 
 #: ``forward(texts) -> (n_texts, n_outputs)`` model outputs (logits or the regression value).
 Forward = Callable[[Sequence[EncodedText]], np.ndarray]
-
-
-@torch.inference_mode()
-def predict_perturbed(
-    loaded: LoadedModel,
-    encoded: Sequence[EncodedText],
-    *,
-    batch_size: int = 32,
-    progress: Callable[[int, int], None] | None = None,
-) -> np.ndarray:
-    """Model outputs for perturbed texts; positions holding :data:`BASELINE_ID` get a zero word embedding.
-
-    Args:
-        loaded: The model.
-        encoded: Encoded (possibly perturbed) texts.
-        batch_size: Texts per forward pass.
-        progress: Optional callback ``(done, total)``.
-
-    Returns:
-        ``(n_texts, num_outputs)`` float64 array in input order.
-    """
-    out = np.zeros((len(encoded), loaded.num_outputs), dtype=np.float64)
-    done = 0
-    for batch in iter_batches(encoded, batch_size, pad_id(loaded)):
-        b = batch.to(loaded.device)
-        removed = b.input_ids == BASELINE_ID  # (batch, seq)
-        if bool(removed.any()):
-            embeds = loaded.model.get_input_embeddings()(b.input_ids.clamp(min=0))  # (batch, seq, hidden)
-            embeds = embeds.masked_fill(removed.unsqueeze(-1), 0.0)
-            output = loaded.model(inputs_embeds=embeds, **b.model_inputs())
-        else:
-            output = loaded.model(input_ids=b.input_ids, **b.model_inputs())
-        logits = output_logits(loaded, output, b.attention_mask)
-        out[list(batch.indices)] = logits.double().cpu().numpy()
-        done += len(batch.indices)
-        if progress is not None:
-            progress(done, len(encoded))
-    return out
 
 
 def model_forward(
@@ -71,7 +25,7 @@ def model_forward(
     """A :data:`Forward` over ``loaded`` (batched, baseline-aware) for the metric functions."""
 
     def forward(texts: Sequence[EncodedText]) -> np.ndarray:
-        return predict_perturbed(loaded, texts, batch_size=batch_size, progress=progress)
+        return predict_logits(loaded, texts, batch_size=batch_size, progress=progress)
 
     return forward
 

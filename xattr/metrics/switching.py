@@ -20,11 +20,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from xattr.methods.runner import TokenAttribution
 from xattr.metrics.applicability import decision, require_task
 from xattr.metrics.perturbation import MetricValue, remove_tokens
 from xattr.metrics.replacement import Forward
 from xattr.models.encoding import EncodedText
+from xattr.types import TokenAttribution
 
 
 def word_removal_order(text: EncodedText, scores: np.ndarray) -> list[list[int]]:

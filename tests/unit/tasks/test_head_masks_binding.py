@@ -1,31 +1,37 @@
-"""Head masks read back from a head_statistics artifact are checked against the model before binding."""
+"""Head masks read back from a head_statistics artifact are checked against the model before a run gets them."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pytest
 import torch
 
 from storage import ArtifactStore
-from tasks.head_statistics import bind_head_masks, read_head_masks
-from xattr.heads.masks import HeadMaskError
+from tasks.head_statistics import checked_head_masks, read_head_masks
+from xattr.heads.masks import HeadMaskError, check_masks_fit
 from xattr.heads.statistics import HeadStatistics
 from xattr.heads.table import statistics_table
-from xattr.methods.base import AttributionMethod
+from xattr.methods import MethodContext, Requirements, attribute_corpus
+from xattr.methods.base import AttributionMethod, MethodParams
+from xattr.models.encoding import encode_texts
 from xattr.models.loading import load_model
 
 
-class Probe(AttributionMethod):
+class Probe(AttributionMethod[MethodParams]):
+    """Every token scores the number of kept heads its context holds."""
+
     name = "probe"
     summary = "test only"
     paper = "test only"
-    uses_head_masks: ClassVar[bool] = True
 
-    def attribute_batch(self, loaded, batch, targets):
-        return torch.zeros(batch.input_ids.shape)
+    @classmethod
+    def requirements(cls, params: MethodParams) -> Requirements:
+        return Requirements(head_masks=True)
+
+    def attribute_batch(self, loaded, batch, targets, context):
+        return torch.full(batch.input_ids.shape, float(context.head_masks.union.sum()))
 
 
 def _artifact(tmp_path: Path, layers: int, heads: int):
@@ -44,11 +50,14 @@ def _artifact(tmp_path: Path, layers: int, heads: int):
     )
 
 
-def test_masks_bind_when_the_shape_matches(tmp_path: Path, tiny_classifier_dir: Path) -> None:
+def test_masks_reach_the_method_when_the_shape_matches(tmp_path: Path, tiny_classifier_dir: Path) -> None:
     loaded = load_model(tiny_classifier_dir, device="cpu")
-    method = Probe()
-    masks = bind_head_masks(method, loaded, _artifact(tmp_path, 2, 2))
-    assert method._head_masks is masks
+    masks = checked_head_masks("probe", loaded, _artifact(tmp_path, 2, 2))
+    context = MethodContext(head_masks=masks)
+    assert context.head_masks is masks
+    encoded = encode_texts(loaded.tokenizer, ["the movie"], max_length=16)
+    (result,) = attribute_corpus(Probe(), loaded, encoded, [[0]], context=context)
+    np.testing.assert_array_equal(result.scores, 2.0)  # the two kept heads it was given
     np.testing.assert_array_equal(masks.syntactic, [[False, False], [True, False]])
     np.testing.assert_array_equal(masks.positional, [[False, True], [False, False]])
     assert masks.source == "model-2x2"
@@ -59,10 +68,15 @@ def test_masks_of_another_model_are_refused_naming_both_shapes(tmp_path: Path, t
     ref = _artifact(tmp_path, 12, 12)
     assert read_head_masks(ref).shape == (12, 12)
     with pytest.raises(HeadMaskError, match=r"from model-12x12 have shape \(12, 12\).* has 2 layers x 2 heads"):
-        bind_head_masks(Probe(), loaded, ref)
+        checked_head_masks("probe", loaded, ref)
+    with pytest.raises(HeadMaskError, match=r"from model-12x12 have shape \(12, 12\).* has 2 layers x 2 heads"):
+        check_masks_fit(read_head_masks(ref), loaded)
 
 
 def test_missing_masks_are_refused(tiny_classifier_dir: Path) -> None:
     loaded = load_model(tiny_classifier_dir, device="cpu")
     with pytest.raises(ValueError, match="method 'probe' needs head masks"):
-        bind_head_masks(Probe(), loaded, None)
+        checked_head_masks("probe", loaded, None)
+    encoded = encode_texts(loaded.tokenizer, ["the movie"], max_length=16)
+    with pytest.raises(ValueError, match="probe needs head masks in its MethodContext"):
+        attribute_corpus(Probe(), loaded, encoded, [[0]])

@@ -8,15 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from xattr.methods.runner import TokenAttribution
 from xattr.metrics.applicability import MetricNotApplicableError, require_task
 from xattr.metrics.degradation import degradation_curves
 from xattr.metrics.mape import mape_under_masking, relative_errors, select_accurate_texts, to_quantity
-from xattr.metrics.perturbation import removal_curves, replacement_id
-from xattr.metrics.replacement import BASELINE_ID, memoized, predict_perturbed
+from xattr.metrics.perturbation import removal_curves
+from xattr.metrics.replacement import memoized
 from xattr.metrics.switching import switching_points, word_removal_order
 from xattr.models.encoding import encode_texts
+from xattr.models.forward import predict_logits
 from xattr.models.loading import ModelSpec
+from xattr.models.replacement import BASELINE_ID, replacement_id
+from xattr.types import TokenAttribution
 
 KEY = 10  # the token id that decides the stub's output
 MASK = 4
@@ -218,7 +220,7 @@ def test_baseline_replacement_zeroes_the_word_embedding(tiny_classifier_dir, tin
     ids = list(enc.input_ids)
     ids[2] = BASELINE_ID
     perturbed = _with_ids(enc, ids)
-    got = predict_perturbed(loaded, [perturbed, enc])
+    got = predict_logits(loaded, [perturbed, enc])
     model = loaded.model
     with torch.no_grad():
         embeds = model.get_input_embeddings()(torch.tensor([enc.input_ids]))

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr
 
-from xattr.methods.runner import TokenAttribution
 from xattr.metrics.gold_alignment import gold_agreement, token_gold_mask, word_gold_mask, word_scores
 from xattr.models.encoding import encode_texts
+from xattr.types import TokenAttribution
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from xattr.methods import attribute_corpus, get_method
+from xattr.methods import MethodContext, attribute_corpus, get_method, method_requirements
 from xattr.methods.lafa_kernels import KernelParams, kernel_matrix
 from xattr.models.encoding import encode_texts
 from xattr.models.loading import load_model
@@ -57,11 +57,13 @@ TEXTS = ["the movie was great", "the movie was great", "bad acting and a boring 
 
 
 def _run(loaded, params: dict, neighbours: dict[int, list[int]], targets=None, batch_size: int = 32):
+    """LAFA over TEXTS with ``neighbours``; returns the run's diagnostics, the encoded texts and the results."""
     encoded = encode_texts(loaded.tokenizer, TEXTS, max_length=64)
     method = get_method("lafa", params)
-    method.bind_corpus(encoded, neighbours)
+    context = MethodContext(corpus=encoded, neighbours=neighbours)
     targets = targets or [[1]] * len(TEXTS)
-    return method, encoded, attribute_corpus(method, loaded, encoded, targets, batch_size=batch_size)
+    results = attribute_corpus(method, loaded, encoded, targets, context=context, batch_size=batch_size)
+    return method.diagnostics(context), encoded, results
 
 
 def _base(loaded, name: str = "simple_grad", params: dict | None = None):
@@ -91,7 +93,7 @@ def test_indicator_kernel_on_duplicated_texts_matches_hand_computation(loaded) -
 
 
 def test_eq_7_by_hand_with_cosine_kernel(loaded) -> None:
-    method, encoded, lafa = _run(loaded, {"lam": 2.0}, NEIGHBOURS)
+    _, encoded, lafa = _run(loaded, {"lam": 2.0}, NEIGHBOURS)
     base = {r.position: r.scores for r in _base(loaded)}
     table = loaded.model.get_input_embeddings().weight.detach().numpy()
     x0 = encoded[2]
@@ -113,19 +115,29 @@ def test_eq_7_by_hand_with_cosine_kernel(loaded) -> None:
 
 
 def test_batched_equals_one_by_one_and_bases_are_computed_once(loaded) -> None:
-    method, _, batched = _run(loaded, {"kernel": "rbf"}, NEIGHBOURS, batch_size=3)
-    assert method.base_computations == len(TEXTS)  # every text once, though most are also neighbours
-    assert method.fallbacks == 1  # text 4 has no neighbour
+    diagnostics, _, batched = _run(loaded, {"kernel": "rbf"}, NEIGHBOURS, batch_size=3)
+    assert diagnostics["base_computations"] == len(TEXTS)  # every text once, though most are also neighbours
+    assert diagnostics["fallbacks"] == 1  # text 4 has no neighbour
     _, _, single = _run(loaded, {"kernel": "rbf"}, NEIGHBOURS, batch_size=1)
     for a, b in zip(batched, single, strict=True):
         np.testing.assert_allclose(a.scores, b.scores, rtol=1e-10)
     np.testing.assert_allclose(batched[4].scores, _base(loaded)[4].scores, rtol=1e-12)
 
 
-def test_lafa_needs_a_bound_corpus(loaded) -> None:
+def test_lafa_needs_neighbours_in_its_context(loaded) -> None:
     encoded = encode_texts(loaded.tokenizer, TEXTS[:1], max_length=64)
-    with pytest.raises(ValueError, match="call bind_corpus"):
+    with pytest.raises(ValueError, match="lafa needs neighbours in its MethodContext"):
         attribute_corpus(get_method("lafa"), loaded, encoded, [[0]])
+
+
+def test_requirements_come_from_the_parameters_and_the_base_method() -> None:
+    params = {"max_neighbours": 4, "epsilon_quantile": 0.39, "neighbour_filter": "label", "layer": 2}
+    requirements = method_requirements("lafa", params)
+    assert requirements.neighbours == NeighbourRequest(4, 0.39, "label", 2)
+    assert not requirements.head_masks and not requirements.ldav_vectors
+    assert method_requirements("lafa", {"base": "ldav"}).ldav_vectors  # what the base method needs, too
+    with pytest.raises(ValueError, match="invalid parameters for method 'lafa'"):
+        method_requirements("lafa", {"kernel": "poly"})
 
 
 def test_distance_cutoff_is_the_quantile_of_pairwise_distances() -> None:

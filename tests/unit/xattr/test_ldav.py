@@ -29,7 +29,8 @@ from xattr.ldav import (
     save_ldav_vectors,
     sentence_vector_distance,
 )
-from xattr.methods import get_method
+from xattr.ldav.vectors import ldav_vectors_for
+from xattr.methods import MethodContext, attribute_corpus, get_method
 from xattr.models.encoding import collate, encode_texts
 from xattr.models.forward import predict_logits
 from xattr.models.loading import load_model
@@ -163,19 +164,15 @@ def test_vectors_save_and_load_exactly(tmp_path: Path) -> None:
 def test_scoring_refuses_a_model_trained_without_ldav(tiny_classifier_dir: Path) -> None:
     loaded = load_model(tiny_classifier_dir, device="cpu")
     encoded = encode_texts(loaded.tokenizer, ["good movie"], max_length=16)
-    method = get_method("ldav")
-    method.bind_corpus(encoded)
     with pytest.raises(LdavError, match="trained without LDAV"):
-        method.attribute_batch(loaded, collate(encoded, [0], 0), torch.tensor([0]))
+        attribute_corpus(get_method("ldav"), loaded, encoded, [[0]])
 
 
 def test_scoring_refuses_a_regression_model(tiny_regressor_dir: Path) -> None:
     loaded = load_model(tiny_regressor_dir, device="cpu")
     encoded = encode_texts(loaded.tokenizer, ["good movie"], max_length=16)
-    method = get_method("ldav")
-    method.bind_corpus(encoded)
     with pytest.raises(LdavError, match="regression model"):
-        method.attribute_batch(loaded, collate(encoded, [0], 0), torch.tensor([0]))
+        attribute_corpus(get_method("ldav"), loaded, encoded, [[0]])
 
 
 def test_scoring_refuses_vectors_of_another_dimension(tmp_path: Path) -> None:
@@ -183,10 +180,12 @@ def test_scoring_refuses_vectors_of_another_dimension(tmp_path: Path) -> None:
     save_ldav_vectors(directory, _vectors(2, 7))  # the tiny model's embeddings have 32 dimensions
     loaded = load_model(directory, device="cpu")
     encoded = encode_texts(loaded.tokenizer, ["good movie"], max_length=16)
-    method = get_method("ldav")
-    method.bind_corpus(encoded)
     with pytest.raises(LdavError, match="dimension 7.*dimension 32"):
-        method.attribute_batch(loaded, collate(encoded, [0], 0), torch.tensor([0]))
+        attribute_corpus(get_method("ldav"), loaded, encoded, [[0]])
+    with pytest.raises(LdavError, match="ldav needs LDAV vectors in its MethodContext"):
+        get_method("ldav").attribute_batch(
+            loaded, collate(encoded, [0], 0), torch.tensor([0]), MethodContext(corpus=encoded)
+        )
 
 
 def test_ldav_training_is_refused_for_regression(tiny_regressor_dir: Path, tmp_path: Path) -> None:
@@ -249,9 +248,9 @@ def test_ldav_scores_rank_the_deciding_words_first(ldav_model: Path) -> None:
     texts = _synthetic(40, 2).texts
     encoded = encode_texts(loaded.tokenizer, texts, max_length=16)
     method = get_method("ldav")
-    method.bind_corpus(encoded)
+    context = MethodContext(corpus=encoded, ldav_vectors=ldav_vectors_for(loaded))
     predicted = torch.tensor(predict_logits(loaded, encoded).argmax(axis=1))
-    scores = method.attribute_batch(loaded, collate(encoded, list(range(len(texts))), 0), predicted)
+    scores = method.attribute_batch(loaded, collate(encoded, list(range(len(texts))), 0), predicted, context)
     top = [loaded.tokenizer.convert_ids_to_tokens(e.input_ids[int(scores[i].argmax())]) for i, e in enumerate(encoded)]
     assert sum(t in POSITIVE + NEGATIVE for t in top) >= 36, top
     # an untrained copy with the same vectors does not: the ranking comes from training
@@ -261,8 +260,10 @@ def test_ldav_scores_rank_the_deciding_words_first(ldav_model: Path) -> None:
         shutil.copy(ldav_model / "ldav_vectors.safetensors", tmp_copy)
         shutil.copy(ldav_model / "ldav.json", tmp_copy)
     untrained = load_model(fresh, device="cpu")
-    method.bind_corpus(encoded)
-    untrained_scores = method.attribute_batch(untrained, collate(encoded, list(range(len(texts))), 0), predicted)
+    context = MethodContext(corpus=encoded, ldav_vectors=ldav_vectors_for(untrained))
+    untrained_scores = method.attribute_batch(
+        untrained, collate(encoded, list(range(len(texts))), 0), predicted, context
+    )
     untrained_top = [
         untrained.tokenizer.convert_ids_to_tokens(e.input_ids[int(untrained_scores[i].argmax())])
         for i, e in enumerate(encoded)
@@ -277,9 +278,8 @@ def test_saved_vectors_fit_the_model_and_are_what_scoring_uses(ldav_model: Path)
     assert found.labels == ("positive", "negative")
     assert (found.rho1, found.rho2, found.distance, found.vector_class) == (1.0, 1.0, "cosine", "predicted")
     encoded = encode_texts(loaded.tokenizer, ["the good movie"], max_length=16)
-    method = get_method("ldav")
-    method.bind_corpus(encoded)
-    scores = method.attribute_batch(loaded, collate(encoded, [0], 0), torch.tensor([1]))
+    (result,) = attribute_corpus(get_method("ldav"), loaded, encoded, [[1]])  # reads the vectors from the model
+    scores = torch.from_numpy(result.scores).unsqueeze(0)
     embeddings = loaded.model.get_input_embeddings().weight[list(encoded[0].input_ids[1:4])].detach().double()
     alpha = (embeddings - found.vectors[1].double()).norm(dim=1).numpy()
     assert scores[0, 1:4].double().numpy() == pytest.approx(-(alpha - alpha.mean()) / alpha.std(), abs=1e-5)
@@ -337,9 +337,10 @@ def test_pair_model_trains_product_vectors_and_scores_tokens_against_them(tmp_pa
     assert found.pair_product
     loaded = load_model(result.output_dir, device="cpu")
     encoded = encode_texts(loaded.tokenizer, ["good movie"], ["the plot"], max_length=16)
-    method = get_method("ldav")
-    method.bind_corpus(encoded)
-    scores = method.attribute_batch(loaded, collate(encoded, [0], 0), torch.tensor([0]))[0].double()
+    context = MethodContext(corpus=encoded, ldav_vectors=ldav_vectors_for(loaded))
+    scores = (
+        get_method("ldav").attribute_batch(loaded, collate(encoded, [0], 0), torch.tensor([0]), context)[0].double()
+    )
     ids = list(encoded[0].input_ids)  # [CLS] good movie [SEP] the plot [SEP]
     table = loaded.model.get_input_embeddings().weight.detach().double()
     first, second = table[ids[1:3]], table[ids[4:6]]

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from xattr.methods.runner import TokenAttribution
 from xattr.metrics.perturbation import removal_curves, remove_tokens, tokens_to_remove
 from xattr.models.encoding import encode_texts
 from xattr.models.loading import LoadedModel
+from xattr.types import TokenAttribution
 
 KEY = 10  # token id that decides the output
 
@@ -95,7 +95,7 @@ def test_regression_uses_absolute_change_and_log_ratio(tiny_tokenizer, encoded) 
 
 @pytest.mark.parametrize(("policy", "token"), [("mask", "[MASK]"), ("pad", "[PAD]"), ("unk", "[UNK]")])
 def test_replacement_policies(tiny_tokenizer, encoded, policy: str, token: str) -> None:
-    from xattr.metrics.perturbation import replacement_id
+    from xattr.models.replacement import replacement_id
 
     out = remove_tokens(encoded, [2, 4], replacement_id(tiny_tokenizer, policy))
     assert tiny_tokenizer.convert_ids_to_tokens(out.input_ids) == ["[CLS]", "the", token, "was", token, "fun", "[SEP]"]

@@ -177,9 +177,8 @@ def test_precision_at_20_of_simple_grad_beats_random(qa, held_out) -> None:
     targets = resolve_targets(qa.task, predict_logits(qa, encoded, batch_size=64))
     values = {}
     for method in ("simple_grad", "random"):
-        explainer = get_method(method)
-        explainer.bind_corpus(encoded)  # random draws one value per word, from the corpus's word indices
-        results = attribute_corpus(explainer, qa, encoded, targets, batch_size=64)
+        # random draws one value per word, from the word indices of the context's corpus (the encoded texts)
+        results = attribute_corpus(get_method(method), qa, encoded, targets, batch_size=64)
         per_text = []
         for r in results:
             enc = encoded[r.position]
@@ -208,8 +207,8 @@ def test_span_targets_round_trip_and_label_policy_is_refused() -> None:
 
 
 def test_span_probability_for_removal_curves_is_start_times_end() -> None:
-    from xattr.metrics.perturbation import _target_probability
+    from xattr.metrics.perturbation import target_probability
 
     logits = np.array([0.0, np.log(3.0), 0.0, 0.0])  # width 2: start softmax (1/4, 3/4), end (1/2, 1/2)
-    assert _target_probability(logits, span_target(1, 1, 2), "question_answering") == pytest.approx(0.375)
-    assert _target_probability(logits, span_target(0, 1, 2), "question_answering") == pytest.approx(0.125)
+    assert target_probability(logits, span_target(1, 1, 2), "question_answering") == pytest.approx(0.375)
+    assert target_probability(logits, span_target(0, 1, 2), "question_answering") == pytest.approx(0.125)

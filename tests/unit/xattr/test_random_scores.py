@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import xattr.methods.random_scores  # noqa: F401  (registers the method)
-from xattr.methods import attribute_corpus, get_method
+from xattr.methods import MethodContext, attribute_corpus, get_method
 from xattr.methods.base import row_generator
 from xattr.methods.random_scores import random_word_scores
 from xattr.models.encoding import collate, encode_texts
@@ -37,7 +37,6 @@ def loaded(tiny_classifier_dir: Path):
 def _run(loaded, texts: list[str], seed: int = 0, batch_size: int = 32, targets=None):
     encoded = encode_texts(loaded.tokenizer, texts, max_length=64)
     method = get_method("random", {"seed": seed})
-    method.bind_corpus(encoded)
     targets = targets if targets is not None else [[0]] * len(texts)
     return encoded, attribute_corpus(method, loaded, encoded, targets, batch_size=batch_size)
 
@@ -102,21 +101,18 @@ def test_mean_word_score_does_not_depend_on_piece_count(loaded) -> None:
         assert min(totals) >= 0 and max(totals) < 1
 
 
-def test_needs_the_matching_bound_corpus(loaded) -> None:
+def test_needs_the_matching_corpus_in_its_context(loaded) -> None:
     encoded = encode_texts(loaded.tokenizer, TEXTS, max_length=64)
     batch = collate(encoded, [0, 1], 0)
     targets = torch.tensor([0, 0])
     method = get_method("random")
-    with pytest.raises(ValueError, match="random needs the encoded corpus for word indices: call bind_corpus"):
-        method.attribute_batch(loaded, batch, targets)
-    method.bind_corpus(list(reversed(encoded)))
-    with pytest.raises(ValueError, match="batch row 0 does not match bound corpus text 0"):
-        method.attribute_batch(loaded, batch, targets)
-    method.bind_corpus(encoded[:1])
-    with pytest.raises(ValueError, match="batch row 1 is corpus position 1, outside the bound corpus"):
-        method.attribute_batch(loaded, batch, targets)
-    method.bind_corpus(encoded)
-    scores = method.attribute_batch(loaded, batch, targets)
+    with pytest.raises(ValueError, match="random needs the encoded corpus in its MethodContext"):
+        method.attribute_batch(loaded, batch, targets, MethodContext())
+    with pytest.raises(ValueError, match="batch row 0 does not match corpus text 0 of the context"):
+        method.attribute_batch(loaded, batch, targets, MethodContext(corpus=list(reversed(encoded))))
+    with pytest.raises(ValueError, match="batch row 1 is corpus position 1, outside the context's corpus"):
+        method.attribute_batch(loaded, batch, targets, MethodContext(corpus=encoded[:1]))
+    scores = method.attribute_batch(loaded, batch, targets, MethodContext(corpus=encoded))
     assert scores.shape == batch.input_ids.shape and scores.dtype == torch.float64
     np.testing.assert_array_equal(scores[0, len(encoded[0]) :].numpy(), 0.0)  # padding
 

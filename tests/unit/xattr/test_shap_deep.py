@@ -10,11 +10,12 @@ import pytest
 import torch
 from captum.attr import DeepLift, DeepLiftShap
 
+from xattr.methods import MethodContext, attribute_corpus, method_requirements
 from xattr.methods.base import get_method
-from xattr.methods.runner import attribute_corpus
-from xattr.methods.shap_deep import ShapDeep, shap_deep_references
+from xattr.methods.shap_deep import ShapDeep, ShapDeepParams, shap_deep_references
 from xattr.models.encoding import EncodedText, encode_texts
 from xattr.models.loading import LoadedModel, load_model
+from xattr.neighbours.selection import NeighbourRequest
 
 TEXTS = [
     "the movie was great",
@@ -118,10 +119,14 @@ def _reduce(values: torch.Tensor, reduction: str) -> np.ndarray:
 
 
 def _run(loaded, encoded, targets, params, *, batch_size: int = 32):
-    """Attribute the whole corpus (texts with no target are skipped) with neighbours bound."""
+    """Attribute the whole corpus (texts with no target are skipped) with NEIGHBOURS in the context.
+
+    Returns the run's ``fallbacks`` (0 when the method reports none) and the results.
+    """
     method = get_method("shap_deep", params)
-    method.bind_corpus(encoded, NEIGHBOURS)
-    return method, attribute_corpus(method, loaded, encoded, targets, batch_size=batch_size)
+    context = MethodContext(corpus=encoded, neighbours=NEIGHBOURS)
+    results = attribute_corpus(method, loaded, encoded, targets, context=context, batch_size=batch_size)
+    return method.diagnostics(context).get("fallbacks", 0.0), results
 
 
 def _only(position: int, target: int) -> list[list[int]]:
@@ -134,24 +139,24 @@ def _only(position: int, target: int) -> list[list[int]]:
 def test_neighbour_references_equal_hand_autograd(loaded, position: int, reduction: str) -> None:
     encoded = encode_texts(loaded.tokenizer, TEXTS, max_length=64)
     params = {"max_references": 2, "reduction": reduction}
-    method, (result,) = _run(loaded, encoded, _only(position, 1), params)
+    fallbacks, (result,) = _run(loaded, encoded, _only(position, 1), params)
     references = [encoded[j] for j in NEIGHBOURS[position][:2]]
     expected = _reduce(_by_hand(loaded, encoded[position], 1, references), reduction)
     np.testing.assert_allclose(result.scores, expected, rtol=RTOL, atol=ATOL)
     assert np.abs(result.scores).max() > 0
-    assert method.fallbacks == 0
+    assert fallbacks == 0
 
 
 @pytest.mark.parametrize("kind", ["zero", "pad"])
 @pytest.mark.parametrize("position", [1, 3])
 def test_constant_references_equal_hand_autograd(loaded, kind: str, position: int) -> None:
     encoded = encode_texts(loaded.tokenizer, TEXTS, max_length=64)
-    method, (result,) = _run(loaded, encoded, _only(position, 0), {"references": kind})
+    fallbacks, (result,) = _run(loaded, encoded, _only(position, 0), {"references": kind})
     expected = _reduce(_by_hand(loaded, encoded[position], 0, ["zeros" if kind == "zero" else "pad"]), "sum_of_squares")
     np.testing.assert_allclose(result.scores, expected, rtol=RTOL, atol=ATOL)
     special = np.array(encoded[position].special)
     np.testing.assert_array_equal(result.scores[special], 0.0)
-    assert method.fallbacks == 0
+    assert fallbacks == 0
 
 
 @pytest.fixture
@@ -195,22 +200,22 @@ def test_batched_equals_one_by_one(loaded, references: str) -> None:
     _, single = _run(loaded, encoded, targets, dict(params, rows_per_pass=1), batch_size=1)
     for batch_size, rows_per_pass in [(2, 3), (32, 5), (32, 256)]:
         chunked = dict(params, rows_per_pass=rows_per_pass)
-        method, batched = _run(loaded, encoded, targets, chunked, batch_size=batch_size)
+        fallbacks, batched = _run(loaded, encoded, targets, chunked, batch_size=batch_size)
         assert [(r.position, r.target) for r in batched] == [(0, 0), (1, 1), (1, 0), (2, 1), (3, 0), (4, 1)]
         for b, s in zip(batched, single, strict=True):
             assert b.scores.shape == (len(encoded[b.position]),)
             np.testing.assert_allclose(b.scores, s.scores, rtol=RTOL, atol=ATOL)
-        assert method.fallbacks == (1 if references == "neighbours" else 0)
+        assert fallbacks == (1 if references == "neighbours" else 0)
 
 
 def test_row_without_neighbours_falls_back_to_zero_and_is_counted(loaded) -> None:
     encoded = encode_texts(loaded.tokenizer, TEXTS, max_length=64)
-    method, (ref_result,) = _run(loaded, encoded, _only(3, 1), {})
-    assert method.fallbacks == 1
+    fallbacks, (ref_result,) = _run(loaded, encoded, _only(3, 1), {})
+    assert fallbacks == 1
     _, (zero_result,) = _run(loaded, encoded, _only(3, 1), {"references": "zero"})
     np.testing.assert_array_equal(ref_result.scores, zero_result.scores)
-    method.bind_corpus(encoded, NEIGHBOURS)
-    assert method.fallbacks == 0
+    fresh = MethodContext(corpus=encoded, neighbours=NEIGHBOURS)  # counters belong to one run's context
+    assert get_method("shap_deep", {"references": "neighbours"}).diagnostics(fresh) == {"fallbacks": 0.0}
 
 
 def test_references_are_the_nearest_first_and_capped(loaded) -> None:
@@ -221,10 +226,10 @@ def test_references_are_the_nearest_first_and_capped(loaded) -> None:
 
 
 def test_parameters_and_neighbour_needs() -> None:
-    assert ShapDeep.uses_neighbours and ShapDeep.multiplies_by_inputs
-    assert get_method("shap_deep").needs_references()
-    assert not get_method("shap_deep", {"references": "zero"}).needs_references()
-    assert not get_method("shap_deep", {"references": "pad"}).needs_references()
+    assert ShapDeep.requirements(ShapDeepParams()).neighbours is not None and ShapDeep.multiplies_by_inputs
+    assert method_requirements("shap_deep").neighbours == NeighbourRequest(10, None)
+    assert method_requirements("shap_deep", {"references": "zero"}).neighbours is None
+    assert method_requirements("shap_deep", {"references": "pad"}).neighbours is None
     params = get_method("shap_deep").params
     assert (params.references, params.max_references, params.reduction, params.rows_per_pass) == (
         "neighbours",

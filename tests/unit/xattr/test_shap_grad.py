@@ -12,11 +12,12 @@ from captum._utils import common as captum_common
 from captum.attr import GradientShap
 from captum.attr._core import gradient_shap as captum_gradient_shap
 
+from xattr.methods import MethodContext, attribute_corpus, method_requirements
 from xattr.methods.base import get_method
-from xattr.methods.runner import attribute_corpus
-from xattr.methods.shap_grad import CONSTANT, ShapGrad, shap_grad_draws
+from xattr.methods.shap_grad import CONSTANT, NEIGHBOUR_REFERENCES, ShapGrad, ShapGradParams, shap_grad_draws
 from xattr.models.encoding import EncodedText, encode_texts
 from xattr.models.loading import load_model
+from xattr.neighbours.selection import NeighbourRequest
 
 TEXTS = [
     "the movie was great",
@@ -91,10 +92,14 @@ def _reduce(values: torch.Tensor, reduction: str) -> np.ndarray:
 
 
 def _run(loaded, encoded, targets, params, *, batch_size: int = 32):
-    """Attribute the whole corpus (texts with no target are skipped) with neighbours bound."""
+    """Attribute the whole corpus (texts with no target are skipped) with NEIGHBOURS in the context.
+
+    Returns the run's ``fallbacks`` (0 when the method reports none) and the results.
+    """
     method = get_method("shap_grad", params)
-    method.bind_corpus(encoded, NEIGHBOURS)
-    return method, attribute_corpus(method, loaded, encoded, targets, batch_size=batch_size)
+    context = MethodContext(corpus=encoded, neighbours=NEIGHBOURS)
+    results = attribute_corpus(method, loaded, encoded, targets, context=context, batch_size=batch_size)
+    return method.diagnostics(context).get("fallbacks", 0.0), results
 
 
 def _only(position: int, target: int) -> list[list[int]]:
@@ -116,12 +121,12 @@ def test_zero_reference_equals_hand_autograd(loaded, encoded, position: int, mul
 @pytest.mark.parametrize("position", [0, 1, 2, 4])
 def test_neighbour_references_equal_hand_autograd(loaded, encoded, position: int) -> None:
     params = {"samples": 7, "references": "neighbours", "seed": 11}
-    method, (result,) = _run(loaded, encoded, _only(position, 0), params)
+    fallbacks, (result,) = _run(loaded, encoded, _only(position, 0), params)
     references = [encoded[j] for j in NEIGHBOURS[position]]
     by_hand = _by_hand(loaded, encoded[position], 0, references, samples=7, seed=11, multiply=False)
     expected = _reduce(by_hand, "sum_of_squares")
     np.testing.assert_allclose(result.scores, expected, rtol=RTOL, atol=ATOL)
-    assert method.fallbacks == 0
+    assert fallbacks == 0
 
 
 def _patch_captum_draws(monkeypatch, alphas: torch.Tensor, choices: torch.Tensor, n_baselines: int) -> None:
@@ -176,12 +181,12 @@ def test_batched_equals_one_by_one(loaded, encoded, references: str) -> None:
     _, single = _run(loaded, encoded, targets, dict(params, rows_per_pass=1), batch_size=1)
     for batch_size, rows_per_pass in [(2, 5), (32, 7), (32, 256)]:
         batched_params = dict(params, rows_per_pass=rows_per_pass)
-        method, batched = _run(loaded, encoded, targets, batched_params, batch_size=batch_size)
+        fallbacks, batched = _run(loaded, encoded, targets, batched_params, batch_size=batch_size)
         assert [(r.position, r.target) for r in batched] == [(0, 0), (1, 1), (1, 0), (2, 1), (3, 0), (4, 1)]
         for b, s in zip(batched, single, strict=True):
             assert b.scores.shape == (len(encoded[b.position]),)
             np.testing.assert_allclose(b.scores, s.scores, rtol=RTOL, atol=ATOL)
-        assert method.fallbacks == (1 if references == "neighbours" else 0)
+        assert fallbacks == (1 if references == "neighbours" else 0)
 
 
 def test_same_seed_reproduces_and_other_seed_differs(loaded, encoded) -> None:
@@ -193,12 +198,12 @@ def test_same_seed_reproduces_and_other_seed_differs(loaded, encoded) -> None:
 
 
 def test_row_without_neighbours_falls_back_to_zero_and_is_counted(loaded, encoded) -> None:
-    method, (ref_result,) = _run(loaded, encoded, _only(3, 1), {"samples": 5, "references": "neighbours"})
-    assert method.fallbacks == 1
+    fallbacks, (ref_result,) = _run(loaded, encoded, _only(3, 1), {"samples": 5, "references": "neighbours"})
+    assert fallbacks == 1
     _, (zero_result,) = _run(loaded, encoded, _only(3, 1), {"samples": 5})
     np.testing.assert_array_equal(ref_result.scores, zero_result.scores)
-    method.bind_corpus(encoded, NEIGHBOURS)
-    assert method.fallbacks == 0
+    fresh = MethodContext(corpus=encoded, neighbours=NEIGHBOURS)  # counters belong to one run's context
+    assert get_method("shap_grad", {"references": "neighbours"}).diagnostics(fresh) == {"fallbacks": 0.0}
 
 
 def test_draws_are_stratified_and_alphas_independent_of_references() -> None:
@@ -216,9 +221,9 @@ def test_draws_are_stratified_and_alphas_independent_of_references() -> None:
 
 
 def test_parameters_and_neighbour_needs() -> None:
-    assert ShapGrad.uses_neighbours
-    assert not get_method("shap_grad").needs_references()
-    assert get_method("shap_grad", {"references": "neighbours"}).needs_references()
+    assert ShapGrad.requirements(ShapGradParams(references="neighbours")).neighbours == NEIGHBOUR_REFERENCES
+    assert method_requirements("shap_grad").neighbours is None
+    assert method_requirements("shap_grad", {"references": "neighbours"}).neighbours == NeighbourRequest(10, None)
     params = get_method("shap_grad").params
     assert (params.samples, params.references, params.multiply_by_inputs, params.seed) == (25, "zero", False, 0)
     assert (params.rows_per_pass, params.reduction) == (256, "sum_of_squares")

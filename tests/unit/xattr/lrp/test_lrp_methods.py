@@ -14,7 +14,7 @@ from xattr.lrp import (
     propagate_relevance,
     relevance_rollout,
 )
-from xattr.methods import attribute_corpus, get_method
+from xattr.methods import MethodContext, attribute_corpus, get_method, method_requirements
 from xattr.models.encoding import Batch, encode_texts
 from xattr.models.loading import from_modules
 
@@ -38,11 +38,9 @@ def _masks(layers: int, heads: int, synt: list[tuple[int, int]], pos: list[tuple
     return HeadMasks(s, p, source="test")
 
 
-def _mask_lrp(masks: HeadMasks | None, **params):
-    method = get_method("mask_lrp", params)
-    if masks is not None:
-        method.bind_head_masks(masks)
-    return method
+def _mask_lrp(masks: HeadMasks | None, loaded, batch: Batch, targets: torch.Tensor, **params) -> torch.Tensor:
+    """Mask-LRP scores of one batch with ``masks`` in the method's context."""
+    return get_method("mask_lrp", params).attribute_batch(loaded, batch, targets, MethodContext(head_masks=masks))
 
 
 @pytest.mark.parametrize("kind", ["bert", "distilbert", "roberta"])
@@ -51,7 +49,7 @@ def test_mask_lrp_with_every_head_kept_equals_lrp_rollout_exactly(kind, make_enc
     loaded = from_modules(model, tokenizer=None)
     batch = _batch(make_inputs(kind, [6, 4]))
     targets = torch.tensor([1, 0])
-    reference = get_method("lrp_rollout").attribute_batch(loaded, batch, targets)
+    reference = get_method("lrp_rollout").attribute_batch(loaded, batch, targets, MethodContext())
     ones, zeros = np.ones((2, 4), dtype=bool), np.zeros((2, 4), dtype=bool)
     for masks, params in [
         (HeadMasks(ones, zeros), {}),
@@ -60,7 +58,7 @@ def test_mask_lrp_with_every_head_kept_equals_lrp_rollout_exactly(kind, make_enc
         (None, {"mask": "all"}),
         (HeadMasks(zeros, zeros), {"corruption": 1.0}),
     ]:
-        ours = _mask_lrp(masks, **params).attribute_batch(loaded, batch, targets)
+        ours = _mask_lrp(masks, loaded, batch, targets, **params)
         assert torch.equal(ours, reference), params
     # and lrp_rollout is the rollout of the engine's gradients and relevances (Eq. 10-11)
     inputs = make_inputs(kind, [6, 4])
@@ -89,8 +87,7 @@ def test_an_all_zero_layer_passes_no_relevance_through_its_heads(make_encoder, m
     assert lost.abs().min() > 1e-3
     # and the rollout of Mask-LRP then has nothing from layer 0: (I + Abar^(2)) only
     loaded = from_modules(model, tokenizer=None)
-    method = _mask_lrp(_masks(2, 4, [(1, 0), (1, 1), (1, 2), (1, 3)], []))
-    scores = method.attribute_batch(loaded, _batch(inputs), targets)
+    scores = _mask_lrp(_masks(2, 4, [(1, 0), (1, 1), (1, 2), (1, 3)], []), loaded, _batch(inputs), targets)
     grads = attention_gradients(model, inputs, targets)
     abar = (grads[1] * masked.attention[1]).clamp(min=0).mean(1)
     expected = (torch.eye(7).double() + abar)[:, 0, :]
@@ -148,17 +145,23 @@ def test_bad_masks_and_parameters_are_refused(make_encoder, make_inputs) -> None
     loaded = from_modules(make_encoder("bert"), tokenizer=None)
     batch = _batch(make_inputs("bert", [4]))
     with pytest.raises(HeadMaskError, match=r"\(6, 12\).*2 layers x 4 heads"):
-        _mask_lrp(HeadMasks(np.ones((6, 12), bool), np.zeros((6, 12), bool), source="minilm")).attribute_batch(
-            loaded, batch, torch.tensor([0])
+        _mask_lrp(
+            HeadMasks(np.ones((6, 12), bool), np.zeros((6, 12), bool), source="minilm"),
+            loaded,
+            batch,
+            torch.tensor([0]),
         )
     with pytest.raises(ValueError, match="needs head masks"):
-        _mask_lrp(None).attribute_batch(loaded, batch, torch.tensor([0]))
+        _mask_lrp(None, loaded, batch, torch.tensor([0]))
     with pytest.raises(ValueError, match="corruption"):
         get_method("mask_lrp", {"corruption": 1.5})
     with pytest.raises(ValueError, match="mask"):
         get_method("mask_lrp", {"mask": "heads"})
-    with pytest.raises(TypeError, match="does not use head masks"):
-        get_method("lrp").bind_head_masks(HeadMasks(np.ones((2, 4), bool), np.ones((2, 4), bool)))
+    # only Mask-LRP asks for head masks, and not when it keeps every head
+    assert not method_requirements("lrp").head_masks and not method_requirements("lrp_rollout").head_masks
+    assert (
+        method_requirements("mask_lrp").head_masks and not method_requirements("mask_lrp", {"mask": "all"}).head_masks
+    )
 
 
 def test_partial_lrp_and_lrp_read_the_engine(make_encoder, make_inputs) -> None:
@@ -167,9 +170,9 @@ def test_partial_lrp_and_lrp_read_the_engine(make_encoder, make_inputs) -> None:
     inputs = make_inputs("roberta", [6, 5])
     targets = torch.tensor([0, 2])
     relevance = propagate_relevance(model, inputs, targets, attention_relevance=True)
-    partial = get_method("partial_lrp").attribute_batch(loaded, _batch(inputs), targets)
+    partial = get_method("partial_lrp").attribute_batch(loaded, _batch(inputs), targets, MethodContext())
     np.testing.assert_array_equal(partial.numpy(), relevance.attention[-1].mean(1)[:, 0, :].numpy())
-    full = get_method("lrp").attribute_batch(loaded, _batch(inputs), targets)
+    full = get_method("lrp").attribute_batch(loaded, _batch(inputs), targets, MethodContext())
     np.testing.assert_array_equal(full.numpy(), relevance.input.sum(-1).numpy())
 
 
@@ -190,10 +193,10 @@ def test_corpus_run_batched_equals_one_by_one(method, params, amplified_classifi
     targets = [[0], [1], [1], [0]]
 
     def run(batch_size: int):
-        instance = get_method(method, params)
-        if instance.uses_head_masks:
-            instance.bind_head_masks(masks)
-        return attribute_corpus(instance, loaded, encoded, targets, batch_size=batch_size)
+        context = MethodContext(head_masks=masks if method_requirements(method, params).head_masks else None)
+        return attribute_corpus(
+            get_method(method, params), loaded, encoded, targets, context=context, batch_size=batch_size
+        )
 
     batched, alone = run(4), run(1)
     for a, b in zip(batched, alone, strict=True):
