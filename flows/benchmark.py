@@ -29,11 +29,12 @@ from tasks.attribute import attribute_stage
 from tasks.benchmark import fine_tune_stage, prepare_splits_stage, select_accurate_stage
 from tasks.build_index import build_index_stage
 from tasks.encode_corpus import encode_corpus_stage
-from tasks.evaluate import applicable_metrics, evaluate_stage
+from tasks.evaluate import evaluate_stage
 from tasks.head_statistics import head_statistics_stage
 from tasks.layer_precision import layer_precision_stage
 from tasks.results import RunContext, StageResult
 from xattr.methods import get_method
+from xattr.metrics.suite import applicable_metrics
 from xattr.metrics.uncertainty import paired_difference
 from xattr.models.loading import ModelSpec
 from xattr.reporting.curves import plot_curves
