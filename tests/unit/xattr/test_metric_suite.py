@@ -16,6 +16,7 @@ from xattr.metrics.applicability import MetricNotApplicableError
 from xattr.metrics.perturbation import MetricValue
 from xattr.metrics.suite import (
     EvaluationRow,
+    answer_precision,
     applicable_metrics,
     applies,
     attributions_from_table,
@@ -194,3 +195,22 @@ def test_refusals(tiny_tokenizer, corpus) -> None:
     unlabelled = frame.assign(label=float("nan"))
     with pytest.raises(ValueError, match="MAPE needs regression labels"):
         evaluate_attributions(regressor, encoded, unlabelled, attributions, metrics=("mape",), **settings)
+
+
+def test_answer_precision_ranks_non_special_tokens_against_context_spans(tiny_tokenizer) -> None:
+    # [CLS] good film [SEP] the movie was great fun [SEP]; "great" (token 7) is the answer.
+    (enc,) = encode_texts(tiny_tokenizer, ["good film"], ["the movie was great fun"], max_length=64)
+    assert tiny_tokenizer.convert_ids_to_tokens(enc.input_ids)[7] == "great"
+    specials_first = np.array([9.0, 0.0, 0.0, 9.0, 0.0, 0.0, 0.0, 5.0, 1.0, 9.0])
+    answer_third = np.array([0.0, 3.0, 2.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0])
+    spans = {0: [(1, 14, 19), (0, 0, 4)], 1: [(1, 14, 19)]}  # segment 0 spans are not answers
+    values = answer_precision(
+        [enc, enc, enc],
+        [TokenAttribution(0, 17, specials_first), TokenAttribution(1, 17, answer_third), TokenAttribution(2, 0, FIRST)],
+        spans,
+        k=2,
+    )
+    assert values == [
+        MetricValue(0, 17, "precision_at_2", None, 1.0),  # top 2 candidates: great, fun
+        MetricValue(1, 17, "precision_at_2", None, 0.0),  # top 2 candidates: good, film
+    ]
