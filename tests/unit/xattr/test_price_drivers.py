@@ -261,7 +261,7 @@ def test_masking_needs_a_predictor() -> None:
         driver_occurrences([], [], [], [], {}, np.zeros(0), None, output_transform="log", replacement=None)
 
 
-def _options(**overrides: object) -> DriverOptions:
+def driver_options(**overrides: object) -> DriverOptions:
     settings: dict[str, object] = {
         "method": "grad_input",
         "effect": "mask",
@@ -284,11 +284,11 @@ def _options(**overrides: object) -> DriverOptions:
 
 
 def test_driver_options_turn_rule_dicts_into_attribute_rules() -> None:
-    assert _options().attribute_rules() is None
-    rules = _options(rules=[{"attribute": "size", "pattern": r"(?P<value>\d+) inch"}]).attribute_rules()
+    assert driver_options().attribute_rules() is None
+    rules = driver_options(rules=[{"attribute": "size", "pattern": r"(?P<value>\d+) inch"}]).attribute_rules()
     assert rules == (AttributeRule("size", r"(?P<value>\d+) inch"),)
     with pytest.raises(ValueError, match="invalid pattern"):
-        _options(rules=[{"attribute": "x", "pattern": "(oops"}]).attribute_rules()
+        driver_options(rules=[{"attribute": "x", "pattern": "(oops"}]).attribute_rules()
 
 
 def test_listing_units_use_string_brands_and_the_given_rules() -> None:
@@ -344,7 +344,7 @@ def apple_catalogue(tiny_tokenizer):
 @pytest.mark.parametrize("effect", ["mask", "attribution"])
 def test_analysis_of_a_model_that_doubles_the_price_of_apple_listings(apple_catalogue, effect: str) -> None:
     loaded, encoded, frame, brands, attributions = apple_catalogue
-    analysis = analyse_price_drivers(loaded, encoded, frame, brands, attributions, _options(effect=effect))
+    analysis = analyse_price_drivers(loaded, encoded, frame, brands, attributions, driver_options(effect=effect))
     overall = analysis.drivers[analysis.drivers["scope"] == "overall"].set_index("driver")
     for driver in ("apple", "brand: apple"):  # 200 -> 100 when masked, in d0, d1 and d4
         row = overall.loc[driver]
@@ -383,4 +383,4 @@ def test_analysis_of_a_model_that_doubles_the_price_of_apple_listings(apple_cata
 def test_analysis_needs_two_held_out_listings(apple_catalogue) -> None:
     loaded, encoded, frame, brands, attributions = apple_catalogue
     with pytest.raises(ValueError, match="only 0 held-out listings"):
-        analyse_price_drivers(loaded, encoded, frame, brands, attributions, _options(holdout_fraction=0.0))
+        analyse_price_drivers(loaded, encoded, frame, brands, attributions, driver_options(holdout_fraction=0.0))

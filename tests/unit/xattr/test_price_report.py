@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.unit.xattr.test_price_drivers import driver_options
 from xattr.reporting.baseline import fit_linear_baseline
-from xattr.reporting.price_drivers import ALL_CATEGORIES, DriverOptions, PriceDriverAnalysis
+from xattr.reporting.price_drivers import ALL_CATEGORIES, PriceDriverAnalysis
 from xattr.reporting.price_report import (
     ExampleListing,
     PriceReportData,
@@ -267,24 +268,7 @@ def test_price_report_data_from_an_analysis() -> None:
         baseline_quality={"r2": 0.25, "mape": 0.2, "rows": 2.0},
         baseline=baseline,
     )
-    options = DriverOptions(
-        method="lafa",
-        effect="attribution",
-        replacement="unk",
-        rules=None,
-        noun_chunks=False,
-        spacy_model="none",
-        min_texts=3,
-        confidence=0.9,
-        resamples=10,
-        seed=0,
-        batch_size=4,
-        holdout_fraction=0.4,
-        examples=1,
-        top_k=5,
-        title="T",
-        baseline_alpha=1.0,
-    )
+    options = driver_options(method="lafa", effect="attribution", replacement="unk", min_texts=3, examples=1, title="T")
     excluded = pd.DataFrame({"doc_id": ["z"], "text": ["t"], "price_raw": ["0"], "reason": ["non_positive"]})
     data = price_report_data(analysis, frame, excluded, options, price_rule="rule", model_name="m")
     assert data.title == "T" and data.top_k == 5 and data.price_rule == "rule"
