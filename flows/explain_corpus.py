@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from prefect import flow, get_run_logger
 
 from flows.runtime import FlowRun, attribute_and_evaluate, flow_run, publish_markdown
@@ -22,7 +21,8 @@ from tasks.results import RunContext, Shard, StageResult
 from tasks.shards import plan_shards
 from xattr.methods import method_requirements
 from xattr.models.loading import ModelSpec
-from xattr.reporting.words import top_words, word_scores
+from xattr.reporting.summary import MethodSummary, explain_markdown, metrics_table
+from xattr.reporting.words import top_word_lists, word_scores
 
 
 @flow(name="explain-corpus", log_prints=True)
@@ -163,54 +163,26 @@ def _summarise(
     """Write ``summary.md`` / ``summary.json`` and a Prefect markdown artifact."""
     corpus = read_artifact(corpus_ref).to_pandas()
     out_dir = context.artifacts_root / context.run_id / "summary"
-    lines = [
-        f"# xattr run `{context.run_id}`",
-        "",
-        f"Model: `{settings.model.path}`; corpus: `{settings.corpus.path}` ({len(corpus)} texts).",
-        "",
-    ]
-    lines += [
-        f"## Faithfulness (replacement: `{settings.evaluation.replacement}`; CIs: bootstrap over texts; "
-        f"texts: {settings.evaluation.max_texts or 'all'})",
-        "",
-        "| method | AOPC [95% CI] | AOPC sufficiency [95% CI] | log-odds [95% CI] | attribute s |",
-        "|---|---|---|---|---|",
-    ]
-    rows = []
-    for key, info in per_method.items():
-        m = info["metrics"]
-        cells = [
-            f"{m.get(k, float('nan')):.4f} [{m.get(k + '_ci_low', float('nan')):.4f}, "
-            f"{m.get(k + '_ci_high', float('nan')):.4f}]"
-            for k in ("aopc", "aopc_sufficiency", "log_odds")
-        ]
-        lines.append(f"| {key} | {' | '.join(cells)} | {info['attribute_seconds']:.1f} |")
-        rows.append({"method": key, **{k: v for k, v in m.items()}})
-    top: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for key, info in per_method.items():
-        scores = word_scores(read_artifact(info["attributions"]).to_pandas(), corpus)
-        entry = {"top": top_words(scores, k=10, min_count=5, signed=False).to_dict("records")}
-        if info["signed"]:
-            entry["positive"] = top_words(scores, k=10, min_count=5, signed=True).to_dict("records")
-            flipped = scores.assign(score=-scores["score"])
-            entry["negative"] = top_words(flipped, k=10, min_count=5, signed=True).to_dict("records")
-        top[key] = entry
-        lines += [
-            "",
-            f"## Top words: {key}",
-            "",
-            ", ".join(f"{w['word']} ({w['mean_share']:.3f})" for w in entry["top"]),
-        ]
-        for side in ("positive", "negative"):
-            if side in entry:
-                lines.append(f"\n{side}: " + ", ".join(w["word"] for w in entry[side]))
-    lines += ["", "## Stages", "", "| stage | seconds | cached |", "|---|---|---|"]
-    lines += [f"| {r.stage} | {r.seconds:.1f} | {'yes' if c else 'no'} |" for r, c in stage_results]
-    markdown = "\n".join(lines) + "\n"
+    top = {
+        key: top_word_lists(word_scores(read_artifact(info["attributions"]).to_pandas(), corpus), signed=info["signed"])
+        for key, info in per_method.items()
+    }
+    markdown = explain_markdown(
+        run_id=context.run_id,
+        model=settings.model.path,
+        corpus=settings.corpus.path,
+        texts=len(corpus),
+        replacement=settings.evaluation.replacement,
+        max_texts=settings.evaluation.max_texts,
+        methods={key: MethodSummary(info["metrics"], info["attribute_seconds"]) for key, info in per_method.items()},
+        top_words=top,
+        stages=[(r.stage, r.seconds, c) for r, c in stage_results],
+    )
     summary_path = out_dir / "summary.md"
     write_text_file(summary_path, markdown, name="summary/summary.md")
     table_path = out_dir / "evaluation.csv"
-    write_text_file(table_path, pd.DataFrame(rows).to_csv(index=False), name="summary/evaluation.csv")
+    table = metrics_table({key: info["metrics"] for key, info in per_method.items()})
+    write_text_file(table_path, table.to_csv(index=False), name="summary/evaluation.csv")
     payload = {
         "artifacts_dir": str(context.artifacts_root / context.run_id),
         "metrics": {k: v["metrics"] for k, v in per_method.items()},

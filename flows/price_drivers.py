@@ -24,6 +24,7 @@ from tasks.attribute import attribute_stage
 from tasks.price_drivers import prepare_catalogue_stage, price_drivers_stage, train_price_model_stage
 from tasks.results import RunContext, StageResult
 from xattr.methods import method_requirements
+from xattr.reporting.price_report import price_drivers_markdown
 
 
 def _base_model(settings: PriceDriverSettings) -> Path:
@@ -35,42 +36,17 @@ def _base_model(settings: PriceDriverSettings) -> Path:
 
 
 def _markdown(settings: PriceDriverSettings, context: RunContext, prepared: StageResult, result: StageResult) -> str:
-    drivers = read_artifact(result.refs["drivers"]).to_pandas()
-    overall = drivers[drivers["scope"] == "overall"]
-    m = result.metrics
-    lines = [
-        f"# Price drivers `{context.run_id}`",
-        "",
-        f"Catalogue: `{settings.catalogue.path}`; report: `{result.params['report']}`.",
-        "",
-        f"Price rule: {prepared.notes[0] if prepared.notes else 'n/a'}",
-        "",
-        "| model (held-out listings) | R^2 (log price) | MAPE |",
-        "|---|---|---|",
-        f"| explained model | {m['r2']:.3f} | {m['mape']:.1%} |",
-        f"| TF-IDF + ridge | {m['baseline_r2']:.3f} | {m['baseline_mape']:.1%} |",
-        "",
-        f"Method `{result.params['method']}`, effect `{result.params['effect']}`, replacement "
-        f"`{result.params['replacement']}`; effects are mean changes of predicted price"
-        " (95% bootstrap CI over listings).",
-    ]
-    for title, rows in (
-        ("Raise price", overall[overall["mean_effect"] > 0].head(10)),
-        ("Lower price", overall[overall["mean_effect"] < 0].sort_values("mean_effect").head(10)),
-    ):
-        lines += [
-            "",
-            f"## {title}",
-            "",
-            "| driver | kind | listings | mean effect [95% CI] | relative |",
-            "|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {r.driver} | {r.kind} | {r.texts} | {r.mean_effect:+,.2f} [{r.effect_ci_low:+,.2f}, "
-            f"{r.effect_ci_high:+,.2f}] | {r.mean_relative_effect:+.1%} |"
-            for r in rows.itertuples()
-        ]
-    return "\n".join(lines) + "\n"
+    return price_drivers_markdown(
+        read_artifact(result.refs["drivers"]).to_pandas(),
+        result.metrics,
+        run_id=context.run_id,
+        catalogue=settings.catalogue.path,
+        report=result.params["report"],
+        price_rule=prepared.notes[0] if prepared.notes else None,
+        method=result.params["method"],
+        effect=result.params["effect"],
+        replacement=result.params["replacement"],
+    )
 
 
 @flow(name="price-drivers", log_prints=True)

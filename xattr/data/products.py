@@ -22,6 +22,7 @@ Categories with fewer than ``min_items`` kept rows are grouped into ``"other"``
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +33,12 @@ __all__ = [
     "OTHER_CATEGORY",
     "PRICE_PROBLEMS",
     "CleanedPrices",
+    "PreparedCatalogue",
     "ProductsError",
+    "catalogue_from_table",
     "clean_prices",
     "group_rare_categories",
+    "prepare_catalogue",
     "read_products",
 ]
 
@@ -149,6 +153,58 @@ def read_products(path: Path | str) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def catalogue_from_table(frame: pd.DataFrame, columns: Mapping[str, str | None], *, source: object) -> pd.DataFrame:
+    """A user's table in the canonical columns of :func:`read_products` (``format: table``).
+
+    Args:
+        frame: The table as read (e.g. :func:`xattr.data.corpus.read_table_file`).
+        columns: Column of each role: ``text`` and ``price`` (required), ``category``, ``brand``
+            and ``id`` (``None``: absent; ids then are ``row-<i>``).
+        source: What the table came from, named in error messages.
+
+    Returns:
+        ``doc_id``, ``text`` (empty cells as ""), ``label`` (price as float; NaN when missing or
+        not a number), ``group`` and ``brand`` (null when the role has no column or the cell is
+        empty) and ``price_raw`` (the price cell as text, null when empty).
+
+    Raises:
+        ProductsError: A named column is missing, or the id column has duplicate values.
+    """
+    for role in ("text", "price"):
+        if columns.get(role) not in frame.columns:
+            raise ProductsError(
+                f"{source}: the {role} column {columns.get(role)!r} is missing (has {list(frame.columns)})"
+            )
+    for role in ("category", "brand", "id"):
+        if columns.get(role) and columns[role] not in frame.columns:
+            raise ProductsError(f"{source}: the {role} column {columns[role]!r} is missing (has {list(frame.columns)})")
+    raw = frame[columns["price"]]
+    ids = frame[columns["id"]].astype(str) if columns.get("id") else pd.Series([f"row-{i}" for i in range(len(frame))])
+    if ids.duplicated().any():
+        raise ProductsError(
+            f"{source}: id column {columns['id']!r} has duplicate values, e.g. {ids[ids.duplicated()].iloc[0]!r}"
+        )
+
+    def optional(role: str) -> pd.Series:
+        name = columns.get(role)
+        return frame[name].astype(object).where(frame[name].notna(), None) if name else pd.Series([None] * len(frame))
+
+    return pd.DataFrame(
+        {
+            "doc_id": ids.to_numpy(),
+            "text": frame[columns["text"]].fillna("").astype(str).to_numpy(),
+            "label": pd.to_numeric(raw, errors="coerce").astype("float64").to_numpy(),
+            "group": optional("category").to_numpy(),
+            "brand": optional("brand").to_numpy(),
+            "price_raw": raw.astype(object)
+            .where(raw.notna(), None)
+            .astype(object)
+            .map(lambda v: None if v is None else str(v))
+            .to_numpy(),
+        }
+    )
+
+
 @dataclass(frozen=True)
 class CleanedPrices:
     """Rows kept for price modelling and rows excluded, with the rule's numbers.
@@ -255,3 +311,84 @@ def group_rare_categories(frame: pd.DataFrame, min_items: int, *, column: str = 
     out = frame.copy()
     out[column] = [v if v in big else OTHER_CATEGORY for v in frame[column]]
     return out
+
+
+@dataclass(frozen=True)
+class PreparedCatalogue:
+    """A catalogue ready for price modelling.
+
+    Attributes:
+        cleaned: The price rule's outcome on every row read (:func:`clean_prices`).
+        kept: Kept rows after sampling, rare categories grouped (all canonical columns).
+        corpus: ``kept`` in corpus columns: ``doc_id, text, text_pair, label, label_set, group``
+            (``label`` = price, ``group`` = category or None).
+        metrics: Rows read, kept, sampled and excluded (also per reason), the log-price fence,
+            the number of categories and of rows in :data:`OTHER_CATEGORY`.
+    """
+
+    cleaned: CleanedPrices
+    kept: pd.DataFrame
+    corpus: pd.DataFrame
+    metrics: dict[str, float]
+
+
+def prepare_catalogue(
+    frame: pd.DataFrame,
+    *,
+    iqr_factor: float,
+    min_category_items: int,
+    max_rows: int | None,
+    seed: int,
+    source: object,
+) -> PreparedCatalogue:
+    """Exclude unusable prices, sample ``max_rows`` kept rows (seeded), group rare categories.
+
+    Args:
+        frame: Canonical product rows (:func:`read_products`, :func:`catalogue_from_table`).
+        iqr_factor: ``k`` of the outlier fence (:func:`clean_prices`).
+        min_category_items: Smallest category kept as its own group (:func:`group_rare_categories`).
+        max_rows: Kept rows sampled without replacement, in catalogue order (``None``: all).
+        seed: Seed of the sample.
+        source: What the catalogue came from, named in error messages.
+
+    Returns:
+        The :class:`PreparedCatalogue`.
+
+    Raises:
+        ProductsError: A listing has no text.
+        ValueError: From :func:`clean_prices`.
+    """
+    empty = frame["text"].str.strip() == ""
+    if empty.any():
+        raise ProductsError(
+            f"{source}: {int(empty.sum())} listings have no text, e.g. {frame.loc[empty, 'doc_id'].iloc[0]!r}"
+        )
+    cleaned = clean_prices(frame, iqr_factor=iqr_factor)
+    kept = cleaned.kept
+    if max_rows is not None and len(kept) > max_rows:
+        rng = np.random.default_rng(seed)
+        kept = kept.iloc[np.sort(rng.choice(len(kept), size=max_rows, replace=False))].reset_index(drop=True)
+    has_groups = kept["group"].notna().any()
+    if has_groups:
+        kept = group_rare_categories(kept, min_category_items)
+    corpus = pd.DataFrame(
+        {
+            "doc_id": kept["doc_id"],
+            "text": kept["text"],
+            "text_pair": None,
+            "label": kept["label"].astype("float64"),
+            "label_set": None,
+            "group": kept["group"] if has_groups else None,
+        }
+    )
+    metrics = {
+        "rows_read": float(len(frame)),
+        "rows_kept": float(len(cleaned.kept)),
+        "rows": float(len(kept)),
+        "excluded": float(len(cleaned.excluded)),
+        "log_fence_low": cleaned.log_fence[0],
+        "log_fence_high": cleaned.log_fence[1],
+        "categories": float(kept["group"].nunique()) if has_groups else 0.0,
+        "in_other_category": float((kept["group"] == OTHER_CATEGORY).sum()) if has_groups else 0.0,
+    } | {f"excluded_{k}": float(v) for k, v in cleaned.counts.items()}
+    return PreparedCatalogue(cleaned, kept, corpus, metrics)

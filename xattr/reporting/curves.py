@@ -10,6 +10,24 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never a display
 import matplotlib.pyplot as plt  # noqa: E402
 
+#: Curves of a benchmark drawn as PNGs: (metric key prefix, title, y label, x label).
+CURVES: tuple[tuple[str, str, str, str], ...] = (
+    ("comprehensiveness_curve", "AOPC comprehensiveness vs k", "p - p_k", "share of tokens removed (%)"),
+    ("log_odds_curve", "log-odds vs k (Mask-LRP Eq. 13, LDAV Eq. 7)", "log(p_k / p)", "share of tokens removed (%)"),
+    ("degradation_curve", "degradation score vs k (LDAV Eq. 6)", "share of predictions kept", "share removed (%)"),
+    ("mape_curve", "MAPE vs p (LAFA 5.3)", "MAPE", "share of tokens masked (%)"),
+)
+
+
+def curve_points(metrics: Mapping[str, float], prefix: str) -> list[tuple[float, float]]:
+    """The ``(fraction, value)`` points of the curve ``prefix`` among tracking keys ``prefix@<percent>``, sorted."""
+    points = []
+    for key, value in metrics.items():
+        name, _, step = key.partition("@")
+        if name == prefix and step:
+            points.append((int(step) / 100.0, float(value)))
+    return sorted(points)
+
 
 def plot_curves(
     curves: Mapping[str, Sequence[tuple[float, float]]],
@@ -51,3 +69,24 @@ def plot_curves(
     finally:
         plt.close(figure)
     return path
+
+
+def plot_metric_curves(metrics: Mapping[str, Mapping[str, float]], directory: Path) -> dict[str, Path]:
+    """One PNG per :data:`CURVES` entry that some method has points of, named ``<prefix>.png`` in ``directory``.
+
+    Args:
+        metrics: Per method, its tracking keys (curve points as ``prefix@<percent>``).
+        directory: Where the PNGs go (it must exist).
+
+    Returns:
+        The PNG paths by curve prefix.
+    """
+    figures: dict[str, Path] = {}
+    for prefix, title, ylabel, xlabel in CURVES:
+        curves = {key: curve_points(values, prefix) for key, values in metrics.items()}
+        curves = {key: points for key, points in curves.items() if points}
+        if curves:
+            figures[prefix] = plot_curves(
+                curves, directory / f"{prefix}.png", title=title, ylabel=ylabel, xlabel=xlabel
+            )
+    return figures

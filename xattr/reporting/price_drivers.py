@@ -26,8 +26,8 @@ import hashlib
 import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -36,16 +36,25 @@ from scipy.stats import spearmanr
 from xattr.metrics.perturbation import remove_tokens
 from xattr.metrics.uncertainty import bootstrap_mean
 from xattr.models.encoding import EncodedText
-from xattr.reporting.phrases import Unit
+from xattr.models.forward import predict_logits
+from xattr.models.loading import LoadedModel
+from xattr.models.replacement import replacement_id
+from xattr.reporting.baseline import LinearBaseline, fit_linear_baseline
+from xattr.reporting.phrases import AttributeRule, Unit, extract_units, load_spacy, noun_chunk_spans
+from xattr.types import ReplacementPolicy
 
 __all__ = [
     "ALL_CATEGORIES",
+    "DriverOptions",
     "EffectSource",
+    "PriceDriverAnalysis",
     "Predictor",
     "TruthRecovery",
     "aggregate_drivers",
+    "analyse_price_drivers",
     "driver_occurrences",
     "holdout_mask",
+    "listing_units",
     "regression_quality",
     "to_price",
     "truth_recovery",
@@ -383,4 +392,214 @@ def truth_recovery(
         spearman=rho,
         found=len(present),
         top=tuple(top["driver"]),
+    )
+
+
+@dataclass(frozen=True)
+class DriverOptions:
+    """Settings of a price-driver analysis and its report (the ``drivers`` settings of the flow).
+
+    Every field is required: the flow's settings hold the defaults.
+
+    Attributes:
+        method: Label of the attribution method (shown in the report).
+        effect: How a driver's effect is measured (:func:`driver_occurrences`).
+        replacement: Replacement policy of masked words (``mask``, ``pad``, ``unk``, ``delete``).
+        rules: Attribute rules as ``{"attribute", "pattern", "value"}`` dicts (None: the defaults).
+        noun_chunks: Whether noun-chunk phrases are drivers too (needs spaCy).
+        spacy_model: The spaCy pipeline of the noun chunks.
+        min_texts: Drivers seen in fewer listings of a scope are left out.
+        confidence: Coverage of the bootstrap CIs.
+        resamples: Bootstrap resamples per CI.
+        seed: Seed of the bootstrap and of the held-out split.
+        batch_size: Listings per forward pass.
+        holdout_fraction: Share of listings held out (:func:`holdout_mask`) to score the model.
+        examples: Example listings shown with highlighted words.
+        top_k: Drivers per bar chart.
+        title: Title of the report.
+        baseline_alpha: Ridge penalty of the TF-IDF baseline.
+    """
+
+    method: str
+    effect: EffectSource
+    replacement: ReplacementPolicy
+    rules: Sequence[Mapping[str, str]] | None
+    noun_chunks: bool
+    spacy_model: str
+    min_texts: int
+    confidence: float
+    resamples: int
+    seed: int
+    batch_size: int
+    holdout_fraction: float
+    examples: int
+    top_k: int
+    title: str
+    baseline_alpha: float
+
+    def attribute_rules(self) -> tuple[AttributeRule, ...] | None:
+        """The configured rules as :class:`~xattr.reporting.phrases.AttributeRule` (None: the defaults)."""
+        return None if self.rules is None else tuple(AttributeRule(**r) for r in self.rules)
+
+
+def listing_units(
+    doc_ids: Sequence[str],
+    texts: Sequence[str],
+    brands: Mapping[str, Any],
+    *,
+    rules: Sequence[AttributeRule] | None = None,
+    chunks: Sequence[Sequence[tuple[int, int]]] | None = None,
+) -> list[list[Unit]]:
+    """The units of every listing (:func:`xattr.reporting.phrases.extract_units`).
+
+    Args:
+        doc_ids: Listing ids.
+        texts: Listing texts, in the same order.
+        brands: Brand by listing id; a value that is not a string (missing, NaN) means no brand.
+        rules: Attribute rules (None: the defaults).
+        chunks: Noun-chunk character spans per listing (None: no phrases).
+    """
+    units = []
+    for i, (doc_id, text) in enumerate(zip(doc_ids, texts, strict=True)):
+        brand = brands.get(doc_id)
+        units.append(
+            extract_units(
+                text,
+                brand=brand if isinstance(brand, str) else None,
+                chunks=chunks[i] if chunks is not None else (),
+                **({"rules": rules} if rules is not None else {}),
+            )
+        )
+    return units
+
+
+@dataclass(frozen=True)
+class PriceDriverAnalysis:
+    """Drivers of one model's predicted price over a catalogue, and the model's quality.
+
+    Attributes:
+        drivers: The drivers table (:func:`aggregate_drivers`).
+        occurrences: Driver occurrences measured (rows of :func:`driver_occurrences`).
+        outputs: ``(n,)`` model output per listing.
+        predicted_price: ``(n,)`` predicted price per listing.
+        held_out: ``(n,)`` whether each listing is held out (:func:`holdout_mask`).
+        word_scores: Signed word scores per listing (:func:`word_score_table`).
+        texts_per_group: Listings per category, and all of them under :data:`ALL_CATEGORIES`.
+        model_quality: :func:`regression_quality` of the model on the held-out listings.
+        baseline_quality: The same for the TF-IDF + ridge baseline fitted on the other listings.
+        baseline: The fitted baseline.
+    """
+
+    drivers: pd.DataFrame
+    occurrences: int
+    outputs: np.ndarray
+    predicted_price: np.ndarray
+    held_out: np.ndarray
+    word_scores: dict[str, dict[int, float]]
+    texts_per_group: dict[str, int]
+    model_quality: dict[str, float]
+    baseline_quality: dict[str, float]
+    baseline: LinearBaseline = field(repr=False)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Quality of the model and the baseline, held-out listings, occurrences and drivers per scope."""
+        return {
+            "r2": self.model_quality["r2"],
+            "mape": self.model_quality["mape"],
+            "baseline_r2": self.baseline_quality["r2"],
+            "baseline_mape": self.baseline_quality["mape"],
+            "held_out": float(self.held_out.sum()),
+            "occurrences": float(self.occurrences),
+            "drivers_overall": float((self.drivers["scope"] == "overall").sum()),
+            "drivers_per_category": float((self.drivers["scope"] == "category").sum()),
+        }
+
+
+def analyse_price_drivers(
+    loaded: LoadedModel,
+    encoded: Sequence[EncodedText],
+    frame: pd.DataFrame,
+    brands: Mapping[str, Any],
+    attributions: pd.DataFrame,
+    options: DriverOptions,
+    *,
+    progress: Progress | None = None,
+) -> PriceDriverAnalysis:
+    """Drivers (overall and per category) of a price model, and its quality next to the linear baseline.
+
+    Args:
+        loaded: The price model (one output; ``output_transform`` maps it to currency).
+        encoded: The listings encoded for ``loaded``, in corpus order.
+        frame: The corpus rows (``doc_id, text, label`` = price, ``group`` = category or None).
+        brands: Brand by listing id (see :func:`listing_units`).
+        attributions: ``token_attributions`` rows of one method (signed scores).
+        options: The analysis settings.
+        progress: Called as ``(done, total)`` over masked listings (``effect == "mask"``).
+
+    Returns:
+        The :class:`PriceDriverAnalysis`.
+
+    Raises:
+        ValueError: Fewer than 2 held-out listings, or invalid settings.
+    """
+    doc_ids = frame["doc_id"].tolist()
+    outputs = predict_logits(loaded, encoded, batch_size=options.batch_size)[:, 0]
+    transform = loaded.output_transform
+    chunks = None
+    if options.noun_chunks:
+        chunks = noun_chunk_spans(load_spacy(options.spacy_model), frame["text"].tolist())
+    units = listing_units(doc_ids, frame["text"].tolist(), brands, rules=options.attribute_rules(), chunks=chunks)
+    scores = word_score_table(attributions, doc_ids)
+    groups = [g if isinstance(g, str) else None for g in frame["group"]]
+
+    def predict(texts: Sequence[EncodedText]) -> np.ndarray:
+        return predict_logits(loaded, texts, batch_size=options.batch_size)[:, 0]
+
+    occurrences = driver_occurrences(
+        doc_ids,
+        groups,
+        encoded,
+        units,
+        scores,
+        outputs,
+        predict,
+        output_transform=transform,
+        replacement=replacement_id(loaded.tokenizer, options.replacement),
+        min_texts=options.min_texts,
+        effect=options.effect,
+        progress=progress,
+    )
+    per_group = {ALL_CATEGORIES: len(doc_ids)} | {str(k): int(v) for k, v in pd.Series(groups).value_counts().items()}
+    drivers = aggregate_drivers(
+        occurrences,
+        per_group,
+        min_texts=options.min_texts,
+        confidence=options.confidence,
+        resamples=options.resamples,
+        seed=options.seed,
+    )
+    held_out = holdout_mask(doc_ids, options.holdout_fraction, options.seed)
+    prices = frame["label"].to_numpy(dtype=np.float64)
+    texts = frame["text"].tolist()
+    train_idx, test_idx = np.flatnonzero(~held_out), np.flatnonzero(held_out)
+    if len(test_idx) < 2:
+        raise ValueError(f"only {len(test_idx)} held-out listings; raise model.holdout_fraction or add listings")
+    baseline_target = np.log(prices) if transform == "log" else prices
+    baseline = fit_linear_baseline(
+        [texts[i] for i in train_idx], baseline_target[train_idx], alpha=options.baseline_alpha
+    )
+    return PriceDriverAnalysis(
+        drivers=drivers,
+        occurrences=len(occurrences),
+        outputs=outputs,
+        predicted_price=to_price(outputs, transform),
+        held_out=held_out,
+        word_scores=scores,
+        texts_per_group=per_group,
+        model_quality=regression_quality(outputs[test_idx], prices[test_idx], transform=transform),
+        baseline_quality=regression_quality(
+            baseline.predict([texts[i] for i in test_idx]), prices[test_idx], transform=transform
+        ),
+        baseline=baseline,
     )

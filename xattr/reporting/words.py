@@ -66,3 +66,26 @@ def top_words(scores: pd.DataFrame, *, k: int = 10, min_count: int = 5, signed: 
     table = per_text.groupby("word").agg(mean_share=("share", "mean"), texts=("doc_id", "nunique")).reset_index()
     table = table[table["texts"] >= min_count]
     return table.sort_values(["mean_share", "word"], ascending=[False, True]).head(k).reset_index(drop=True)
+
+
+def top_word_lists(
+    scores: pd.DataFrame, *, signed: bool, k: int = 10, min_count: int = 5
+) -> dict[str, list[dict[str, object]]]:
+    """A method's top words as records: ``top`` by absolute share, and for signed scores ``positive`` and ``negative``.
+
+    Args:
+        scores: Output of :func:`word_scores` for one method.
+        signed: Whether the method's scores carry a sign (then the signed rankings are added).
+        k: Words per list.
+        min_count: Ignore words seen in fewer texts.
+
+    Returns:
+        ``{"top": [...]}`` (and ``"positive"``, ``"negative"``), each a list of
+        ``{"word", "mean_share", "texts"}`` records of :func:`top_words`.
+    """
+    entry = {"top": top_words(scores, k=k, min_count=min_count, signed=False).to_dict("records")}
+    if signed:
+        entry["positive"] = top_words(scores, k=k, min_count=min_count, signed=True).to_dict("records")
+        flipped = scores.assign(score=-scores["score"])
+        entry["negative"] = top_words(flipped, k=k, min_count=min_count, signed=True).to_dict("records")
+    return entry

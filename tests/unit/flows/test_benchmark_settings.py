@@ -8,8 +8,8 @@ import pytest
 
 from flows.benchmark_settings import load_benchmark_settings, repo_root
 from flows.settings import SettingsError
-from tasks.evaluate import applicable_metrics
 from xattr.metrics.applicability import MetricNotApplicableError
+from xattr.metrics.suite import applicable_metrics
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIGS = sorted((REPO / "configs" / "benchmarks").glob("*.yaml"))

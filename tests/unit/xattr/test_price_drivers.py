@@ -14,17 +14,22 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from xattr.data.synthetic_catalogue import PRICE_DRIVERS, expected_log_price, generate_catalogue
 from xattr.metrics.uncertainty import bootstrap_mean
 from xattr.models.alignment import word_spans
 from xattr.models.encoding import EncodedText, encode_texts
-from xattr.reporting.phrases import extract_units
+from xattr.models.loading import LoadedModel
+from xattr.reporting.phrases import AttributeRule, extract_units
 from xattr.reporting.price_drivers import (
     ALL_CATEGORIES,
+    DriverOptions,
     aggregate_drivers,
+    analyse_price_drivers,
     driver_occurrences,
     holdout_mask,
+    listing_units,
     regression_quality,
     to_price,
     truth_recovery,
@@ -254,3 +259,128 @@ def test_regression_quality_by_hand() -> None:
 def test_masking_needs_a_predictor() -> None:
     with pytest.raises(ValueError, match="needs a predictor"):
         driver_occurrences([], [], [], [], {}, np.zeros(0), None, output_transform="log", replacement=None)
+
+
+def driver_options(**overrides: object) -> DriverOptions:
+    settings: dict[str, object] = {
+        "method": "grad_input",
+        "effect": "mask",
+        "replacement": "mask",
+        "rules": None,
+        "noun_chunks": False,
+        "spacy_model": "none",
+        "min_texts": 2,
+        "confidence": 0.95,
+        "resamples": 50,
+        "seed": 0,
+        "batch_size": 3,
+        "holdout_fraction": 0.5,
+        "examples": 2,
+        "top_k": 5,
+        "title": "T",
+        "baseline_alpha": 1.0,
+    }
+    return DriverOptions(**(settings | overrides))  # type: ignore[arg-type]
+
+
+def test_driver_options_turn_rule_dicts_into_attribute_rules() -> None:
+    assert driver_options().attribute_rules() is None
+    rules = driver_options(rules=[{"attribute": "size", "pattern": r"(?P<value>\d+) inch"}]).attribute_rules()
+    assert rules == (AttributeRule("size", r"(?P<value>\d+) inch"),)
+    with pytest.raises(ValueError, match="invalid pattern"):
+        driver_options(rules=[{"attribute": "x", "pattern": "(oops"}]).attribute_rules()
+
+
+def test_listing_units_use_string_brands_and_the_given_rules() -> None:
+    texts = ["apple laptop 13 inch", "dell laptop"]
+    units = listing_units(["a", "b"], texts, {"a": "apple", "b": float("nan")})
+    assert units == [extract_units(texts[0], brand="apple", chunks=()), extract_units(texts[1], chunks=())]
+    assert "brand: apple" in {u.key for u in units[0]}
+    size = (AttributeRule("size", r"(?P<value>\d+) inch"),)
+    ruled = listing_units(["a"], texts[:1], {}, rules=size, chunks=[[(0, 12)]])
+    assert ruled == [extract_units(texts[0], rules=size, chunks=[(0, 12)])]
+    assert {u.key for u in ruled[0] if u.kind == "attribute"} == {"size: 13"}
+
+
+class ApplePriceModel(torch.nn.Module):
+    """Log price ``log(100)``, plus ``log(2)`` when the token ``apple_id`` is present (a price of 200)."""
+
+    def __init__(self, apple_id: int) -> None:
+        super().__init__()
+        self.config = type("Config", (), {"num_labels": 1})()
+        self.apple_id = apple_id
+
+    def forward(self, input_ids, attention_mask, **_):  # noqa: ANN001, ANN003
+        present = ((input_ids == self.apple_id) & (attention_mask == 1)).any(dim=1).double()
+        return type("Output", (), {"logits": (math.log(100.0) + math.log(2.0) * present).unsqueeze(1)})()
+
+
+@pytest.fixture
+def apple_catalogue(tiny_tokenizer):
+    texts = ["apple laptop new", "apple laptop used", "dell laptop new", "dell laptop used"]
+    texts += ["apple laptop", "dell laptop", "lenovo laptop new", "lenovo laptop used"]
+    frame = pd.DataFrame(
+        {
+            "doc_id": [f"d{i}" for i in range(8)],
+            "text": texts,
+            "label": [210.0, 190.0, 95.0, 105.0, 200.0, 100.0, 100.0, 100.0],
+            "group": ["x", "x", "y", "y", "x", "y", None, None],
+        }
+    )
+    brands = {"d0": "apple", "d1": "apple", "d4": "apple", "d2": float("nan")}
+    model = ApplePriceModel(tiny_tokenizer.convert_tokens_to_ids("apple"))
+    loaded = LoadedModel(model, tiny_tokenizer, "regression", "stub", torch.device("cpu"), "log", 64)
+    encoded = encode_texts(tiny_tokenizer, texts, max_length=64)
+    # Grad x Input of a model linear in "apple": log 2 on the word, 0 elsewhere (one piece per word).
+    rows = [
+        (d, w, math.log(2.0) if word == "apple" else 0.0)
+        for d, t in zip(frame["doc_id"], texts, strict=True)
+        for w, word in enumerate(t.split())
+    ]
+    attributions = pd.DataFrame(rows, columns=["doc_id", "word_index", "score"]).assign(target=0)
+    return loaded, encoded, frame, brands, attributions
+
+
+@pytest.mark.parametrize("effect", ["mask", "attribution"])
+def test_analysis_of_a_model_that_doubles_the_price_of_apple_listings(apple_catalogue, effect: str) -> None:
+    loaded, encoded, frame, brands, attributions = apple_catalogue
+    analysis = analyse_price_drivers(loaded, encoded, frame, brands, attributions, driver_options(effect=effect))
+    overall = analysis.drivers[analysis.drivers["scope"] == "overall"].set_index("driver")
+    for driver in ("apple", "brand: apple"):  # 200 -> 100 when masked, in d0, d1 and d4
+        row = overall.loc[driver]
+        assert (row["texts"], row["frequency"]) == (3, 3 / 8)
+        assert row["mean_effect"] == pytest.approx(100.0, abs=1e-9)
+        assert row["effect_ci_low"] == pytest.approx(100.0, abs=1e-9)
+        assert row["mean_relative_effect"] == pytest.approx(1.0, abs=1e-12)
+    assert overall.loc["laptop", "texts"] == 8 and overall.loc["laptop", "mean_effect"] == pytest.approx(0.0, abs=1e-9)
+    x = analysis.drivers[(analysis.drivers["scope"] == "category") & (analysis.drivers["category"] == "x")]
+    assert x.set_index("driver").loc["apple", "texts"] == 3
+    assert analysis.texts_per_group == {ALL_CATEGORIES: 8, "x": 3, "y": 3}
+    apple = np.array([1, 1, 0, 0, 1, 0, 0, 0], dtype=bool)
+    np.testing.assert_allclose(analysis.predicted_price, np.where(apple, 200.0, 100.0), rtol=1e-12)
+    np.testing.assert_allclose(analysis.outputs, np.log(analysis.predicted_price), rtol=1e-12)
+    held_out = holdout_mask(frame["doc_id"].tolist(), 0.5, 0)
+    assert held_out.sum() >= 2 and (~held_out).sum() >= 2
+    np.testing.assert_array_equal(analysis.held_out, held_out)
+    prices = frame["label"].to_numpy()
+    assert analysis.model_quality == regression_quality(analysis.outputs[held_out], prices[held_out], transform="log")
+    assert analysis.word_scores["d0"] == {0: math.log(2.0), 1: 0.0, 2: 0.0}
+    units = listing_units(frame["doc_id"].tolist(), frame["text"].tolist(), brands)
+    counts = pd.Series([u.key for doc in units for u in doc]).value_counts()
+    assert analysis.occurrences == int(counts[counts >= 2].sum())
+    assert analysis.metrics == {
+        "r2": analysis.model_quality["r2"],
+        "mape": analysis.model_quality["mape"],
+        "baseline_r2": analysis.baseline_quality["r2"],
+        "baseline_mape": analysis.baseline_quality["mape"],
+        "held_out": float(held_out.sum()),
+        "occurrences": float(analysis.occurrences),
+        "drivers_overall": float(len(overall)),
+        "drivers_per_category": float((analysis.drivers["scope"] == "category").sum()),
+    }
+
+
+def test_analysis_needs_two_held_out_listings(apple_catalogue) -> None:
+    loaded, encoded, frame, brands, attributions = apple_catalogue
+    with pytest.raises(ValueError, match="only 0 held-out listings"):
+        analyse_price_drivers(loaded, encoded, frame, brands, attributions, driver_options(holdout_fraction=0.0))

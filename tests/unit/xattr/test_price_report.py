@@ -11,8 +11,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xattr.reporting.price_drivers import ALL_CATEGORIES
-from xattr.reporting.price_report import ExampleListing, PriceReportData, render_price_report, report_figures
+from tests.unit.xattr.test_price_drivers import driver_options
+from xattr.reporting.baseline import fit_linear_baseline
+from xattr.reporting.price_drivers import ALL_CATEGORIES, PriceDriverAnalysis
+from xattr.reporting.price_report import (
+    ExampleListing,
+    PriceReportData,
+    example_listings,
+    excluded_summary,
+    figure_pngs,
+    price_drivers_markdown,
+    price_report_data,
+    render_price_report,
+    report_figures,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -133,3 +145,155 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     red = (np.abs(pixels - bar) < 0.04).all(axis=-1)
     assert red.sum() > 500
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def _listings() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "doc_id": [f"d{i}" for i in range(5)],
+            "text": ["apple laptop", "dell laptop", "hp mouse", "logi mouse", "ink pack"],
+            "label": [100.0] * 5,
+            "group": ["x", "x", "y", "y", None],
+        }
+    )
+
+
+def test_example_listings_take_the_best_of_each_category_first() -> None:
+    frame = _listings()
+    # Relative errors |log(predicted / 100)|: d3 < d0 < d2 < d1 < d4; d3 is not held out.
+    predicted = np.array([101.0, 150.0, 120.0, 100.5, 300.0])
+    held_out = np.array([True, True, True, False, True])
+    scores = {"d0": {0: 0.5, 1: -0.25}}
+
+    def ids(count: int, held: np.ndarray = held_out) -> list[str]:
+        return [e.doc_id for e in example_listings(frame, predicted, held, scores, count)]
+
+    assert ids(2) == ["d0", "d2"]
+    assert ids(3) == ["d0", "d2", "d4"]
+    assert ids(4) == ["d0", "d2", "d4", "d1"]  # one per category, then the next best of any
+    assert ids(2, np.zeros(5, dtype=bool)) == ["d3", "d0"]  # nothing held out: every listing is a candidate
+    first, second = example_listings(frame, predicted, held_out, scores, 2)
+    assert first == ExampleListing("d0", "x", (("apple", 0.5), ("laptop", -0.25)), 100.0, 101.0)
+    assert second.words == (("hp", 0.0), ("mouse", 0.0))
+
+
+def test_excluded_summary_counts_every_reason_and_keeps_three_examples_each() -> None:
+    excluded = pd.DataFrame(
+        {"doc_id": ["o1", "m1", "o2", "o3", "o4"], "reason": ["outlier", "missing", "outlier", "outlier", "outlier"]}
+    )
+    counts, examples = excluded_summary(excluded)
+    assert counts == {"missing": 1, "non_numeric": 0, "non_positive": 0, "not_finite": 0, "outlier": 4}
+    assert examples["doc_id"].tolist() == ["o1", "m1", "o2", "o3"]
+    assert examples.index.tolist() == [0, 1, 2, 3]
+    none_counts, none_examples = excluded_summary(excluded.iloc[:0])
+    assert set(none_counts.values()) == {0} and none_examples.empty
+
+
+def test_price_drivers_markdown() -> None:
+    columns = ["scope", "driver", "kind", "texts", "mean_effect", "effect_ci_low", "effect_ci_high"]
+    drivers = pd.DataFrame(
+        [
+            ("overall", "apple", "word", 3, 1234.5, 1200.0, 1300.0),
+            ("overall", "the", "word", 9, 0.0, -1.0, 1.0),  # neither raises nor lowers
+            ("overall", "used", "word", 2, -50.0, -60.0, -40.0),
+            ("category", "ink", "word", 2, -99.0, -100.0, -98.0),  # not overall
+        ],
+        columns=columns,
+    ).assign(mean_relative_effect=[0.5, 0.0, -0.25, -0.5])
+    markdown = price_drivers_markdown(
+        drivers,
+        {"r2": 0.5, "mape": 0.125, "baseline_r2": 0.25, "baseline_mape": 0.25},
+        run_id="run-1",
+        catalogue="cat.csv",
+        report="/r/report.html",
+        price_rule="kept 5 of 6 prices",
+        method="lafa",
+        effect="mask",
+        replacement="mask",
+    )
+    header = ["| driver | kind | listings | mean effect [95% CI] | relative |", "|---|---|---|---|---|"]
+    assert markdown.split("\n") == [
+        "# Price drivers `run-1`",
+        "",
+        "Catalogue: `cat.csv`; report: `/r/report.html`.",
+        "",
+        "Price rule: kept 5 of 6 prices",
+        "",
+        "| model (held-out listings) | R^2 (log price) | MAPE |",
+        "|---|---|---|",
+        "| explained model | 0.500 | 12.5% |",
+        "| TF-IDF + ridge | 0.250 | 25.0% |",
+        "",
+        "Method `lafa`, effect `mask`, replacement `mask`; effects are mean changes of predicted price "
+        "(95% bootstrap CI over listings).",
+        "",
+        "## Raise price",
+        "",
+        *header,
+        "| apple | word | 3 | +1,234.50 [+1,200.00, +1,300.00] | +50.0% |",
+        "",
+        "## Lower price",
+        "",
+        *header,
+        "| used | word | 2 | -50.00 [-60.00, -40.00] | -25.0% |",
+        "",
+    ]
+    no_rule = price_drivers_markdown(
+        drivers.iloc[:0],
+        {"r2": 0.5, "mape": 0.125, "baseline_r2": 0.25, "baseline_mape": 0.25},
+        run_id="r",
+        catalogue="c",
+        report="h",
+        price_rule=None,
+        method="m",
+        effect="attribution",
+        replacement="pad",
+    )
+    assert "Price rule: n/a" in no_rule and no_rule.count("| driver |") == 2
+
+
+def test_price_report_data_from_an_analysis() -> None:
+    frame = _listings()
+    held_out = np.array([True, False, True, False, False])
+    baseline = fit_linear_baseline(["apple laptop", "dell laptop", "logi mouse"], np.log([100.0, 90.0, 20.0]))
+    analysis = PriceDriverAnalysis(
+        drivers=_drivers(),
+        occurrences=1234,
+        outputs=np.log([101.0, 150.0, 120.0, 100.5, 300.0]),
+        predicted_price=np.array([101.0, 150.0, 120.0, 100.5, 300.0]),
+        held_out=held_out,
+        word_scores={"d0": {0: 0.5}},
+        texts_per_group={ALL_CATEGORIES: 5, "x": 2, "y": 2},
+        model_quality={"r2": 0.5, "mape": 0.1, "rows": 2.0},
+        baseline_quality={"r2": 0.25, "mape": 0.2, "rows": 2.0},
+        baseline=baseline,
+    )
+    options = driver_options(method="lafa", effect="attribution", replacement="unk", min_texts=3, examples=1, title="T")
+    excluded = pd.DataFrame({"doc_id": ["z"], "text": ["t"], "price_raw": ["0"], "reason": ["non_positive"]})
+    data = price_report_data(analysis, frame, excluded, options, price_rule="rule", model_name="m")
+    assert data.title == "T" and data.top_k == 5 and data.price_rule == "rule"
+    assert data.quality == [
+        {"model": "explained model (m)", "r2": 0.5, "mape": 0.1, "rows": 2.0},
+        {"model": f"TF-IDF + ridge, alpha 1 ({baseline.backend})", "r2": 0.25, "mape": 0.2, "rows": 2.0},
+    ]
+    np.testing.assert_array_equal(data.actual, [100.0, 100.0])
+    np.testing.assert_array_equal(data.predicted, [101.0, 120.0])
+    assert data.excluded_counts["non_positive"] == 1 and data.excluded_examples["doc_id"].tolist() == ["z"]
+    assert [e.doc_id for e in data.examples] == ["d0"]
+    assert data.baseline_terms == baseline.top_terms(12)
+    assert data.settings == {
+        "attribution method": "lafa",
+        "effect": "estimated from attributions (y - attribution)",
+        "replacement": "unk",
+        "listings": "5 (3 train / 2 held out)",
+        "driver occurrences": "1,234 (drivers in >= 3 listings)",
+        "categories": "2",
+    }
+
+
+def test_figure_pngs_leave_the_figures_open_for_the_report() -> None:
+    data = _data()
+    figures = report_figures(data)
+    pngs = figure_pngs(figures)
+    assert set(pngs) == set(figures) and all(png.startswith(b"\x89PNG") for png in pngs.values())
+    assert render_price_report(data, figures).count("data:image/png;base64,") == len(figures)

@@ -12,8 +12,10 @@ import pytest
 from xattr.data.products import (
     OTHER_CATEGORY,
     ProductsError,
+    catalogue_from_table,
     clean_prices,
     group_rare_categories,
+    prepare_catalogue,
     read_products,
 )
 
@@ -150,3 +152,81 @@ def test_rare_and_missing_categories_go_to_other() -> None:
     assert frame["group"].iloc[5] == "c"  # the input is not modified
     with pytest.raises(ValueError, match="min_items"):
         group_rare_categories(frame, 0)
+
+
+TABLE_COLUMNS = {"text": "title", "price": "cost", "category": "cat", "brand": "maker", "id": "sku"}
+
+
+def test_a_user_table_maps_to_canonical_columns() -> None:
+    frame = pd.DataFrame(
+        {
+            "sku": [7, 8, 9],
+            "title": ["Dell laptop", None, "HP mouse"],
+            "cost": ["499.5", "call us", None],
+            "cat": ["laptop", None, "mouse"],
+            "maker": ["dell", "hp", None],
+        }
+    )
+    out = catalogue_from_table(frame, TABLE_COLUMNS, source="t.csv")
+    assert out.columns.tolist() == ["doc_id", "text", "label", "group", "brand", "price_raw"]
+    assert out["doc_id"].tolist() == ["7", "8", "9"]
+    assert out["text"].tolist() == ["Dell laptop", "", "HP mouse"]
+    assert out["label"].tolist()[0] == 499.5 and np.isnan(out["label"].tolist()[1:]).all()
+    assert out["group"].tolist()[::2] == ["laptop", "mouse"] and pd.isna(out["group"].iloc[1])
+    assert out["brand"].tolist()[:2] == ["dell", "hp"] and pd.isna(out["brand"].iloc[2])
+    assert out["price_raw"].tolist()[:2] == ["499.5", "call us"] and pd.isna(out["price_raw"].iloc[2])
+    minimal = catalogue_from_table(frame, {"text": "title", "price": "cost"}, source="t.csv")
+    assert minimal["doc_id"].tolist() == ["row-0", "row-1", "row-2"]
+    assert minimal["group"].tolist() == [None, None, None] and minimal["brand"].tolist() == [None, None, None]
+
+
+def test_a_user_table_with_missing_or_duplicate_columns_is_named() -> None:
+    frame = pd.DataFrame({"sku": [1, 1], "title": ["a", "b"], "cost": [1.0, 2.0]})
+    with pytest.raises(ProductsError, match=r"t\.csv: the price column 'price' is missing"):
+        catalogue_from_table(frame, {"text": "title", "price": "price"}, source="t.csv")
+    with pytest.raises(ProductsError, match="the brand column 'maker' is missing"):
+        catalogue_from_table(frame, {"text": "title", "price": "cost", "brand": "maker"}, source="t.csv")
+    with pytest.raises(ProductsError, match="id column 'sku' has duplicate values, e.g. '1'"):
+        catalogue_from_table(frame, {"text": "title", "price": "cost", "id": "sku"}, source="t.csv")
+
+
+def _listings(prices: list[float], groups: list[str | None]) -> pd.DataFrame:
+    n = len(prices)
+    return pd.DataFrame(
+        {
+            "doc_id": [f"d{i}" for i in range(n)],
+            "text": [f"item {i}" for i in range(n)],
+            "label": prices,
+            "group": groups,
+            "brand": [None] * n,
+            "price_raw": [str(p) for p in prices],
+        }
+    )
+
+
+def test_prepare_catalogue_excludes_samples_and_groups() -> None:
+    frame = _listings([10.0, 20.0, 30.0, 40.0, 50.0, 0.0, 60.0], ["a", "a", "a", "b", "b", "a", "c"])
+    prepared = prepare_catalogue(frame, iqr_factor=3.0, min_category_items=2, max_rows=None, seed=0, source="x")
+    assert prepared.cleaned.excluded["doc_id"].tolist() == ["d5"]  # price 0
+    assert prepared.corpus.columns.tolist() == ["doc_id", "text", "text_pair", "label", "label_set", "group"]
+    assert prepared.corpus["doc_id"].tolist() == ["d0", "d1", "d2", "d3", "d4", "d6"]
+    assert prepared.corpus["group"].tolist() == ["a", "a", "a", "b", "b", OTHER_CATEGORY]
+    assert prepared.corpus["text_pair"].isna().all() and prepared.corpus["label_set"].isna().all()
+    m = prepared.metrics
+    assert (m["rows_read"], m["rows_kept"], m["rows"], m["excluded"]) == (7.0, 6.0, 6.0, 1.0)
+    assert (m["categories"], m["in_other_category"], m["excluded_non_positive"]) == (3.0, 1.0, 1.0)
+    assert (m["log_fence_low"], m["log_fence_high"]) == prepared.cleaned.log_fence
+    sampled = prepare_catalogue(frame, iqr_factor=3.0, min_category_items=1, max_rows=3, seed=4, source="x")
+    picked = np.sort(np.random.default_rng(4).choice(6, size=3, replace=False))
+    assert sampled.corpus["doc_id"].tolist() == [["d0", "d1", "d2", "d3", "d4", "d6"][i] for i in picked]
+    assert sampled.metrics["rows"] == 3.0 and sampled.metrics["rows_kept"] == 6.0
+
+
+def test_prepare_catalogue_without_categories_and_with_empty_text() -> None:
+    frame = _listings([10.0, 20.0, 30.0, 40.0], [None] * 4)
+    prepared = prepare_catalogue(frame, iqr_factor=3.0, min_category_items=2, max_rows=None, seed=0, source="x")
+    assert prepared.corpus["group"].isna().all()
+    assert (prepared.metrics["categories"], prepared.metrics["in_other_category"]) == (0.0, 0.0)
+    frame.loc[2, "text"] = "  "
+    with pytest.raises(ProductsError, match="x: 1 listings have no text, e.g. 'd2'"):
+        prepare_catalogue(frame, iqr_factor=3.0, min_category_items=2, max_rows=None, seed=0, source="x")

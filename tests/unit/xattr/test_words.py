@@ -3,7 +3,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from xattr.reporting.words import normalise_word, top_words, word_scores
+from xattr.reporting.words import normalise_word, top_word_lists, top_words, word_scores
 
 
 def _attributions(rows: list[tuple[str, int, float]]) -> pd.DataFrame:
@@ -64,3 +64,22 @@ def test_normalise_word() -> None:
     assert normalise_word("RAM,") == "ram"
     assert normalise_word("(i7-1165G7)") == "i7-1165g7"
     assert normalise_word("...") == ""
+
+
+def test_top_word_lists_add_signed_rankings_for_signed_methods() -> None:
+    # Shares: a: good +0.75, bad -0.25; b: good +0.25, bad -0.75.
+    scores = pd.DataFrame(
+        {
+            "doc_id": ["a", "a", "b", "b"],
+            "target": 0,
+            "word": ["good", "bad", "good", "bad"],
+            "score": [3.0, -1.0, 1.0, -3.0],
+        }
+    )
+    signed = top_word_lists(scores, signed=True, min_count=2)
+    assert [(w["word"], w["mean_share"], w["texts"]) for w in signed["top"]] == [("bad", 0.5, 2), ("good", 0.5, 2)]
+    assert [(w["word"], w["mean_share"]) for w in signed["positive"]] == [("good", 0.5), ("bad", -0.5)]
+    assert [(w["word"], w["mean_share"]) for w in signed["negative"]] == [("bad", 0.5), ("good", -0.5)]
+    unsigned = top_word_lists(scores, signed=False, k=1, min_count=2)
+    assert unsigned == {"top": [{"word": "bad", "mean_share": 0.5, "texts": 2}]}
+    assert top_word_lists(scores, signed=False, min_count=3) == {"top": []}
