@@ -28,7 +28,7 @@ from flows.settings import (
 )
 from storage.text_files import write_text_file
 from xattr.data.synthetic_catalogue import PriceDriver, generate_catalogue
-from xattr.training.data import holdout_split
+from xattr.training.recipe import holdout_split
 from xattr.training.trainer import TrainConfig, TrainingRows, TrainResult, train_model
 
 #: Called as ``(step, total_steps, loss)`` while fine-tuning.

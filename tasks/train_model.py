@@ -14,7 +14,8 @@ from prefect.logging import get_run_logger
 
 from tasks.progress import StageProgress
 from xattr.data.corpus import CorpusColumns
-from xattr.training.data import holdout_split, labelled_corpus, rows_of
+from xattr.training.data import labelled_corpus, rows_of
+from xattr.training.recipe import holdout_split
 from xattr.training.trainer import TrainConfig, TrainResult, train_model
 from xattr.types import TaskName
 

@@ -14,14 +14,8 @@ from tests.conftest import save_tiny_model
 from xattr.models.encoding import encode_texts
 from xattr.models.forward import predict_logits
 from xattr.models.loading import load_model
-from xattr.training.data import holdout_split
-from xattr.training.trainer import (
-    TrainConfig,
-    TrainingRows,
-    classification_metrics,
-    multi_label_metrics,
-    train_model,
-)
+from xattr.training.recipe import classification_metrics, holdout_split, multi_label_metrics
+from xattr.training.trainer import TrainConfig, TrainingRows, train_model
 
 TEXTS = ["good fun movie", "bad boring plot", "great acting", "awful film", "very good", "really bad"] * 4
 LABELS = [0, 1, 0, 1, 0, 1] * 4
