@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ from prefect.logging import get_run_logger
 
 from storage import ArtifactRef, ArtifactStore, read_artifact
 from storage.text_files import write_binary_file, write_text_file
-from tasks.caching import content_fingerprint, stage_cache_key
+from tasks.caching import stage_cache_key
 from tasks.corpus_io import read_corpus
 from tasks.models import loaded_model
 from tasks.progress import StageProgress
@@ -40,7 +38,6 @@ from xattr.reporting.price_drivers import (
     word_score_table,
 )
 from xattr.reporting.price_report import ExampleListing, PriceReportData, render_price_report, report_figures
-from xattr.training.finetune import FineTuneConfig, fine_tune
 
 
 def _table_catalogue(path: Path, columns: dict[str, str | None]) -> pd.DataFrame:
@@ -89,12 +86,16 @@ def prepare_catalogue_stage(
     max_rows: int | None,
     seed: int,
     context: RunContext,
+    holdout_fraction: float,
+    holdout_seed: int,
 ) -> StageResult:
     """Read the catalogue, exclude unusable prices (reported), group rare categories, sample rows.
 
-    Writes the ``corpus`` artifact (``label`` = price, ``group`` = category), the kept catalogue
-    (``catalogue.csv``: ``doc_id, brand``) and every excluded row with its reason
-    (``excluded_prices.csv``).
+    Writes the ``corpus`` artifact (``label`` = price, ``group`` = category), its ``train`` part
+    (the listings outside the ``holdout_fraction`` held out by doc_id hash with ``holdout_seed``,
+    see :func:`xattr.reporting.price_drivers.holdout_mask`: what a price model is fine-tuned on),
+    the kept catalogue (``catalogue.csv``: ``doc_id, brand``) and every excluded row with its
+    reason (``excluded_prices.csv``).
     """
     started = time.perf_counter()
     logger = get_run_logger()
@@ -134,12 +135,18 @@ def prepare_catalogue_stage(
             "group": kept["group"] if has_groups else None,
         }
     )
-    ref = ArtifactStore(context.artifacts_root, context.run_id).write(
+    store = ArtifactStore(context.artifacts_root, context.run_id)
+    metadata = {"source": str(path), "price_rule": cleaned.describe()}
+    ref = store.write(
+        "corpus", "prepare_catalogue", "corpus", pa.Table.from_pandas(corpus, preserve_index=False), metadata=metadata
+    )
+    train = corpus[~holdout_mask(corpus["doc_id"].tolist(), holdout_fraction, holdout_seed)].reset_index(drop=True)
+    train_ref = store.write(
         "corpus",
         "prepare_catalogue",
-        "corpus",
-        pa.Table.from_pandas(corpus, preserve_index=False),
-        metadata={"source": str(path), "price_rule": cleaned.describe()},
+        "train",
+        pa.Table.from_pandas(train, preserve_index=False),
+        metadata={**metadata, "holdout": f"{holdout_fraction:g} by doc_id hash, seed {holdout_seed}"},
     )
     metrics = {
         "rows_read": float(len(frame)),
@@ -153,7 +160,7 @@ def prepare_catalogue_stage(
     } | {f"excluded_{k}": float(v) for k, v in cleaned.counts.items()}
     return StageResult(
         "prepare_catalogue",
-        {"corpus": ref},
+        {"corpus": ref, "train": train_ref},
         metrics,
         {
             "path": str(path),
@@ -165,58 +172,6 @@ def prepare_catalogue_stage(
         },
         time.perf_counter() - started,
         (cleaned.describe(),),
-    )
-
-
-@task(name="train_price_model", cache_key_fn=stage_cache_key, persist_result=True)
-def train_price_model_stage(
-    corpus: ArtifactRef,
-    base_model: Path,
-    config: FineTuneConfig,
-    holdout_fraction: float,
-    seed: int,
-    models_dir: str,
-) -> StageResult:
-    """Fine-tune a log-price regressor on the non-held-out listings (reused when already trained)."""
-    started = time.perf_counter()
-    frame = read_artifact(corpus).to_pandas()
-    train = frame[~holdout_mask(frame["doc_id"].tolist(), holdout_fraction, seed)]
-    key = hashlib.sha256(
-        json.dumps(
-            {
-                "corpus": corpus.sha256,
-                "base": content_fingerprint(base_model),
-                "config": asdict(config),
-                "holdout": holdout_fraction,
-                "seed": seed,
-            },
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()[:12]
-    out = Path(models_dir) / f"price-{key}"
-    metrics: dict[str, float] = {"train_rows": float(len(train))}
-    if out.exists():
-        get_run_logger().info("reusing the fine-tuned price model %s", out)
-        metrics["reused"] = 1.0
-    else:
-        progress = StageProgress("train_price_model")
-        result = fine_tune(
-            base_model,
-            train["text"].tolist(),
-            train["label"].tolist(),
-            out,
-            task="regression",
-            config=config,
-            log_target=True,
-            progress=lambda step, total, loss: progress(step, total),
-        )
-        metrics |= {"reused": 0.0, "train_seconds": result.seconds} | {f"ft_{k}": v for k, v in result.metrics.items()}
-    return StageResult(
-        "train_price_model",
-        {},
-        metrics,
-        {"model_path": str(out), "base_model": str(base_model)} | {k: str(v) for k, v in asdict(config).items()},
-        time.perf_counter() - started,
     )
 
 
@@ -435,5 +390,4 @@ def price_drivers_stage(
 __all__ = [
     "prepare_catalogue_stage",
     "price_drivers_stage",
-    "train_price_model_stage",
 ]

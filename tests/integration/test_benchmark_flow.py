@@ -74,7 +74,10 @@ def test_regression_benchmark_fine_tunes_and_logs_one_run_per_method(harness, ti
     assert "neighbour precision (LAFA Eq. 8, M=3" in table
     assert set(summary["figures"]) >= {"comprehensiveness_curve", "log_odds_curve", "mape_curve"}
     children = _children(summary["tracking_uri"], summary["mlflow_run_id"])
-    assert set(children) == {"simple_grad", "random"}
+    # one child per method, and the fine-tune stage's record (tasks.fine_tune)
+    assert set(children) == {"fine_tune", "simple_grad", "random"}
+    assert children["fine_tune"].data.metrics["train_rows"] == summary["fine_tune"]["train_rows"]
+    assert children["fine_tune"].data.params["model_path"] == summary["model"]
     logged = children["random"].data
     assert logged.params["method"] == "random" and logged.params["replacement"] == "mask"
     assert logged.metrics["mape"] == pytest.approx(summary["metrics"]["random"]["mape"])
@@ -194,4 +197,9 @@ def test_benchmark_trains_ldav_vectors_and_binds_head_masks_mined_on_train(
     assert "head masks mined on the train split" in Path(summary["table_path"]).read_text()
     client = MlflowClient(summary["tracking_uri"])
     assert [f.path for f in client.list_artifacts(summary["mlflow_run_id"], "heads")] == ["heads/head_masks.png"]
-    assert set(_children(summary["tracking_uri"], summary["mlflow_run_id"])) == {"ldav", "mask_probe", "random"}
+    assert set(_children(summary["tracking_uri"], summary["mlflow_run_id"])) == {
+        "fine_tune",
+        "ldav",
+        "mask_probe",
+        "random",
+    }
