@@ -35,7 +35,7 @@ from xattr.metrics.uncertainty import bootstrap_mean  # noqa: E402
 from xattr.models.encoding import encode_texts  # noqa: E402
 from xattr.models.forward import predict_logits  # noqa: E402
 from xattr.models.loading import load_model  # noqa: E402
-from xattr.training.data import holdout_split  # noqa: E402
+from xattr.training.recipe import holdout_split  # noqa: E402
 from xattr.training.trainer import (  # noqa: E402
     LdavConfig,
     TrainConfig,

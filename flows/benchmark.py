@@ -22,9 +22,10 @@ from flows.runtime import FlowRun, attribute_and_evaluate, flow_run, publish_mar
 from storage import ArtifactRef, read_artifact
 from storage.text_files import write_binary_file, write_text_file
 from tasks import tracking
-from tasks.benchmark import fine_tune_stage, prepare_splits_stage, select_accurate_stage
+from tasks.benchmark import prepare_splits_stage, select_accurate_stage
 from tasks.build_index import build_index_stage
 from tasks.encode_corpus import encode_corpus_stage
+from tasks.fine_tune import fine_tune_stage, fine_tune_summary
 from tasks.head_statistics import head_statistics_stage
 from tasks.layer_precision import layer_precision_stage
 from tasks.results import RunContext
@@ -85,23 +86,18 @@ def _benchmark(settings: BenchmarkSettings, run: FlowRun) -> dict[str, Any]:
     if settings.model.path:
         model_path, train_info = settings.model.path, {"reused": True, "given": True}
     else:
-        train = settings.train
-        config = {
-            "epochs": train.epochs,
-            "batch_size": train.batch_size,
-            "learning_rate": train.learning_rate,
-            "head_learning_rate": train.head_learning_rate,
-            "max_length": train.max_length,
-            "seed": train.seed,
-            "validation_fraction": train.validation_fraction,
-            "log_target": train.log_target,
-            "num_labels": train.num_labels,
-        }
-        if train.ldav.enabled:  # only then: existing fine-tune cache keys stay valid
-            config["ldav"] = train.ldav.model_dump()
-        train_info = fine_tune_stage(
-            splits.refs["train"], _base_model(settings), task, config, settings.workdir.resolve() / "models"
+        trained = run.stages.run(
+            fine_tune_stage,
+            rows=splits.refs["train"],
+            base_model=_base_model(settings),
+            config=settings.train.train_config(),
+            # A string, not a Path: the cache key must not hash the models it will hold.
+            models_dir=str(run.workdir / "models"),
+            task=task,
+            num_labels=settings.train.num_labels,
+            name=task,
         )
+        train_info = fine_tune_summary(trained, cached=run.stages.last_cached)
         model_path = train_info["path"]
     model = ModelSpec(model_path, None, False, settings.explain_length(), settings.model.device)
     evaluation = settings.evaluation

@@ -19,6 +19,7 @@ from flows.settings import AttributionSettings, EvaluationSettings, HeadsSetting
 from flows.train_settings import LdavSettings
 from xattr.data.datasets import DATASETS
 from xattr.metrics.mape import DEFAULT_MASK_FRACTIONS
+from xattr.training.trainer import LdavConfig, TrainConfig
 
 
 class DatasetSettings(StrictSettings):
@@ -61,6 +62,22 @@ class TrainSettings(StrictSettings):
     ldav: LdavSettings = Field(
         default_factory=LdavSettings, description="train LDAV class vectors too (single-label classifiers; method ldav)"
     )
+
+
+    def train_config(self) -> TrainConfig:
+        """The trainer's settings: every epoch runs; ``validation_fraction`` of the train split is held out."""
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            head_learning_rate=self.head_learning_rate,
+            max_length=self.max_length,
+            seed=self.seed,
+            patience=None,
+            log_target=self.log_target,
+            validation_fraction=self.validation_fraction,
+            ldav=LdavConfig(**self.ldav.model_dump()),
+        )
 
 
 class BenchmarkModelSettings(StrictSettings):

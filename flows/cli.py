@@ -135,9 +135,8 @@ def demo(
         summary = run_demo(workdir, plan, progress=on_step)
     ft = summary["fine_tune"]
     how = "reused" if ft["reused"] else "fine-tuned in {:.0f} s".format(ft["seconds"])
-    console.print(
-        f"[bold]Model:[/] {summary['model_dir']} ({how}; validation R^2 on log price {ft.get('r2', float('nan')):.3f})"
-    )
+    r2 = ft["metrics"].get("r2", float("nan"))
+    console.print(f"[bold]Model:[/] {summary['model_dir']} ({how}; validation R^2 on log price {r2:.3f})")
     console.print(_metrics_table(summary))
     truth = {d["word"].lower(): d for d in summary["true_drivers"]}
     found: set[str] = set()

@@ -21,7 +21,8 @@ from flows.runtime import flow_run, publish_markdown
 from storage import read_artifact
 from storage.text_files import write_text_file
 from tasks.attribute import attribute_stage
-from tasks.price_drivers import prepare_catalogue_stage, price_drivers_stage, train_price_model_stage
+from tasks.fine_tune import fine_tune_stage
+from tasks.price_drivers import prepare_catalogue_stage, price_drivers_stage
 from tasks.results import RunContext, StageResult
 from xattr.methods import method_requirements
 from xattr.reporting.price_report import price_drivers_markdown
@@ -74,19 +75,22 @@ def price_drivers(settings: PriceDriverSettings) -> dict[str, Any]:
             min_category_items=cat.min_category_items,
             max_rows=cat.max_rows,
             seed=cat.seed,
+            holdout_fraction=settings.model.holdout_fraction,
+            holdout_seed=settings.model.seed,
         )
         corpus = prepared.refs["corpus"]
         model_path = settings.model.path
         if model_path is None:
             trained = run.stages.run(
-                train_price_model_stage,
-                corpus=corpus,
+                fine_tune_stage,
+                rows=prepared.refs["train"],
                 base_model=_base_model(settings),
                 config=settings.model.fine_tune_config(),
-                holdout_fraction=settings.model.holdout_fraction,
-                seed=settings.model.seed,
                 # A string, not a Path: the cache key must not hash the models it will hold.
                 models_dir=str(run.workdir / "models"),
+                task="regression",
+                name="price",
+                stage="train_price_model",
             )
             model_path = trained.params["model_path"]
         model = settings.model.spec(model_path)

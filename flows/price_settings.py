@@ -16,7 +16,7 @@ from flows.config_files import (
 from flows.settings import EncodeSettings, IndexSettings, MethodConfig
 from xattr.models.loading import ModelSpec
 from xattr.reporting.phrases import AttributeRule
-from xattr.training.finetune import FineTuneConfig
+from xattr.training.trainer import TrainConfig
 from xattr.types import ReplacementPolicy
 
 
@@ -62,13 +62,16 @@ class PriceModelSettings(StrictSettings):
     seed: int = 0
     device: str | None = None
 
-    def fine_tune_config(self) -> FineTuneConfig:
-        return FineTuneConfig(
+    def fine_tune_config(self) -> TrainConfig:
+        """Every epoch runs on all training listings (the held-out ones score the model in the report)."""
+        return TrainConfig(
             epochs=self.epochs,
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,
             max_length=self.max_length,
             seed=self.seed,
+            patience=None,
+            log_target=True,
             validation_fraction=0.0,
             device=self.device,
         )

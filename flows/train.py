@@ -1,6 +1,6 @@
 """The ``train`` flow: corpus file in -> fine-tuned model directory out, tracked in MLflow.
 
-Stages: ``train_model`` (read, split, fine-tune with early stopping, optionally LDAV), then the
+Stages: ``fine_tune`` (read, split, fine-tune with early stopping, optionally LDAV), then the
 MLflow record (per-epoch validation metrics as steps, the model directory as the run's ``model``
 artifact) and, when configured, the LDAV concept table (Sections 4.7-4.9).
 """
@@ -17,7 +17,8 @@ from flows.runtime import flow_run, new_run_id, publish_markdown
 from flows.train_settings import TrainSettings
 from storage.text_files import write_text_file
 from tasks import tracking
-from tasks.train_model import log_directory, log_history, train_model_stage
+from tasks.fine_tune import CorpusFile, fine_tune_stage
+from tasks.train_model import log_directory, log_history, training_summary
 from xattr.training.trainer import LdavConfig, TrainConfig
 
 
@@ -38,6 +39,9 @@ def train_config(settings: TrainSettings) -> TrainConfig:
         patience=t.patience,
         min_delta=t.min_delta,
         log_target=t.log_target,
+        # a validation file replaces the hold-out split
+        validation_fraction=None if settings.split.validation_path else settings.split.validation_fraction,
+        split_seed=settings.split.seed,
         device=t.device,
         ldav=LdavConfig(**settings.ldav.model_dump()),
     )
@@ -82,20 +86,19 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     with flow_run(settings, flow="train", run_id=run_id) as run:
         uri, parent = run.tracking_uri, run.parent_run_id
         logger.info("train run %s: model -> %s", run_id, output_dir)
-        summary = train_model_stage(
-            settings.name,
-            settings.corpus.path,
-            settings.corpus.columns(),
-            settings.base_model,
-            output_dir,
-            train_config(settings),
-            task_name=settings.task,
-            validation_path=settings.split.validation_path,
-            validation_fraction=settings.split.validation_fraction,
-            split_seed=settings.split.seed,
-            empty_texts=settings.corpus.empty_texts,
-            missing_labels=settings.corpus.missing_labels,
+        corpus = settings.corpus
+        trained = run.stages.run(
+            fine_tune_stage,
+            rows=CorpusFile(
+                corpus.path, corpus.columns(), settings.split.validation_path, corpus.empty_texts, corpus.missing_labels
+            ),
+            base_model=Path(settings.base_model),
+            config=train_config(settings),
+            task=settings.task,
+            stage=f"train-{settings.name}",
+            output_dir=str(output_dir),
         )
+        summary = training_summary(trained)
         log_history(uri, parent, summary["history"])
         log_directory(uri, parent, output_dir, "model")
         report = output_dir.parent / f"{output_dir.name}.train.json"

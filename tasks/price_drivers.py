@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ from prefect.logging import get_run_logger
 
 from storage import ArtifactRef, ArtifactStore, read_artifact
 from storage.text_files import write_binary_file, write_text_file
-from tasks.caching import content_fingerprint, stage_cache_key
+from tasks.caching import stage_cache_key
 from tasks.corpus_io import read_corpus
 from tasks.models import loaded_model
 from tasks.progress import StageProgress
@@ -26,7 +24,6 @@ from xattr.data.products import catalogue_from_table, prepare_catalogue, read_pr
 from xattr.models.loading import ModelSpec
 from xattr.reporting.price_drivers import DriverOptions, analyse_price_drivers, holdout_mask
 from xattr.reporting.price_report import figure_pngs, price_report_data, render_price_report, report_figures
-from xattr.training.finetune import FineTuneConfig, fine_tune
 
 
 @task(name="prepare_catalogue", cache_key_fn=stage_cache_key, persist_result=True)
@@ -39,12 +36,16 @@ def prepare_catalogue_stage(
     max_rows: int | None,
     seed: int,
     context: RunContext,
+    holdout_fraction: float,
+    holdout_seed: int,
 ) -> StageResult:
     """Read the catalogue, exclude unusable prices (reported), group rare categories, sample rows.
 
-    Writes the ``corpus`` artifact (``label`` = price, ``group`` = category), the kept catalogue
-    (``catalogue.csv``: ``doc_id, brand``) and every excluded row with its reason
-    (``excluded_prices.csv``).
+    Writes the ``corpus`` artifact (``label`` = price, ``group`` = category), its ``train`` part
+    (the listings outside the ``holdout_fraction`` held out by doc_id hash with ``holdout_seed``,
+    see :func:`xattr.reporting.price_drivers.holdout_mask`: what a price model is fine-tuned on),
+    the kept catalogue (``catalogue.csv``: ``doc_id, brand``) and every excluded row with its
+    reason (``excluded_prices.csv``).
     """
     started = time.perf_counter()
     if file_format == "products":
@@ -74,16 +75,23 @@ def prepare_catalogue_stage(
         prepared.kept[["doc_id", "brand"]].to_csv(index=False),
         name="prepare_catalogue/catalogue.csv",
     )
-    ref = ArtifactStore(context.artifacts_root, context.run_id).write(
+    store = ArtifactStore(context.artifacts_root, context.run_id)
+    metadata = {"source": str(path), "price_rule": cleaned.describe()}
+    corpus = prepared.corpus
+    ref = store.write(
+        "corpus", "prepare_catalogue", "corpus", pa.Table.from_pandas(corpus, preserve_index=False), metadata=metadata
+    )
+    train = corpus[~holdout_mask(corpus["doc_id"].tolist(), holdout_fraction, holdout_seed)].reset_index(drop=True)
+    train_ref = store.write(
         "corpus",
         "prepare_catalogue",
-        "corpus",
-        pa.Table.from_pandas(prepared.corpus, preserve_index=False),
-        metadata={"source": str(path), "price_rule": cleaned.describe()},
+        "train",
+        pa.Table.from_pandas(train, preserve_index=False),
+        metadata={**metadata, "holdout": f"{holdout_fraction:g} by doc_id hash, seed {holdout_seed}"},
     )
     return StageResult(
         "prepare_catalogue",
-        {"corpus": ref},
+        {"corpus": ref, "train": train_ref},
         prepared.metrics,
         {
             "path": str(path),
@@ -95,58 +103,6 @@ def prepare_catalogue_stage(
         },
         time.perf_counter() - started,
         (cleaned.describe(),),
-    )
-
-
-@task(name="train_price_model", cache_key_fn=stage_cache_key, persist_result=True)
-def train_price_model_stage(
-    corpus: ArtifactRef,
-    base_model: Path,
-    config: FineTuneConfig,
-    holdout_fraction: float,
-    seed: int,
-    models_dir: str,
-) -> StageResult:
-    """Fine-tune a log-price regressor on the non-held-out listings (reused when already trained)."""
-    started = time.perf_counter()
-    frame = read_artifact(corpus).to_pandas()
-    train = frame[~holdout_mask(frame["doc_id"].tolist(), holdout_fraction, seed)]
-    key = hashlib.sha256(
-        json.dumps(
-            {
-                "corpus": corpus.sha256,
-                "base": content_fingerprint(base_model),
-                "config": asdict(config),
-                "holdout": holdout_fraction,
-                "seed": seed,
-            },
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()[:12]
-    out = Path(models_dir) / f"price-{key}"
-    metrics: dict[str, float] = {"train_rows": float(len(train))}
-    if out.exists():
-        get_run_logger().info("reusing the fine-tuned price model %s", out)
-        metrics["reused"] = 1.0
-    else:
-        progress = StageProgress("train_price_model")
-        result = fine_tune(
-            base_model,
-            train["text"].tolist(),
-            train["label"].tolist(),
-            out,
-            task="regression",
-            config=config,
-            log_target=True,
-            progress=lambda step, total, loss: progress(step, total),
-        )
-        metrics |= {"reused": 0.0, "train_seconds": result.seconds} | {f"ft_{k}": v for k, v in result.metrics.items()}
-    return StageResult(
-        "train_price_model",
-        {},
-        metrics,
-        {"model_path": str(out), "base_model": str(base_model)} | {k: str(v) for k, v in asdict(config).items()},
-        time.perf_counter() - started,
     )
 
 
@@ -236,5 +192,4 @@ def price_drivers_stage(
 __all__ = [
     "prepare_catalogue_stage",
     "price_drivers_stage",
-    "train_price_model_stage",
 ]

@@ -1,4 +1,4 @@
-"""Stage: fine-tune a model on a corpus (optionally with LDAV class vectors) and save its directory."""
+"""The train flow's record of its fine-tune stage (:mod:`tasks.fine_tune`): summary and MLflow history."""
 
 from __future__ import annotations
 
@@ -9,81 +9,30 @@ from typing import Any
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
-from prefect import task
-from prefect.logging import get_run_logger
 
-from tasks.progress import StageProgress
-from xattr.data.corpus import CorpusColumns
-from xattr.training.data import holdout_split, labelled_corpus, rows_of
-from xattr.training.trainer import TrainConfig, TrainResult, train_model
-from xattr.types import TaskName
+from tasks.results import StageResult
+from xattr.training.trainer import load_train_result
 
 
-@task(name="train_model", task_run_name="train-{name}")
-def train_model_stage(
-    name: str,
-    corpus_path: Path,
-    columns: CorpusColumns,
-    base_model: str,
-    output_dir: Path,
-    config: TrainConfig,
-    *,
-    task_name: TaskName | None = None,
-    validation_path: Path | None = None,
-    validation_fraction: float = 0.1,
-    split_seed: int = 0,
-    empty_texts: str = "error",
-    missing_labels: str = "error",
-) -> dict[str, Any]:
-    """Read the corpus, split it, train and return a JSON-able summary (paths, sizes, history).
+def training_summary(trained: StageResult) -> dict[str, Any]:
+    """The train flow's JSON-able summary of a :func:`tasks.fine_tune.fine_tune_stage` result.
 
-    Training is never cached: a model directory is an output that is never overwritten.
+    Returns:
+        Paths, task, classes, sizes, dropped rows, epochs, seconds, the best epoch's validation
+        metrics and the per-epoch history (from the training report saved with the model).
     """
-    logger = get_run_logger()
-    data = labelled_corpus(corpus_path, columns, task=task_name, empty_texts=empty_texts, missing_labels=missing_labels)
-    frame = data.corpus.frame
-    if validation_path is not None:
-        validation_data = labelled_corpus(
-            validation_path,
-            columns,
-            task=data.task,
-            id2label=data.id2label if data.task != "regression" else None,
-            empty_texts=empty_texts,
-            missing_labels=missing_labels,
-        )
-        train_rows, validation_rows = rows_of(frame), rows_of(validation_data.corpus.frame)
-    else:
-        train_idx, val_idx = holdout_split(len(frame), validation_fraction, split_seed)
-        train_rows = rows_of(frame, train_idx)
-        validation_rows = rows_of(frame, val_idx) if len(val_idx) else None
-    logger.info(
-        "training %s (%d classes) on %d rows, validating on %d; LDAV %s",
-        data.task,
-        data.num_labels,
-        len(train_rows),
-        len(validation_rows) if validation_rows else 0,
-        "on" if config.ldav.enabled else "off",
-    )
-    bar = StageProgress(f"train-{name}")
-    result: TrainResult = train_model(
-        base_model,
-        train_rows,
-        output_dir,
-        task=data.task,
-        num_labels=data.num_labels,
-        validation=validation_rows,
-        id2label=data.id2label or None,
-        config=config,
-        progress=lambda step, total, loss: bar(step, total),
-    )
+    result = load_train_result(trained.params["model_path"])
+    dropped = {
+        k.removeprefix("rows_dropped/"): int(v) for k, v in trained.metrics.items() if k.startswith("rows_dropped/")
+    }
     return {
         "output_dir": str(result.output_dir),
         "task": result.task,
-        "num_labels": data.num_labels,
-        "id2label": {str(k): v for k, v in data.id2label.items()},
+        "num_labels": result.num_labels,
+        "id2label": {str(k): v for k, v in result.id2label.items()},
         "train_rows": result.train_rows,
         "validation_rows": result.validation_rows,
-        "rows_dropped": data.corpus.dropped,
+        "rows_dropped": dropped,
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,

@@ -6,6 +6,7 @@ metrics and reporting can all name these types without importing each other.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,3 +35,6 @@ class TokenAttribution:
     position: int
     target: int
     scores: np.ndarray
+
+#: ``progress(step, total_steps, loss)`` after every optimiser step of fine-tuning (``step`` from 1).
+TrainingProgress = Callable[[int, int, float], None]

@@ -47,11 +47,11 @@ def _children(uri: str, parent: str) -> dict[str, object]:
     return {r.info.run_name: r for r in runs if "xattr.method" in r.data.tags}
 
 
-def _stage_runs(uri: str, parent: str) -> set[str]:
+def _stage_runs(uri: str, parent: str) -> dict[str, object]:
     client = MlflowClient(uri)
     run = client.get_run(parent)
     runs = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
-    return {r.info.run_name for r in runs if "xattr.stage" in r.data.tags}
+    return {r.info.run_name: r for r in runs if "xattr.stage" in r.data.tags}
 
 
 def test_regression_benchmark_fine_tunes_and_logs_one_run_per_method(harness, tiny_regressor_dir, tmp_path) -> None:
@@ -85,10 +85,11 @@ def test_regression_benchmark_fine_tunes_and_logs_one_run_per_method(harness, ti
     assert set(summary["figures"]) >= {"comprehensiveness_curve", "log_odds_curve", "mape_curve"}
     children = _children(summary["tracking_uri"], summary["mlflow_run_id"])
     assert set(children) == {"simple_grad", "random"}
-    # Every stage is recorded as its own child run, as in the other flows.
-    assert {"prepare_splits", "select_accurate", "attribute-simple_grad", "evaluate-random"} <= _stage_runs(
-        summary["tracking_uri"], summary["mlflow_run_id"]
-    )
+    # Every stage is recorded as its own child run, as in the other flows, the fine-tune stage (tasks.fine_tune) too.
+    stages = _stage_runs(summary["tracking_uri"], summary["mlflow_run_id"])
+    assert {"prepare_splits", "fine_tune", "select_accurate", "attribute-simple_grad", "evaluate-random"} <= set(stages)
+    assert stages["fine_tune"].data.metrics["train_rows"] == summary["fine_tune"]["train_rows"]
+    assert stages["fine_tune"].data.params["model_path"] == summary["model"]
     logged = children["random"].data
     assert logged.params["method"] == "random" and logged.params["replacement"] == "mask"
     assert logged.metrics["mape"] == pytest.approx(summary["metrics"]["random"]["mape"])

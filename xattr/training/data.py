@@ -1,4 +1,4 @@
-"""Training rows from corpus files: label names, task inference and the hold-out split."""
+"""Training rows from corpus files and canonical corpus frames: label names, task inference, class counts."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from xattr.data.corpus import CorpusColumns, CorpusError, LoadedCorpus, load_cor
 from xattr.training.trainer import TrainingRows
 from xattr.types import TaskName
 
-__all__ = ["LabelledCorpus", "holdout_split", "labelled_corpus", "rows_of"]
+__all__ = ["LabelledCorpus", "class_count", "labelled_corpus", "rows_of"]
 
 
 @dataclass(frozen=True)
@@ -108,9 +108,7 @@ def labelled_corpus(
             task = "regression" if not id2label and bool((labels != np.round(labels)).any()) else "classification"
     if task == "regression":
         return LabelledCorpus(corpus, task, 1, {})
-    if task == "multi_label":
-        seen = [j for labels in frame["label_set"] for j in labels]
-    else:
+    if task != "multi_label":
         labels = frame["label"].to_numpy(dtype=np.float64)
         bad = np.flatnonzero((labels < 0) | (labels != np.round(labels)))
         if len(bad):
@@ -118,23 +116,22 @@ def labelled_corpus(
                 f"corpus file {str(path)!r}, column {columns.label!r}, row {bad[0] + 1}: class label "
                 f"{labels[bad[0]]!r} is not an index >= 0 (or set task: regression)"
             )
-        seen = labels.astype(int).tolist()
-    num_labels = len(id2label) if id2label else max(2, int(max(seen, default=0)) + 1)
+    num_labels = len(id2label) if id2label else class_count(frame, task)
     if not id2label:
         id2label = {j: str(j) for j in range(num_labels)}
     return LabelledCorpus(corpus, task, num_labels, id2label)
 
 
-def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded ``(train, validation)`` row positions, both sorted; one training row always remains."""
-    if n < 1:
-        raise ValueError("nothing to split: no rows")
-    n_val = round(n * fraction)
-    if fraction > 0:
-        n_val = max(n_val, 1)
-    n_val = min(n_val, n - 1)
-    order = np.random.default_rng(seed).permutation(n)
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
+def class_count(frame: pd.DataFrame, task: TaskName) -> int:
+    """Outputs a head needs for a canonical corpus frame: 1 for regression, else the largest class
+    index + 1 (at least 2)."""
+    if task == "regression":
+        return 1
+    if task == "multi_label":
+        seen = [int(j) for labels in frame["label_set"] for j in labels]
+    else:
+        seen = frame["label"].to_numpy(dtype=np.float64).astype(int).tolist()
+    return max(2, max(seen, default=0) + 1)
 
 
 def rows_of(frame: pd.DataFrame, positions: np.ndarray | None = None) -> TrainingRows:

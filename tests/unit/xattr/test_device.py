@@ -10,7 +10,7 @@ import torch
 from xattr.device import pick_device
 from xattr.models.encoding import collate, encode_texts
 from xattr.models.loading import load_model
-from xattr.training.finetune import FineTuneConfig, fine_tune
+from xattr.training.trainer import TrainConfig, TrainingRows, train_model
 
 EXPECTED = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -37,12 +37,12 @@ def test_cuda_request_without_cuda_is_refused(tiny_regressor_dir: Path, tmp_path
     with pytest.raises(ValueError, match="device 'cuda' requested but CUDA is not available here"):
         load_model(tiny_regressor_dir, device="cuda")
     with pytest.raises(ValueError, match="device 'cuda' requested but CUDA is not available here"):
-        fine_tune(
+        train_model(
             tiny_regressor_dir,
-            ["a b", "c d", "e f", "g h"],
-            [1.0, 2.0, 3.0, 4.0],
+            TrainingRows(["a b", "c d", "e f", "g h"], labels=[1.0, 2.0, 3.0, 4.0]),
             tmp_path / "out",
             task="regression",
-            config=FineTuneConfig(epochs=1, device="cuda"),
+            num_labels=1,
+            config=TrainConfig(epochs=1, device="cuda"),
         )
     assert not (tmp_path / "out").exists()

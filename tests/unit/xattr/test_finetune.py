@@ -1,6 +1,14 @@
+"""Regression and single-label classification through the one trainer (``train_model``): hold-out split,
+folded target standardisation, saved config, seeding, progress, refusal to overwrite, row-named errors.
+
+Ported from the removed ``fine_tune``: ``validation_fraction`` holds rows out, ``TrainResult.metrics`` are
+the validation metrics (the training loss is in the history, ``TrainResult.train_loss``).
+"""
+
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import random
@@ -21,20 +29,15 @@ from transformers import (
     BertTokenizerFast,
 )
 
-import xattr.training.finetune as finetune_module
+import xattr.training.trainer as trainer_module
 from xattr.data.synthetic_catalogue import generate_catalogue
-from xattr.training.finetune import (
-    FineTuneConfig,
-    FineTuneResult,
-    fine_tune,
-    fold_target_standardisation,
-    output_layer,
-)
+from xattr.training.recipe import fold_target_standardisation, output_layer
+from xattr.training.trainer import TrainConfig, TrainingRows, TrainResult, train_model
 
 CATALOGUE = generate_catalogue(n=48, seed=0).frame
 TEXTS: list[str] = CATALOGUE["text"].tolist()
 PRICES: list[float] = CATALOGUE["price"].tolist()
-FAST = FineTuneConfig(
+FAST = TrainConfig(
     epochs=2,
     batch_size=8,
     learning_rate=1e-3,
@@ -42,7 +45,39 @@ FAST = FineTuneConfig(
     max_length=32,
     validation_fraction=0.25,
     eval_batch_size=16,
+    patience=None,
 )
+
+
+def _config(**values: object) -> TrainConfig:
+    """The removed FineTuneConfig's defaults where a test relied on them: 10% held out, every epoch run."""
+    return TrainConfig(**{"validation_fraction": 0.1, "patience": None, **values})  # type: ignore[arg-type]
+
+
+def fine_tune(
+    base_dir: Path,
+    texts: list,
+    targets: list,
+    output: Path,
+    *,
+    task: str,
+    num_labels: int | None = None,
+    config: TrainConfig | None = None,
+    log_target: bool = False,
+    progress: object = None,
+) -> TrainResult:
+    """One text and one target per row through ``train_model`` (regression: one output; else 2 classes)."""
+    config = dataclasses.replace(config or _config(), log_target=log_target)
+    outputs = num_labels if num_labels is not None else (1 if task == "regression" else 2)
+    return train_model(
+        base_dir,
+        TrainingRows(texts, labels=targets),
+        output,
+        task=task,  # type: ignore[arg-type]
+        num_labels=outputs,
+        config=config,
+        progress=progress,  # type: ignore[arg-type]
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -84,10 +119,10 @@ def base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def regression_run(
     base_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[FineTuneResult, BertForSequenceClassification, tuple[float, float]]:
+) -> tuple[TrainResult, BertForSequenceClassification, tuple[float, float]]:
     """One regression run; returns the result, the model just before folding, (mean, sd)."""
     captured: dict[str, object] = {}
-    real_fold = finetune_module.fold_target_standardisation
+    real_fold = trainer_module.fold_target_standardisation
 
     def spy(model: BertForSequenceClassification, mean: float, sd: float) -> None:
         captured["model"] = copy.deepcopy(model)
@@ -95,7 +130,7 @@ def regression_run(
         real_fold(model, mean, sd)
 
     patch = pytest.MonkeyPatch()
-    patch.setattr(finetune_module, "fold_target_standardisation", spy)
+    patch.setattr(trainer_module, "fold_target_standardisation", spy)
     try:
         output = tmp_path_factory.mktemp("runs") / "price-model"
         result = fine_tune(base_dir, TEXTS, PRICES, output, task="regression", config=FAST, log_target=True)
@@ -114,10 +149,10 @@ def test_regression_result_fields(regression_run: tuple) -> None:
     result, _, _ = regression_run
     assert result.task == "regression"
     assert (result.train_rows, result.validation_rows) == (36, 12)
-    assert result.epochs == 2
+    assert result.epochs_run == 2
     assert result.seconds > 0
-    assert set(result.metrics) == {"train_loss", "r2", "rmse", "mape_price"}
-    assert all(math.isfinite(v) for v in result.metrics.values())
+    assert set(result.metrics) == {"loss", "r2", "rmse", "mape_price"}
+    assert all(math.isfinite(v) for v in result.metrics.values()) and math.isfinite(result.train_loss)
     assert result.metrics["rmse"] > 0 and result.metrics["mape_price"] > 0
 
 
@@ -149,15 +184,16 @@ def test_saved_directory_holds_safetensors_and_tokenizer_only(regression_run: tu
     assert "model.safetensors" in names and "config.json" in names
     assert "tokenizer_config.json" in names
     assert not any(name.endswith(".bin") for name in names)
+    assert "xattr_training.json" in names  # the training report, saved in the same atomic rename
     leftovers = [p.name for p in result.output_dir.parent.iterdir() if ".tmp-" in p.name]
     assert leftovers == []
 
 
 def test_without_holdout_mean_and_sd_are_of_all_log_targets(base_dir: Path, tmp_path: Path) -> None:
-    config = FineTuneConfig(epochs=1, batch_size=16, max_length=32, validation_fraction=0.0)
+    config = _config(epochs=1, batch_size=16, max_length=32, validation_fraction=0.0)
     result = fine_tune(base_dir, TEXTS, PRICES, tmp_path / "m", task="regression", config=config, log_target=True)
     assert (result.train_rows, result.validation_rows) == (48, 0)
-    assert set(result.metrics) == {"train_loss"}
+    assert result.metrics == {} and math.isfinite(result.train_loss)
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
     log_prices = np.log(np.array(PRICES))
     assert saved["xattr_target_mean"] == pytest.approx(log_prices.mean(), rel=1e-12)
@@ -165,7 +201,7 @@ def test_without_holdout_mean_and_sd_are_of_all_log_targets(base_dir: Path, tmp_
 
 
 def test_identity_target_is_recorded(base_dir: Path, tmp_path: Path) -> None:
-    config = FineTuneConfig(epochs=1, batch_size=16, max_length=32)
+    config = _config(epochs=1, batch_size=16, max_length=32)
     result = fine_tune(base_dir, TEXTS, PRICES, tmp_path / "m", task="regression", config=config)
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
     assert saved["xattr_output_transform"] == "identity"
@@ -174,7 +210,7 @@ def test_identity_target_is_recorded(base_dir: Path, tmp_path: Path) -> None:
 
 
 def test_same_seed_reproduces_weights_and_metrics(base_dir: Path, tmp_path: Path) -> None:
-    config = FineTuneConfig(epochs=1, batch_size=8, max_length=32, validation_fraction=0.25)
+    config = _config(epochs=1, batch_size=8, max_length=32, validation_fraction=0.25)
     runs = [
         fine_tune(base_dir, TEXTS, PRICES, tmp_path / f"m{i}", task="regression", config=config, log_target=True)
         for i in range(2)
@@ -185,7 +221,7 @@ def test_same_seed_reproduces_weights_and_metrics(base_dir: Path, tmp_path: Path
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
 
-    other = FineTuneConfig(epochs=1, batch_size=8, max_length=32, validation_fraction=0.25, seed=1)
+    other = _config(epochs=1, batch_size=8, max_length=32, validation_fraction=0.25, seed=1)
     fine_tune(base_dir, TEXTS, PRICES, tmp_path / "m2", task="regression", config=other, log_target=True)
     third = load_file(tmp_path / "m2" / "model.safetensors")
     assert not torch.equal(first["classifier.weight"], third["classifier.weight"])
@@ -196,7 +232,7 @@ def test_caller_random_state_and_threads_are_left_alone(base_dir: Path, tmp_path
     random.seed(123)
     np.random.seed(123)
     threads = torch.get_num_threads()
-    config = FineTuneConfig(epochs=1, batch_size=16, max_length=32)
+    config = _config(epochs=1, batch_size=16, max_length=32)
     fine_tune(base_dir, TEXTS, PRICES, tmp_path / "m", task="regression", config=config)
     assert torch.get_num_threads() == threads
     torch.manual_seed(123)
@@ -213,7 +249,7 @@ def test_caller_random_state_and_threads_are_left_alone(base_dir: Path, tmp_path
 
 def test_progress_is_called_every_step(base_dir: Path, tmp_path: Path) -> None:
     calls: list[tuple[int, int, float]] = []
-    config = FineTuneConfig(epochs=2, batch_size=10, max_length=32, validation_fraction=0.25)
+    config = _config(epochs=2, batch_size=10, max_length=32, validation_fraction=0.25)
     fine_tune(
         base_dir,
         TEXTS,
@@ -231,10 +267,10 @@ def test_progress_is_called_every_step(base_dir: Path, tmp_path: Path) -> None:
 
 def test_classification_run(base_dir: Path, tmp_path: Path) -> None:
     labels = [float(c in {"i7", "i9"}) for c in CATALOGUE["cpu"]]
-    config = FineTuneConfig(epochs=1, batch_size=16, max_length=32, validation_fraction=0.25)
+    config = _config(epochs=1, batch_size=16, max_length=32, validation_fraction=0.25)
     result = fine_tune(base_dir, TEXTS, labels, tmp_path / "clf", task="classification", config=config)
     assert result.task == "classification"
-    assert set(result.metrics) == {"train_loss", "accuracy"}
+    assert set(result.metrics) == {"loss", "accuracy", "macro_f1"}
     assert 0 <= result.metrics["accuracy"] <= 1
     # 12 validation rows: accuracy is a multiple of 1/12.
     assert result.metrics["accuracy"] * 12 == pytest.approx(round(result.metrics["accuracy"] * 12))
@@ -272,20 +308,20 @@ def test_refuses_to_overwrite(base_dir: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("texts", "targets", "kwargs", "error", "message"),
     [
-        ([], [], {}, ValueError, "texts is empty"),
-        (["a", "b"], [1.0], {}, ValueError, "2 texts, 1 targets"),
-        (["a", "b", "c"], [1.0, 2.0, float("nan")], {}, ValueError, r"targets\[2\] is not finite"),
-        (["a", "b", "c"], [1.0, float("inf"), 2.0], {}, ValueError, r"targets\[1\] is not finite"),
-        (["a", "b"], [1.0, "x"], {}, ValueError, r"targets\[1\] is not a number"),
+        ([], [], {}, ValueError, "the training split has no rows"),
+        (["a", "b"], [1.0], {}, ValueError, "2 texts but 1 labels"),
+        (["a", "b", "c"], [1.0, 2.0, float("nan")], {}, ValueError, "training row 3: label nan is not finite"),
+        (["a", "b", "c"], [1.0, float("inf"), 2.0], {}, ValueError, "training row 2: label inf is not finite"),
+        (["a", "b"], [1.0, "x"], {}, ValueError, "training row 2: label 'x' is not a number"),
         (
             ["a", "b", "c"],
             [1.0, 0.0, -1.0],
             {"log_target": True},
             ValueError,
-            r"targets\[1\] is 0.0: log_target needs targets > 0",
+            "training row 2: log_target needs values > 0, got 0.0",
         ),
-        (["a", None, "c"], [1.0, 2.0, 3.0], {}, TypeError, r"texts\[1\] must be a str"),
-        (["a", "b"], [1.0, 2.0], {"num_labels": 3}, ValueError, "num_labels must be None or 1"),
+        (["a", None, "c"], [1.0, 2.0, 3.0], {}, TypeError, "training row 2: text must be a string"),
+        (["a", "b"], [1.0, 2.0], {"num_labels": 3}, ValueError, "num_labels must be 1"),
     ],
 )
 def test_regression_input_validation_names_the_row(
@@ -305,14 +341,14 @@ def test_regression_input_validation_names_the_row(
 @pytest.mark.parametrize(
     ("targets", "num_labels", "message"),
     [
-        ([0.0, 1.0, 0.5], None, r"targets\[2\] is 0.5: class labels must be integers"),
-        ([0.0, -1.0, 1.0], None, r"targets\[1\] is -1.0: class labels must be integers"),
-        ([0.0, 1.0, 2.0], 2, r"targets\[2\] is 2.0: class labels must be < num_labels \(2\)"),
+        ([0.0, 1.0, 0.5], 2, r"training row 3: class 0.5 is not an index in 0..1"),
+        ([0.0, -1.0, 1.0], 2, r"training row 2: class -1.0 is not an index in 0..1"),
+        ([0.0, 1.0, 2.0], 2, r"training row 3: class 2.0 is not an index in 0..1"),
         ([0.0, 1.0, 1.0], 1, "num_labels >= 2"),
     ],
 )
 def test_classification_input_validation(
-    base_dir: Path, tmp_path: Path, targets: list[float], num_labels: int | None, message: str
+    base_dir: Path, tmp_path: Path, targets: list[float], num_labels: int, message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
         fine_tune(
@@ -326,7 +362,7 @@ def test_classification_input_validation(
 
 
 def test_bad_task_and_missing_base(base_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="task must be"):
+    with pytest.raises(ValueError, match="unknown task 'ranking'"):
         fine_tune(base_dir, ["a"], [1.0], tmp_path / "m", task="ranking")  # type: ignore[arg-type]
     with pytest.raises(FileNotFoundError, match="does not exist"):
         fine_tune(tmp_path / "nope", ["a"], [1.0], tmp_path / "m", task="regression")
@@ -347,5 +383,5 @@ def test_bad_task_and_missing_base(base_dir: Path, tmp_path: Path) -> None:
     ],
 )
 def test_config_rejects_bad_values(field: str, value: float) -> None:
-    with pytest.raises(ValueError, match=f"FineTuneConfig.{field}"):
-        FineTuneConfig(**{field: value})
+    with pytest.raises(ValueError, match=f"TrainConfig.{field}"):
+        TrainConfig(**{field: value})

@@ -1,27 +1,24 @@
-"""train_model: early stopping keeps the best epoch, pairs and multi-label train, metrics equal sklearn."""
+"""train_model: early stopping keeps the best epoch, pairs and multi-label train, metrics equal sklearn, the
+device comes from pick_device, a held-out fraction equals the same rows given, the training report."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch.nn import functional as F
 
 from tests.conftest import save_tiny_model
 from xattr.models.encoding import encode_texts
 from xattr.models.forward import predict_logits
 from xattr.models.loading import load_model
-from xattr.training.data import holdout_split
-from xattr.training.trainer import (
-    TrainConfig,
-    TrainingRows,
-    classification_metrics,
-    multi_label_metrics,
-    train_model,
-)
+from xattr.training.recipe import classification_metrics, holdout_split, multi_label_metrics
+from xattr.training.trainer import TrainConfig, TrainingRows, load_train_result, train_model
 
 TEXTS = ["good fun movie", "bad boring plot", "great acting", "awful film", "very good", "really bad"] * 4
 LABELS = [0, 1, 0, 1, 0, 1] * 4
@@ -126,3 +123,77 @@ def test_holdout_split_is_seeded_and_disjoint() -> None:
     train, validation = holdout_split(100, 0.2, seed=3)
     assert len(validation) == 20 and not set(train) & set(validation) and len(train) + len(validation) == 100
     assert np.array_equal(validation, holdout_split(100, 0.2, seed=3)[1])
+
+
+def test_train_model_picks_the_device_with_pick_device(base: Path, tmp_path: Path, monkeypatch) -> None:
+    import xattr.training.trainer as trainer_module
+
+    asked: list[str | None] = []
+
+    def spy(requested: str | None = None) -> torch.device:
+        asked.append(requested)
+        return torch.device("cpu")
+
+    monkeypatch.setattr(trainer_module, "pick_device", spy)
+    config = TrainConfig(epochs=1, batch_size=8, max_length=16, patience=None, device="auto")
+    train_model(
+        base, TrainingRows(TEXTS, labels=LABELS), tmp_path / "m", task="classification", num_labels=2, config=config
+    )
+    assert asked == ["auto"]
+
+
+def test_validation_fraction_equals_the_same_rows_given(base: Path, tmp_path: Path) -> None:
+    rows = TrainingRows(TEXTS, labels=LABELS)
+    config = TrainConfig(epochs=2, batch_size=8, max_length=16, patience=None, seed=4)
+    held = train_model(
+        base,
+        rows,
+        tmp_path / "held",
+        task="classification",
+        num_labels=2,
+        config=dataclasses.replace(config, validation_fraction=0.25, split_seed=7),
+    )
+    train_idx, val_idx = holdout_split(len(rows), 0.25, seed=7)
+    given = train_model(
+        base,
+        rows.subset(train_idx),
+        tmp_path / "given",
+        task="classification",
+        num_labels=2,
+        validation=rows.subset(val_idx),
+        config=config,
+    )
+    assert (held.train_rows, held.validation_rows) == (18, 6) and held.metrics == given.metrics
+    first, second = (
+        load_file(tmp_path / "held" / "model.safetensors"),
+        load_file(tmp_path / "given" / "model.safetensors"),
+    )
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    with pytest.raises(ValueError, match="not both"):
+        train_model(
+            base,
+            rows,
+            tmp_path / "both",
+            task="classification",
+            num_labels=2,
+            validation=rows,
+            config=dataclasses.replace(config, validation_fraction=0.25),
+        )
+
+
+def test_training_report_round_trips_and_question_answering_is_refused(base: Path, tmp_path: Path) -> None:
+    config = TrainConfig(epochs=2, batch_size=8, max_length=16, patience=None, validation_fraction=0.25)
+    result = train_model(
+        base,
+        TrainingRows(TEXTS, labels=LABELS),
+        tmp_path / "m",
+        task="classification",
+        num_labels=2,
+        id2label={0: "pos", 1: "neg"},
+        config=config,
+    )
+    assert load_train_result(tmp_path / "m") == result
+    assert result.num_labels == 2 and result.id2label == {0: "pos", 1: "neg"}
+    assert result.train_loss == result.history[result.best_epoch - 1].train_loss
+    with pytest.raises(ValueError, match="does not train question-answering"):
+        train_model(base, TrainingRows(TEXTS, labels=LABELS), tmp_path / "qa", task="question_answering", num_labels=2)
