@@ -166,15 +166,11 @@ def test_layering_check_reports_upward_imports_and_cycles() -> None:
 # --- no module reaches for another module's private names ----------------------------------------
 
 FIRST_PARTY = ("xattr", "storage", "tasks", "flows")
-#: Where underscore imports remain on this branch (other branches remove them).
-PRIVATE_IMPORTS_LEFT = {
-    "xattr/training": "the training rework removes xattr.training's underscore imports of finetune",
-}
 
 
 def _areas() -> list[str]:
     xattr_packages = sorted(f"xattr/{p.name}" for p in (REPO / "xattr").iterdir() if (p / "__init__.py").is_file())
-    return ["xattr/*.py", *xattr_packages, "storage", "tasks", "flows"]
+    return ["xattr/*.py", *xattr_packages, "storage", "tasks", "flows", "bench"]
 
 
 def _private_imports(area: str) -> list[str]:
@@ -202,14 +198,6 @@ def _private_imports(area: str) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize(
-    "area",
-    [
-        pytest.param(a, marks=pytest.mark.xfail(strict=True, reason=PRIVATE_IMPORTS_LEFT[a]))
-        if a in PRIVATE_IMPORTS_LEFT
-        else a
-        for a in _areas()
-    ],
-)
+@pytest.mark.parametrize("area", _areas())
 def test_no_module_imports_another_modules_private_names(area: str) -> None:
     assert _private_imports(area) == []
