@@ -16,7 +16,7 @@ from flows.config_files import (
     removal_fractions,
 )
 from flows.settings import AttributionSettings, EvaluationSettings, HeadsSettings
-from flows.train_settings import LdavSettings
+from flows.train_settings import LdavSettings, OptimiserSettings
 from xattr.data.datasets import DATASETS
 from xattr.metrics.mape import DEFAULT_MASK_FRACTIONS
 from xattr.training.trainer import LdavConfig, TrainConfig
@@ -46,16 +46,12 @@ class DatasetSettings(StrictSettings):
         return DATASETS[self.name].task
 
 
-class TrainSettings(StrictSettings):
+class TrainSettings(OptimiserSettings):
     """Fine-tuning of the base model on the train split (skipped when ``model.path`` is given)."""
 
     base_model: str | None = Field(None, description="base model directory; default all-MiniLM-L6-v2")
     epochs: int = Field(1, ge=1)
-    batch_size: int = Field(32, ge=1)
-    learning_rate: float = Field(1e-4, gt=0)
-    head_learning_rate: float = Field(1e-3, gt=0)
     max_length: int = Field(64, ge=8)
-    seed: int = 0
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     log_target: bool = Field(False, description="regression: train on log(label) (prices)")
     num_labels: int | None = Field(None, ge=1, description="classes or labels; default: largest label index + 1")
@@ -63,21 +59,9 @@ class TrainSettings(StrictSettings):
         default_factory=LdavSettings, description="train LDAV class vectors too (single-label classifiers; method ldav)"
     )
 
-
-    def train_config(self) -> TrainConfig:
+    def train_config(self, **fixed: Any) -> TrainConfig:
         """The trainer's settings: every epoch runs; ``validation_fraction`` of the train split is held out."""
-        return TrainConfig(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            head_learning_rate=self.head_learning_rate,
-            max_length=self.max_length,
-            seed=self.seed,
-            patience=None,
-            log_target=self.log_target,
-            validation_fraction=self.validation_fraction,
-            ldav=LdavConfig(**self.ldav.model_dump()),
-        )
+        return super().train_config(patience=None, ldav=LdavConfig(**self.ldav.model_dump()), **fixed)
 
 
 class BenchmarkModelSettings(StrictSettings):

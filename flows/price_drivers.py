@@ -85,7 +85,7 @@ def price_drivers(settings: PriceDriverSettings) -> dict[str, Any]:
                 fine_tune_stage,
                 rows=prepared.refs["train"],
                 base_model=_base_model(settings),
-                config=settings.model.fine_tune_config(),
+                config=settings.model.train_config(),
                 # A string, not a Path: the cache key must not hash the models it will hold.
                 models_dir=str(run.workdir / "models"),
                 task="regression",

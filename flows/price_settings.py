@@ -14,6 +14,7 @@ from flows.config_files import (
     load_config_file,
 )
 from flows.settings import EncodeSettings, IndexSettings, MethodConfig
+from flows.train_settings import OptimiserSettings
 from xattr.models.loading import ModelSpec
 from xattr.reporting.phrases import AttributeRule
 from xattr.training.trainer import TrainConfig
@@ -47,34 +48,20 @@ class CatalogueSettings(StrictSettings):
         }
 
 
-class PriceModelSettings(StrictSettings):
+class PriceModelSettings(OptimiserSettings):
     """The price regressor: a fine-tuned model, or one fine-tuned here on log price."""
 
     path: str | None = Field(None, description="fine-tuned regression model; empty: fine-tune base_model")
     base_model: str | None = Field(None, description="pretrained encoder to fine-tune; empty: all-MiniLM-L6-v2")
     epochs: int = Field(2, ge=1)
-    batch_size: int = Field(32, ge=1)
-    learning_rate: float = Field(1e-4, gt=0)
     max_length: int = Field(48, ge=2, description="longest input in word pieces")
     holdout_fraction: float = Field(
         0.2, gt=0, lt=1, description="listings held out (by doc_id hash) to score the model and the linear baseline"
     )
-    seed: int = 0
-    device: str | None = None
 
-    def fine_tune_config(self) -> TrainConfig:
+    def train_config(self, **fixed: Any) -> TrainConfig:
         """Every epoch runs on all training listings (the held-out ones score the model in the report)."""
-        return TrainConfig(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            max_length=self.max_length,
-            seed=self.seed,
-            patience=None,
-            log_target=True,
-            validation_fraction=0.0,
-            device=self.device,
-        )
+        return super().train_config(patience=None, log_target=True, validation_fraction=0.0, **fixed)
 
     def spec(self, path: str) -> ModelSpec:
         return ModelSpec(path, "regression", False, self.max_length, self.device)

@@ -24,25 +24,10 @@ from xattr.training.trainer import LdavConfig, TrainConfig
 
 def train_config(settings: TrainSettings) -> TrainConfig:
     """The library's hyper-parameters from the flow settings."""
-    t = settings.training
-    return TrainConfig(
-        epochs=t.epochs,
-        batch_size=t.batch_size,
-        learning_rate=t.learning_rate,
-        head_learning_rate=t.head_learning_rate,
-        weight_decay=t.weight_decay,
-        warmup_fraction=t.warmup_fraction,
-        max_length=t.max_length,
-        seed=t.seed,
-        max_grad_norm=t.max_grad_norm,
-        eval_batch_size=t.eval_batch_size,
-        patience=t.patience,
-        min_delta=t.min_delta,
-        log_target=t.log_target,
+    return settings.training.train_config(
         # a validation file replaces the hold-out split
         validation_fraction=None if settings.split.validation_path else settings.split.validation_fraction,
         split_seed=settings.split.seed,
-        device=t.device,
         ldav=LdavConfig(**settings.ldav.model_dump()),
     )
 

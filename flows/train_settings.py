@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +15,7 @@ from flows.config_files import (
     load_config_file,
 )
 from flows.settings import CorpusSettings
+from xattr.training.trainer import TrainConfig
 from xattr.types import TaskName
 
 
@@ -25,23 +27,38 @@ class SplitSettings(StrictSettings):
     seed: int = Field(0, description="seed of the hold-out split")
 
 
-class TrainingSettings(StrictSettings):
-    """Optimiser and early stopping (see ``xattr.training.trainer.TrainConfig``)."""
+class OptimiserSettings(StrictSettings):
+    """The fine-tuning recipe every flow that trains shares; :meth:`train_config` is the one way to the trainer.
+
+    Flows subclass it with their own defaults and extra fields (fields that are not
+    ``xattr.training.trainer.TrainConfig`` fields are not passed on).
+    """
 
     epochs: int = Field(3, ge=1)
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(1e-4, gt=0)
     head_learning_rate: float = Field(1e-3, gt=0, description="classification head and pooler")
+    max_length: int = Field(128, ge=2, description="longest input in word pieces")
+    seed: int = 0
+    device: str | None = Field(None, description="cuda, cpu, or empty for CUDA when available")
+
+    def train_config(self, **fixed: Any) -> TrainConfig:
+        """The trainer's settings: this model's fields that ``TrainConfig`` has, then ``fixed`` on top."""
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        values = {k: v for k, v in self.model_dump().items() if k in names and k != "ldav"}
+        return TrainConfig(**(values | fixed))
+
+
+class TrainingSettings(OptimiserSettings):
+    """Optimiser and early stopping (see ``xattr.training.trainer.TrainConfig``)."""
+
     weight_decay: float = Field(0.01, ge=0)
     warmup_fraction: float = Field(0.1, ge=0, lt=1)
-    max_length: int = Field(128, ge=2)
-    seed: int = 0
     max_grad_norm: float | None = Field(1.0, gt=0)
     eval_batch_size: int = Field(128, ge=1)
     patience: int | None = Field(2, ge=1, description="epochs without validation improvement before stopping")
     min_delta: float = Field(0.0, ge=0)
     log_target: bool = Field(False, description="regression: train on log(target)")
-    device: str | None = None
 
 
 class LdavSettings(StrictSettings):

@@ -25,7 +25,7 @@ def test_defaults_are_signed_lafa_with_masked_effects(tmp_path: Path) -> None:
         {"reduction": "sum"},
     )
     assert settings.drivers.effect == "mask" and settings.drivers.replacement == "mask"
-    assert settings.model.path is None and settings.model.fine_tune_config().validation_fraction == 0.0
+    assert settings.model.path is None and settings.model.train_config().validation_fraction == 0.0
     assert settings.tracking_uri() == f"sqlite:///{(Path('xattr-runs').resolve() / 'mlflow.db')}"
 
 
