@@ -11,7 +11,11 @@ from xattr.models.encoding import Batch
 from xattr.models.loading import LoadedModel
 
 
-@register_method
+@register_method(
+    "attcat",
+    summary="sum over layers of mean-head [CLS] attention x (gradient . hidden state) per token",
+    paper="Qiang et al. 2022 NeurIPS (AttCAT), Sec. 3; Mask-LRP (Song et al. 2024) Sec. 5.2",
+)
 class AttCat(AttributionMethod[MethodParams]):
     """Attentive Class Activation Tokens (Qiang et al. 2022, Sec. 3.2-3.3).
 
@@ -23,11 +27,6 @@ class AttCat(AttributionMethod[MethodParams]):
     the paper's Sec. 3, cited by content: the paper text was not available offline to confirm its
     equation number; ``alpha^l`` are the attention weights of layer ``l``). Scores are signed.
     """
-
-    name = "attcat"
-    summary = "sum over layers of mean-head [CLS] attention x (gradient . hidden state) per token"
-    paper = "Qiang et al. 2022 NeurIPS (AttCAT), Sec. 3; Mask-LRP (Song et al. 2024) Sec. 5.2"
-    Params = MethodParams
 
     def attribute_batch(
         self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext

@@ -35,8 +35,9 @@ P = TypeVar("P", bound=MethodParams)
 class AttributionMethod(ABC, Generic[P]):
     """One attribution method: token scores for a batch of texts and one target output each.
 
-    Subclasses name their parameters' type (``class Lafa(AttributionMethod[LafaParams])``), set the
-    class attributes and implement :meth:`attribute_batch`; a method that needs resources
+    Subclasses name their parameters' type (``class Lafa(AttributionMethod[LafaParams])``: that
+    type becomes ``Params``), are named by :func:`register_method` and implement
+    :meth:`attribute_batch`; a method that needs resources
     overrides :meth:`requirements`. A method keeps no state of a run on ``self``: caches and
     counters of a run live in its context (``context.workspace(self.name)``).
 
@@ -55,6 +56,16 @@ class AttributionMethod(ABC, Generic[P]):
     Params: ClassVar[type[MethodParams]] = MethodParams
     multiplies_by_inputs: ClassVar[bool] = False
     params: P
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """``Params`` is the parameter type the subclass names (``AttributionMethod[LafaParams]``)."""
+        super().__init_subclass__(**kwargs)
+        if "Params" in cls.__dict__:
+            return
+        for base in cls.__dict__.get("__orig_bases__", ()):
+            for arg in get_args(base):
+                if isinstance(arg, type) and issubclass(arg, MethodParams):
+                    cls.Params = arg
 
     def __init__(self, params: P | None = None) -> None:
         self.params = params if params is not None else cast(P, self.Params())
@@ -113,12 +124,29 @@ def row_generator(seed: int, input_ids: Sequence[int], device: str | None = None
 _REGISTRY: dict[str, type[AttributionMethod[Any]]] = {}
 
 
-def register_method(cls: type[AttributionMethod[Any]]) -> type[AttributionMethod[Any]]:
-    """Class decorator adding a method to the registry under ``cls.name``."""
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"attribution method {cls.name!r} is registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
+MethodClass = TypeVar("MethodClass", bound=type[AttributionMethod[Any]])
+
+
+def register_method(name: str, *, summary: str, paper: str) -> Callable[[MethodClass], MethodClass]:
+    """Class decorator naming a method and adding it to the registry (as zennit's ``register_composite``).
+
+    Args:
+        name: Registry name used in configs and the CLI.
+        summary: One line saying what it computes.
+        paper: The reference (paper and equation).
+
+    Raises:
+        ValueError: Another class is already registered under ``name``.
+    """
+
+    def register(cls: MethodClass) -> MethodClass:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"attribution method {name!r} is registered twice")
+        cls.name, cls.summary, cls.paper = name, summary, paper
+        _REGISTRY[name] = cls
+        return cls
+
+    return register
 
 
 def available_methods() -> dict[str, type[AttributionMethod[Any]]]:

@@ -48,7 +48,11 @@ def classifier_head(loaded: LoadedModel) -> Head:
     raise ValueError(f"CAM does not know the output head of {type(model).__name__}")
 
 
-@register_method
+@register_method(
+    "cam",
+    summary="last-layer token activations projected on the target's classifier weights",
+    paper="Zhou et al. 2016, Eq. 2; Mask-LRP (Song et al. 2024) Sec. 5.2",
+)
 class Cam(AttributionMethod[MethodParams]):
     """Class activation mapping (Zhou et al. 2016, Eq. 1-2) with tokens in place of pixels.
 
@@ -58,11 +62,6 @@ class Cam(AttributionMethod[MethodParams]):
     (see :func:`classifier_head`), and ``w^c`` the final weight row of the explained output (for QA:
     the start or the end row of ``qa_outputs``). Biases are left out, as in CAM. Scores are signed.
     """
-
-    name = "cam"
-    summary = "last-layer token activations projected on the target's classifier weights"
-    paper = "Zhou et al. 2016, Eq. 2; Mask-LRP (Song et al. 2024) Sec. 5.2"
-    Params = MethodParams
 
     def attribute_batch(
         self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext

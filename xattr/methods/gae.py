@@ -11,7 +11,11 @@ from xattr.models.encoding import Batch
 from xattr.models.loading import LoadedModel
 
 
-@register_method
+@register_method(
+    "gae",
+    summary="gradient-weighted attention rollout R += E_h[(grad_A*A)^+] R",
+    paper="Chefer, Gur and Wolf 2021 ICCV, Eq. 4-6",
+)
 class Gae(AttributionMethod[MethodParams]):
     """Generic Attention-model Explainability (Chefer, Gur and Wolf 2021, ICCV), gradients only.
 
@@ -23,11 +27,6 @@ class Gae(AttributionMethod[MethodParams]):
     token for QA). This is the ICCV method, not the LRP-based rollout of Chefer et al. 2021 CVPR
     (``lrp_rollout``, which Mask-LRP calls GAE).
     """
-
-    name = "gae"
-    summary = "gradient-weighted attention rollout R += E_h[(grad_A*A)^+] R"
-    paper = "Chefer, Gur and Wolf 2021 ICCV, Eq. 4-6"
-    Params = MethodParams
 
     def attribute_batch(
         self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext

@@ -11,7 +11,11 @@ from xattr.models.encoding import Batch
 from xattr.models.loading import LoadedModel
 
 
-@register_method
+@register_method(
+    "grad_cam",
+    summary="ReLU(sum_d w_d h_td) over last-layer tokens, w = token-mean gradient",
+    paper="Selvaraju et al. 2017, Eq. 1-2; Mask-LRP (Song et al. 2024) Sec. 5.2",
+)
 class GradCam(AttributionMethod[MethodParams]):
     """Grad-CAM (Selvaraju et al. 2017, Eq. 1-2) with tokens in place of pixels.
 
@@ -20,11 +24,6 @@ class GradCam(AttributionMethod[MethodParams]):
     ``w_d = 1/T sum_t dy/dh_td``; padding excluded); a token's score is
     ``ReLU(sum_d w_d h_td)`` (Eq. 2). Mask-LRP (Sec. 5.2) uses GradCAM as a gradient-based baseline.
     """
-
-    name = "grad_cam"
-    summary = "ReLU(sum_d w_d h_td) over last-layer tokens, w = token-mean gradient"
-    paper = "Selvaraju et al. 2017, Eq. 1-2; Mask-LRP (Song et al. 2024) Sec. 5.2"
-    Params = MethodParams
 
     def attribute_batch(
         self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext

@@ -21,7 +21,11 @@ class GradInputParams(MethodParams):
     )
 
 
-@register_method
+@register_method(
+    "grad_input",
+    summary="gradient x word embedding, per token",
+    paper="Shrikumar et al. 2017; LAFA (Zhang et al. 2022) Sec. 4",
+)
 class GradInput(AttributionMethod[GradInputParams]):
     """Gradient*Input (Shrikumar et al. 2017) as written in LAFA Section 4.
 
@@ -30,10 +34,6 @@ class GradInput(AttributionMethod[GradInputParams]):
     contribution of the token's word embedding to the output, which a price-driver report needs.
     """
 
-    name = "grad_input"
-    summary = "gradient x word embedding, per token"
-    paper = "Shrikumar et al. 2017; LAFA (Zhang et al. 2022) Sec. 4"
-    Params = GradInputParams
     multiplies_by_inputs = True
 
     def attribute_batch(

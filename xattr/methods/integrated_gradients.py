@@ -143,7 +143,11 @@ class IntegratedGradientsParams(MethodParams):
         return self
 
 
-@register_method
+@register_method(
+    "integrated_gradients",
+    summary="gradients averaged on the path from a reference, times (input - reference)",
+    paper="Sundararajan et al. 2017; LAFA (Zhang et al. 2022) Sec. 4",
+)
 class IntegratedGradients(AttributionMethod[IntegratedGradientsParams]):
     """Integrated Gradients (Sundararajan et al. 2017) as written in LAFA Section 4.
 
@@ -156,10 +160,6 @@ class IntegratedGradients(AttributionMethod[IntegratedGradientsParams]):
     ``method="riemann_right"`` (which rounds them to float32; they are exact here).
     """
 
-    name = "integrated_gradients"
-    summary = "gradients averaged on the path from a reference, times (input - reference)"
-    paper = "Sundararajan et al. 2017; LAFA (Zhang et al. 2022) Sec. 4"
-    Params = IntegratedGradientsParams
     multiplies_by_inputs = True
 
     def _reference_text(self, loaded: LoadedModel) -> EncodedText | None:

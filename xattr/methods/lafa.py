@@ -89,7 +89,11 @@ def lafa_aggregate(
     return out
 
 
-@register_method
+@register_method(
+    "lafa",
+    summary="base gradient attribution smoothed over nearest-neighbour texts through a word-embedding kernel",
+    paper="Zhang et al. 2022, LAFA, Eq. 4-7, Algorithm 1, Appendix D-E",
+)
 class Lafa(AttributionMethod[LafaParams]):
     """Locally Aggregated Feature Attribution (Zhang et al. 2022, Eq. 4-7, Algorithm 1).
 
@@ -100,11 +104,6 @@ class Lafa(AttributionMethod[LafaParams]):
     workspace). Step III: Eq. 6-7. Neighbours are explained for the same output as the text. A
     text with no neighbour keeps its base attribution and is counted in ``fallbacks``.
     """
-
-    name = "lafa"
-    summary = "base gradient attribution smoothed over nearest-neighbour texts through a word-embedding kernel"
-    paper = "Zhang et al. 2022, LAFA, Eq. 4-7, Algorithm 1, Appendix D-E"
-    Params = LafaParams
 
     def __init__(self, params: LafaParams | None = None) -> None:
         super().__init__(params)

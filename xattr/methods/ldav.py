@@ -13,7 +13,11 @@ from xattr.models.encoding import Batch
 from xattr.models.loading import LoadedModel
 
 
-@register_method
+@register_method(
+    "ldav",
+    summary="negated z-normalised Euclidean distance of each word embedding to the class's LDAV vector",
+    paper="LDAV paper Sec. 3.2 Eq. 4-5; Sec. 4.5 (pairs)",
+)
 class Ldav(AttributionMethod[MethodParams]):
     """Locally Distributed Activation Vectors (LDAV paper, LDAV score: Section 3.2, Eq. 4-5).
 
@@ -35,11 +39,6 @@ class Ldav(AttributionMethod[MethodParams]):
     ``attribute_corpus`` call, refuses regression models, models trained without LDAV, and vectors
     whose dimension or class count does not fit the model (:class:`LdavError`).
     """
-
-    name = "ldav"
-    summary = "negated z-normalised Euclidean distance of each word embedding to the class's LDAV vector"
-    paper = "LDAV paper Sec. 3.2 Eq. 4-5; Sec. 4.5 (pairs)"
-    Params = MethodParams
 
     @classmethod
     def requirements(cls, params: MethodParams) -> Requirements:

@@ -60,7 +60,11 @@ def fit_surrogate(samples: torch.Tensor, outputs: torch.Tensor, weights: torch.T
     return surrogate.representation().detach().flatten()
 
 
-@register_method
+@register_method(
+    "lime",
+    summary="coefficients of a kernel-weighted ridge model on randomly masked copies of the text",
+    paper="Ribeiro et al. 2016; Captum Lime",
+)
 class Lime(AttributionMethod[LimeParams]):
     """LIME (Ribeiro et al. 2016) over word pieces, with Captum's ``LimeBase`` machinery.
 
@@ -74,11 +78,6 @@ class Lime(AttributionMethod[LimeParams]):
     seed and the text, so a text's scores do not depend on its batch, and the tests check they
     equal Captum's ``Lime`` run on one text with the same masks, kernel and surrogate.
     """
-
-    name = "lime"
-    summary = "coefficients of a kernel-weighted ridge model on randomly masked copies of the text"
-    paper = "Ribeiro et al. 2016; Captum Lime"
-    Params = LimeParams
 
     def attribute_batch(
         self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext

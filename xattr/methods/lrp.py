@@ -62,7 +62,11 @@ def batch_relevance(
     )
 
 
-@register_method
+@register_method(
+    "lrp",
+    summary="LRP relevance at the encoder input, summed per token",
+    paper="Bach et al. 2015; Ali et al. 2022 (conservative rules); Mask-LRP (Song et al. 2024) Eq. 2-3",
+)
 class Lrp(AttributionMethod[LrpParams]):
     """Layer-wise relevance propagation (Bach et al. 2015) through the whole encoder.
 
@@ -75,11 +79,6 @@ class Lrp(AttributionMethod[LrpParams]):
     at the encoder input (the embedding output ``x^(N)``); scores are signed and sum to about 1 when
     the model's biases are zero.
     """
-
-    name = "lrp"
-    summary = "LRP relevance at the encoder input, summed per token"
-    paper = "Bach et al. 2015; Ali et al. 2022 (conservative rules); Mask-LRP (Song et al. 2024) Eq. 2-3"
-    Params = LrpParams
 
     def attribute_batch(
         self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext

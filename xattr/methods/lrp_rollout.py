@@ -40,7 +40,11 @@ def rollout_scores(
     return rollout(weights, row=0)  # type: ignore[arg-type]
 
 
-@register_method
+@register_method(
+    "lrp_rollout",
+    summary="rollout of E_h[(grad A * LRP relevance of A)^+] over layers, [CLS] row",
+    paper="Chefer et al. 2021 (CVPR) Eq. 13-16; Mask-LRP (Song et al. 2024) Eq. 10-11 ('GAE')",
+)
 class LrpRollout(AttributionMethod[LrpParams]):
     """Chefer et al. (2021, CVPR) "Transformer interpretability beyond attention visualization".
 
@@ -50,11 +54,6 @@ class LrpRollout(AttributionMethod[LrpParams]):
     ``Abar = E_h[(nabla A * R(A))^+]``, is rolled out from the bottom layer up, ``R <- R + Abar R``
     from the identity (Mask-LRP Eq. 10-11 with every head kept). A token's score is the [CLS] row.
     """
-
-    name = "lrp_rollout"
-    summary = "rollout of E_h[(grad A * LRP relevance of A)^+] over layers, [CLS] row"
-    paper = "Chefer et al. 2021 (CVPR) Eq. 13-16; Mask-LRP (Song et al. 2024) Eq. 10-11 ('GAE')"
-    Params = LrpParams
 
     def attribute_batch(
         self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext

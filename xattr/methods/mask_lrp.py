@@ -32,7 +32,11 @@ class MaskLrpParams(LrpParams):
     seed: int = Field(0, description="seed of the random mask and of the corruption")
 
 
-@register_method
+@register_method(
+    "mask_lrp",
+    summary="LRP-rollout through syntactic/positional heads only, renormalised per layer",
+    paper="Song et al. 2024 (Mask-LRP) Eq. 6, Sec. 4.3, Eq. 10-11",
+)
 class MaskLrp(AttributionMethod[MaskLrpParams]):
     """Mask-LRP (Song et al. 2024, "Better Explain Transformers by Illuminating Important Information").
 
@@ -46,11 +50,6 @@ class MaskLrp(AttributionMethod[MaskLrpParams]):
     multiplied over blocks (Eq. 10-11); the [CLS] row gives the token scores. With every head kept
     it is exactly ``lrp_rollout``.
     """
-
-    name = "mask_lrp"
-    summary = "LRP-rollout through syntactic/positional heads only, renormalised per layer"
-    paper = "Song et al. 2024 (Mask-LRP) Eq. 6, Sec. 4.3, Eq. 10-11"
-    Params = MaskLrpParams
 
     @classmethod
     def requirements(cls, params: MaskLrpParams) -> Requirements:

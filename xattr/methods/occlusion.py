@@ -26,7 +26,11 @@ class OcclusionParams(MethodParams):
     rows_per_pass: int = Field(256, ge=1, description="occluded copies per forward pass")
 
 
-@register_method
+@register_method(
+    "occlusion",
+    summary="mean output drop when a sliding window of tokens covering the token is replaced",
+    paper="Zeiler and Fergus 2014; Captum Occlusion",
+)
 class Occlusion(AttributionMethod[OcclusionParams]):
     """Occlusion (Zeiler and Fergus 2014) over word pieces, as Captum's ``Occlusion``.
 
@@ -40,11 +44,6 @@ class Occlusion(AttributionMethod[OcclusionParams]):
     whole. Hand-written rather than Captum's per-text loop so that the occluded copies of many
     texts share forward passes; the tests check it equals Captum text by text.
     """
-
-    name = "occlusion"
-    summary = "mean output drop when a sliding window of tokens covering the token is replaced"
-    paper = "Zeiler and Fergus 2014; Captum Occlusion"
-    Params = OcclusionParams
 
     def attribute_batch(
         self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext

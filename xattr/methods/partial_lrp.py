@@ -11,7 +11,11 @@ from xattr.models.encoding import Batch
 from xattr.models.loading import LoadedModel
 
 
-@register_method
+@register_method(
+    "partial_lrp",
+    summary="LRP relevance of the last layer's attention map, mean over heads, [CLS] row",
+    paper="Voita et al. 2019; Chefer et al. 2021 (CVPR); Mask-LRP (Song et al. 2024) Sec. 5.2",
+)
 class PartialLrp(AttributionMethod[LrpParams]):
     """Partial LRP: LRP stopped at the model's final attention layer.
 
@@ -23,11 +27,6 @@ class PartialLrp(AttributionMethod[LrpParams]):
     2021), is averaged over heads and the [CLS] row (the token the classifier reads) gives one score
     per key token.
     """
-
-    name = "partial_lrp"
-    summary = "LRP relevance of the last layer's attention map, mean over heads, [CLS] row"
-    paper = "Voita et al. 2019; Chefer et al. 2021 (CVPR); Mask-LRP (Song et al. 2024) Sec. 5.2"
-    Params = LrpParams
 
     def attribute_batch(
         self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext

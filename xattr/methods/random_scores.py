@@ -41,7 +41,11 @@ class RandomScoresParams(MethodParams):
     seed: int = Field(0, description="seed of the draws (combined with each text's token ids)")
 
 
-@register_method
+@register_method(
+    "random",
+    summary="one uniform random score per word, split evenly over its word pieces",
+    paper="random baseline (per word; xattr METHOD-NOTES)",
+)
 class RandomScores(AttributionMethod[RandomScoresParams]):
     """Random baseline at the word level (see METHOD-NOTES).
 
@@ -54,11 +58,6 @@ class RandomScores(AttributionMethod[RandomScoresParams]):
     Draws depend only on the seed and the text's token ids (not on the target or the batch).
     Word indices come from the encoded corpus of the method's context.
     """
-
-    name = "random"
-    summary = "one uniform random score per word, split evenly over its word pieces"
-    paper = "random baseline (per word; xattr METHOD-NOTES)"
-    Params = RandomScoresParams
 
     def attribute_batch(
         self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext

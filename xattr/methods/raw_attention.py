@@ -18,7 +18,11 @@ class RawAttentionParams(MethodParams):
     layer: int = Field(-1, description="encoder layer whose attention is read (0-based; negative counts from the end)")
 
 
-@register_method
+@register_method(
+    "raw_attention",
+    summary="last layer's attention from [CLS], mean over heads",
+    paper="Abnar and Zuidema 2020 (raw attention); Mask-LRP (Song et al. 2024) Sec. 5.2",
+)
 class RawAttention(AttributionMethod[RawAttentionParams]):
     """Raw attention (Abnar and Zuidema 2020; the "RawAtt" baseline of Mask-LRP Section 5.2).
 
@@ -26,11 +30,6 @@ class RawAttention(AttributionMethod[RawAttentionParams]):
     classification, the start or end token for QA) attends to ``j`` in layer ``l`` (the last by
     default), averaged over heads. It shows where one layer looks, not what the output depends on.
     """
-
-    name = "raw_attention"
-    summary = "last layer's attention from [CLS], mean over heads"
-    paper = "Abnar and Zuidema 2020 (raw attention); Mask-LRP (Song et al. 2024) Sec. 5.2"
-    Params = RawAttentionParams
 
     def attribute_batch(
         self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext

@@ -11,7 +11,11 @@ from xattr.models.encoding import Batch
 from xattr.models.loading import LoadedModel
 
 
-@register_method
+@register_method(
+    "rollout",
+    summary="attention rollout: product over layers of 0.5*mean-head attention + 0.5*I",
+    paper="Abnar and Zuidema 2020, Eq. 1; Mask-LRP (Song et al. 2024) Sec. 5.2",
+)
 class Rollout(AttributionMethod[MethodParams]):
     """Attention rollout (Abnar and Zuidema 2020, Sec. 3, Eq. 1).
 
@@ -22,11 +26,6 @@ class Rollout(AttributionMethod[MethodParams]):
     start/end token for QA). Padding never enters: its attention weight is 0 in every row of a
     real token. Scores of a row sum to 1.
     """
-
-    name = "rollout"
-    summary = "attention rollout: product over layers of 0.5*mean-head attention + 0.5*I"
-    paper = "Abnar and Zuidema 2020, Eq. 1; Mask-LRP (Song et al. 2024) Sec. 5.2"
-    Params = MethodParams
 
     def attribute_batch(
         self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext

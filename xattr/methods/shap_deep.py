@@ -28,7 +28,11 @@ class ShapDeepParams(ReferenceParams):
     max_references: int = Field(10, ge=1, description="N: at most this many neighbour texts, nearest first")
 
 
-@register_method
+@register_method(
+    "shap_deep",
+    summary="gradient at each reference (zero, [PAD] or neighbour texts) times input minus reference, averaged",
+    paper="Lundberg and Lee 2017; Shrikumar et al. 2017; LAFA (Zhang et al. 2022) Sec. 4, SHAP-Deep",
+)
 class ShapDeep(ReferenceMethod[ShapDeepParams]):
     """SHAP-Deep as written in LAFA Section 4 (after Lundberg and Lee 2017, Shrikumar et al. 2017).
 
@@ -51,10 +55,6 @@ class ShapDeep(ReferenceMethod[ShapDeepParams]):
     neighbour texts uses the zero reference and is counted in ``fallbacks``. Nothing is random.
     """
 
-    name = "shap_deep"
-    summary = "gradient at each reference (zero, [PAD] or neighbour texts) times input minus reference, averaged"
-    paper = "Lundberg and Lee 2017; Shrikumar et al. 2017; LAFA (Zhang et al. 2022) Sec. 4, SHAP-Deep"
-    Params = ShapDeepParams
     multiplies_by_inputs = True
 
     def constant_reference(self) -> str:

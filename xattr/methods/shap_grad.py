@@ -246,7 +246,11 @@ class ShapGradParams(ReferenceParams):
     seed: int = Field(0, description="seed of the alphas and reference offsets (combined with each text's ids)")
 
 
-@register_method
+@register_method(
+    "shap_grad",
+    summary="gradient averaged over random points between references (zero or neighbour texts) and the input",
+    paper="Lundberg and Lee 2017; LAFA (Zhang et al. 2022) Sec. 4, SHAP-Gradient",
+)
 class ShapGrad(ReferenceMethod[ShapGradParams]):
     """SHAP-Gradient (Lundberg and Lee 2017; expected gradients) as written in LAFA Section 4.
 
@@ -267,11 +271,6 @@ class ShapGrad(ReferenceMethod[ShapGradParams]):
     ids, so batched results equal one-by-one results and a seed reproduces a run; the targets of
     a multi-label text share the same draws.
     """
-
-    name = "shap_grad"
-    summary = "gradient averaged over random points between references (zero or neighbour texts) and the input"
-    paper = "Lundberg and Lee 2017; LAFA (Zhang et al. 2022) Sec. 4, SHAP-Gradient"
-    Params = ShapGradParams
 
     def multiply_by_inputs(self) -> bool:
         """The ``multiply_by_inputs`` parameter (Captum's GradientShap) or not (LAFA as printed)."""

@@ -19,7 +19,11 @@ class SimpleGradParams(MethodParams):
     reduction: Reduction = Field("sum_of_squares", description="sum_of_squares (LAFA Eq. 3) or sum (signed)")
 
 
-@register_method
+@register_method(
+    "simple_grad",
+    summary="squared gradient of the output w.r.t. each word embedding",
+    paper="Simonyan et al. 2013; LAFA (Zhang et al. 2022) Eq. 2-3",
+)
 class SimpleGrad(AttributionMethod[SimpleGradParams]):
     """Simple gradient (Simonyan et al. 2013) in the NLP form of LAFA Section 2.
 
@@ -28,11 +32,6 @@ class SimpleGrad(AttributionMethod[SimpleGradParams]):
     ``M(X)_i = sum_j S(H0)_ij^2``. It shows where the output is locally sensitive, not the sign
     of a token's effect.
     """
-
-    name = "simple_grad"
-    summary = "squared gradient of the output w.r.t. each word embedding"
-    paper = "Simonyan et al. 2013; LAFA (Zhang et al. 2022) Eq. 2-3"
-    Params = SimpleGradParams
 
     def attribute_batch(
         self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext

@@ -104,7 +104,11 @@ class SmoothGradParams(MethodParams):
     rows_per_pass: int = Field(256, ge=1, description="(text x sample) rows per forward/backward pass")
 
 
-@register_method
+@register_method(
+    "smooth_grad",
+    summary="gradient averaged over noisy word embeddings, per token",
+    paper="Smilkov et al. 2017; LAFA (Zhang et al. 2022) Sec. 4",
+)
 class SmoothGrad(AttributionMethod[SmoothGradParams]):
     """SmoothGrad (Smilkov et al. 2017) as written in LAFA Section 4.
 
@@ -122,11 +126,6 @@ class SmoothGrad(AttributionMethod[SmoothGradParams]):
     degrades the ranking (see METHOD-NOTES). Noise is drawn per text from its token ids and the
     seed, so results do not depend on the batch and a seed reproduces them (on one device).
     """
-
-    name = "smooth_grad"
-    summary = "gradient averaged over noisy word embeddings, per token"
-    paper = "Smilkov et al. 2017; LAFA (Zhang et al. 2022) Sec. 4"
-    Params = SmoothGradParams
 
     def attribute_batch(
         self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
