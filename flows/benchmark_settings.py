@@ -15,8 +15,8 @@ from flows.config_files import (
     load_config_file,
     removal_fractions,
 )
-from flows.settings import AttributionSettings, EvaluationSettings, HeadsSettings
-from flows.train_settings import LdavSettings, OptimiserSettings
+from flows.settings import AttributionSettings, EvaluationSettings, HeadsSettings, OptimiserSettings
+from flows.train_settings import LdavSettings
 from xattr.data.datasets import DATASETS
 from xattr.metrics.mape import DEFAULT_MASK_FRACTIONS
 from xattr.training.trainer import LdavConfig, TrainConfig

@@ -15,7 +15,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 app = typer.Typer(
@@ -118,21 +117,8 @@ def demo(
     console.print(
         f"[bold]xattr demo[/]: {rows} synthetic listings, MiniLM price regressor, workdir {workdir.resolve()}"
     )
-    with Progress(
-        TextColumn("fine-tuning"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} steps loss {task.fields[loss]:.3f}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    ) as bar:
-        task_id = bar.add_task("fine-tune", total=None, loss=float("nan"))
-
-        def on_step(step: int, total: int, loss: float) -> None:
-            bar.update(task_id, completed=step, total=total, loss=loss)
-
-        summary = run_demo(workdir, plan, progress=on_step)
+    # The fine-tune stage (the run's first) logs its optimiser steps; a second demo reuses the model.
+    summary = run_demo(workdir, plan)
     ft = summary["fine_tune"]
     how = "reused" if ft["reused"] else "fine-tuned in {:.0f} s".format(ft["seconds"])
     r2 = ft["metrics"].get("r2", float("nan"))

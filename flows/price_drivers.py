@@ -17,23 +17,14 @@ from prefect import flow, get_run_logger
 
 from flows.explain_corpus import neighbour_index
 from flows.price_settings import PriceDriverSettings
-from flows.runtime import flow_run, publish_markdown
+from flows.runtime import fine_tune, flow_run, publish_markdown
 from storage import read_artifact
 from storage.text_files import write_text_file
 from tasks.attribute import attribute_stage
-from tasks.fine_tune import fine_tune_stage
 from tasks.price_drivers import prepare_catalogue_stage, price_drivers_stage
 from tasks.results import RunContext, StageResult
 from xattr.methods import method_requirements
 from xattr.reporting.price_report import price_drivers_markdown
-
-
-def _base_model(settings: PriceDriverSettings) -> Path:
-    if settings.model.base_model:
-        return Path(settings.model.base_model)
-    from flows.demo import base_model_dir
-
-    return base_model_dir()
 
 
 def _markdown(settings: PriceDriverSettings, context: RunContext, prepared: StageResult, result: StageResult) -> str:
@@ -81,13 +72,11 @@ def price_drivers(settings: PriceDriverSettings) -> dict[str, Any]:
         corpus = prepared.refs["corpus"]
         model_path = settings.model.path
         if model_path is None:
-            trained = run.stages.run(
-                fine_tune_stage,
-                rows=prepared.refs["train"],
-                base_model=_base_model(settings),
-                config=settings.model.train_config(),
-                # A string, not a Path: the cache key must not hash the models it will hold.
-                models_dir=str(run.workdir / "models"),
+            trained = fine_tune(
+                run,
+                prepared.refs["train"],
+                settings.model.base_model,
+                settings.model.train_config(),
                 task="regression",
                 name="price",
                 stage="train_price_model",

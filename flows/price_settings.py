@@ -13,8 +13,7 @@ from flows.config_files import (
     TrackingSettings,
     load_config_file,
 )
-from flows.settings import EncodeSettings, IndexSettings, MethodConfig
-from flows.train_settings import OptimiserSettings
+from flows.settings import EncodeSettings, IndexSettings, MethodConfig, OptimiserSettings
 from xattr.models.loading import ModelSpec
 from xattr.reporting.phrases import AttributeRule
 from xattr.training.trainer import TrainConfig

@@ -32,17 +32,19 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.filesystems import LocalFileSystem
 from prefect.runtime import flow_run as prefect_flow_run
 
-from flows.config_files import FlowSettingsBase
+from flows.config_files import FlowSettingsBase, base_model_path
 from flows.settings import AttributionSettings
 from storage import ArtifactRef
 from tasks import tracking
 from tasks.attribute import attribute_stage
 from tasks.evaluate import evaluate_stage
+from tasks.fine_tune import CorpusFile, fine_tune_stage
 from tasks.results import RunContext, Shard, StageResult
 from tasks.shards import merge_shards_stage
 from xattr.methods import method_requirements
 from xattr.models.loading import ModelSpec
 from xattr.neighbours.selection import NeighbourRequest
+from xattr.training.trainer import TrainConfig
 
 
 def new_run_id() -> str:
@@ -246,6 +248,23 @@ class MethodRun:
         return self.evaluated.metrics
 
 
+def fine_tune(
+    run: FlowRun, rows: ArtifactRef | CorpusFile, base_model: str | None, config: TrainConfig, **options: Any
+) -> StageResult:
+    """The fine-tune stage (``tasks.fine_tune``): models under ``<workdir>/models``, reused while unchanged.
+
+    Args:
+        run: The flow run.
+        rows: The training rows (an artifact, or a corpus file).
+        base_model: The pretrained encoder (``None``: all-MiniLM-L6-v2).
+        config: The trainer's settings.
+        options: More ``fine_tune_stage`` arguments (``task``, ``num_labels``, ``name``, ``stage``,
+            ``output_dir``).
+    """
+    options.setdefault("models_dir", str(run.workdir / "models"))  # a string: the key must not hash the models
+    return run.stages.run(fine_tune_stage, rows=rows, base_model=base_model_path(base_model), config=config, **options)
+
+
 #: The neighbour index (embeddings, index) that serves a method's neighbour request.
 IndexFor = Callable[[NeighbourRequest], tuple[ArtifactRef, ArtifactRef]]
 
@@ -327,6 +346,7 @@ __all__ = [
     "MethodRun",
     "StageRunner",
     "attribute_and_evaluate",
+    "fine_tune",
     "flow_run",
     "new_run_id",
     "publish_markdown",

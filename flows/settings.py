@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ from xattr.methods import get_method
 from xattr.models.loading import ModelSpec
 from xattr.models.targets import TargetPolicy
 from xattr.neighbours.index import IndexParams, IndexType
+from xattr.training.trainer import TrainConfig
 from xattr.types import ReplacementPolicy, TaskName
 
 
@@ -49,16 +51,65 @@ class CorpusSettings(StrictSettings):
         )
 
 
-class ModelSettings(StrictSettings):
-    """The fine-tuned model to explain."""
+class OptimiserSettings(StrictSettings):
+    """The fine-tuning recipe every flow that trains shares; :meth:`train_config` is the one way to the trainer.
 
-    path: str = Field(description="local model directory or Hugging Face hub id")
+    Flows subclass it with their own defaults and extra fields (fields that are not
+    ``xattr.training.trainer.TrainConfig`` fields are not passed on).
+    """
+
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(1e-4, gt=0)
+    head_learning_rate: float = Field(1e-3, gt=0, description="classification head and pooler")
+    max_length: int = Field(128, ge=2, description="longest input in word pieces")
+    seed: int = 0
+    device: str | None = Field(None, description="cuda, cpu, or empty for CUDA when available")
+
+    def train_config(self, **fixed: Any) -> TrainConfig:
+        """The trainer's settings: this model's fields that ``TrainConfig`` has, then ``fixed`` on top."""
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        values = {k: v for k, v in self.model_dump().items() if k in names and k != "ldav"}
+        return TrainConfig(**(values | fixed))
+
+
+class FineTuneSettings(OptimiserSettings):
+    """Fine-tune ``base_model`` on the corpus first and explain the result (reused while nothing changed).
+
+    The corpus' label column holds the training targets. The model directory goes to
+    ``<workdir>/models/<name>-<content hash>`` and is reused while the base model, the corpus file
+    and these settings are unchanged.
+    """
+
+    base_model: str | None = Field(None, description="pretrained encoder directory; default all-MiniLM-L6-v2")
+    epochs: int = Field(2, ge=1)
+    num_labels: int | None = Field(None, ge=1, description="classes or labels; default: from the corpus labels")
+    patience: int | None = Field(None, ge=1, description="stop after this many epochs without improvement")
+    log_target: bool = Field(False, description="regression: train on log(label) (prices)")
+    validation_fraction: float | None = Field(0.1, ge=0.0, lt=1.0, description="share of the corpus held out")
+    split_seed: int | None = Field(None, description="seed of the hold-out split (default: seed)")
+
+
+class ModelSettings(StrictSettings):
+    """The fine-tuned model to explain, or the fine-tuning that makes it."""
+
+    path: str | None = Field(None, description="local model directory or Hugging Face hub id")
+    fine_tune: FineTuneSettings | None = Field(None, description="fine-tune a model on the corpus instead of `path`")
     task: TaskName | None = Field(None, description="inferred from the model config when omitted")
     trust_remote_code: bool = False
     max_length: int | None = Field(None, ge=2, description="longest input in word pieces; longer texts are truncated")
     device: str | None = Field(None, description="cuda, cpu, or empty for CUDA when available")
 
+    @model_validator(mode="after")
+    def _path_or_fine_tune(self) -> ModelSettings:
+        if (self.path is None) == (self.fine_tune is None):
+            raise ValueError("give either model.path (a fine-tuned model) or model.fine_tune (train one here)")
+        return self
+
     def spec(self) -> ModelSpec:
+        """The model to load; with ``fine_tune`` only after the flow replaced it by the trained path."""
+        if self.path is None:
+            raise ValueError("model.path is unknown until model.fine_tune has run")
         return ModelSpec(self.path, self.task, self.trust_remote_code, self.max_length, self.device)
 
 
@@ -261,4 +312,6 @@ def load_settings(path: Path | str, overrides: dict[str, Any] | None = None) -> 
         SettingsError: Missing or unreadable file, invalid YAML, or invalid values (the message
             names the file and each offending field).
     """
-    return load_config_file(ExplainSettings, path, overrides, files=("corpus.path",), models=("model.path",))
+    return load_config_file(
+        ExplainSettings, path, overrides, files=("corpus.path",), models=("model.path", "model.fine_tune.base_model")
+    )

@@ -13,11 +13,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.runtime import flow_run, new_run_id, publish_markdown
+from flows.runtime import fine_tune, flow_run, new_run_id, publish_markdown
 from flows.train_settings import TrainSettings
 from storage.text_files import write_text_file
 from tasks import tracking
-from tasks.fine_tune import CorpusFile, fine_tune_stage
+from tasks.fine_tune import CorpusFile
 from tasks.train_model import log_directory, log_history, training_summary
 from xattr.training.trainer import LdavConfig, TrainConfig
 
@@ -72,13 +72,13 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         uri, parent = run.tracking_uri, run.parent_run_id
         logger.info("train run %s: model -> %s", run_id, output_dir)
         corpus = settings.corpus
-        trained = run.stages.run(
-            fine_tune_stage,
-            rows=CorpusFile(
+        trained = fine_tune(
+            run,
+            CorpusFile(
                 corpus.path, corpus.columns(), settings.split.validation_path, corpus.empty_texts, corpus.missing_labels
             ),
-            base_model=Path(settings.base_model),
-            config=train_config(settings),
+            settings.base_model,
+            train_config(settings),
             task=settings.task,
             stage=f"train-{settings.name}",
             output_dir=str(output_dir),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,8 +13,7 @@ from flows.config_files import (
     TrackingSettings,
     load_config_file,
 )
-from flows.settings import CorpusSettings
-from xattr.training.trainer import TrainConfig
+from flows.settings import CorpusSettings, OptimiserSettings
 from xattr.types import TaskName
 
 
@@ -25,28 +23,6 @@ class SplitSettings(StrictSettings):
     validation_path: Path | None = Field(None, description="a separate validation file (same columns)")
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="held out of the corpus when no file")
     seed: int = Field(0, description="seed of the hold-out split")
-
-
-class OptimiserSettings(StrictSettings):
-    """The fine-tuning recipe every flow that trains shares; :meth:`train_config` is the one way to the trainer.
-
-    Flows subclass it with their own defaults and extra fields (fields that are not
-    ``xattr.training.trainer.TrainConfig`` fields are not passed on).
-    """
-
-    epochs: int = Field(3, ge=1)
-    batch_size: int = Field(32, ge=1)
-    learning_rate: float = Field(1e-4, gt=0)
-    head_learning_rate: float = Field(1e-3, gt=0, description="classification head and pooler")
-    max_length: int = Field(128, ge=2, description="longest input in word pieces")
-    seed: int = 0
-    device: str | None = Field(None, description="cuda, cpu, or empty for CUDA when available")
-
-    def train_config(self, **fixed: Any) -> TrainConfig:
-        """The trainer's settings: this model's fields that ``TrainConfig`` has, then ``fixed`` on top."""
-        names = {f.name for f in dataclasses.fields(TrainConfig)}
-        values = {k: v for k, v in self.model_dump().items() if k in names and k != "ldav"}
-        return TrainConfig(**(values | fixed))
 
 
 class TrainingSettings(OptimiserSettings):

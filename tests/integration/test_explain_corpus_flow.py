@@ -263,3 +263,39 @@ def test_every_registered_method_runs_from_config(
     children = _children(client, summary["mlflow_run_id"])
     assert children["attribute-shap_grad_ref"].data.metrics["neighbours_max"] == 10
     assert "neighbours_max" not in children["attribute-shap_grad"].data.metrics
+
+
+def test_model_fine_tune_trains_on_the_corpus_as_a_recorded_stage_and_reuses_the_model(
+    harness, tmp_path: Path, corpus_csv: Path, tiny_classifier_dir: Path
+) -> None:
+    fine_tune = {"base_model": str(tiny_classifier_dir), "epochs": 1, "batch_size": 8, "max_length": 16}
+    settings = _settings(tmp_path / "work", corpus_csv, tiny_classifier_dir)
+    settings = settings.model_copy(
+        update={"model": settings.model.model_validate({"fine_tune": fine_tune, "task": "classification"})}
+    )
+    first = explain_corpus(settings)
+    trained = Path(first["fine_tune"]["path"])
+    assert trained.parent == tmp_path / "work" / "models" and (trained / "model.safetensors").is_file()
+    assert first["fine_tune"]["reused"] is False and first["fine_tune"]["train_rows"] == 14  # 10% held out
+    client = MlflowClient(first["tracking_uri"])
+    children = _children(client, first["mlflow_run_id"])
+    assert set(children) == STAGES | {"fine_tune"}
+    assert children["fine_tune"].data.params["model_path"] == str(trained)
+    # The explained model is the one just trained, not the base model.
+    untrained = explain_corpus(_settings(tmp_path / "base", corpus_csv, tiny_classifier_dir))
+    assert untrained["metrics"]["simple_grad"]["aopc"] != first["metrics"]["simple_grad"]["aopc"]
+    second = explain_corpus(settings)
+    assert second["fine_tune"]["path"] == str(trained) and second["fine_tune"]["reused"] is True
+    assert second["cache_hits"] == len(STAGES) + 1
+    assert second["metrics"] == first["metrics"]
+
+
+def test_model_needs_a_path_or_a_fine_tune_section(tmp_path: Path, corpus_csv: Path) -> None:
+    base = {"workdir": str(tmp_path), "corpus": {"path": str(corpus_csv)}}
+    with pytest.raises(ValueError, match="give either model.path"):
+        ExplainSettings.model_validate({**base, "model": {}})
+    with pytest.raises(ValueError, match="give either model.path"):
+        ExplainSettings.model_validate({**base, "model": {"path": "m", "fine_tune": {}}})
+    settings = ExplainSettings.model_validate({**base, "model": {"fine_tune": {}}})
+    with pytest.raises(ValueError, match="model.path is unknown until model.fine_tune has run"):
+        settings.model.spec()
