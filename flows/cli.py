@@ -209,8 +209,9 @@ def train(
     from flows.train import train as train_flow
     from flows.train_settings import load_train_settings
 
-    settings = _load_config(load_train_settings, config, workdir)
-    summary = _run_flow(train_flow, settings, FileExistsError, FileNotFoundError)
+    summary = _run_flow(
+        train_flow, _load_config(load_train_settings, config, workdir), FileExistsError, FileNotFoundError
+    )
     table = Table(title=f"Validation metrics of the best epoch ({summary['best_epoch']} of {summary['epochs_run']})")
     table.add_column("metric")
     table.add_column("value")

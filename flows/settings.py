@@ -11,7 +11,6 @@ from pydantic import Field, field_validator, model_validator
 from flows.config_files import (
     FlowSettingsBase,
     StrictSettings,
-    TrackingSettings,
     load_config_file,
     removal_fractions,
 )
@@ -284,7 +283,6 @@ class ExplainSettings(FlowSettingsBase):
     index: IndexSettings = Field(default_factory=IndexSettings)
     attribution: AttributionSettings = Field(default_factory=AttributionSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
-    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     heads: HeadsSettings = Field(default_factory=HeadsSettings)
     sharding: ShardingSettings = Field(default_factory=ShardingSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)

@@ -10,7 +10,6 @@ from pydantic import Field, model_validator
 from flows.config_files import (
     FlowSettingsBase,
     StrictSettings,
-    TrackingSettings,
     load_config_file,
 )
 from flows.settings import CorpusSettings, OptimiserSettings
@@ -68,7 +67,6 @@ class TrainSettings(FlowSettingsBase):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     ldav: LdavSettings = Field(default_factory=LdavSettings)
     concepts: ConceptSettings = Field(default_factory=ConceptSettings)
-    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainSettings:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from xattr.data.files import existing_file
+
 CLASSES: tuple[str, ...] = ("World", "Sports", "Business", "Sci/Tech")
 _BARE_ENTITY = re.compile(r"(?<!&)#(\d+);")
 
@@ -39,10 +41,8 @@ def read_ag_news(path: Path | str) -> pd.DataFrame:
     Raises:
         AgNewsError: Missing file, wrong column count, a class outside 1-4 or an empty text.
     """
-    path = Path(path)
+    path = existing_file(path, what="AG News file", error=AgNewsError)
     name = str(path)
-    if not path.is_file():
-        raise AgNewsError(f"AG News file {name!r} does not exist")
     raw = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
     if raw.shape[1] != 3:
         raise AgNewsError(f"AG News file {name!r}: expected 3 columns (class, title, description), got {raw.shape[1]}")

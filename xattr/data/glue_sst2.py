@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from xattr.data.files import read_text_lines
+
 TEXT_COLUMN = "sentence"
 LABEL_COLUMN = "label"
 
@@ -39,14 +41,8 @@ def read_glue_sst2(path: Path | str) -> pd.DataFrame:
         GlueSst2Error: Missing or unreadable file, missing header column, a row with too few
             fields, an empty sentence, or a label other than 0/1; the message names file and row.
     """
-    path = Path(path)
     name = str(path)
-    if not path.is_file():
-        raise GlueSst2Error(f"GLUE SST-2 file {name!r} does not exist")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GlueSst2Error(f"GLUE SST-2 file {name!r} cannot be read: {exc}") from exc
+    lines = read_text_lines(path, what="GLUE SST-2 file", error=GlueSst2Error)
     if not lines or not lines[0].strip():
         raise GlueSst2Error(f"GLUE SST-2 file {name!r} has no header; expected 'sentence<TAB>label'")
     header = [h.strip() for h in lines[0].split("\t")]

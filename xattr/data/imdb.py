@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from xattr.data.files import existing_file
+
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 
 
@@ -29,10 +31,8 @@ def read_imdb(path: Path | str) -> pd.DataFrame:
     Raises:
         ImdbError: Missing file or column, a label other than 0/1, or an empty review.
     """
-    path = Path(path)
+    path = existing_file(path, what="IMDB file", error=ImdbError)
     name = str(path)
-    if not path.is_file():
-        raise ImdbError(f"IMDB file {name!r} does not exist")
     raw = pd.read_csv(path, dtype=str, keep_default_na=False, compression="infer")
     for column in ("review_id", "rating", "label", "text"):
         if column not in raw.columns:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from xattr.data.files import read_text_lines
+
 #: PTB escapes used in the SST trees and the characters they stand for.
 PTB_UNESCAPES: dict[str, str] = {
     "-LRB-": "(",
@@ -173,14 +175,8 @@ def read_sst(path: Path | str, *, fine_grained: bool = False, binary_drop_neutra
         SstError: Missing or unreadable file, a malformed tree (named by file and line), or no
             trees at all.
     """
-    path = Path(path)
     name = str(path)
-    if not path.is_file():
-        raise SstError(f"SST file {name!r} does not exist")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SstError(f"SST file {name!r} cannot be read: {exc}") from exc
+    lines = read_text_lines(path, what="SST file", error=SstError)
     records: list[dict[str, object]] = []
     trees = 0
     for number, line in enumerate(lines, start=1):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from xattr.data.files import existing_file
 from xattr.data.gold_spans import find_phrase, merge_spans
 
 
@@ -27,9 +28,7 @@ def read_relations(path: Path | str) -> list[str]:
     Raises:
         WebNlgError: Missing file or an unknown layout.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise WebNlgError(f"WebNLG relation file {str(path)!r} does not exist")
+    path = existing_file(path, what="WebNLG relation file", error=WebNlgError)
     data = json.loads(path.read_text(encoding="utf-8"))
     mapping = data[-1] if isinstance(data, list) and data else data
     if not isinstance(mapping, dict) or not all(isinstance(v, int) for v in mapping.values()):
@@ -58,10 +57,8 @@ def read_webnlg(path: Path | str, relations: list[str] | None = None) -> pd.Data
     Raises:
         WebNlgError: Missing or malformed file, an unknown relation (named with the record).
     """
-    path = Path(path)
+    path = existing_file(path, what="WebNLG file", error=WebNlgError)
     name = str(path)
-    if not path.is_file():
-        raise WebNlgError(f"WebNLG file {name!r} does not exist")
     if relations is None:
         relations = read_relations(path.parent / "rel2id.json")
     rel_id = {r: i for i, r in enumerate(relations)}

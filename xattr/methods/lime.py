@@ -9,7 +9,7 @@ from pydantic import Field
 
 from xattr.methods.base import AttributionMethod, MethodParams, register_method, row_generator
 from xattr.methods.context import MethodContext
-from xattr.methods.substitution import TokenReplacement, content_positions, replacement_token, substituted_outputs
+from xattr.methods.substitution import TokenReplacement, content_positions, substituted_outputs
 from xattr.models.encoding import Batch
 from xattr.models.loading import LoadedModel
 
@@ -84,7 +84,6 @@ class Lime(AttributionMethod[LimeParams]):
     ) -> torch.Tensor:
         """Scores ``(batch, seq)``; special and padding positions score 0."""
         p = self.params
-        token = replacement_token(loaded, p.replacement)
         content = content_positions(loaded, batch)
         lengths = batch.attention_mask.sum(dim=1).tolist()
         masks: dict[int, torch.Tensor] = {}
@@ -96,7 +95,7 @@ class Lime(AttributionMethod[LimeParams]):
             z = lime_samples(p.seed, ids, p.samples, len(positions))  # (samples, features)
             masks[row] = z
             variants += [(row, [positions[j] for j in torch.nonzero(s == 0).flatten().tolist()]) for s in z]
-        outputs = substituted_outputs(loaded, batch, targets, variants, token, p.rows_per_pass)  # (variants,)
+        outputs = substituted_outputs(loaded, batch, targets, variants, p.replacement, p.rows_per_pass)  # (variants,)
         scores = torch.zeros(batch.input_ids.shape, dtype=torch.float64)  # (batch, seq)
         start = 0
         for row, z in masks.items():

@@ -11,7 +11,6 @@ from xattr.methods.substitution import (
     TokenReplacement,
     content_positions,
     original_outputs,
-    replacement_token,
     substituted_outputs,
 )
 from xattr.models.encoding import Batch
@@ -49,15 +48,14 @@ class Occlusion(AttributionMethod[OcclusionParams]):
         self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
     ) -> torch.Tensor:
         """Scores ``(batch, seq)``; special and padding positions score 0."""
-        p = self.params
-        token = replacement_token(loaded, p.replacement)
-        content = content_positions(loaded, batch)
         windows: list[tuple[int, list[int]]] = []
-        for row, positions in enumerate(content):
-            width = min(p.window, len(positions))
+        for row, positions in enumerate(content_positions(loaded, batch)):
+            width = min(self.params.window, len(positions))
             windows += [(row, positions[s : s + width]) for s in range(len(positions) - width + 1) if width]
         base = original_outputs(loaded, batch, targets)  # (batch,)
-        outputs = substituted_outputs(loaded, batch, targets, windows, token, p.rows_per_pass)  # (windows,)
+        outputs = substituted_outputs(
+            loaded, batch, targets, windows, self.params.replacement, self.params.rows_per_pass
+        )  # (windows,)
         total = torch.zeros(batch.input_ids.shape, dtype=base.dtype, device=base.device)  # (batch, seq)
         count = torch.zeros_like(total)
         for (row, positions), value in zip(windows, outputs, strict=True):

@@ -60,7 +60,7 @@ def substituted_outputs(
     batch: Batch,
     targets: torch.Tensor,
     variants: Sequence[tuple[int, Sequence[int]]],
-    replacement: int,
+    replacement: TokenReplacement,
     rows_per_pass: int,
 ) -> torch.Tensor:
     """The explained output of many perturbed copies of batch rows, several texts per forward pass.
@@ -69,13 +69,14 @@ def substituted_outputs(
         loaded: The model (eval mode).
         batch: Padded inputs on the model's device, ``(batch, seq)``.
         targets: ``(batch,)`` output index per row.
-        variants: ``(row, positions)``: a copy of ``row`` with ``positions`` set to ``replacement``.
-        replacement: The replacing token id.
+        variants: ``(row, positions)``: a copy of ``row`` with ``positions`` replaced.
+        replacement: The replacing token (:func:`replacement_token`).
         rows_per_pass: Copies per forward pass.
 
     Returns:
         ``(len(variants),)`` outputs, in the order of ``variants``.
     """
+    token = replacement_token(loaded, replacement)
     outputs = []
     for start in range(0, len(variants), rows_per_pass):
         chunk = variants[start : start + rows_per_pass]
@@ -84,7 +85,7 @@ def substituted_outputs(
         replaced = torch.zeros_like(ids, dtype=torch.bool)
         for k, (_, positions) in enumerate(chunk):
             replaced[k, list(positions)] = True
-        ids[replaced] = replacement
+        ids[replaced] = token
         output = loaded.model(
             input_ids=ids, attention_mask=batch.attention_mask[rows], token_type_ids=batch.token_type_ids[rows]
         )

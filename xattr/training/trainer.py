@@ -59,17 +59,6 @@ from xattr.training.recipe import (
 )
 from xattr.types import TaskName, TrainingProgress
 
-__all__ = [
-    "TRAINING_REPORT",
-    "EpochRecord",
-    "LdavConfig",
-    "TrainConfig",
-    "TrainResult",
-    "TrainingRows",
-    "load_train_result",
-    "train_model",
-]
-
 logger = logging.getLogger(__name__)
 
 #: The training report saved in every model directory: :meth:`TrainResult.to_dict` as JSON.
