@@ -36,5 +36,6 @@ class TokenAttribution:
     target: int
     scores: np.ndarray
 
+
 #: ``progress(step, total_steps, loss)`` after every optimiser step of fine-tuning (``step`` from 1).
 TrainingProgress = Callable[[int, int, float], None]

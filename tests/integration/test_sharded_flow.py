@@ -138,3 +138,15 @@ def test_thread_runner_runs_shards_in_parallel_with_the_same_results(
     threaded = explain_corpus_with_runner(settings)
     assert sum("-shard-" in s["stage"] for s in threaded["stages"]) == 4 * 4
     assert_same_results(threaded, whole, ["simple_grad", "random", "lafa"])
+
+
+def test_shards_running_in_parallel_on_one_model_give_the_whole_run_for_hooked_methods(
+    harness, tmp_path: Path, corpus_csv: Path, tiny_classifier_dir: Path
+) -> None:
+    # LRP attaches hooks to the (shared, cached) model and the attention family switches its attention
+    # implementation: shards explained at the same time in worker threads must not see each other's.
+    methods = [{"name": "lrp"}, {"name": "lrp_rollout"}, {"name": "raw_attention"}]
+    labels = [m["name"] for m in methods]
+    whole = explain_corpus(settings_for(tmp_path / "whole", corpus_csv, tiny_classifier_dir, None, methods))
+    sharded = explain_corpus(settings_for(tmp_path / "sharded", corpus_csv, tiny_classifier_dir, 3, methods))
+    assert_same_results(sharded, whole, labels)

@@ -32,6 +32,7 @@ import torch
 
 from xattr.heads.masks import HeadMasks
 from xattr.heads.parsing import CORE_RELATIONS, Arc, Parser, core_arcs, load_parser, parse_texts
+from xattr.models.attention import AttentionUnavailableError, eager_attention
 from xattr.models.encoding import EncodedText, collate, encode_texts
 from xattr.models.forward import pad_id
 from xattr.models.loading import LoadedModel
@@ -49,33 +50,13 @@ class HeadStatisticsError(ValueError):
 
 
 @contextlib.contextmanager
-def eager_attention(model: Any) -> Iterator[None]:
-    """Run ``model`` with eager attention inside the block, restoring its implementation after.
-
-    Only eager attention returns attention weights (``sdpa`` silently returns none).
-
-    Raises:
-        HeadStatisticsError: The model cannot switch to eager attention at run time.
-    """
-    config = model.config
-    previous = getattr(config, "_attn_implementation", None)
-    if previous in (None, "eager"):
-        yield
-        return
-    setter = getattr(model, "set_attn_implementation", None)
-    if setter is not None:
-        setter("eager")
-    if getattr(config, "_attn_implementation", None) != "eager":
-        if setter is not None:
-            setter(previous)
-        raise HeadStatisticsError(
-            f"the model uses {previous!r} attention, which returns no attention weights, and cannot switch at run "
-            'time; load it with attn_implementation="eager"'
-        )
+def _eager_attention(model: Any) -> Iterator[None]:
+    """:func:`xattr.models.attention.eager_attention`, its refusal raised as this module's error type."""
     try:
-        yield
-    finally:
-        setter(previous)
+        with eager_attention(model):
+            yield
+    except AttentionUnavailableError as exc:
+        raise HeadStatisticsError(str(exc)) from exc
 
 
 @dataclass
@@ -276,7 +257,7 @@ def mine_head_statistics(
         )
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     pad = pad_id(loaded)
-    with eager_attention(loaded.model), torch.inference_mode():
+    with _eager_attention(loaded.model), torch.inference_mode():
         for begin in range(0, len(order), batch_size):
             indices = order[begin : begin + batch_size]
             batch = collate(encoded, indices, pad).to(loaded.device)

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from xattr.lrp.engine import (
     DEFAULT_EPSILON,
-    EagerAttentionError,
     LinearRule,
     LrpSession,
     Relevance,
     attention_gradients,
-    eager_attention,
     lrp_rules,
     model_inputs,
     propagate_relevance,
@@ -28,7 +26,6 @@ from xattr.lrp.rules import AttentionValueRule, EpsilonRule, HeadGate, IdentityR
 __all__ = [
     "DEFAULT_EPSILON",
     "AttentionValueRule",
-    "EagerAttentionError",
     "EncoderLayout",
     "EpsilonRule",
     "HeadGate",
@@ -41,7 +38,6 @@ __all__ = [
     "PositiveRule",
     "Relevance",
     "attention_gradients",
-    "eager_attention",
     "encoder_layout",
     "gates_from_groups",
     "head_groups",

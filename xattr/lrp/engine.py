@@ -33,6 +33,7 @@ from xattr.lrp.rules import (
     PositiveRule,
     stabilised,
 )
+from xattr.models.attention import AttentionUnavailableError, eager_attention
 from xattr.models.forward import frozen_parameters
 
 #: Default stabiliser of the epsilon rule.
@@ -40,33 +41,6 @@ DEFAULT_EPSILON = 1e-9
 
 #: The rule for linear layers: ``epsilon`` (Bach et al. 2015) or ``positive`` (Mask-LRP Eq. 4).
 LinearRule = Literal["epsilon", "positive"]
-
-
-class EagerAttentionError(RuntimeError):
-    """The model cannot run eager attention, which LRP and attention gradients need."""
-
-
-@contextmanager
-def eager_attention(model: nn.Module) -> Iterator[None]:
-    """Run the model with eager attention inside the block; the previous implementation is restored.
-
-    Raises:
-        EagerAttentionError: The model uses another implementation and cannot switch.
-    """
-    config = model.config
-    previous = getattr(config, "_attn_implementation", "eager")
-    if previous in (None, "eager"):
-        yield
-        return
-    if not hasattr(model, "set_attn_implementation"):
-        raise EagerAttentionError(
-            f"model runs {previous!r} attention and cannot switch to eager; load it with attn_implementation='eager'"
-        )
-    model.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(previous)
 
 
 @dataclass
@@ -145,7 +119,7 @@ def lrp_rules(
 
     Raises:
         LrpUnsupportedModelError: Not a supported encoder.
-        EagerAttentionError: The model cannot run eager attention.
+        AttentionUnavailableError: The model cannot run eager attention.
         ValueError: ``gates`` has the wrong number of layers.
     """
     layout = encoder_layout(model)
@@ -415,7 +389,7 @@ def attention_gradients(
         selected = out.logits.gather(1, targets.view(-1, 1)).squeeze(1)
         attentions = tuple(out.attentions)
         if not attentions or any(a is None for a in attentions):
-            raise EagerAttentionError("the model returned no attention weights; it must run eager attention")
+            raise AttentionUnavailableError("the model returned no attention weights; it must run eager attention")
         grads = torch.autograd.grad(selected.sum(), attentions)
     return tuple(g.detach() for g in grads)
 

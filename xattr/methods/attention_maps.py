@@ -1,59 +1,23 @@
 """Attention maps, hidden states and their gradients in one pass, for the attention family.
 
 Shared by ``raw_attention``, ``rollout``, ``gae``, ``cam``, ``grad_cam`` and ``attcat``.
-Attention probabilities are read with ``output_attentions=True``, which only the ``eager``
-attention implementation returns (``sdpa`` and flash kernels never materialise them):
-:func:`eager_attention` switches a model to eager inside a ``with`` block and restores its
-implementation on exit, also after an error. Gradients with respect to the returned attention maps
+Attention probabilities are read with ``output_attentions=True`` inside
+:func:`xattr.models.attention.eager_attention`. Gradients with respect to the returned attention maps
 and hidden states are taken with ``torch.autograd.grad`` on those very tensors (they are the ones
 the forward pass used; dropout is the identity in eval mode), so no hook is registered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
 from xattr.methods.gradients import selected_outputs, word_embeddings
+from xattr.models.attention import AttentionUnavailableError, eager_attention
 from xattr.models.encoding import Batch
 from xattr.models.forward import frozen_parameters, output_logits
 from xattr.models.loading import LoadedModel
-
-
-class AttentionUnavailableError(RuntimeError):
-    """The model cannot return attention weights (the message names the model and its implementation)."""
-
-
-def attention_implementation(model: torch.nn.Module) -> str:
-    """The model's attention implementation (``eager``, ``sdpa``, ...)."""
-    return str(getattr(model.config, "_attn_implementation", None) or "eager")
-
-
-@contextmanager
-def eager_attention(model: torch.nn.Module) -> Iterator[None]:
-    """Run the block with eager attention so that attention weights are returned.
-
-    Raises:
-        AttentionUnavailableError: The model uses another implementation and cannot switch.
-    """
-    previous = attention_implementation(model)
-    if previous == "eager":
-        yield
-        return
-    switch = getattr(model, "set_attn_implementation", None)
-    if switch is None:
-        raise AttentionUnavailableError(
-            f"model {type(model).__name__} uses {previous!r} attention, which returns no attention weights, and "
-            "cannot switch to 'eager'; load it with attn_implementation='eager' (need_attentions=True)"
-        )
-    switch("eager")
-    try:
-        yield
-    finally:
-        switch(previous)
 
 
 @dataclass(frozen=True)

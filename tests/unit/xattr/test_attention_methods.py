@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from xattr.methods import attribute_corpus, get_method
-from xattr.methods.attention_maps import AttentionUnavailableError, attention_implementation, eager_attention
+from xattr.models.attention import AttentionUnavailableError, attention_implementation, eager_attention
 from xattr.models.encoding import encode_texts
 from xattr.models.loading import load_model
 

@@ -13,7 +13,7 @@ from spacy.tokens import Doc
 from xattr.heads.masks import HeadMasks
 from xattr.heads.parsing import core_arcs, token_pieces
 from xattr.heads.plot import head_mask_codes, head_masks_png
-from xattr.heads.statistics import HeadStatisticsError, eager_attention, mine_head_statistics
+from xattr.heads.statistics import HeadStatisticsError, mine_head_statistics
 from xattr.heads.table import masks_from_table, statistics_table
 from xattr.models.encoding import encode_texts
 from xattr.models.loading import from_modules
@@ -251,9 +251,9 @@ def test_model_without_attention_weights_is_refused(tiny_tokenizer) -> None:
 
 def test_sdpa_model_that_cannot_switch_is_refused(tiny_tokenizer) -> None:
     model = FakeAttentionModel({}, implementation="sdpa")
+    loaded = from_modules(model, tiny_tokenizer, task="classification")
     with pytest.raises(HeadStatisticsError, match="uses 'sdpa' attention.*attn_implementation=\"eager\""):
-        with eager_attention(model):
-            pass
+        mine_head_statistics(loaded, [TEXT_1], parser=FakeParser({TEXT_1: doc_1()}))
 
 
 def test_sdpa_bert_is_switched_to_eager_and_restored(tiny_tokenizer) -> None:
