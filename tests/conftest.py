@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -58,6 +59,18 @@ def save_tiny_model(directory: Path, num_labels: int = 2, *, seed: int = 0, **co
         setattr(model.config, key, value)
     model.save_pretrained(directory, safe_serialization=True)
     return directory
+
+
+class RecordingProgress:
+    """Stands in for ``tasks.progress.StageProgress`` (which reports to a Prefect server) and records the calls."""
+
+    calls: ClassVar[list[tuple[int, int]]] = []
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def __call__(self, done: int, total: int) -> None:
+        self.calls.append((done, total))
 
 
 @pytest.fixture(scope="session")

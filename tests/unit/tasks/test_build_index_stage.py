@@ -13,19 +13,8 @@ from prefect.logging import disable_run_logger
 import tasks.build_index as stage_module
 from storage import ArtifactStore, read_artifact, read_index
 from tasks.results import RunContext
+from tests.conftest import RecordingProgress
 from xattr.neighbours.index import IndexParams, build_index, measure_recall, nearest_neighbours
-
-
-class _Progress:
-    """Stands in for StageProgress (which reports to a Prefect server) and records the calls."""
-
-    calls: list[tuple[int, int]] = []
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-
-    def __call__(self, done: int, total: int) -> None:
-        self.calls.append((done, total))
 
 
 def _embeddings(tmp_path: Path, vectors: np.ndarray) -> object:
@@ -45,7 +34,7 @@ def _embeddings(tmp_path: Path, vectors: np.ndarray) -> object:
 
 
 def test_hnsw_stage_writes_index_neighbours_and_recall(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stage_module, "StageProgress", _Progress)
+    monkeypatch.setattr(stage_module, "StageProgress", RecordingProgress)
     rng = np.random.default_rng(3)
     vectors = (rng.standard_normal((8, 16)) * 4)[rng.integers(0, 8, 600)] + rng.standard_normal((600, 16))
     vectors = vectors.astype(np.float32)
@@ -63,7 +52,7 @@ def test_hnsw_stage_writes_index_neighbours_and_recall(tmp_path: Path, monkeypat
     assert result.metrics["recall_at_10"] == manifest["recall_at_10"] == expected
     assert 0.9 < expected <= 1.0
     assert result.params["index_type"] == "hnsw" and result.params["index.ef_search"] == "16"
-    assert _Progress.calls[-1] == (600, 600)
+    assert RecordingProgress.calls[-1] == (600, 600)
 
     table = read_artifact(result.refs["neighbours"]).to_pandas()
     _, ids = nearest_neighbours(index, vectors, 5)

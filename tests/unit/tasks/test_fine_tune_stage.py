@@ -14,7 +14,7 @@ from prefect.logging import disable_run_logger
 import tasks.fine_tune as stage_module
 from storage import ArtifactStore
 from tasks.fine_tune import CorpusFile, fine_tune_stage, fine_tune_summary
-from tests.conftest import save_tiny_model
+from tests.conftest import RecordingProgress, save_tiny_model
 from xattr.data.corpus import CorpusColumns
 from xattr.training.trainer import TRAINING_REPORT, TrainConfig, load_train_result
 
@@ -22,19 +22,9 @@ TEXTS = ["good fun movie", "bad boring plot", "great acting", "awful film", "ver
 CONFIG = TrainConfig(epochs=1, batch_size=8, max_length=16, patience=None, validation_fraction=0.25)
 
 
-class _Progress:
-    """Stands in for StageProgress (which reports to a Prefect server)."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-
-    def __call__(self, done: int, total: int) -> None:
-        pass
-
-
 @pytest.fixture(autouse=True)
 def no_server(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(stage_module, "StageProgress", _Progress)
+    monkeypatch.setattr(stage_module, "StageProgress", RecordingProgress)
     with disable_run_logger():
         yield
 
@@ -53,7 +43,9 @@ def test_same_content_is_reused_and_a_change_of_rows_settings_or_base_model_retr
     models = tmp_path / "models"
     labels = ["pos", "neg"] * 9
     rows = _corpus(tmp_path / "reviews.csv", labels)
+    RecordingProgress.calls.clear()
     first = _run(rows, base, models)
+    assert RecordingProgress.calls[-1] == (2, 2)  # 14 training rows, batches of 8, one epoch: 2 optimiser steps
     model_dir = Path(first.params["model_path"])
     assert model_dir.parent == models and model_dir.name == f"tiny-{first.params['key']}"
     assert first.metrics["reused"] == 0.0 and first.metrics["train_rows"] == 14 and first.stage == "fine_tune"
