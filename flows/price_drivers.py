@@ -38,6 +38,7 @@ def _markdown(settings: PriceDriverSettings, context: RunContext, prepared: Stag
         method=result.params["method"],
         effect=result.params["effect"],
         replacement=result.params["replacement"],
+        verdict=result.params.get("verdict"),
     )
 
 
@@ -127,6 +128,13 @@ def price_drivers(settings: PriceDriverSettings) -> dict[str, Any]:
                 "top_k": d.top_k,
                 "title": settings.title,
                 "baseline_alpha": d.baseline_alpha,
+                "stop_words": d.stop_words,
+                "numbers": d.numbers,
+                "min_word_chars": d.min_word_chars,
+                "laptop_rules_min_share": d.laptop_rules_min_share,
+                "min_r2_gain": d.min_r2_gain,
+                "max_mape_ratio": d.max_mape_ratio,
+                "show_untrusted": d.show_untrusted,
             },
         )
         markdown = _markdown(settings, context, prepared, result)
@@ -161,6 +169,7 @@ def price_drivers(settings: PriceDriverSettings) -> dict[str, Any]:
         "metrics": result.metrics,
         "catalogue": prepared.metrics,
         "price_rule": prepared.notes[0] if prepared.notes else "",
+        "verdict": result.params.get("verdict", ""),
         "cache_hits": run.stages.cache_hits,
         "stages": [r.stage for r, _ in run.stages.results],
     }

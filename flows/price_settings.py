@@ -105,6 +105,24 @@ class DriverSettings(StrictSettings):
     top_k: int = Field(15, ge=1, description="drivers per bar chart")
     seed: int = 0
     baseline_alpha: float = Field(1.0, gt=0, description="ridge penalty of the TF-IDF baseline")
+    stop_words: bool = Field(True, description="leave stop words (spaCy's English list) out of the word drivers")
+    numbers: bool = Field(True, description="leave bare numbers ('100', '2.5') out of the word drivers")
+    min_word_chars: int = Field(2, ge=1, description="shortest word driver (2: no one-character drivers)")
+    laptop_rules_min_share: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="built-in laptop rules only when processor/ram/storage match this share of listings",
+    )
+    min_r2_gain: float = Field(
+        0.0, description="trust the model only when its held-out R^2 exceeds the baseline's by more than this"
+    )
+    max_mape_ratio: float = Field(
+        1.0, gt=0, description="... and its held-out MAPE is at most this multiple of the baseline's"
+    )
+    show_untrusted: bool = Field(
+        False, description="show an untrusted model's drivers normally (under the banner); `--force` sets it"
+    )
 
     @field_validator("method")
     @classmethod

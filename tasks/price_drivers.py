@@ -121,7 +121,9 @@ def price_drivers_stage(
 
     ``options``: ``method`` (label), ``effect``, ``replacement``, ``rules`` (None: defaults),
     ``noun_chunks``, ``spacy_model``, ``min_texts``, ``confidence``, ``resamples``, ``seed``,
-    ``batch_size``, ``holdout_fraction``, ``examples``, ``top_k``, ``title``, ``baseline_alpha``.
+    ``batch_size``, ``holdout_fraction``, ``examples``, ``top_k``, ``title``, ``baseline_alpha``,
+    ``stop_words``, ``numbers``, ``min_word_chars``, ``laptop_rules_min_share``, ``min_r2_gain``,
+    ``max_mape_ratio``, ``show_untrusted`` (see :class:`xattr.reporting.price_drivers.DriverOptions`).
     """
     started = time.perf_counter()
     loaded = loaded_model(model)
@@ -174,6 +176,8 @@ def price_drivers_stage(
         metrics["baseline_r2"],
         report_path,
     )
+    if not analysis.verdict.trusted:
+        get_run_logger().warning("%s", analysis.verdict.reason)
     return StageResult(
         "price_drivers",
         {"drivers": ref},
@@ -184,6 +188,7 @@ def price_drivers_stage(
             "method": settings.method,
             "effect": settings.effect,
             "replacement": settings.replacement,
+            "verdict": analysis.verdict.reason,
         },
         time.perf_counter() - started,
     )

@@ -16,13 +16,13 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
 
-__all__ = ["LinearBaseline", "fit_linear_baseline"]
+__all__ = ["LinearBaseline", "ModelVerdict", "fit_linear_baseline", "model_verdict"]
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 
@@ -60,6 +60,88 @@ class LinearBaseline:
         order = np.argsort(-self.coef, kind="stable")
         picked = list(order[:k]) + [i for i in order[-k:] if i not in set(order[:k])]
         return [(self.vocabulary[i], float(self.coef[i])) for i in picked]
+
+    def driver_terms(
+        self, texts: Sequence[str], k: int, keep: Callable[[str], bool] = lambda term: True
+    ) -> list[dict[str, float | int | str]]:
+        """The ``k`` largest and ``k`` smallest weights among terms that ``keep`` accepts, with their reach.
+
+        Args:
+            texts: Listings the terms are counted in (the corpus).
+            k: Terms each way.
+            keep: Which terms may be drivers (the report's word filter).
+
+        Returns:
+            Records ``term, weight, listings, typical_change``, largest weight first:
+            ``listings`` contain the term; ``typical_change`` is ``weight`` times the term's median
+            TF-IDF value in those listings, the change of the predicted target (log price for
+            a log-price baseline) that the term typically makes.
+        """
+        x = sparse.csc_matrix(self.transform(texts))
+        kept = [int(i) for i in np.argsort(-self.coef, kind="stable") if keep(self.vocabulary[i])]
+        raising = [i for i in kept if self.coef[i] > 0][:k]
+        lowering = [i for i in reversed(kept) if self.coef[i] < 0][:k]
+        picked = raising + lowering[::-1]
+        out: list[dict[str, float | int | str]] = []
+        for i in picked:
+            column = x.getcol(int(i)).data
+            typical = float(np.median(column)) * float(self.coef[i]) if column.size else 0.0
+            out.append(
+                {
+                    "term": self.vocabulary[i],
+                    "weight": float(self.coef[i]),
+                    "listings": int(column.size),
+                    "typical_change": typical,
+                }
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class ModelVerdict:
+    """Whether a model's drivers can be trusted: its held-out quality against the linear baseline.
+
+    Attributes:
+        trusted: The model beats the baseline by the required margins.
+        reason: One sentence saying why (with the numbers).
+    """
+
+    trusted: bool
+    reason: str
+
+
+def model_verdict(
+    model: dict[str, float], baseline: dict[str, float], *, min_r2_gain: float = 0.0, max_mape_ratio: float = 1.0
+) -> ModelVerdict:
+    """Trust a regressor only when it is better than the linear baseline on the same held-out rows.
+
+    Args:
+        model: ``r2`` and ``mape`` of the model (:func:`xattr.reporting.price_drivers.regression_quality`).
+        baseline: The same for the baseline.
+        min_r2_gain: The model's R^2 must exceed the baseline's by more than this.
+        max_mape_ratio: The model's MAPE must be at most this multiple of the baseline's.
+
+    Returns:
+        The :class:`ModelVerdict`; a non-finite quality number is never trusted.
+    """
+    r2, b_r2, mape, b_mape = model["r2"], baseline["r2"], model["mape"], baseline["mape"]
+    numbers = f"held-out R^2 {r2:.3f} vs {b_r2:.3f} for TF-IDF + ridge, MAPE {mape:.1%} vs {b_mape:.1%}"
+    if not all(math.isfinite(v) for v in (r2, b_r2, mape, b_mape)):
+        return ModelVerdict(False, f"the model's quality cannot be compared with the baseline's ({numbers})")
+    problems = []
+    if not r2 - b_r2 > min_r2_gain:
+        problems.append(f"its R^2 does not exceed the baseline's by more than {min_r2_gain:g}")
+    if not mape <= b_mape * max_mape_ratio:
+        problems.append(
+            "its MAPE is above the baseline's"
+            if max_mape_ratio == 1.0
+            else f"its MAPE is above {max_mape_ratio:g} x the baseline's"
+        )
+    if problems:
+        return ModelVerdict(
+            False, f"The model is not better than the linear baseline: {' and '.join(problems)} ({numbers})."
+        )
+    return ModelVerdict(True, f"The model is better than the linear baseline ({numbers}).")
 
 
 def _tfidf(texts: Sequence[str], index: dict[str, int], idf: np.ndarray) -> sparse.csr_matrix:

@@ -39,8 +39,17 @@ from xattr.models.encoding import EncodedText
 from xattr.models.forward import predict_logits
 from xattr.models.loading import LoadedModel
 from xattr.models.replacement import replacement_id
-from xattr.reporting.baseline import LinearBaseline, fit_linear_baseline
-from xattr.reporting.phrases import AttributeRule, Unit, extract_units, load_spacy, noun_chunk_spans
+from xattr.reporting.baseline import LinearBaseline, ModelVerdict, fit_linear_baseline, model_verdict
+from xattr.reporting.phrases import (
+    AttributeRule,
+    RuleChoice,
+    Unit,
+    WordFilter,
+    choose_rules,
+    extract_units,
+    load_spacy,
+    noun_chunk_spans,
+)
 from xattr.types import ReplacementPolicy
 
 __all__ = [
@@ -53,6 +62,8 @@ __all__ = [
     "aggregate_drivers",
     "analyse_price_drivers",
     "driver_occurrences",
+    "drop_attribute_value_words",
+    "example_positions",
     "holdout_mask",
     "listing_units",
     "regression_quality",
@@ -418,6 +429,14 @@ class DriverOptions:
         top_k: Drivers per bar chart.
         title: Title of the report.
         baseline_alpha: Ridge penalty of the TF-IDF baseline.
+        stop_words: Whether stop words are dropped as word drivers (:class:`~xattr.reporting.phrases.WordFilter`).
+        numbers: Whether bare numbers are dropped as word drivers.
+        min_word_chars: Shortest word driver.
+        laptop_rules_min_share: Share of listings the laptop rules must match to be used when
+            ``rules`` is None (:func:`~xattr.reporting.phrases.choose_rules`).
+        min_r2_gain: The model is trusted only when its held-out R^2 exceeds the baseline's by more than this.
+        max_mape_ratio: ... and its MAPE is at most this multiple of the baseline's.
+        show_untrusted: Show an untrusted model's drivers normally (``--force``), under the red banner.
     """
 
     method: str
@@ -436,10 +455,28 @@ class DriverOptions:
     top_k: int
     title: str
     baseline_alpha: float
+    stop_words: bool
+    numbers: bool
+    min_word_chars: int
+    laptop_rules_min_share: float
+    min_r2_gain: float
+    max_mape_ratio: float
+    show_untrusted: bool
 
     def attribute_rules(self) -> tuple[AttributeRule, ...] | None:
         """The configured rules as :class:`~xattr.reporting.phrases.AttributeRule` (None: the defaults)."""
         return None if self.rules is None else tuple(AttributeRule(**r) for r in self.rules)
+
+    def rule_choice(self, texts: Sequence[str]) -> RuleChoice:
+        """The configured rules, or those :func:`~xattr.reporting.phrases.choose_rules` picks for ``texts``."""
+        configured = self.attribute_rules()
+        if configured is None:
+            return choose_rules(texts, self.laptop_rules_min_share)
+        return RuleChoice(configured, False, math.nan, self.laptop_rules_min_share)
+
+    def word_filter(self) -> WordFilter:
+        """The :class:`~xattr.reporting.phrases.WordFilter` of these settings."""
+        return WordFilter(stop_words=self.stop_words, numbers=self.numbers, min_chars=self.min_word_chars)
 
 
 def listing_units(
@@ -449,6 +486,7 @@ def listing_units(
     *,
     rules: Sequence[AttributeRule] | None = None,
     chunks: Sequence[Sequence[tuple[int, int]]] | None = None,
+    words: WordFilter | None = None,
 ) -> list[list[Unit]]:
     """The units of every listing (:func:`xattr.reporting.phrases.extract_units`).
 
@@ -458,6 +496,7 @@ def listing_units(
         brands: Brand by listing id; a value that is not a string (missing, NaN) means no brand.
         rules: Attribute rules (None: the defaults).
         chunks: Noun-chunk character spans per listing (None: no phrases).
+        words: Which words may be drivers (None: every word).
     """
     units = []
     for i, (doc_id, text) in enumerate(zip(doc_ids, texts, strict=True)):
@@ -467,6 +506,7 @@ def listing_units(
                 text,
                 brand=brand if isinstance(brand, str) else None,
                 chunks=chunks[i] if chunks is not None else (),
+                words=words,
                 **({"rules": rules} if rules is not None else {}),
             )
         )
@@ -488,6 +528,13 @@ class PriceDriverAnalysis:
         model_quality: :func:`regression_quality` of the model on the held-out listings.
         baseline_quality: The same for the TF-IDF + ridge baseline fitted on the other listings.
         baseline: The fitted baseline.
+        verdict: Whether the model's drivers can be trusted (:func:`~xattr.reporting.baseline.model_verdict`).
+        rules: The attribute rules used, and why (:meth:`DriverOptions.rule_choice`).
+        examples: Positions of the example listings (:func:`example_positions`).
+        example_effects: Per example listing, each word's effect in currency, measured as the
+            drivers' effects are (``options.effect``): ``{doc_id: {word_index: effect}}``.
+        dropped_value_words: Word rows of the table left out because an attribute driver of the
+            same scope has that word as its value (:func:`drop_attribute_value_words`).
     """
 
     drivers: pd.DataFrame
@@ -500,10 +547,16 @@ class PriceDriverAnalysis:
     model_quality: dict[str, float]
     baseline_quality: dict[str, float]
     baseline: LinearBaseline = field(repr=False)
+    verdict: ModelVerdict = ModelVerdict(True, "")
+    rules: RuleChoice | None = None
+    examples: tuple[int, ...] = ()
+    example_effects: dict[str, dict[int, float]] = field(default_factory=dict)
+    dropped_value_words: int = 0
 
     @property
     def metrics(self) -> dict[str, float]:
-        """Quality of the model and the baseline, held-out listings, occurrences and drivers per scope."""
+        """Quality of the model and the baseline, held-out listings, occurrences, drivers per scope, and
+        ``model_trusted`` (1.0 when the verdict trusts the model)."""
         return {
             "r2": self.model_quality["r2"],
             "mape": self.model_quality["mape"],
@@ -513,6 +566,7 @@ class PriceDriverAnalysis:
             "occurrences": float(self.occurrences),
             "drivers_overall": float((self.drivers["scope"] == "overall").sum()),
             "drivers_per_category": float((self.drivers["scope"] == "category").sum()),
+            "model_trusted": float(self.verdict.trusted),
         }
 
 
@@ -544,18 +598,21 @@ def analyse_price_drivers(
         ValueError: Fewer than 2 held-out listings, or invalid settings.
     """
     doc_ids = frame["doc_id"].tolist()
+    texts = frame["text"].tolist()
     outputs = predict_logits(loaded, encoded, batch_size=options.batch_size)[:, 0]
     transform = loaded.output_transform
     chunks = None
     if options.noun_chunks:
-        chunks = noun_chunk_spans(load_spacy(options.spacy_model), frame["text"].tolist())
-    units = listing_units(doc_ids, frame["text"].tolist(), brands, rules=options.attribute_rules(), chunks=chunks)
+        chunks = noun_chunk_spans(load_spacy(options.spacy_model), texts)
+    rules = options.rule_choice(texts)
+    units = listing_units(doc_ids, texts, brands, rules=rules.rules, chunks=chunks, words=options.word_filter())
     scores = word_score_table(attributions, doc_ids)
     groups = [g if isinstance(g, str) else None for g in frame["group"]]
 
     def predict(texts: Sequence[EncodedText]) -> np.ndarray:
         return predict_logits(loaded, texts, batch_size=options.batch_size)[:, 0]
 
+    replacement = replacement_id(loaded.tokenizer, options.replacement)
     occurrences = driver_occurrences(
         doc_ids,
         groups,
@@ -565,7 +622,7 @@ def analyse_price_drivers(
         outputs,
         predict,
         output_transform=transform,
-        replacement=replacement_id(loaded.tokenizer, options.replacement),
+        replacement=replacement,
         min_texts=options.min_texts,
         effect=options.effect,
         progress=progress,
@@ -579,9 +636,9 @@ def analyse_price_drivers(
         resamples=options.resamples,
         seed=options.seed,
     )
+    kept = drop_attribute_value_words(drivers)
     held_out = holdout_mask(doc_ids, options.holdout_fraction, options.seed)
     prices = frame["label"].to_numpy(dtype=np.float64)
-    texts = frame["text"].tolist()
     train_idx, test_idx = np.flatnonzero(~held_out), np.flatnonzero(held_out)
     if len(test_idx) < 2:
         raise ValueError(f"only {len(test_idx)} held-out listings; raise model.holdout_fraction or add listings")
@@ -589,17 +646,94 @@ def analyse_price_drivers(
     baseline = fit_linear_baseline(
         [texts[i] for i in train_idx], baseline_target[train_idx], alpha=options.baseline_alpha
     )
+    model_quality = regression_quality(outputs[test_idx], prices[test_idx], transform=transform)
+    baseline_quality = regression_quality(
+        baseline.predict([texts[i] for i in test_idx]), prices[test_idx], transform=transform
+    )
+    predicted_price = to_price(outputs, transform)
+    examples = example_positions(predicted_price, prices, held_out, options.examples)
+    example_units = [[u for u in extract_units(texts[p], rules=()) if u.kind == "word"] for p in examples]
+    measured = driver_occurrences(
+        [doc_ids[p] for p in examples],
+        [None] * len(examples),
+        [encoded[p] for p in examples],
+        example_units,
+        scores,
+        outputs[list(examples)],
+        predict,
+        output_transform=transform,
+        replacement=replacement,
+        min_texts=1,
+        effect=options.effect,
+    )
+    words_of = {(doc_ids[p], u.key): u.words for p, doc in zip(examples, example_units, strict=True) for u in doc}
+    example_effects: dict[str, dict[int, float]] = {doc_ids[p]: {} for p in examples}
+    for doc_id, driver, value in zip(measured["doc_id"], measured["driver"], measured["effect"], strict=True):
+        for w in words_of[(doc_id, driver)]:
+            example_effects[doc_id][w] = float(value)
     return PriceDriverAnalysis(
-        drivers=drivers,
+        drivers=kept,
         occurrences=len(occurrences),
         outputs=outputs,
-        predicted_price=to_price(outputs, transform),
+        predicted_price=predicted_price,
         held_out=held_out,
         word_scores=scores,
         texts_per_group=per_group,
-        model_quality=regression_quality(outputs[test_idx], prices[test_idx], transform=transform),
-        baseline_quality=regression_quality(
-            baseline.predict([texts[i] for i in test_idx]), prices[test_idx], transform=transform
-        ),
+        model_quality=model_quality,
+        baseline_quality=baseline_quality,
         baseline=baseline,
+        verdict=model_verdict(
+            model_quality, baseline_quality, min_r2_gain=options.min_r2_gain, max_mape_ratio=options.max_mape_ratio
+        ),
+        rules=rules,
+        examples=examples,
+        example_effects=example_effects,
+        dropped_value_words=len(drivers) - len(kept),
     )
+
+
+def drop_attribute_value_words(drivers: pd.DataFrame) -> pd.DataFrame:
+    """The drivers table without word rows whose word is the value of an attribute row of the same scope.
+
+    A listing's own value words are never word drivers (:class:`~xattr.reporting.phrases.WordFilter`),
+    but a word can still be a driver where no pair was found ("dell" in listings whose brand
+    column is empty, next to ``brand: dell``): the pair is reported, the word is not.
+    """
+    if drivers.empty:
+        return drivers
+    attributes = drivers[drivers["kind"] == "attribute"]
+    values = {
+        (c, str(d).split(": ", 1)[1].replace(" ", ""))
+        for c, d in zip(attributes["category"], attributes["driver"], strict=True)
+    }
+    duplicate = [
+        kind == "word" and (c, str(d)) in values
+        for c, d, kind in zip(drivers["category"], drivers["driver"], drivers["kind"], strict=True)
+    ]
+    return drivers[~np.array(duplicate, dtype=bool)].reset_index(drop=True)
+
+
+def example_positions(
+    predicted_price: np.ndarray, actual: np.ndarray, held_out: np.ndarray, count: int
+) -> tuple[int, ...]:
+    """``count`` held-out listings at evenly spaced ranks of absolute log error, best-predicted first.
+
+    The first is the best-predicted listing and the last the worst (for ``count >= 2``), so the
+    examples show the whole error range, not only the listings the model gets right.
+
+    Args:
+        predicted_price: ``(n,)`` predicted prices.
+        actual: ``(n,)`` true prices.
+        held_out: ``(n,)`` whether each listing is held out (every listing is a candidate when none is).
+        count: Listings wanted (fewer when there are fewer candidates).
+
+    Returns:
+        Positions into the corpus, in order of increasing error.
+    """
+    candidates = np.flatnonzero(held_out) if held_out.any() else np.arange(len(actual))
+    if count <= 0 or not len(candidates):
+        return ()
+    error = np.abs(np.log(predicted_price[candidates]) - np.log(actual[candidates]))
+    order = candidates[np.argsort(error, kind="stable")]
+    ranks = np.unique(np.round(np.linspace(0, len(order) - 1, min(count, len(order)))).astype(int))
+    return tuple(int(order[r]) for r in ranks)

@@ -1,8 +1,11 @@
 """A self-contained HTML price-driver report: inline CSS, charts as base64 PNG, no network.
 
-Sections: model quality next to the linear baseline, excluded prices, top positive and negative
-drivers (bar charts with CIs), a category x driver heatmap, predicted vs actual prices, example
-listings with words highlighted by attribution, and the linear baseline's largest weights.
+Sections: the verdict (the model's held-out quality against the linear baseline; a red banner
+when the model is not better, with the baseline's weights as the drivers to trust and the
+model's drivers collapsed below it), excluded prices, top positive and negative drivers (bar
+charts with CIs), a category x driver heatmap with the categories it leaves out, predicted vs
+actual prices, example listings across the error range with each word coloured by its effect
+(the quantity the tables rank by), and the linear baseline's largest weights.
 Charts are drawn with matplotlib (Agg backend, no display needed).
 """
 
@@ -20,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from xattr.data.products import PRICE_PROBLEMS
-from xattr.reporting.price_drivers import DriverOptions, PriceDriverAnalysis
+from xattr.reporting.baseline import ModelVerdict
+from xattr.reporting.price_drivers import ALL_CATEGORIES, DriverOptions, PriceDriverAnalysis
 
 __all__ = [
     "ExampleListing",
@@ -42,7 +46,9 @@ class ExampleListing:
     Attributes:
         doc_id: Listing id.
         category: Its category (or None).
-        words: ``(word, signed attribution)`` in text order.
+        words: ``(word, effect)`` in text order: the change of predicted price (currency) when
+            the word is masked, as the drivers' effects are measured (NaN: not measured, e.g.
+            truncated away).
         actual: True price.
         predicted: Predicted price.
     """
@@ -75,6 +81,15 @@ class PriceReportData:
         top_k: Drivers per bar chart.
         heatmap_categories: Categories (rows) in the heatmap.
         heatmap_drivers: Drivers (columns) in the heatmap.
+        verdict: Whether the model is better than the baseline (None: no verdict shown).
+        show_untrusted: Show an untrusted model's drivers normally instead of collapsed.
+        baseline_drivers: The baseline's largest weights each way after the word filter
+            (records of :meth:`~xattr.reporting.baseline.LinearBaseline.driver_terms`).
+        category_sizes: Listings per category (the heatmap says which categories it leaves out).
+        min_texts: Fewest listings of a driver in a scope (the heatmap's minimum-count rule).
+        notes: Sentences on how drivers were found (rules chosen, filters, examples), shown
+            with the drivers.
+        examples_rule: How the examples were chosen.
     """
 
     title: str
@@ -92,6 +107,13 @@ class PriceReportData:
     top_k: int = 15
     heatmap_categories: int = 12
     heatmap_drivers: int = 15
+    verdict: ModelVerdict | None = None
+    show_untrusted: bool = False
+    baseline_drivers: Sequence[dict[str, Any]] = ()
+    category_sizes: dict[str, int] = field(default_factory=dict)
+    min_texts: int = 0
+    notes: Sequence[str] = ()
+    examples_rule: str = ""
 
 
 _CSS = """
@@ -112,6 +134,12 @@ img.chart { max-width: 100%; height: auto; display: block; margin: 8px 0; }
 .meta { color: #5b6477; font-size: 12px; }
 .note { color: #5b6477; font-size: 12.5px; }
 .legend span { padding: 2px 6px; border-radius: 3px; margin-right: 6px; font-size: 12px; }
+.banner { background: #fdecea; border: 2px solid #c62828; color: #7f1d1d; border-radius: 8px; padding: 12px 20px;
+          margin: 16px 0; font-size: 15px; }
+.banner strong { color: #b71c1c; }
+.verdict-ok { background: #edf7ee; border: 1px solid #2e7d32; color: #1b5e20; border-radius: 8px; padding: 10px 20px;
+              margin: 16px 0; }
+details.untrusted > summary { cursor: pointer; font-weight: 600; color: #7f1d1d; padding: 8px 0; }
 """
 
 
@@ -148,35 +176,74 @@ def _bar_chart(rows: pd.DataFrame, title: str, colour: str, currency: str) -> An
     return fig
 
 
-def _heatmap(data: PriceReportData) -> Any | None:
-    import matplotlib.pyplot as plt
+@dataclass(frozen=True)
+class HeatmapLayout:
+    """Which categories (rows) and drivers (columns) the heatmap shows, and which categories it leaves out.
 
+    Attributes:
+        categories: Rows, most driver observations first.
+        drivers: Columns.
+        left_out: Category -> why it has no row.
+    """
+
+    categories: tuple[str, ...]
+    drivers: tuple[str, ...]
+    left_out: dict[str, str]
+
+
+def heatmap_layout(data: PriceReportData) -> HeatmapLayout:
+    """Rows: the ``heatmap_categories`` categories with the most driver observations; columns: the
+    overall drivers that occur in at least ``min_texts`` listings of two or more of those rows,
+    largest summed ``|relative effect|`` first. Every other category is listed with its reason.
+    """
     per_category = data.drivers[data.drivers["scope"] == "category"]
+    known = [c for c in data.category_sizes if c != ALL_CATEGORIES]
+    left_out = {
+        c: f"no driver in {data.min_texts} or more of its {data.category_sizes[c]} listings"
+        for c in known
+        if c not in set(per_category["category"])
+    }
     if per_category.empty:
-        return None
-    sizes = per_category.groupby("category")["texts"].max()
-    # Categories with the most driver observations, drivers with the largest overall effect
-    # that occur in at least two of them.
-    categories = list(per_category.groupby("category")["texts"].sum().sort_values(ascending=False).index)
-    categories = categories[: data.heatmap_categories]
+        return HeatmapLayout((), (), left_out)
+    ranked = list(per_category.groupby("category")["texts"].sum().sort_values(ascending=False).index)
+    categories = ranked[: data.heatmap_categories]
+    for c in ranked[data.heatmap_categories :]:
+        left_out[str(c)] = f"beyond the {data.heatmap_categories} categories with the most driver observations"
     shown = per_category[per_category["category"].isin(categories)]
     coverage = shown.groupby("driver")["category"].nunique()
-    overall = _overall(data.drivers)
-    candidates = [d for d in coverage[coverage >= 2].index if d in set(overall["driver"])]
-    if not candidates:
-        return None
+    overall = set(_overall(data.drivers)["driver"])
+    candidates = [d for d in coverage[coverage >= 2].index if d in overall]
     # Drivers by the sum over the shown categories of |relative effect|: large effects seen in
     # many categories first (ranking by the overall effect alone leaves the heatmap mostly blank).
     weight = shown.assign(size=shown["mean_relative_effect"].abs()).groupby("driver")["size"].sum()
-    order = sorted(dict.fromkeys(candidates), key=lambda d: (-float(weight[d]), d))
-    columns = order[: data.heatmap_drivers]
+    columns = sorted(dict.fromkeys(candidates), key=lambda d: (-float(weight[d]), d))[: data.heatmap_drivers]
+    if columns:
+        with_cells = set(shown[shown["driver"].isin(columns)]["category"])
+        for c in categories:
+            if c not in with_cells:
+                left_out[str(c)] = "none of the shown drivers reaches the minimum count in it"
+        categories = [c for c in categories if c in with_cells]
+    return HeatmapLayout(tuple(categories), tuple(columns), dict(sorted(left_out.items())))
+
+
+def _heatmap(data: PriceReportData) -> Any | None:
+    import matplotlib.pyplot as plt
+
+    layout = heatmap_layout(data)
+    if not layout.drivers:
+        return None
+    categories, columns = list(layout.categories), list(layout.drivers)
+    per_category = data.drivers[data.drivers["scope"] == "category"]
+    sizes = per_category.groupby("category")["texts"].max()
+    shown = per_category[per_category["category"].isin(categories)]
     grid = shown.pivot_table(index="category", columns="driver", values="mean_relative_effect", aggfunc="first")
     grid = grid.reindex(index=categories, columns=columns) * 100.0
     limit = float(np.nanmax(np.abs(grid.to_numpy()))) if np.isfinite(grid.to_numpy()).any() else 1.0
     fig, ax = plt.subplots(figsize=(min(1.0 + 0.62 * len(columns), 11.5), 0.42 * len(categories) + 2.4))
     image = ax.imshow(np.ma.masked_invalid(grid.to_numpy()), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
     ax.set_xticks(range(len(columns)), columns, rotation=55, ha="right", fontsize=8)
-    ax.set_yticks(range(len(categories)), [f"{c} ({int(sizes.get(c, 0))})" for c in categories], fontsize=8)
+    labels = [f"{c} ({data.category_sizes.get(c, int(sizes.get(c, 0)))})" for c in categories]
+    ax.set_yticks(range(len(categories)), labels, fontsize=8)
     for (i, j), value in np.ndenumerate(grid.to_numpy()):
         if np.isfinite(value):
             colour = "white" if abs(value) > 0.6 * limit else "#111"
@@ -184,7 +251,8 @@ def _heatmap(data: PriceReportData) -> Any | None:
     ax.set_facecolor("#eceff3")
     bar = fig.colorbar(image, ax=ax, fraction=0.025, pad=0.02)
     bar.set_label("relative change of predicted price (%)", fontsize=8)
-    ax.set_title("Drivers by category (blank: fewer listings than the minimum)", fontsize=10.5)
+    rule = f"in fewer than {data.min_texts} of the category's listings" if data.min_texts else "too few listings"
+    ax.set_title(f"Drivers by category (blank: driver {rule})", fontsize=10.5)
     return fig
 
 
@@ -273,37 +341,54 @@ def _table(frame: pd.DataFrame, formats: dict[str, str] | None = None) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _highlight(example: ExampleListing) -> str:
-    peak = max((abs(s) for _, s in example.words), default=0.0) or 1.0
+def _highlight(example: ExampleListing, currency: str) -> str:
+    finite = [abs(e) for _, e in example.words if math.isfinite(e)]
+    peak = max(finite, default=0.0) or 1.0
     spans = []
-    for word, score in example.words:
-        alpha = min(abs(score) / peak, 1.0) * 0.85
-        rgb = "214,39,40" if score > 0 else "31,119,180"
-        title = f"attribution {score:+.4f}"
+    for word, effect in example.words:
+        if math.isfinite(effect):
+            alpha = min(abs(effect) / peak, 1.0) * 0.85
+            rgb = "214,39,40" if effect > 0 else "31,119,180"
+            title = f"masked effect {effect:+,.2f} {currency}"
+        else:
+            alpha, rgb, title = 0.0, "255,255,255", "not measured (truncated away)"
         spans.append(
-            f'<span class="w" style="background: rgba({rgb},{alpha:.2f})" title="{title}">{html.escape(word)}</span>'
+            f'<span class="w" style="background: rgba({rgb},{alpha:.2f})" title="{html.escape(title)}">'
+            f"{html.escape(word)}</span>"
         )
+    error = example.predicted / example.actual - 1.0
     meta = (
         f"{html.escape(example.doc_id)} · {html.escape(example.category or 'no category')} · actual "
-        f"{example.actual:,.2f} · predicted {example.predicted:,.2f}"
+        f"{currency}{example.actual:,.2f} · predicted {currency}{example.predicted:,.2f} ({error:+.0%})"
     )
     return f'<div class="listing">{"".join(spans)}<div class="meta">{meta}</div></div>'
 
 
-def _driver_rows(rows: pd.DataFrame) -> pd.DataFrame:
+def _driver_rows(rows: pd.DataFrame, currency: str) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "driver": rows["driver"],
             "kind": rows["kind"],
             "listings": rows["texts"],
             "frequency": rows["frequency"],
-            "mean effect": rows["mean_effect"],
+            f"mean effect ({currency})": rows["mean_effect"],
             "95% CI": [
                 f"[{_format(lo, '{:,.2f}')}, {_format(hi, '{:,.2f}')}]" if math.isfinite(lo) else ""
                 for lo, hi in zip(rows["effect_ci_low"], rows["effect_ci_high"], strict=True)
             ],
             "relative": rows["mean_relative_effect"] * 100.0,
-            "mean attribution": rows["mean_attribution"],
+        }
+    )
+
+
+def _baseline_rows(records: Sequence[dict[str, Any]], sign: int) -> pd.DataFrame:
+    chosen = sorted((r for r in records if r["weight"] * sign > 0), key=lambda r: -sign * r["weight"])
+    return pd.DataFrame(
+        {
+            "term": [r["term"] for r in chosen],
+            "listings": [r["listings"] for r in chosen],
+            "weight (log price per unit TF-IDF)": [r["weight"] for r in chosen],
+            "typical change": [math.expm1(r["typical_change"]) * 100.0 for r in chosen],
         }
     )
 
@@ -327,27 +412,103 @@ def render_price_report(data: PriceReportData, figures: dict[str, Any] | None = 
         return f'<img class="chart" alt="{html.escape(alt)}" src="data:image/png;base64,{images[name]}">'
 
     overall = _overall(data.drivers)
-    fmt = {"frequency": "{:.1%}", "mean effect": "{:+,.2f}", "relative": "{:+.1f}%", "mean attribution": "{:+.4f}"}
+    effect_column = f"mean effect ({data.currency})"
+    fmt = {"frequency": "{:.1%}", effect_column: "{:+,.2f}", "relative": "{:+.1f}%"}
     positive = overall[overall["mean_effect"] > 0].sort_values("mean_effect", ascending=False).head(data.top_k)
     negative = overall[overall["mean_effect"] < 0].sort_values("mean_effect").head(data.top_k)
     quality = pd.DataFrame(list(data.quality))
     settings = pd.DataFrame({"setting": list(data.settings), "value": list(data.settings.values())})
     counts = pd.DataFrame({"reason": list(data.excluded_counts), "listings": list(data.excluded_counts.values())})
     terms = pd.DataFrame(list(data.baseline_terms), columns=["term", "weight (log price per unit TF-IDF)"])
+    base_fmt = {"weight (log price per unit TF-IDF)": "{:+.3f}", "typical change": "{:+.1f}%"}
     legend = (
         '<div class="legend"><span style="background: rgba(214,39,40,0.6)">raises predicted price</span>'
         '<span style="background: rgba(31,119,180,0.6)">lowers predicted price</span>'
-        "<span>(shade: share of the listing's largest attribution; hover for the value)</span></div>"
+        f"<span>(each word's masked effect: the change of predicted price ({html.escape(data.currency)}) when the"
+        " word is masked, the quantity the driver tables average; shade relative to the listing's largest;"
+        " hover for the value)</span></div>"
     )
+    layout = heatmap_layout(data)
+    left_out = "; ".join(f"{html.escape(c)} ({html.escape(why)})" for c, why in layout.left_out.items())
+    heat_note = (
+        f'<p class="note">A cell is shown when the driver occurs in at least {data.min_texts} listings of the'
+        " category (the same minimum as the tables; blank otherwise); columns are drivers with a cell in two or"
+        " more rows; each row shows the category's listings in brackets. "
+        + (f"Categories left out: {left_out}." if left_out else "No category is left out.")
+        + "</p>"
+    )
+    trusted = data.verdict is None or data.verdict.trusted
+    collapse = not trusted and not data.show_untrusted
+    verdict: list[str] = []
+    if data.verdict is not None and trusted:
+        verdict = [f'<div class="verdict-ok"><strong>Verdict:</strong> {html.escape(data.verdict.reason)}</div>']
+    elif data.verdict is not None:
+        shown = (
+            "shown further down because the report was forced (--force)."
+            if data.show_untrusted
+            else "collapsed below (open them, or run with --force to show them normally)."
+        )
+        verdict = [
+            '<div class="banner"><strong>Do not trust the model\'s drivers.</strong> '
+            f"{html.escape(data.verdict.reason)} The linear baseline's weights below are the drivers to trust; the"
+            f" model's drivers are {shown}</div>",
+            "<section><h2>Drivers to trust: the linear baseline (TF-IDF + ridge)</h2>",
+            "<p class=\"note\">The baseline's largest weights each way, after the same word filter as the model's"
+            " drivers. Typical change: the weight times the term's median TF-IDF value in the listings that contain"
+            " it, as a change of the baseline's predicted price.</p>",
+            '<div class="grid"><div><h3>Raise price</h3>',
+            _table(_baseline_rows(data.baseline_drivers, 1), base_fmt),
+            "</div><div><h3>Lower price</h3>",
+            _table(_baseline_rows(data.baseline_drivers, -1), base_fmt),
+            "</div></div></section>",
+        ]
+    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in data.notes)
+    model_drivers = [
+        "<section><h2>Top drivers (all categories)</h2>",
+        notes,
+        '<p class="note">Drivers are ranked by their mean effect: the change of predicted price when the driver\'s'
+        " words are masked, averaged over the listings that contain it. The attribution method's own scores"
+        " (mean_attribution in the drivers table) are not used for ranking or colouring: they are method scores,"
+        " not currency, and can differ in sign from the masked effect.</p>",
+        '<div class="grid"><div>',
+        img("top_positive", "drivers that raise price"),
+        "</div><div>",
+        img("top_negative", "drivers that lower price"),
+        "</div></div>",
+        "<h3>Raise price</h3>",
+        _table(_driver_rows(positive, data.currency), fmt),
+        "<h3>Lower price</h3>",
+        _table(_driver_rows(negative, data.currency), fmt),
+        "</section>",
+        "<section><h2>Drivers by category</h2>",
+        img("category_heatmap", "the category x driver heatmap"),
+        heat_note,
+        "</section>",
+        "<section><h2>Predicted vs actual prices</h2>",
+        img("predicted_vs_actual", "predicted vs actual prices"),
+        "</section>",
+        "<section><h2>Example listings</h2>",
+        f'<p class="note">{html.escape(data.examples_rule)}</p>' if data.examples_rule else "",
+        legend,
+        *[_highlight(e, data.currency) for e in data.examples],
+        "</section>",
+    ]
+    if collapse:
+        model_drivers = [
+            '<details class="untrusted"><summary>The model\'s drivers (not trusted: the model is not better than'
+            " the linear baseline)</summary>",
+            *model_drivers,
+            "</details>",
+        ]
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(data.title)}</title><style>{_CSS}</style></head><body><main>",
         f"<h1>{html.escape(data.title)}</h1>",
+        *verdict,
         '<p class="lead">What pushes the model\'s predicted price up or down across the catalogue, overall and per '
         "category. Effects are changes of predicted price, averaged over the listings that contain a driver, with "
-        "95% bootstrap confidence intervals over listings. Drivers of a weak model are weak evidence: check the "
-        "model's quality against the linear baseline first.</p>",
+        "95% bootstrap confidence intervals over listings.</p>",
         "<section><h2>Model quality (held-out listings)</h2>",
         _table(quality, {"r2": "{:.3f}", "mape": "{:.1%}", "rows": "{:,.0f}"}),
         '<p class="note">R<sup>2</sup> on log price; MAPE on price. Both models saw the same training listings '
@@ -359,29 +520,9 @@ def render_price_report(data: PriceReportData, figures: dict[str, Any] | None = 
         _table(counts),
         _table(data.excluded_examples) if len(data.excluded_examples) else "",
         "</section>",
-        "<section><h2>Top drivers (all categories)</h2>",
-        '<div class="grid"><div>',
-        img("top_positive", "drivers that raise price"),
-        "</div><div>",
-        img("top_negative", "drivers that lower price"),
-        "</div></div>",
-        "<h3>Raise price</h3>",
-        _table(_driver_rows(positive), fmt),
-        "<h3>Lower price</h3>",
-        _table(_driver_rows(negative), fmt),
-        "</section>",
-        "<section><h2>Drivers by category</h2>",
-        img("category_heatmap", "the category x driver heatmap"),
-        "</section>",
-        "<section><h2>Predicted vs actual prices</h2>",
-        img("predicted_vs_actual", "predicted vs actual prices"),
-        "</section>",
-        "<section><h2>Example listings</h2>",
-        legend,
-        *[_highlight(e) for e in data.examples],
-        "</section>",
+        *model_drivers,
         "<section><h2>Linear baseline: largest TF-IDF + ridge weights</h2>",
-        '<p class="note">A cross-check: words the linear model prices highly or lowly.</p>',
+        '<p class="note">A cross-check: words the linear model prices highly or lowly (no word filter).</p>',
         _table(terms, {"weight (log price per unit TF-IDF)": "{:+.3f}"}),
         "</section>",
         "</main></body></html>",
@@ -392,47 +533,29 @@ def render_price_report(data: PriceReportData, figures: dict[str, Any] | None = 
 def example_listings(
     frame: pd.DataFrame,
     predicted_price: np.ndarray,
-    held_out: np.ndarray,
-    word_scores: Mapping[str, Mapping[int, float]],
-    count: int,
+    positions: Sequence[int],
+    word_effects: Mapping[str, Mapping[int, float]],
 ) -> list[ExampleListing]:
-    """Held-out listings with the smallest relative error, one per category first.
-
-    METHOD-NOTES: listings within 1% of the price are too few with a model of this quality, so
-    the best ``count`` are taken: first the best listing of each category in order of error,
-    then the next best of any category.
+    """The listings at ``positions`` with each whitespace word's effect.
 
     Args:
         frame: Corpus rows (``doc_id, text, label`` = price, ``group``).
         predicted_price: ``(n,)`` predicted price per listing.
-        held_out: ``(n,)`` whether each listing is held out (all listings are candidates when none is).
-        word_scores: Signed word scores per listing (words without a score show 0).
-        count: Listings wanted.
+        positions: Listings to show (:func:`xattr.reporting.price_drivers.example_positions`).
+        word_effects: ``{doc_id: {word_index: effect}}`` (words without one show as not measured).
 
     Returns:
-        The listings, best first within each pass, their whitespace words with scores.
+        The listings in the order of ``positions``.
     """
-    candidates = np.flatnonzero(held_out) if held_out.any() else np.arange(len(frame))
-    error = np.abs(np.log(predicted_price[candidates]) - np.log(frame["label"].to_numpy()[candidates]))
-    order = candidates[np.argsort(error, kind="stable")]
-    picked: list[int] = []
-    seen: set[object] = set()
-    for i in order:
-        if frame["group"].iloc[i] not in seen:
-            picked.append(int(i))
-            seen.add(frame["group"].iloc[i])
-        if len(picked) == count:
-            break
-    picked += [int(i) for i in order if int(i) not in picked][: count - len(picked)]
     out = []
-    for i in picked:
+    for i in positions:
         doc_id, text = frame["doc_id"].iloc[i], frame["text"].iloc[i]
-        scores = word_scores.get(doc_id, {})
+        effects = word_effects.get(doc_id, {})
         out.append(
             ExampleListing(
                 doc_id,
                 frame["group"].iloc[i],
-                tuple((w, float(scores.get(j, 0.0))) for j, w in enumerate(text.split())),
+                tuple((w, float(effects.get(j, math.nan))) for j, w in enumerate(text.split())),
                 float(frame["label"].iloc[i]),
                 float(predicted_price[i]),
             )
@@ -484,6 +607,36 @@ def price_report_data(
     baseline = analysis.baseline
     counts, examples = excluded_summary(excluded)
     listings = len(frame)
+    shown = example_listings(frame, analysis.predicted_price, analysis.examples, analysis.example_effects)
+    errors = [e.predicted / e.actual - 1.0 for e in shown]
+    examples_rule = (
+        f"{len(shown)} of the {len(test_idx):,} held-out listings, at evenly spaced ranks of absolute log error: from"
+        f" the best-predicted (predicted {errors[0]:+.0%} off the actual price) to the worst ({errors[-1]:+.0%}),"
+        " so they show the whole error range, not only the listings the model gets right."
+        if shown
+        else ""
+    )
+    keep = options.word_filter().keeps
+    notes = [f"Attribute rules: {analysis.rules.describe()}."] if analysis.rules is not None else []
+    dropped = [
+        what
+        for what, on in (
+            ("stop words (spaCy's English list)", options.stop_words),
+            ("bare numbers", options.numbers),
+            (f"words shorter than {options.min_word_chars} characters", options.min_word_chars > 1),
+        )
+        if on
+    ]
+    notes.append(
+        ("Word drivers leave out " + ", ".join(dropped) + "; " if dropped else "")
+        + "a word that is the value of an attribute pair in a listing counts as the pair only"
+        + (
+            f" ({analysis.dropped_value_words} word rows of the table were dropped because an attribute driver of the"
+            " same scope has that word as its value)."
+            if analysis.dropped_value_words
+            else "."
+        )
+    )
     return PriceReportData(
         title=options.title,
         drivers=analysis.drivers,
@@ -496,7 +649,7 @@ def price_report_data(
         price_rule=price_rule,
         excluded_counts=counts,
         excluded_examples=examples,
-        examples=example_listings(frame, analysis.predicted_price, held_out, analysis.word_scores, options.examples),
+        examples=shown,
         baseline_terms=baseline.top_terms(12),
         settings={
             "attribution method": options.method,
@@ -507,8 +660,17 @@ def price_report_data(
             "listings": f"{listings:,} ({listings - len(test_idx):,} train / {len(test_idx):,} held out)",
             "driver occurrences": f"{analysis.occurrences:,} (drivers in >= {options.min_texts} listings)",
             "categories": f"{len(analysis.texts_per_group) - 1}",
+            "verdict thresholds": f"model R^2 - baseline R^2 > {options.min_r2_gain:g} and model MAPE <="
+            f" {options.max_mape_ratio:g} x baseline MAPE",
         },
         top_k=options.top_k,
+        verdict=analysis.verdict,
+        show_untrusted=options.show_untrusted,
+        baseline_drivers=baseline.driver_terms(frame["text"].tolist(), options.top_k, keep),
+        category_sizes={k: v for k, v in analysis.texts_per_group.items() if k != ALL_CATEGORIES},
+        min_texts=options.min_texts,
+        notes=notes,
+        examples_rule=examples_rule,
     )
 
 
@@ -534,6 +696,7 @@ def price_drivers_markdown(
     effect: str,
     replacement: str,
     top: int = 10,
+    verdict: str | None = None,
 ) -> str:
     """A short markdown summary of a price-driver run: quality next to the baseline, top drivers each way.
 
@@ -548,6 +711,7 @@ def price_drivers_markdown(
         effect: How effects were measured.
         replacement: Replacement policy of masked words.
         top: Drivers listed each way.
+        verdict: The model verdict's sentence (:class:`~xattr.reporting.baseline.ModelVerdict`), shown first.
 
     Returns:
         The markdown, ending with a newline.
@@ -559,6 +723,7 @@ def price_drivers_markdown(
         "",
         f"Catalogue: `{catalogue}`; report: `{report}`.",
         "",
+        *([f"**Verdict:** {verdict}", ""] if verdict else []),
         f"Price rule: {price_rule or 'n/a'}",
         "",
         "| model (held-out listings) | R^2 (log price) | MAPE |",

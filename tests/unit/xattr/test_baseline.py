@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from xattr.reporting.baseline import fit_linear_baseline
+from xattr.reporting.baseline import fit_linear_baseline, model_verdict
+from xattr.reporting.phrases import WordFilter
 
 TEXTS = [
     "apple laptop i7 16gb",
@@ -70,3 +71,39 @@ def test_bad_inputs() -> None:
         fit_linear_baseline(["aa", "bb"], [1.0, 2.0], min_df=2, backend="numpy")
     with pytest.raises(ValueError, match="backend"):
         fit_linear_baseline(["aa", "bb"], [1.0, 2.0], backend="torch")
+
+
+def test_driver_terms_filter_words_and_measure_their_typical_change() -> None:
+    texts = ["the apple laptop", "the dell laptop", "a hp mouse", "the logi mouse", "apple mouse 100"]
+    model = fit_linear_baseline(texts, np.log([900.0, 600.0, 30.0, 25.0, 80.0]))
+    keep = WordFilter().keeps
+    terms = model.driver_terms(texts, 2, keep)
+    assert [t["term"] for t in terms if t["weight"] > 0] == [
+        t for t, w in sorted(zip(model.vocabulary, model.coef, strict=True), key=lambda tw: -tw[1]) if keep(t) and w > 0
+    ][:2]
+    lowering = [
+        t for t, w in sorted(zip(model.vocabulary, model.coef, strict=True), key=lambda tw: tw[1]) if keep(t) and w < 0
+    ][:2]
+    assert [t["term"] for t in terms if t["weight"] < 0] == lowering[::-1]
+    assert not {"the", "100"} & {t["term"] for t in terms}
+    x = model.transform(texts).toarray()
+    for record in terms:
+        column = x[:, model.vocabulary.index(record["term"])]
+        assert record["listings"] == int((column > 0).sum())
+        assert record["typical_change"] == pytest.approx(np.median(column[column > 0]) * record["weight"], rel=1e-12)
+
+
+def test_model_verdict_trusts_only_a_model_better_than_the_baseline() -> None:
+    better = model_verdict({"r2": 0.5, "mape": 0.4}, {"r2": 0.3, "mape": 0.5})
+    assert better.trusted and "R^2 0.500 vs 0.300" in better.reason
+    worse = model_verdict({"r2": 0.219, "mape": 1.54}, {"r2": 0.341, "mape": 1.17})
+    assert not worse.trusted
+    assert worse.reason == (
+        "The model is not better than the linear baseline: its R^2 does not exceed the baseline's by more than 0"
+        " and its MAPE is above the baseline's (held-out R^2 0.219 vs 0.341 for TF-IDF + ridge, MAPE 154.0% vs"
+        " 117.0%)."
+    )
+    assert not model_verdict({"r2": 0.35, "mape": 0.4}, {"r2": 0.3, "mape": 0.5}, min_r2_gain=0.1).trusted
+    assert model_verdict({"r2": 0.5, "mape": 0.6}, {"r2": 0.3, "mape": 0.5}, max_mape_ratio=1.25).trusted
+    assert not model_verdict({"r2": -133.9, "mape": 9.0}, {"r2": 0.3, "mape": 0.5}).trusted
+    assert not model_verdict({"r2": float("nan"), "mape": 0.1}, {"r2": 0.3, "mape": 0.5}).trusted

@@ -28,6 +28,8 @@ from xattr.reporting.price_drivers import (
     aggregate_drivers,
     analyse_price_drivers,
     driver_occurrences,
+    drop_attribute_value_words,
+    example_positions,
     holdout_mask,
     listing_units,
     regression_quality,
@@ -279,6 +281,13 @@ def driver_options(**overrides: object) -> DriverOptions:
         "top_k": 5,
         "title": "T",
         "baseline_alpha": 1.0,
+        "stop_words": True,
+        "numbers": True,
+        "min_word_chars": 2,
+        "laptop_rules_min_share": 0.1,
+        "min_r2_gain": 0.0,
+        "max_mape_ratio": 1.0,
+        "show_untrusted": False,
     }
     return DriverOptions(**(settings | overrides))  # type: ignore[arg-type]
 
@@ -346,15 +355,16 @@ def test_analysis_of_a_model_that_doubles_the_price_of_apple_listings(apple_cata
     loaded, encoded, frame, brands, attributions = apple_catalogue
     analysis = analyse_price_drivers(loaded, encoded, frame, brands, attributions, driver_options(effect=effect))
     overall = analysis.drivers[analysis.drivers["scope"] == "overall"].set_index("driver")
-    for driver in ("apple", "brand: apple"):  # 200 -> 100 when masked, in d0, d1 and d4
-        row = overall.loc[driver]
-        assert (row["texts"], row["frequency"]) == (3, 3 / 8)
-        assert row["mean_effect"] == pytest.approx(100.0, abs=1e-9)
-        assert row["effect_ci_low"] == pytest.approx(100.0, abs=1e-9)
-        assert row["mean_relative_effect"] == pytest.approx(1.0, abs=1e-12)
+    row = overall.loc["brand: apple"]  # 200 -> 100 when masked, in d0, d1 and d4
+    assert (row["texts"], row["frequency"]) == (3, 3 / 8)
+    assert row["mean_effect"] == pytest.approx(100.0, abs=1e-9)
+    assert row["effect_ci_low"] == pytest.approx(100.0, abs=1e-9)
+    assert row["mean_relative_effect"] == pytest.approx(1.0, abs=1e-12)
+    # "apple" is the value of brand: apple wherever it occurs: reported once, as the pair.
+    assert "apple" not in overall.index
     assert overall.loc["laptop", "texts"] == 8 and overall.loc["laptop", "mean_effect"] == pytest.approx(0.0, abs=1e-9)
     x = analysis.drivers[(analysis.drivers["scope"] == "category") & (analysis.drivers["category"] == "x")]
-    assert x.set_index("driver").loc["apple", "texts"] == 3
+    assert x.set_index("driver").loc["brand: apple", "texts"] == 3
     assert analysis.texts_per_group == {ALL_CATEGORIES: 8, "x": 3, "y": 3}
     apple = np.array([1, 1, 0, 0, 1, 0, 0, 0], dtype=bool)
     np.testing.assert_allclose(analysis.predicted_price, np.where(apple, 200.0, 100.0), rtol=1e-12)
@@ -365,7 +375,12 @@ def test_analysis_of_a_model_that_doubles_the_price_of_apple_listings(apple_cata
     prices = frame["label"].to_numpy()
     assert analysis.model_quality == regression_quality(analysis.outputs[held_out], prices[held_out], transform="log")
     assert analysis.word_scores["d0"] == {0: math.log(2.0), 1: 0.0, 2: 0.0}
-    units = listing_units(frame["doc_id"].tolist(), frame["text"].tolist(), brands)
+    options = driver_options(effect=effect)
+    texts = frame["text"].tolist()
+    assert analysis.rules == options.rule_choice(texts) and not analysis.rules.laptop  # no processor, ram, storage
+    units = listing_units(
+        frame["doc_id"].tolist(), texts, brands, rules=analysis.rules.rules, words=options.word_filter()
+    )
     counts = pd.Series([u.key for doc in units for u in doc]).value_counts()
     assert analysis.occurrences == int(counts[counts >= 2].sum())
     assert analysis.metrics == {
@@ -377,6 +392,10 @@ def test_analysis_of_a_model_that_doubles_the_price_of_apple_listings(apple_cata
         "occurrences": float(analysis.occurrences),
         "drivers_overall": float(len(overall)),
         "drivers_per_category": float((analysis.drivers["scope"] == "category").sum()),
+        "model_trusted": float(
+            analysis.model_quality["r2"] > analysis.baseline_quality["r2"]
+            and analysis.model_quality["mape"] <= analysis.baseline_quality["mape"]
+        ),
     }
 
 
@@ -384,3 +403,43 @@ def test_analysis_needs_two_held_out_listings(apple_catalogue) -> None:
     loaded, encoded, frame, brands, attributions = apple_catalogue
     with pytest.raises(ValueError, match="only 0 held-out listings"):
         analyse_price_drivers(loaded, encoded, frame, brands, attributions, driver_options(holdout_fraction=0.0))
+
+
+def test_example_positions_span_the_error_range_best_first() -> None:
+    actual = np.full(7, 100.0)
+    # |log error| ranks among the held-out listings (0, 1, 2, 4, 5, 6): 4 < 0 < 6 < 2 < 5 < 1.
+    predicted = np.array([105.0, 400.0, 150.0, 100.0, 101.0, 250.0, 80.0])
+    held_out = np.array([True, True, True, False, True, True, True])
+    assert example_positions(predicted, actual, held_out, 2) == (4, 1)  # best and worst
+    assert example_positions(predicted, actual, held_out, 3) == (4, 6, 1)  # ranks 0, 2.5 -> 2 (to even), 5
+    assert example_positions(predicted, actual, held_out, 6) == (4, 0, 6, 2, 5, 1)
+    assert example_positions(predicted, actual, held_out, 20) == (4, 0, 6, 2, 5, 1)
+    assert example_positions(predicted, actual, np.zeros(7, dtype=bool), 1) == (3,)
+    assert example_positions(predicted, actual, held_out, 0) == ()
+
+
+def test_word_rows_that_duplicate_an_attribute_value_of_the_same_scope_are_dropped() -> None:
+    drivers = pd.DataFrame(
+        {
+            "scope": ["overall", "overall", "overall", "category", "category"],
+            "category": [ALL_CATEGORIES, ALL_CATEGORIES, ALL_CATEGORIES, "ink", "ink"],
+            "driver": ["dell", "brand: dell", "8gb", "dell", "ram: 8 gb"],
+            "kind": ["word", "attribute", "word", "word", "attribute"],
+        }
+    )
+    kept = drop_attribute_value_words(drivers)
+    assert kept["driver"].tolist() == ["brand: dell", "8gb", "dell", "ram: 8 gb"]  # "dell" in ink has no brand row
+    assert drop_attribute_value_words(drivers.iloc[:0]).empty
+
+
+def test_analysis_colours_examples_by_each_words_masked_effect(apple_catalogue) -> None:
+    loaded, encoded, frame, brands, attributions = apple_catalogue
+    analysis = analyse_price_drivers(loaded, encoded, frame, brands, attributions, driver_options(examples=3))
+    assert analysis.examples == example_positions(
+        analysis.predicted_price, frame["label"].to_numpy(), analysis.held_out, 3
+    )
+    for position in analysis.examples:
+        doc_id, words = frame["doc_id"].iloc[position], frame["text"].iloc[position].split()
+        # Masking "apple" halves a price of 200 (effect +100); no other word changes the output.
+        expected = {i: (100.0 if w == "apple" else 0.0) for i, w in enumerate(words)}
+        assert analysis.example_effects[doc_id] == pytest.approx(expected, abs=1e-9)

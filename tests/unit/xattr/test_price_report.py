@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 import shutil
 import subprocess
@@ -12,7 +14,7 @@ import pandas as pd
 import pytest
 
 from tests.unit.xattr.test_price_drivers import driver_options
-from xattr.reporting.baseline import fit_linear_baseline
+from xattr.reporting.baseline import ModelVerdict, fit_linear_baseline
 from xattr.reporting.price_drivers import ALL_CATEGORIES, PriceDriverAnalysis
 from xattr.reporting.price_report import (
     ExampleListing,
@@ -20,6 +22,7 @@ from xattr.reporting.price_report import (
     example_listings,
     excluded_summary,
     figure_pngs,
+    heatmap_layout,
     price_drivers_markdown,
     price_report_data,
     render_price_report,
@@ -96,9 +99,13 @@ def test_report_is_self_contained_and_escaped() -> None:
     for heading in ("Model quality", "Prices excluded", "Top drivers", "Drivers by category", "Predicted vs actual",
                     "Example listings", "Linear baseline"):  # fmt: skip
         assert f"<h2>{heading}" in page
-    # Highlighted words: red for positive, blue for negative, shade relative to the listing's largest.
-    assert 'style="background: rgba(214,39,40,0.85)" title="attribution +0.4000">apple</span>' in page
-    assert 'style="background: rgba(31,119,180,0.21)" title="attribution -0.1000">laptop</span>' in page
+    # Highlighted words: red for a positive masked effect, blue for negative, shade relative to the
+    # listing's largest; the tooltip gives the effect in currency (the quantity the tables rank by).
+    assert 'style="background: rgba(214,39,40,0.85)" title="masked effect +0.40 $">apple</span>' in page
+    assert 'style="background: rgba(31,119,180,0.21)" title="masked effect -0.10 $">laptop</span>' in page
+    assert "actual $1,200.00 · predicted $1,100.00 (-8%)" in page
+    # Ranked by the masked effect; the method's attribution column is not shown (it could contradict).
+    assert "<th>mean effect ($)</th>" in page and "<th>mean attribution</th>" not in page
 
 
 def test_figures_are_skipped_when_there_is_nothing_to_draw() -> None:
@@ -158,23 +165,61 @@ def _listings() -> pd.DataFrame:
     )
 
 
-def test_example_listings_take_the_best_of_each_category_first() -> None:
+def test_example_listings_show_each_words_effect_in_the_given_order() -> None:
     frame = _listings()
-    # Relative errors |log(predicted / 100)|: d3 < d0 < d2 < d1 < d4; d3 is not held out.
     predicted = np.array([101.0, 150.0, 120.0, 100.5, 300.0])
-    held_out = np.array([True, True, True, False, True])
-    scores = {"d0": {0: 0.5, 1: -0.25}}
+    effects = {"d0": {0: 5.0, 1: -2.5}, "d2": {1: 1.0}}
+    first, second = example_listings(frame, predicted, (2, 0), effects)
+    assert (first.doc_id, first.category, first.actual, first.predicted) == ("d2", "y", 100.0, 120.0)
+    assert first.words[0][0] == "hp" and math.isnan(first.words[0][1]) and first.words[1] == ("mouse", 1.0)
+    assert second == ExampleListing("d0", "x", (("apple", 5.0), ("laptop", -2.5)), 100.0, 101.0)
+    page = render_price_report(dataclasses.replace(_data(), examples=[first]))
+    assert 'title="not measured (truncated away)">hp</span>' in page
 
-    def ids(count: int, held: np.ndarray = held_out) -> list[str]:
-        return [e.doc_id for e in example_listings(frame, predicted, held, scores, count)]
 
-    assert ids(2) == ["d0", "d2"]
-    assert ids(3) == ["d0", "d2", "d4"]
-    assert ids(4) == ["d0", "d2", "d4", "d1"]  # one per category, then the next best of any
-    assert ids(2, np.zeros(5, dtype=bool)) == ["d3", "d0"]  # nothing held out: every listing is a candidate
-    first, second = example_listings(frame, predicted, held_out, scores, 2)
-    assert first == ExampleListing("d0", "x", (("apple", 0.5), ("laptop", -0.25)), 100.0, 101.0)
-    assert second.words == (("hp", 0.0), ("mouse", 0.0))
+def _untrusted(**changes: object) -> PriceReportData:
+    verdict = ModelVerdict(False, "The model is not better than the linear baseline: R^2 0.2 vs 0.3.")
+    records = [
+        {"term": "laptop", "weight": 2.0, "listings": 40, "typical_change": 0.5},
+        {"term": "macbook", "weight": 1.0, "listings": 12, "typical_change": 0.25},
+        {"term": "cable", "weight": -1.5, "listings": 30, "typical_change": -0.4},
+    ]
+    return dataclasses.replace(_data(), verdict=verdict, baseline_drivers=records, **changes)
+
+
+def test_a_model_worse_than_the_baseline_gets_a_banner_and_the_baselines_drivers_first() -> None:
+    page = render_price_report(_untrusted())
+    banner, baseline, details = (page.index(x) for x in ('class="banner"', "Drivers to trust", "<details"))
+    assert banner < baseline < details < page.index("<h2>Top drivers") < page.index("</details>")
+    assert "Do not trust the model's drivers.</strong>" in page and "R^2 0.2 vs 0.3" in page
+    trusted = page[baseline:details]
+    # Raising terms largest first, lowering ones most negative first; typical change = expm1(log change).
+    assert trusted.index("<td>laptop</td>") < trusted.index("<td>macbook</td>") < trusted.index("<td>cable</td>")
+    assert f"{math.expm1(0.5) * 100:+.1f}%" in trusted and f"{math.expm1(-0.4) * 100:+.1f}%" in trusted
+    # The model's example listings and heatmap are behind the banner too.
+    assert page.index("<h2>Example listings") < page.index("</details>")
+    forced = render_price_report(_untrusted(show_untrusted=True))
+    assert 'class="banner"' in forced and "<details" not in forced and "--force" in forced
+    ok = render_price_report(dataclasses.replace(_data(), verdict=ModelVerdict(True, "better: 0.6 vs 0.5")))
+    assert 'class="verdict-ok"' in ok and "better: 0.6 vs 0.5" in ok and 'class="banner"' not in ok
+    assert "<details" not in ok and "Drivers to trust" not in ok
+
+
+def test_heatmap_states_its_minimum_count_and_the_categories_it_leaves_out() -> None:
+    data = dataclasses.replace(
+        _data(), category_sizes={"laptops": 90, "ink": 50, "mice": 40, "cables": 7}, min_texts=15, heatmap_categories=2
+    )
+    layout = heatmap_layout(data)
+    # Categories by summed driver observations: every category has the same drivers, so ties keep
+    # groupby's sorted order (ink, laptops, mice); "cables" has no driver row at all.
+    assert layout.categories == ("ink", "laptops")
+    assert layout.left_out == {
+        "cables": "no driver in 15 or more of its 7 listings",
+        "mice": "beyond the 2 categories with the most driver observations",
+    }
+    page = render_price_report(data)
+    assert "A cell is shown when the driver occurs in at least 15 listings of the category" in page
+    assert "Categories left out: cables (no driver in 15 or more of its 7 listings); mice (beyond the 2" in page
 
 
 def test_excluded_summary_counts_every_reason_and_keeps_three_examples_each() -> None:
@@ -267,6 +312,9 @@ def test_price_report_data_from_an_analysis() -> None:
         model_quality={"r2": 0.5, "mape": 0.1, "rows": 2.0},
         baseline_quality={"r2": 0.25, "mape": 0.2, "rows": 2.0},
         baseline=baseline,
+        verdict=ModelVerdict(True, "fine"),
+        examples=(2, 0),
+        example_effects={"d0": {0: 3.0}, "d2": {}},
     )
     options = driver_options(method="lafa", effect="attribution", replacement="unk", min_texts=3, examples=1, title="T")
     excluded = pd.DataFrame({"doc_id": ["z"], "text": ["t"], "price_raw": ["0"], "reason": ["non_positive"]})
@@ -279,8 +327,14 @@ def test_price_report_data_from_an_analysis() -> None:
     np.testing.assert_array_equal(data.actual, [100.0, 100.0])
     np.testing.assert_array_equal(data.predicted, [101.0, 120.0])
     assert data.excluded_counts["non_positive"] == 1 and data.excluded_examples["doc_id"].tolist() == ["z"]
-    assert [e.doc_id for e in data.examples] == ["d0"]
+    assert [e.doc_id for e in data.examples] == ["d2", "d0"]
+    assert data.examples[1].words[0] == ("apple", 3.0)
+    assert data.examples_rule.startswith("2 of the 2 held-out listings, at evenly spaced ranks of absolute log error")
+    assert "(predicted +20% off the actual price) to the worst (+1%)" in data.examples_rule
     assert data.baseline_terms == baseline.top_terms(12)
+    assert data.baseline_drivers == baseline.driver_terms(frame["text"].tolist(), 5, options.word_filter().keeps)
+    assert data.verdict == ModelVerdict(True, "fine") and data.min_texts == 3
+    assert data.category_sizes == {"x": 2, "y": 2}
     assert data.settings == {
         "attribution method": "lafa",
         "effect": "estimated from attributions (y - attribution)",
@@ -288,6 +342,7 @@ def test_price_report_data_from_an_analysis() -> None:
         "listings": "5 (3 train / 2 held out)",
         "driver occurrences": "1,234 (drivers in >= 3 listings)",
         "categories": "2",
+        "verdict thresholds": "model R^2 - baseline R^2 > 0 and model MAPE <= 1 x baseline MAPE",
     }
 
 
