@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +9,12 @@ from pydantic import Field, field_validator, model_validator
 
 from flows.config_files import (
     FlowSettingsBase,
+    SettingsError,
     StrictSettings,
     TrackingSettings,
     load_config_file,
     removal_fractions,
+    resolve_data_root,
 )
 from flows.settings import AttributionSettings, EvaluationSettings, HeadsSettings, OptimiserSettings
 from flows.train_settings import LdavSettings
@@ -102,6 +103,8 @@ class BenchmarkEvaluation(EvaluationSettings):
 class BenchmarkSettings(FlowSettingsBase):
     """Everything the ``benchmark`` flow needs."""
 
+    INPUTS = ("model.path", "train.base_model")
+
     name: str = "benchmark"
     workdir: Path = Path("xattr-benchmarks")
     data_root: Path = Field(Path("../shared/data"), description="dataset files are relative to this")
@@ -124,6 +127,17 @@ class BenchmarkSettings(FlowSettingsBase):
             raise ValueError("fine-tuning needs dataset.train (or give model.path)")
         return self
 
+    def check_inputs(self, source: Path | str) -> None:
+        """As :meth:`FlowSettingsBase.check_inputs`, and the dataset files under ``data_root``."""
+        super().check_inputs(source)
+        for key in ("train", "eval"):
+            found = self.data_file(getattr(self.dataset, key, None))
+            if found is not None and not found.exists():
+                raise SettingsError(
+                    f"config file {str(source)!r}: dataset.{key}: {str(found)!r} does not exist (data root"
+                    f" {self.data_root}: set --data-root or XATTR_DATA_ROOT)"
+                )
+
     def data_file(self, value: Path | None) -> Path | None:
         """A dataset file resolved against ``data_root``."""
         if value is None:
@@ -132,14 +146,6 @@ class BenchmarkSettings(FlowSettingsBase):
 
     def explain_length(self) -> int:
         return self.model.max_length or self.train.max_length
-
-
-def repo_root(start: Path) -> Path:
-    """The nearest directory at or above ``start`` holding ``pyproject.toml`` (else ``start``)."""
-    for candidate in (start, *start.parents):
-        if (candidate / "pyproject.toml").is_file():
-            return candidate
-    return start
 
 
 def load_benchmark_settings(
@@ -156,10 +162,13 @@ def load_benchmark_settings(
     """
 
     def data_root_of(base: Path, raw: dict[str, Any]) -> None:
-        root = Path(data_root or os.environ.get("XATTR_DATA_ROOT") or raw.get("data_root") or "../shared/data")
-        root = root.expanduser()
-        raw["data_root"] = str(root if root.is_absolute() else (repo_root(base) / root).resolve())
+        raw["data_root"] = str(resolve_data_root(base, raw.get("data_root"), data_root))
 
     return load_config_file(
-        BenchmarkSettings, path, overrides, models=("model.path",), workdir="xattr-benchmarks", prepare=data_root_of
+        BenchmarkSettings,
+        path,
+        overrides,
+        models=("model.path",),
+        workdir="xattr-benchmarks",
+        prepare=data_root_of,
     )

@@ -7,6 +7,8 @@ import os
 # Before Prefect is imported: its temporary server otherwise sends analytics and logs a
 # harmless "database is locked" traceback (STACK.md).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# The temporary server of an in-process run gets 20 s by default, too little on a busy machine.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 import time
 from collections.abc import Callable
@@ -15,39 +17,160 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
+
+#: Set by ``--debug``: known failures then show their traceback instead of one line.
+_DEBUG = {"on": False}
+
+
+def _known_errors() -> tuple[type[Exception], ...]:
+    """The project's error classes: a failure of one of these is a known failure (one line, no traceback)."""
+    from flows.config_files import SettingsError
+    from flows.deploy import DeployError
+    from flows.runners import RunnerError
+    from flows.tracking_ui import UIError
+    from storage import StorageError
+    from tasks.attribute import IndexMismatchError
+    from xattr.data.ag_news import AgNewsError
+    from xattr.data.corpus import CorpusError
+    from xattr.data.datasets import DatasetError
+    from xattr.data.imdb import ImdbError
+    from xattr.data.products import ProductsError
+    from xattr.data.sst import SstError
+    from xattr.data.webnlg import WebNlgError
+    from xattr.heads.masks import HeadMaskError
+    from xattr.heads.statistics import HeadStatisticsError
+    from xattr.ldav import ConceptError, LdavError
+    from xattr.lrp.layout import LrpUnsupportedModelError
+    from xattr.metrics.applicability import MetricNotApplicableError
+    from xattr.metrics.gold import UndefinedMetricError
+    from xattr.models.attention import AttentionUnavailableError
+    from xattr.models.loading import ModelLoadError
+
+    return (
+        SettingsError,
+        DeployError,
+        RunnerError,
+        UIError,
+        StorageError,
+        IndexMismatchError,
+        AgNewsError,
+        CorpusError,
+        DatasetError,
+        ImdbError,
+        ProductsError,
+        SstError,
+        WebNlgError,
+        HeadMaskError,
+        HeadStatisticsError,
+        ConceptError,
+        LdavError,
+        LrpUnsupportedModelError,
+        MetricNotApplicableError,
+        UndefinedMetricError,
+        AttentionUnavailableError,
+        ModelLoadError,
+        FileNotFoundError,
+        FileExistsError,
+    )
+
+
+def _fail(exc: BaseException, code: int) -> typer.Exit:
+    """Print ``error: <message>`` on one line (markup-safe) and return the exit to raise."""
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    console.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+class _OneLineErrors(TyperGroup):
+    """The top-level handler: a known failure of any command prints one line and exits non-zero
+    (2 for a bad config, 1 otherwise); ``--debug`` shows the traceback instead."""
+
+    def invoke(self, ctx: Any) -> Any:
+        from flows.config_files import SettingsError
+
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            if _DEBUG["on"] or not isinstance(exc, _known_errors()):
+                raise
+            raise _fail(exc, 2 if isinstance(exc, SettingsError) else 1) from exc
+
 
 app = typer.Typer(
     name="xattr",
-    help="Explain fine-tuned transformer text models token by token, over whole corpora.",
+    help="Explain fine-tuned transformer text models token by token, over whole corpora.\n\n"
+    "Example: xattr demo   (then: xattr ui --workdir xattr-demo)",
     no_args_is_help=True,
     add_completion=False,
+    cls=_OneLineErrors,
 )
 console = Console()
 
 
-def _load_config(loader: Callable[..., Any], config: Path, workdir: Path | None, **extra: Any) -> Any:
-    """Settings from ``loader``; a bad config prints one line and exits 2."""
+def _version(value: bool) -> None:
+    if value:
+        from xattr import __version__
+
+        typer.echo(f"xattr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="show the full traceback of a failure")] = False,
+) -> None:
+    """Explain fine-tuned transformer text models token by token, over whole corpora.
+
+    Example: xattr demo   (then: xattr ui --workdir xattr-demo)
+    """
+    _DEBUG["on"] = debug
+
+
+def _load_config(
+    loader: Callable[..., Any],
+    config: Path,
+    workdir: Path | None,
+    *,
+    overrides: dict[str, Any] | None = None,
+    **extra: Any,
+) -> Any:
+    """Settings from ``loader``, with their data and model paths checked before any server starts;
+    a bad config prints one line and exits 2."""
     from flows.settings import SettingsError
 
+    changes = dict(overrides or {}) | ({"workdir": str(workdir.resolve())} if workdir else {})
     try:
-        return loader(config, {"workdir": str(workdir.resolve())} if workdir else None, **extra)
+        settings = loader(config, changes or None, **extra)
+        settings.check_inputs(config)
+        return settings
     except SettingsError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+        if _DEBUG["on"]:
+            raise
+        raise _fail(exc, 2) from exc
 
 
 def _run_flow(flow_function: Callable[[Any], dict[str, Any]], settings: Any, *known: type[Exception]) -> dict[str, Any]:
     """Run a flow; a known failure prints one line and exits 1 (the run is already marked failed)."""
-    from storage import StorageError
-    from xattr.data.corpus import CorpusError
-    from xattr.models.loading import ModelLoadError
-
     try:
         return flow_function(settings)
-    except (CorpusError, ModelLoadError, StorageError, ValueError, *known) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
+    except (ValueError, *_known_errors(), *known) as exc:
+        if _DEBUG["on"]:
+            raise
+        raise _fail(exc, 1) from exc
+
+
+def ui_command(tracking_uri: str) -> str:
+    """The ``xattr ui`` command that serves the MLflow store ``tracking_uri``."""
+    prefix = "sqlite:///"
+    if tracking_uri.startswith(prefix) and tracking_uri.endswith("/mlflow.db"):
+        return f"xattr ui --workdir {Path(tracking_uri[len(prefix) :]).parent}"
+    return f"xattr ui --tracking-uri {tracking_uri}"
 
 
 def _metrics_table(summary: dict[str, Any]) -> Table:
@@ -69,7 +192,7 @@ def _where(summary: dict[str, Any]) -> None:
     console.print(f"[bold]Artifacts:[/] {summary['artifacts_dir']}")
     console.print(f"[bold]Summary:[/]   {summary['summary_path']}")
     console.print(f"[bold]MLflow:[/]    run {summary['mlflow_run_id']} in {uri}")
-    console.print(f"           open the UI with: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+    console.print(f"           open the UI with: {ui_command(uri)}  (then http://127.0.0.1:5000)", soft_wrap=True)
     console.print(f"[bold]Stages served from cache:[/] {summary['cache_hits']} of {len(summary['stages'])}")
 
 
@@ -78,7 +201,10 @@ def run(
     config: Annotated[Path, typer.Argument(help="YAML config of explain_corpus (see README)")],
     workdir: Annotated[Path | None, typer.Option(help="override the config's workdir")] = None,
 ) -> None:
-    """Run the explain_corpus flow in-process on CONFIG."""
+    """Run the explain_corpus flow in-process on CONFIG.
+
+    Example: xattr run xattr-demo/demo-config.yaml --workdir runs
+    """
     from flows.explain_corpus import explain_corpus_with_runner
     from flows.runners import RunnerError
     from flows.settings import load_settings
@@ -88,18 +214,92 @@ def run(
     _where(summary)
 
 
-@app.command()
-def methods() -> None:
-    """List every registered attribution method with its parameters and paper reference."""
-    from xattr.methods import available_methods, describe_parameters
+def _method_facts(cls: Any) -> dict[str, str]:
+    """What ``xattr methods`` shows of one registered method, with its default parameters."""
+    from pydantic import ValidationError
 
-    table = Table(title="Attribution methods", show_lines=True)
-    for column in ("name", "what it computes", "parameters (default)", "reference"):
-        table.add_column(column)
-    for name, cls in available_methods().items():
-        params = "\n".join(f"{p}: {t} = {d!r}  {desc}" for p, t, d, desc in describe_parameters(cls))
-        table.add_row(name, cls.summary, params or "-", cls.paper)
+    try:
+        params = cls.Params()
+        signed, cost, needs = cls.scores_signed(params), cls.cost_for(params), cls.requirements(params)
+    except (ValidationError, ValueError):  # a parameter without a default: show the templates
+        signed, cost, needs = cls.signed, cls.cost, None
+    wanted = [
+        label
+        for label, on in (
+            ("index", needs is not None and needs.neighbours is not None),
+            ("head masks", needs is not None and needs.head_masks),
+            ("LDAV model", needs is not None and needs.ldav_vectors),
+        )
+        if on
+    ]
+    reduction = "reduction" in cls.Params.model_fields or cls.name == "lafa"
+    from xattr.methods.base import ALL_TASKS
+
+    return {
+        "needs": ", ".join(wanted) or "-",
+        "scores": ("signed" if signed else "magnitude") + ("*" if reduction else ""),
+        "cost per text": cost,
+        "tasks": "all" if set(cls.tasks) == set(ALL_TASKS) else ", ".join(cls.tasks),
+    }
+
+
+@app.command()
+def methods(
+    name: Annotated[str | None, typer.Argument(help="show this method in full")] = None,
+) -> None:
+    """List the registered attribution methods: what each needs, whether scores are signed, what it costs.
+
+    Cost: forward (fwd) and backward (bwd) passes per text and explained output (default parameters).
+
+    Piped or in a narrow terminal, cells wrap; no name or value is cut.
+
+    Example: xattr methods integrated_gradients
+    """
+    from xattr.methods import available_methods, describe_parameters
+    from xattr.methods.base import method_class
+
+    if name is not None:
+        try:
+            cls = method_class(name)
+        except ValueError as exc:
+            raise _fail(exc, 1) from exc
+        console.print(f"[bold]{cls.name}[/]: {escape(cls.summary)}", soft_wrap=True)
+        console.print(f"reference: {escape(cls.paper)}", soft_wrap=True)
+        for key, value in _method_facts(cls).items():
+            console.print(f"{key}: {escape(value)}", soft_wrap=True)
+        console.print(f"cost template: {escape(cls.cost)}", soft_wrap=True)
+        console.print("parameters:")
+        for p, t, d, desc in describe_parameters(cls):
+            console.print(f"  {p}: {escape(str(t))} = {escape(repr(d))}  {escape(desc)}", soft_wrap=True)
+        return
+    from rich import box
+
+    # Fixed widths that hold each column's longest word, the cost column takes the rest: at 80
+    # columns (or piped) every value wraps at spaces and none is cut.
+    wide = console.width >= 120
+    table = Table(
+        title="Attribution methods",
+        box=box.SIMPLE_HEAD,
+        show_lines=True,
+        pad_edge=False,
+        expand=True,
+        padding=(0, 1, 0, 0),
+    )
+    table.add_column("name", no_wrap=True, width=len("integrated_gradients"))
+    table.add_column("needs", width=10)
+    table.add_column("scores", no_wrap=True, width=10)
+    table.add_column("cost per text", ratio=1, overflow="fold")
+    table.add_column("tasks", width=40 if wide else len("pair_classification"))
+    for method, cls in available_methods().items():
+        facts = _method_facts(cls)
+        table.add_row(method, facts["needs"], facts["scores"], facts["cost per text"], facts["tasks"])
     console.print(table)
+    console.print(
+        "cost: forward (fwd) and backward (bwd) passes per text and explained output, default parameters."
+        "  * signed with reduction: sum (LAFA: with its base method's).  `xattr methods NAME`: what NAME"
+        " computes, its reference and parameters.",
+        soft_wrap=False,
+    )
 
 
 @app.command()
@@ -109,7 +309,10 @@ def demo(
     epochs: Annotated[int, typer.Option(min=1, help="fine-tuning epochs")] = 2,
     eval_texts: Annotated[int, typer.Option(min=1, help="texts scored for faithfulness")] = 150,
 ) -> None:
-    """Explain a MiniLM price regressor on a synthetic laptop catalogue with known price drivers."""
+    """Explain a MiniLM price regressor on a synthetic laptop catalogue with known price drivers.
+
+    Example: xattr demo --workdir xattr-demo   (what `make demo` runs)
+    """
     from flows.demo import DemoPlan, run_demo
 
     started = time.perf_counter()
@@ -151,7 +354,10 @@ def heads(
     config: Annotated[Path, typer.Argument(help="YAML config of explain_corpus (corpus, model, heads)")],
     workdir: Annotated[Path | None, typer.Option(help="override the config's workdir")] = None,
 ) -> None:
-    """Mine dependency-based head statistics (Mask-LRP Eq. 6-8) on CONFIG's corpus and model."""
+    """Mine dependency-based head statistics (Mask-LRP Eq. 6-8) on CONFIG's corpus and model.
+
+    Example: xattr heads my-explain-config.yaml --workdir runs
+    """
     from flows.head_statistics import head_statistics_flow
     from flows.settings import load_settings
 
@@ -168,6 +374,7 @@ def heads(
     console.print(f"[bold]Statistics:[/] {result['statistics'].path}")
     console.print(f"[bold]Heatmap:[/]    {result['heatmap']}")
     console.print(f"[bold]MLflow:[/]     run {result['mlflow_run_id']} in {result['tracking_uri']}")
+    console.print(f"            open the UI with: {ui_command(result['tracking_uri'])}", soft_wrap=True)
 
 
 def _kept_heads_table(ref: Any, xi_synt: float, xi_pos: float) -> Table:
@@ -205,7 +412,12 @@ def train(
     config: Annotated[Path, typer.Argument(help="YAML config of the train flow (see README)")],
     workdir: Annotated[Path | None, typer.Option(help="override the config's workdir")] = None,
 ) -> None:
-    """Fine-tune a model on a corpus (optionally with LDAV class vectors) with the train flow."""
+    """Fine-tune a model on a corpus (optionally with LDAV class vectors) with the train flow.
+
+    base_model defaults to the bundled all-MiniLM-L6-v2.
+
+    Example: xattr train my-train-config.yaml --workdir runs
+    """
     from flows.train import train as train_flow
     from flows.train_settings import load_train_settings
 
@@ -220,6 +432,7 @@ def train(
     console.print(table)
     console.print(f"[bold]Model:[/]  {summary['output_dir']}")
     console.print(f"[bold]MLflow:[/] run {summary['mlflow_run_id']} in {summary['tracking_uri']}")
+    console.print(f"        open the UI with: {ui_command(summary['tracking_uri'])}", soft_wrap=True)
 
 
 @app.command()
@@ -230,7 +443,10 @@ def concepts(
         list[str] | None, typer.Option(help="NAME=FILE: a word list (one word per line) pooled into one concept")
     ] = None,
 ) -> None:
-    """Score phrases or word lists against every LDAV class vector (LDAV paper Table 9, Sec. 4.7-4.9)."""
+    """Score phrases or word lists against every LDAV class vector (LDAV paper Table 9, Sec. 4.7-4.9).
+
+    Example: xattr concepts runs/models/sst2-ldav "a masterpiece" "a waste of time"
+    """
     from xattr.ldav import ConceptError, LdavError, class_vector_correlation, concept_scores, load_ldav_vectors
     from xattr.models.loading import ModelLoadError, load_model
 
@@ -271,7 +487,10 @@ def deploy(
     name: Annotated[list[str] | None, typer.Option(help="deploy only this deployment (repeatable; globs work)")] = None,
     api_url: Annotated[str | None, typer.Option(help="Prefect API URL; default PREFECT_API_URL or local")] = None,
 ) -> None:
-    """Check prefect.yaml, create its work pool if missing and deploy to a running Prefect server."""
+    """Check prefect.yaml (configs, data and model paths), create the work pool if missing, deploy to a server.
+
+    Example: xattr deploy --name price-drivers-weekly
+    """
     from flows.deploy import DeployError
     from flows.deploy import deploy as deploy_all
 
@@ -296,7 +515,10 @@ def ui(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (sqlite:///...)")] = None,
     port: Annotated[int, typer.Option(min=1, max=65535, help="port of the MLflow UI")] = 5000,
 ) -> None:
-    """Serve the MLflow UI of the configured store on 127.0.0.1 until Ctrl-C."""
+    """Serve the MLflow UI of the configured store on 127.0.0.1 until Ctrl-C.
+
+    Example: xattr ui --workdir xattr-demo   (then open http://127.0.0.1:5000)
+    """
     from flows.tracking_ui import UIError, start_mlflow_server, stop_server
 
     if tracking_uri:
@@ -344,7 +566,11 @@ def ui(
         stop_server(server)
 
 
-report_app = typer.Typer(help="Reports built from whole-corpus explanations.", no_args_is_help=True)
+report_app = typer.Typer(
+    help="Reports built from whole-corpus explanations.\n\n"
+    "Example: xattr report price-drivers configs/price-drivers-walmart-amazon.yaml",
+    no_args_is_help=True,
+)
 app.add_typer(report_app, name="report")
 
 
@@ -352,13 +578,23 @@ app.add_typer(report_app, name="report")
 def report_price_drivers(
     config: Annotated[Path, typer.Argument(help="YAML config of the price_drivers flow (see README)")],
     workdir: Annotated[Path | None, typer.Option(help="override the config's workdir")] = None,
+    data_root: Annotated[
+        Path | None, typer.Option(help="where the datasets are, for a config with data_root (or XATTR_DATA_ROOT)")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="show the model's drivers normally even when it is worse than the baseline")
+    ] = False,
 ) -> None:
-    """What drives predicted price across a catalogue: drivers table, HTML report, MLflow run."""
+    """What drives predicted price across a catalogue: drivers table, HTML report, MLflow run.
+
+    Example: xattr report price-drivers configs/price-drivers-walmart-amazon.yaml --workdir runs
+    """
     from flows.price_drivers import price_drivers
     from flows.price_settings import load_price_settings
-    from xattr.data.products import ProductsError
 
-    summary = _run_flow(price_drivers, _load_config(load_price_settings, config, workdir), ProductsError)
+    overrides = {"drivers": {"show_untrusted": True}} if force else None
+    settings = _load_config(load_price_settings, config, workdir, overrides=overrides, data_root=data_root)
+    summary = _run_flow(price_drivers, settings)
     m = summary["metrics"]
     table = Table(title="Model quality on held-out listings")
     for column in ("model", "R^2 (log price)", "MAPE"):
@@ -366,10 +602,13 @@ def report_price_drivers(
     table.add_row("explained model", f"{m['r2']:.3f}", f"{m['mape']:.1%}")
     table.add_row("TF-IDF + ridge", f"{m['baseline_r2']:.3f}", f"{m['baseline_mape']:.1%}")
     console.print(table)
+    colour = "green" if m.get("model_trusted", 1.0) else "red"
+    console.print(f"[bold {colour}]Verdict:[/] {escape(summary.get('verdict', ''))}", soft_wrap=True)
     console.print(f"[bold]Prices:[/]  {summary['price_rule']}")
     console.print(f"[bold]Report:[/]  {summary['report']}")
     console.print(f"[bold]Drivers:[/] {summary['drivers']}")
     console.print(f"[bold]MLflow:[/]  run {summary['mlflow_run_id']} in {summary['tracking_uri']}")
+    console.print(f"         open the UI with: {ui_command(summary['tracking_uri'])}", soft_wrap=True)
 
 
 @app.command()
@@ -380,7 +619,10 @@ def benchmark(
         Path | None, typer.Option(help="where the datasets are (default: the config's data_root, ../shared/data)")
     ] = None,
 ) -> None:
-    """Benchmark every configured method on one dataset: fine-tune, attribute, all metrics, MLflow."""
+    """Benchmark every configured method on one dataset: fine-tune, attribute, all metrics, MLflow.
+
+    Example: xattr benchmark configs/benchmarks/sst2.yaml --data-root ../shared/data
+    """
     from flows.benchmark import benchmark as benchmark_flow
     from flows.benchmark_settings import load_benchmark_settings
 
@@ -391,11 +633,12 @@ def benchmark(
     console.print(f"[bold]Table:[/] {summary['table_path']}")
     uri = summary["tracking_uri"]
     console.print(f"[bold]MLflow:[/] run {summary['mlflow_run_id']} in {uri} (one child run per method)")
+    console.print(f"        open the UI with: {ui_command(uri)}", soft_wrap=True)
     console.print(f"[bold]Wall time:[/] {time.perf_counter() - started:.0f} s")
 
 
 def main() -> None:
-    """Entry point for ``python -m flows.cli``."""
+    """Entry point for ``python -m flows.cli`` (the ``xattr`` script is ``app`` itself)."""
     app()
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -41,9 +42,23 @@ class FlowSettingsBase(StrictSettings):
     workdir: Path
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
 
+    #: Dotted keys of the paths a run reads (data files, model directories): :meth:`check_inputs`.
+    INPUTS: ClassVar[tuple[str, ...]] = ()
+
     def tracking_uri(self) -> str:
         """The explicit MLflow tracking URI (SQLite under the work directory by default)."""
         return self.tracking.uri or f"sqlite:///{(self.workdir.resolve() / 'mlflow.db')}"
+
+    def check_inputs(self, source: Path | str) -> None:
+        """Refuse, before any server starts, a config whose data or model paths do not exist.
+
+        Args:
+            source: The config file (named in the message).
+
+        Raises:
+            SettingsError: One line naming the file, the field and the missing path.
+        """
+        check_inputs(self, self.INPUTS, source)
 
 
 def removal_fractions(values: list[float]) -> list[float]:
@@ -116,6 +131,29 @@ def resolve_model_path(base: Path, value: str) -> str:
     return str(candidate) if candidate.exists() or str(value).startswith((".", "/", "~")) else value
 
 
+def repo_root(start: Path) -> Path:
+    """The nearest directory at or above ``start`` holding ``pyproject.toml`` (else ``start``)."""
+    for candidate in (start, *start.parents):
+        if (candidate / "pyproject.toml").is_file():
+            return candidate
+    return start
+
+
+#: The data root when neither ``--data-root``, ``XATTR_DATA_ROOT`` nor the config gives one.
+DEFAULT_DATA_ROOT = "../shared/data"
+
+
+def resolve_data_root(base: Path, configured: str | Path | None, override: str | Path | None = None) -> Path:
+    """Where a config's datasets are: ``override`` (``--data-root``), else ``XATTR_DATA_ROOT``, else
+    ``configured`` (the config's ``data_root``), else ``../shared/data``.
+
+    A relative root is taken from the repository root (the nearest directory above the config
+    with a ``pyproject.toml``), so a fresh clone next to ``shared/`` finds ``../shared/data``.
+    """
+    root = Path(override or os.environ.get("XATTR_DATA_ROOT") or configured or DEFAULT_DATA_ROOT).expanduser()
+    return root if root.is_absolute() else (repo_root(base) / root).resolve()
+
+
 def load_config_file(
     model: type[SettingsModel],
     path: Path | str,
@@ -159,6 +197,24 @@ def load_config_file(
     if prepare is not None:
         prepare(base, raw)
     return validate_config(model, raw, path)
+
+
+def check_inputs(settings: BaseModel, keys: tuple[str, ...], path: Path | str) -> None:
+    """Raise :class:`SettingsError` for the first dotted key of ``settings`` naming a path that does not exist.
+
+    A value that is not a path (empty, or a hub id such as ``org/model``) is not checked.
+    """
+    for dotted in keys:
+        value: Any = settings
+        for name in dotted.split("."):
+            value = getattr(value, name, None)
+        if value is None or value == "":
+            continue
+        target = Path(str(value)).expanduser()
+        if not target.is_absolute():
+            continue  # a hub id: resolve_model_path keeps only those relative
+        if not target.exists():
+            raise SettingsError(f"config file {str(path)!r}: {dotted}: {str(target)!r} does not exist")
 
 
 def validate_config(model: type[SettingsModel], raw: dict[str, Any], path: Path | str) -> SettingsModel:

@@ -2,7 +2,9 @@
 
 Everything that can be checked before talking to Prefect is checked here, so that each
 mistake is one clear line: a missing entrypoint file, a config parameter naming a file that is
-not there, a cron string or timezone Prefect would reject, a server that does not answer.
+not there, a config that the flow would refuse (invalid, or naming data or model paths that do
+not exist: each config is read with its flow's loader), a cron string or timezone Prefect
+would reject, a server that does not answer.
 The deployment itself is Prefect's own ``prefect deploy`` (run as a subprocess in the project
 directory), so what is deployed is exactly what ``prefect deploy`` would deploy by hand.
 """
@@ -22,6 +24,36 @@ from pydantic import ValidationError
 from flows.config_files import installed_command, read_config
 
 DEFAULT_API_URL = "http://127.0.0.1:4200/api"
+
+#: The settings loader of each ``*_from_config`` entrypoint: ``xattr deploy`` reads the
+#: deployment's config with it and checks its data and model paths, as a run would.
+CONFIG_LOADERS = {
+    "explain_corpus_from_config": "flows.settings:load_settings",
+    "price_drivers_from_config": "flows.price_settings:load_price_settings",
+    "benchmark_from_config": "flows.benchmark_settings:load_benchmark_settings",
+    "train_from_config": "flows.train_settings:load_train_settings",
+}
+
+
+def check_config(name: str, function: str, config: Path) -> None:
+    """Load ``config`` as the entrypoint ``function`` will and check that its data and model paths exist.
+
+    Raises:
+        DeployError: ``deployment NAME: <the config's one-line error>``.
+    """
+    import importlib
+
+    from flows.config_files import SettingsError
+
+    target = CONFIG_LOADERS.get(function)
+    if target is None:
+        return
+    module, _, attribute = target.partition(":")
+    loader = getattr(importlib.import_module(module), attribute)
+    try:
+        loader(config).check_inputs(config)
+    except SettingsError as exc:
+        raise DeployError(f"deployment {name!r}: {exc}") from exc
 
 
 class DeployError(RuntimeError):
@@ -76,7 +108,8 @@ def read_plan(prefect_file: Path, names: list[str] | None = None) -> list[Deploy
 
     Raises:
         DeployError: A missing or malformed file, a name that matches nothing, an entrypoint
-            file or config file that does not exist, a missing work pool, or a bad schedule.
+            file or config file that does not exist, a config that is invalid or names data or
+            model paths that do not exist, a missing work pool, or a bad schedule.
     """
     _, raw = read_config(prefect_file, what="deployment file", error=DeployError)
     deployments = raw.get("deployments")
@@ -111,6 +144,7 @@ def read_plan(prefect_file: Path, names: list[str] | None = None) -> list[Deploy
                     f"deployment {name!r}: parameter config {str(config)!r} names a file that does not exist"
                     f" ({target}; relative paths are taken from {root})"
                 )
+            check_config(name, function, target)
         pool = (item.get("work_pool") or {}).get("name")
         if not pool:
             raise DeployError(f"deployment {name!r}: work_pool.name is missing")

@@ -20,7 +20,7 @@ from tasks.layer_precision import layer_precision_stage
 from tasks.load_corpus import load_corpus_stage
 from tasks.results import RunContext, Shard, StageResult
 from tasks.shards import plan_shards
-from xattr.methods import method_requirements
+from xattr.methods import method_requirements, method_signed
 from xattr.models.loading import ModelSpec
 from xattr.reporting.summary import MethodSummary, explain_markdown, metrics_table
 from xattr.reporting.words import top_word_lists, word_scores
@@ -77,7 +77,7 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
                 "evaluation": runs[method.key].evaluation,
                 "metrics": runs[method.key].metrics,
                 "attribute_seconds": runs[method.key].attributed.seconds,
-                "signed": method.params.get("reduction") == "sum",
+                "signed": method_signed(method.name, method.params),
             }
             for method in settings.attribution.methods
         }

@@ -12,8 +12,11 @@ from flows.config_files import (
     StrictSettings,
     TrackingSettings,
     load_config_file,
+    resolve_data_root,
+    resolve_path,
 )
 from flows.settings import EncodeSettings, IndexSettings, MethodConfig, OptimiserSettings
+from xattr.methods.base import method_class, method_signed
 from xattr.models.loading import ModelSpec
 from xattr.reporting.phrases import AttributeRule
 from xattr.training.trainer import TrainConfig
@@ -127,21 +130,27 @@ class DriverSettings(StrictSettings):
     @field_validator("method")
     @classmethod
     def _signed(cls, method: MethodConfig) -> MethodConfig:
-        params = method.params.get("base_params", {}) if method.name == "lafa" else method.params
-        if method.name != "random" and params.get("reduction", "sum_of_squares") != "sum":
-            raise ValueError(
-                f"method {method.name!r} must give signed scores for price drivers: set "
-                + ("params.base_params.reduction: sum" if method.name == "lafa" else "params.reduction: sum")
-            )
+        if method.name != "random" and not method_signed(method.name, method.params):
+            fix = {"lafa": "set params.base_params.reduction: sum"}.get(method.name, "set params.reduction: sum")
+            if method.name != "lafa" and "reduction" not in method_class(method.name).Params.model_fields:
+                fix = "choose a method whose scores are signed (`xattr methods`: column 'signed')"
+            raise ValueError(f"method {method.name!r} must give signed scores for price drivers: {fix}")
         return method
 
 
 class PriceDriverSettings(FlowSettingsBase):
     """Everything ``price_drivers`` needs."""
 
+    INPUTS = ("catalogue.path", "model.path", "model.base_model")
+
     name: str = Field("price-drivers", description="run name shown in MLflow")
     title: str = Field("Price drivers", description="title of the HTML report")
     workdir: Path = Field(Path("xattr-runs"), description="artifacts, models, caches and the MLflow store go here")
+    data_root: Path | None = Field(
+        None,
+        description="when set, a relative catalogue.path is taken from it (relative: from the repository root;"
+        " --data-root and XATTR_DATA_ROOT override it); empty: from the config file's directory",
+    )
     catalogue: CatalogueSettings
     model: PriceModelSettings = Field(default_factory=PriceModelSettings)
     encode: EncodeSettings = Field(default_factory=EncodeSettings)
@@ -159,13 +168,32 @@ class PriceDriverSettings(FlowSettingsBase):
         return self
 
 
-def load_price_settings(path: Path | str, overrides: dict[str, Any] | None = None) -> PriceDriverSettings:
-    """Read a YAML config; relative paths are relative to the config file.
+def load_price_settings(
+    path: Path | str, overrides: dict[str, Any] | None = None, *, data_root: Path | str | None = None
+) -> PriceDriverSettings:
+    """Read a YAML config; relative paths are relative to the config file, except ``catalogue.path``
+    when the config has a ``data_root`` (or ``data_root`` is given): then it is relative to the data
+    root (:func:`flows.config_files.resolve_data_root`: ``data_root``, ``XATTR_DATA_ROOT``, the
+    config's ``data_root``).
 
     Raises:
         SettingsError: Missing or unreadable file, invalid YAML, or invalid values (the message
             names the file and each offending field).
     """
+
+    def catalogue_path(base: Path, raw: dict[str, Any]) -> None:
+        root = base
+        if raw.get("data_root") is not None or data_root is not None:
+            root = resolve_data_root(base, raw.get("data_root"), data_root)
+            raw["data_root"] = str(root)
+        catalogue = raw.get("catalogue")
+        if isinstance(catalogue, dict) and catalogue.get("path"):
+            catalogue["path"] = str(resolve_path(root, catalogue["path"]))
+
     return load_config_file(
-        PriceDriverSettings, path, overrides, files=("catalogue.path",), models=("model.path", "model.base_model")
+        PriceDriverSettings,
+        path,
+        overrides,
+        models=("model.path", "model.base_model"),
+        prepare=catalogue_path,
     )

@@ -275,6 +275,8 @@ class RunnerSettings(StrictSettings):
 class ExplainSettings(FlowSettingsBase):
     """Everything ``explain_corpus`` needs."""
 
+    INPUTS = ("corpus.path", "model.path", "model.fine_tune.base_model")
+
     name: str = Field("explain", description="run name shown in MLflow")
     workdir: Path = Field(Path("xattr-runs"), description="artifacts, caches and the MLflow store go here")
     corpus: CorpusSettings
@@ -311,5 +313,9 @@ def load_settings(path: Path | str, overrides: dict[str, Any] | None = None) -> 
             names the file and each offending field).
     """
     return load_config_file(
-        ExplainSettings, path, overrides, files=("corpus.path",), models=("model.path", "model.fine_tune.base_model")
+        ExplainSettings,
+        path,
+        overrides,
+        files=("corpus.path",),
+        models=("model.path", "model.fine_tune.base_model"),
     )

@@ -57,10 +57,16 @@ class ConceptSettings(StrictSettings):
 class TrainSettings(FlowSettingsBase):
     """Everything the ``train`` flow needs."""
 
+    INPUTS = ("corpus.path", "split.validation_path", "base_model")
+
     name: str = Field("train", description="run name in MLflow; also names the model directory")
     workdir: Path = Field(Path("xattr-runs"), description="models, mlflow.db and MLflow artifacts go here")
     corpus: CorpusSettings
-    base_model: str = Field(description="local directory of the pretrained encoder")
+    base_model: str | None = Field(
+        None,
+        description="pretrained encoder to fine-tune (a directory or hub id); empty: the bundled all-MiniLM-L6-v2"
+        " (flows.config_files.base_model_path)",
+    )
     task: TaskName | None = Field(None, description="inferred from the corpus settings and labels when empty")
     output_dir: Path | None = Field(None, description="the model directory (must not exist); default under workdir")
     split: SplitSettings = Field(default_factory=SplitSettings)
@@ -91,5 +97,9 @@ def load_train_settings(path: Path | str, overrides: dict[str, Any] | None = Non
         SettingsError: Missing file, invalid YAML or invalid values (file and fields named).
     """
     return load_config_file(
-        TrainSettings, path, overrides, files=("corpus.path", "split.validation_path", "base_model", "output_dir")
+        TrainSettings,
+        path,
+        overrides,
+        files=("corpus.path", "split.validation_path", "output_dir"),
+        models=("base_model",),
     )

@@ -15,6 +15,7 @@ from xattr.methods.base import (
     describe_parameters,
     get_method,
     method_requirements,
+    method_signed,
     register_method,
 )
 from xattr.methods.cam import Cam
@@ -73,5 +74,6 @@ __all__ = [
     "describe_parameters",
     "get_method",
     "method_requirements",
+    "method_signed",
     "register_method",
 ]

@@ -9,6 +9,7 @@ resources per call in a :class:`~xattr.methods.context.MethodContext` and report
 
 from __future__ import annotations
 
+import re
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from xattr.methods.context import MethodContext, Requirements
 from xattr.models.encoding import Batch
 from xattr.models.loading import LoadedModel
+from xattr.types import TaskName
 
 
 class MethodParams(BaseModel):
@@ -47,12 +49,20 @@ class AttributionMethod(ABC, Generic[P]):
         paper: The reference (paper and equation).
         Params: The pydantic model of its parameters (``P``).
         multiplies_by_inputs: Whether scores multiply the gradient by the input (Captum's flag).
+        signed: Whether scores carry a direction (for or against the output) with the default
+            parameters; :meth:`scores_signed` says it for given parameters.
+        cost: Forward/backward passes per text and target, with ``{param}`` placeholders
+            (:meth:`cost_for` fills them in).
+        tasks: Model tasks the method supports.
         params: This instance's validated parameters.
     """
 
     name: ClassVar[str]
     summary: ClassVar[str]
     paper: ClassVar[str]
+    signed: ClassVar[bool]
+    cost: ClassVar[str]
+    tasks: ClassVar[tuple[TaskName, ...]]
     Params: ClassVar[type[MethodParams]] = MethodParams
     multiplies_by_inputs: ClassVar[bool] = False
     params: P
@@ -74,6 +84,18 @@ class AttributionMethod(ABC, Generic[P]):
     def requirements(cls, params: P) -> Requirements:
         """What the method configured with ``params`` needs in its context (default: nothing)."""
         return Requirements()
+
+    @classmethod
+    def scores_signed(cls, params: P) -> bool:
+        """Whether scores with ``params`` are signed: a ``reduction`` parameter decides (``sum`` is
+        signed, ``sum_of_squares`` is a magnitude); otherwise :attr:`signed`."""
+        reduction = getattr(params, "reduction", None)
+        return reduction == "sum" if reduction is not None else cls.signed
+
+    @classmethod
+    def cost_for(cls, params: P) -> str:
+        """:attr:`cost` with the values of ``params`` filled in."""
+        return cls.cost.format(**params.model_dump())
 
     def diagnostics(self, context: MethodContext) -> dict[str, float]:
         """What the run with ``context`` did besides scoring, as metrics.
@@ -127,22 +149,47 @@ _REGISTRY: dict[str, type[AttributionMethod[Any]]] = {}
 MethodClass = TypeVar("MethodClass", bound=type[AttributionMethod[Any]])
 
 
-def register_method(name: str, *, summary: str, paper: str) -> Callable[[MethodClass], MethodClass]:
+#: Every model task (``xattr.types.TaskName``).
+ALL_TASKS: tuple[TaskName, ...] = get_args(TaskName)
+
+
+def register_method(
+    name: str,
+    *,
+    summary: str,
+    paper: str,
+    signed: bool,
+    cost: str,
+    tasks: tuple[TaskName, ...] = ALL_TASKS,
+) -> Callable[[MethodClass], MethodClass]:
     """Class decorator naming a method and adding it to the registry (as zennit's ``register_composite``).
+
+    What a method needs (neighbour index, head masks, LDAV vectors) is in its
+    :meth:`~AttributionMethod.requirements`; everything else the CLI lists is given here.
 
     Args:
         name: Registry name used in configs and the CLI.
         summary: One line saying what it computes.
         paper: The reference (paper and equation).
+        signed: Whether scores are signed with the default parameters (a ``reduction``
+            parameter overrides it, :meth:`AttributionMethod.scores_signed`).
+        cost: Forward/backward passes per text and target, ``{param}`` placeholders allowed
+            (``"{steps} fwd + {steps} bwd"``).
+        tasks: Model tasks it supports.
 
     Raises:
-        ValueError: Another class is already registered under ``name``.
+        ValueError: Another class is already registered under ``name``, or ``cost`` names an
+            unknown parameter.
     """
 
     def register(cls: MethodClass) -> MethodClass:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"attribution method {name!r} is registered twice")
+        unknown = {f for f in re.findall(r"{(\w+)}", cost)} - set(cls.Params.model_fields)
+        if unknown:
+            raise ValueError(f"attribution method {name!r}: cost names unknown parameter(s) {sorted(unknown)}")
         cls.name, cls.summary, cls.paper = name, summary, paper
+        cls.signed, cls.cost, cls.tasks = signed, cost, tuple(tasks)
         _REGISTRY[name] = cls
         return cls
 
@@ -191,6 +238,15 @@ def get_method(name: str, params: dict[str, Any] | None = None) -> AttributionMe
         ValueError: Unknown name (valid names listed) or invalid parameters (named).
     """
     return method_class(name)(method_params(name, params))
+
+
+def method_signed(name: str, params: dict[str, Any] | None = None) -> bool:
+    """Whether method ``name`` configured with ``params`` gives signed scores (:meth:`AttributionMethod.scores_signed`).
+
+    Raises:
+        ValueError: Unknown name (valid names listed) or invalid parameters (named).
+    """
+    return method_class(name).scores_signed(method_params(name, params))
 
 
 def method_requirements(name: str, params: dict[str, Any] | None = None) -> Requirements:

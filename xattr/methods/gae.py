@@ -15,6 +15,8 @@ from xattr.models.loading import LoadedModel
     "gae",
     summary="gradient-weighted attention rollout R += E_h[(grad_A*A)^+] R",
     paper="Chefer, Gur and Wolf 2021 ICCV, Eq. 4-6",
+    signed=False,
+    cost="1 fwd + 1 bwd",
 )
 class Gae(AttributionMethod[MethodParams]):
     """Generic Attention-model Explainability (Chefer, Gur and Wolf 2021, ICCV), gradients only.

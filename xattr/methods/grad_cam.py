@@ -15,6 +15,8 @@ from xattr.models.loading import LoadedModel
     "grad_cam",
     summary="ReLU(sum_d w_d h_td) over last-layer tokens, w = token-mean gradient",
     paper="Selvaraju et al. 2017, Eq. 1-2; Mask-LRP (Song et al. 2024) Sec. 5.2",
+    signed=False,
+    cost="1 fwd + 1 bwd",
 )
 class GradCam(AttributionMethod[MethodParams]):
     """Grad-CAM (Selvaraju et al. 2017, Eq. 1-2) with tokens in place of pixels.

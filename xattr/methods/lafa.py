@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from pydantic import Field, model_validator
 
-from xattr.methods.base import AttributionMethod, get_method, method_requirements, register_method
+from xattr.methods.base import AttributionMethod, get_method, method_requirements, method_signed, register_method
 from xattr.methods.context import MethodContext, Requirements
 from xattr.methods.lafa_kernels import KernelName, KernelParams, kernel_matrix
 from xattr.models.encoding import Batch, collate
@@ -93,6 +93,8 @@ def lafa_aggregate(
     "lafa",
     summary="base gradient attribution smoothed over nearest-neighbour texts through a word-embedding kernel",
     paper="Zhang et al. 2022, LAFA, Eq. 4-7, Algorithm 1, Appendix D-E",
+    signed=False,
+    cost="base method x (1 + up to {max_neighbours} neighbours) with base scores cached per run",
 )
 class Lafa(AttributionMethod[LafaParams]):
     """Locally Aggregated Feature Attribution (Zhang et al. 2022, Eq. 4-7, Algorithm 1).
@@ -108,6 +110,11 @@ class Lafa(AttributionMethod[LafaParams]):
     def __init__(self, params: LafaParams | None = None) -> None:
         super().__init__(params)
         self.base_method = get_method(self.params.base, self.params.base_params)
+
+    @classmethod
+    def scores_signed(cls, params: LafaParams) -> bool:
+        """Signed when the base method's scores are (LAFA aggregates them over neighbours)."""
+        return method_signed(params.base, params.base_params)
 
     @classmethod
     def requirements(cls, params: LafaParams) -> Requirements:

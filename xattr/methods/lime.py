@@ -64,6 +64,8 @@ def fit_surrogate(samples: torch.Tensor, outputs: torch.Tensor, weights: torch.T
     "lime",
     summary="coefficients of a kernel-weighted ridge model on randomly masked copies of the text",
     paper="Ribeiro et al. 2016; Captum Lime",
+    signed=True,
+    cost="{samples} fwd",
 )
 class Lime(AttributionMethod[LimeParams]):
     """LIME (Ribeiro et al. 2016) over word pieces, with Captum's ``LimeBase`` machinery.

@@ -44,6 +44,8 @@ def rollout_scores(
     "lrp_rollout",
     summary="rollout of E_h[(grad A * LRP relevance of A)^+] over layers, [CLS] row",
     paper="Chefer et al. 2021 (CVPR) Eq. 13-16; Mask-LRP (Song et al. 2024) Eq. 10-11 ('GAE')",
+    signed=False,
+    cost="1 fwd + 1 bwd",
 )
 class LrpRollout(AttributionMethod[LrpParams]):
     """Chefer et al. (2021, CVPR) "Transformer interpretability beyond attention visualization".

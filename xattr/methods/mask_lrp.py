@@ -36,6 +36,8 @@ class MaskLrpParams(LrpParams):
     "mask_lrp",
     summary="LRP-rollout through syntactic/positional heads only, renormalised per layer",
     paper="Song et al. 2024 (Mask-LRP) Eq. 6, Sec. 4.3, Eq. 10-11",
+    signed=False,
+    cost="1 fwd + 1 bwd",
 )
 class MaskLrp(AttributionMethod[MaskLrpParams]):
     """Mask-LRP (Song et al. 2024, "Better Explain Transformers by Illuminating Important Information").

@@ -45,6 +45,8 @@ class RandomScoresParams(MethodParams):
     "random",
     summary="one uniform random score per word, split evenly over its word pieces",
     paper="random baseline (per word; xattr METHOD-NOTES)",
+    signed=False,
+    cost="0",
 )
 class RandomScores(AttributionMethod[RandomScoresParams]):
     """Random baseline at the word level (see METHOD-NOTES).

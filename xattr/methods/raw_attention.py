@@ -22,6 +22,8 @@ class RawAttentionParams(MethodParams):
     "raw_attention",
     summary="last layer's attention from [CLS], mean over heads",
     paper="Abnar and Zuidema 2020 (raw attention); Mask-LRP (Song et al. 2024) Sec. 5.2",
+    signed=False,
+    cost="1 fwd",
 )
 class RawAttention(AttributionMethod[RawAttentionParams]):
     """Raw attention (Abnar and Zuidema 2020; the "RawAtt" baseline of Mask-LRP Section 5.2).

@@ -15,6 +15,8 @@ from xattr.models.loading import LoadedModel
     "rollout",
     summary="attention rollout: product over layers of 0.5*mean-head attention + 0.5*I",
     paper="Abnar and Zuidema 2020, Eq. 1; Mask-LRP (Song et al. 2024) Sec. 5.2",
+    signed=False,
+    cost="1 fwd",
 )
 class Rollout(AttributionMethod[MethodParams]):
     """Attention rollout (Abnar and Zuidema 2020, Sec. 3, Eq. 1).

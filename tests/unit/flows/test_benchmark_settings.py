@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.benchmark_settings import load_benchmark_settings, repo_root
+from flows.benchmark_settings import load_benchmark_settings
+from flows.config_files import repo_root
 from flows.settings import SettingsError
 from xattr.metrics.applicability import MetricNotApplicableError
 from xattr.metrics.suite import applicable_metrics

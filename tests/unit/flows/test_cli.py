@@ -10,19 +10,115 @@ from xattr.methods import available_methods
 runner = CliRunner()
 
 
-def test_methods_lists_every_registered_method_with_its_reference() -> None:
+def test_methods_table_at_80_columns_never_cuts_a_name_or_value() -> None:
+    result = runner.invoke(app, ["methods"], env={"COLUMNS": "80"})  # CliRunner output is not a terminal
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in result.output
+    rows = {line.split()[0]: line for line in lines if line.strip() and line.split()[0] in available_methods()}
+    assert set(rows) == set(available_methods())  # every name whole, at the start of its row
+    for header in ("needs", "scores", "cost per", "tasks"):
+        assert header in result.output
+    assert rows["lafa"].split()[1] == "index" and "head masks" in rows["mask_lrp"] and "LDAV model" in rows["ldav"]
+    assert rows["lrp"].split()[2] == "signed" and rows["simple_grad"].split()[2] == "magnitude*"
+    assert "25 fwd + 25" in rows["integrated_gradients"] and "200 fwd" in rows["lime"]
+    assert "pair_classification" in result.output  # ldav's tasks, unbroken
+
+
+def test_methods_through_a_real_pipe_at_the_default_width() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "methods"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[3],
+        check=True,
+    )
+    assert "…" not in done.stdout and max(len(line) for line in done.stdout.splitlines()) <= 80
+    firsts = {line.split()[0] for line in done.stdout.splitlines() if line.strip()}
+    assert set(available_methods()) <= firsts
+
+
+def test_methods_name_shows_one_method_in_full() -> None:
+    result = runner.invoke(app, ["methods", "lafa"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    cls = available_methods()["lafa"]
+    assert cls.summary in result.output and cls.paper in result.output
+    assert "needs: index" in result.output and "scores: magnitude*" in result.output
+    assert "epsilon_quantile" in result.output and "max_neighbours" in result.output
+    assert "cost template: base method x (1 + up to {max_neighbours} neighbours)" in result.output
+    unknown = runner.invoke(app, ["methods", "nope"], env={"COLUMNS": "300"})
+    assert unknown.exit_code == 1 and unknown.output.startswith("error: unknown attribution method 'nope'")
+    assert unknown.output.count("\n") == 1
+
+
+def test_version_and_every_help_page_has_an_example() -> None:
+    from xattr import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output == f"xattr {__version__}\n"
+    names = [c.name or c.callback.__name__ for c in app.registered_commands]
+    commands = [[], *([n] for n in names), ["report"], ["report", "price-drivers"]]
+    for command in commands:
+        result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0 and "Usage" in result.output, command
+        assert result.output.count("Example: xattr") == 1, command
+
+
+def test_a_known_failure_is_one_line_unless_debug(monkeypatch) -> None:
+    import flows.cli
+    from storage import StorageError
+
+    def broken(cls):
+        raise StorageError("corpus", "unreadable: /x [y]")
+
+    monkeypatch.setattr(flows.cli, "_method_facts", broken)
     result = runner.invoke(app, ["methods"], env={"COLUMNS": "300"})
-    assert result.exit_code == 0
-    for name, cls in available_methods().items():
-        assert name in result.output
-        assert cls.paper.split(";")[0] in result.output
-    assert "epsilon_quantile" in result.output and "steps" in result.output
+    assert result.exit_code == 1 and result.output == "error: artifact 'corpus': unreadable: /x [y]\n"
+    debug = runner.invoke(app, ["--debug", "methods"], env={"COLUMNS": "300"})
+    assert isinstance(debug.exception, StorageError)
+    monkeypatch.setattr(flows.cli, "_method_facts", lambda cls: 1 / 0)  # not a known failure: traceback
+    assert isinstance(runner.invoke(app, ["methods"]).exception, ZeroDivisionError)
+    flows.cli._DEBUG["on"] = False
 
 
-def test_every_command_has_help() -> None:
-    for command in ([], ["run"], ["methods"], ["demo"], ["heads"]):
-        result = runner.invoke(app, [*command, "--help"])
-        assert result.exit_code == 0 and "Usage" in result.output
+def test_missing_model_or_data_is_refused_before_any_server_starts(tmp_path: Path, monkeypatch) -> None:
+    import flows.price_drivers
+
+    def no_flow(settings):
+        raise AssertionError("the flow (and its temporary Prefect server) must not start")
+
+    monkeypatch.setattr(flows.price_drivers, "price_drivers", no_flow)
+    config = tmp_path / "p.yaml"
+    config.write_text("catalogue: {path: nowhere.csv, format: table}\nmodel: {path: ./no-model}\n")
+    result = runner.invoke(app, ["report", "price-drivers", str(config)], env={"COLUMNS": "300"})
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert result.output == (
+        f"error: config file {str(config)!r}: catalogue.path: {str(tmp_path / 'nowhere.csv')!r} does not exist\n"
+    )
+    (tmp_path / "nowhere.csv").write_text("text,price\n")
+    result = runner.invoke(app, ["report", "price-drivers", str(config)], env={"COLUMNS": "300"})
+    assert (
+        result.output
+        == f"error: config file {str(config)!r}: model.path: {str(tmp_path / 'no-model')!r} does not exist\n"
+    )
+    debug = runner.invoke(app, ["--debug", "report", "price-drivers", str(config)])
+    assert type(debug.exception).__name__ == "SettingsError"
+    import flows.cli
+
+    flows.cli._DEBUG["on"] = False
+
+
+def test_ui_command_names_the_workdir() -> None:
+    from flows.cli import ui_command
+
+    assert ui_command("sqlite:////tmp/w/mlflow.db") == "xattr ui --workdir /tmp/w"
+    assert ui_command("sqlite:////tmp/w/other.db") == "xattr ui --tracking-uri sqlite:////tmp/w/other.db"
 
 
 def test_bad_config_exits_2_naming_the_field(tmp_path: Path) -> None:

@@ -111,3 +111,30 @@ def test_deploy_and_ui_have_help() -> None:
     for command in (["deploy"], ["ui"]):
         result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_a_deployment_whose_config_names_missing_data_is_refused_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("")  # the project root: a relative data_root starts here
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "price_drivers.py").write_text("")
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "p.yaml").write_text("data_root: data\ncatalogue: {path: products/walmart_amazon}\n")
+    deployment = {
+        "name": "price-drivers-weekly",
+        "entrypoint": "flows/price_drivers.py:price_drivers_from_config",
+        "parameters": {"config": "configs/p.yaml"},
+        "work_pool": {"name": "pool-a"},
+    }
+    path = tmp_path / "prefect.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "deployments": [deployment]}))
+    url = f"http://127.0.0.1:{free_port()}/api"  # never asked: the check comes first
+    result = runner.invoke(app, ["deploy", "--prefect-file", str(path), "--api-url", url], env={"COLUMNS": "300"})
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    missing = tmp_path / "data" / "products" / "walmart_amazon"
+    assert result.output == (
+        f"error: deployment 'price-drivers-weekly': config file {str(tmp_path / 'configs' / 'p.yaml')!r}:"
+        f" catalogue.path: {str(missing)!r} does not exist\n"
+    )
+    missing.mkdir(parents=True)
+    (plan,) = read_plan(path)
+    assert plan.config == "configs/p.yaml"

@@ -29,6 +29,26 @@ def test_defaults_are_signed_lafa_with_masked_effects(tmp_path: Path) -> None:
     assert settings.tracking_uri() == f"sqlite:///{(Path('xattr-runs').resolve() / 'mlflow.db')}"
 
 
+def test_shipped_config_finds_the_catalogue_under_the_data_root(tmp_path: Path, monkeypatch) -> None:
+    shipped = REPO / "configs" / "price-drivers-walmart-amazon.yaml"
+    monkeypatch.delenv("XATTR_DATA_ROOT", raising=False)
+    settings = load_price_settings(shipped)
+    # ../shared/data from the repository root: a fresh clone next to shared/ finds it.
+    assert settings.data_root == (REPO.parent / "shared" / "data").resolve()
+    assert settings.catalogue.path == SHARED.resolve()
+    monkeypatch.setenv("XATTR_DATA_ROOT", str(tmp_path / "env"))
+    assert load_price_settings(shipped).catalogue.path == tmp_path / "env" / "products" / "walmart_amazon"
+    moved = load_price_settings(shipped, data_root=tmp_path / "arg")
+    assert moved.catalogue.path == tmp_path / "arg" / "products" / "walmart_amazon"
+    with pytest.raises(SettingsError, match=r"catalogue.path: '.*/env/products/walmart_amazon' does not exist"):
+        load_price_settings(shipped).check_inputs(shipped)
+    monkeypatch.delenv("XATTR_DATA_ROOT")
+    # Without data_root in the config, the catalogue stays relative to the config file.
+    config = tmp_path / "c.yaml"
+    config.write_text("catalogue: {path: cat.csv}\n")
+    assert load_price_settings(config).catalogue.path == tmp_path / "cat.csv"
+
+
 def test_shipped_config_resolves_paths_relative_to_itself() -> None:
     settings = load_price_settings(REPO / "configs" / "price-drivers-walmart-amazon.yaml")
     assert settings.catalogue.path == SHARED.resolve()
