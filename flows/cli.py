@@ -189,8 +189,8 @@ def _metrics_table(summary: dict[str, Any]) -> Table:
 
 def _where(summary: dict[str, Any]) -> None:
     uri = summary["tracking_uri"]
-    console.print(f"[bold]Artifacts:[/] {summary['artifacts_dir']}")
-    console.print(f"[bold]Summary:[/]   {summary['summary_path']}")
+    console.print(f"[bold]Artifacts:[/] {summary['artifacts_dir']}", soft_wrap=True)
+    console.print(f"[bold]Summary:[/]   {summary['summary_path']}", soft_wrap=True)
     console.print(f"[bold]MLflow:[/]    run {summary['mlflow_run_id']} in {uri}")
     console.print(f"           open the UI with: {ui_command(uri)}  (then http://127.0.0.1:5000)", soft_wrap=True)
     console.print(f"[bold]Stages served from cache:[/] {summary['cache_hits']} of {len(summary['stages'])}")
@@ -604,10 +604,10 @@ def report_price_drivers(
     console.print(table)
     colour = "green" if m.get("model_trusted", 1.0) else "red"
     console.print(f"[bold {colour}]Verdict:[/] {escape(summary.get('verdict', ''))}", soft_wrap=True)
-    console.print(f"[bold]Prices:[/]  {summary['price_rule']}")
-    console.print(f"[bold]Report:[/]  {summary['report']}")
-    console.print(f"[bold]Drivers:[/] {summary['drivers']}")
-    console.print(f"[bold]MLflow:[/]  run {summary['mlflow_run_id']} in {summary['tracking_uri']}")
+    console.print(f"[bold]Prices:[/]  {summary['price_rule']}", soft_wrap=True)
+    console.print(f"[bold]Report:[/]  {summary['report']}", soft_wrap=True)
+    console.print(f"[bold]Drivers:[/] {summary['drivers']}", soft_wrap=True)
+    console.print(f"[bold]MLflow:[/]  run {summary['mlflow_run_id']} in {summary['tracking_uri']}", soft_wrap=True)
     console.print(f"         open the UI with: {ui_command(summary['tracking_uri'])}", soft_wrap=True)
 
 

@@ -84,19 +84,33 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
+def _valid_config(function: str, config: Path, classifier: Path, regressor: Path) -> None:
+    """A config the deployment's flow accepts (``xattr deploy`` reads it and checks its paths)."""
+    config.parent.mkdir(parents=True, exist_ok=True)
+    data = config.parent / f"{config.stem}-data.csv"
+    if function == "price_drivers_from_config":
+        data.write_text("text,price\n" + "".join(f"item {i} laptop,{100 + i}\n" for i in range(20)))
+        config.write_text(f"catalogue: {{path: {data.name}, format: table}}\nmodel: {{path: {regressor}}}\n")
+    else:
+        data.write_text("text\ngood film\nbad plot\n")
+        config.write_text(f"corpus: {{path: {data.name}}}\nmodel: {{path: {classifier}}}\n")
+
+
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], list[str]]:
+def project(
+    tmp_path_factory: pytest.TempPathFactory, tiny_classifier_dir: Path, tiny_regressor_dir: Path
+) -> tuple[Path, list[str], list[str]]:
     """A copy of the repository's deployments: (directory, deployable names, left-out names)."""
     root = tmp_path_factory.mktemp("project")
     (root / "flows").symlink_to(REPO / "flows", target_is_directory=True)
     raw = yaml.safe_load((REPO / "prefect.yaml").read_text())
     kept, left_out = [], []
     for deployment in raw["deployments"]:
-        if (REPO / deployment["entrypoint"].split(":")[0]).is_file():
+        path, _, function = deployment["entrypoint"].partition(":")
+        if (REPO / path).is_file():
             kept.append(deployment)
             config = root / deployment["parameters"]["config"]
-            config.parent.mkdir(parents=True, exist_ok=True)
-            config.write_text("# a config file; its contents are read when a flow run starts\n")
+            _valid_config(function, config, tiny_classifier_dir, tiny_regressor_dir)
         else:
             left_out.append(deployment["name"])
     (root / "prefect.yaml").write_text(yaml.safe_dump({**raw, "deployments": kept}, sort_keys=False))
