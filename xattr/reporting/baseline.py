@@ -62,7 +62,7 @@ class LinearBaseline:
         return [(self.vocabulary[i], float(self.coef[i])) for i in picked]
 
     def driver_terms(
-        self, texts: Sequence[str], k: int, keep: Callable[[str], bool] = lambda term: True
+        self, texts: Sequence[str], k: int, keep: Callable[[str], bool] = lambda term: True, min_listings: int = 1
     ) -> list[dict[str, float | int | str]]:
         """The ``k`` largest and ``k`` smallest weights among terms that ``keep`` accepts, with their reach.
 
@@ -70,6 +70,8 @@ class LinearBaseline:
             texts: Listings the terms are counted in (the corpus).
             k: Terms each way.
             keep: Which terms may be drivers (the report's word filter).
+            min_listings: Terms in fewer of ``texts`` are left out (the drivers' ``min_texts``:
+                a large weight on a term of three listings is not a driver to trust).
 
         Returns:
             Records ``term, weight, listings, typical_change``, largest weight first:
@@ -78,7 +80,12 @@ class LinearBaseline:
             a log-price baseline) that the term typically makes.
         """
         x = sparse.csc_matrix(self.transform(texts))
-        kept = [int(i) for i in np.argsort(-self.coef, kind="stable") if keep(self.vocabulary[i])]
+        reach = np.diff(x.indptr)  # listings per term (CSC column lengths)
+        kept = [
+            int(i)
+            for i in np.argsort(-self.coef, kind="stable")
+            if reach[i] >= min_listings and keep(self.vocabulary[i])
+        ]
         raising = [i for i in kept if self.coef[i] > 0][:k]
         lowering = [i for i in reversed(kept) if self.coef[i] < 0][:k]
         picked = raising + lowering[::-1]

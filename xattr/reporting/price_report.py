@@ -453,9 +453,10 @@ def render_price_report(data: PriceReportData, figures: dict[str, Any] | None = 
             f"{html.escape(data.verdict.reason)} The linear baseline's weights below are the drivers to trust; the"
             f" model's drivers are {shown}</div>",
             "<section><h2>Drivers to trust: the linear baseline (TF-IDF + ridge)</h2>",
-            "<p class=\"note\">The baseline's largest weights each way, after the same word filter as the model's"
-            " drivers. Typical change: the weight times the term's median TF-IDF value in the listings that contain"
-            " it, as a change of the baseline's predicted price.</p>",
+            f'<p class="note">The baseline\'s largest weights each way among terms in at least {data.min_texts}'
+            " listings, after the same word filter as the model's drivers. Typical change: the weight times the"
+            " term's median TF-IDF value in the listings that contain it, as a change of the baseline's predicted"
+            " price.</p>",
             '<div class="grid"><div><h3>Raise price</h3>',
             _table(_baseline_rows(data.baseline_drivers, 1), base_fmt),
             "</div><div><h3>Lower price</h3>",
@@ -666,7 +667,7 @@ def price_report_data(
         top_k=options.top_k,
         verdict=analysis.verdict,
         show_untrusted=options.show_untrusted,
-        baseline_drivers=baseline.driver_terms(frame["text"].tolist(), options.top_k, keep),
+        baseline_drivers=baseline.driver_terms(frame["text"].tolist(), options.top_k, keep, options.min_texts),
         category_sizes={k: v for k, v in analysis.texts_per_group.items() if k != ALL_CATEGORIES},
         min_texts=options.min_texts,
         notes=notes,

@@ -91,6 +91,8 @@ def test_driver_terms_filter_words_and_measure_their_typical_change() -> None:
         column = x[:, model.vocabulary.index(record["term"])]
         assert record["listings"] == int((column > 0).sum())
         assert record["typical_change"] == pytest.approx(np.median(column[column > 0]) * record["weight"], rel=1e-12)
+    common = model.driver_terms(texts, 2, keep, min_listings=2)  # apple, laptop, mouse: in 2+ listings
+    assert {t["term"] for t in common} <= {"apple", "laptop", "mouse"} and all(t["listings"] >= 2 for t in common)
 
 
 def test_model_verdict_trusts_only_a_model_better_than_the_baseline() -> None:

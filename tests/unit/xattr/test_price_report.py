@@ -332,7 +332,7 @@ def test_price_report_data_from_an_analysis() -> None:
     assert data.examples_rule.startswith("2 of the 2 held-out listings, at evenly spaced ranks of absolute log error")
     assert "(predicted +20% off the actual price) to the worst (+1%)" in data.examples_rule
     assert data.baseline_terms == baseline.top_terms(12)
-    assert data.baseline_drivers == baseline.driver_terms(frame["text"].tolist(), 5, options.word_filter().keeps)
+    assert data.baseline_drivers == baseline.driver_terms(frame["text"].tolist(), 5, options.word_filter().keeps, 3)
     assert data.verdict == ModelVerdict(True, "fine") and data.min_texts == 3
     assert data.category_sizes == {"x": 2, "y": 2}
     assert data.settings == {
