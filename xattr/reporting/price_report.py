@@ -223,6 +223,10 @@ def heatmap_layout(data: PriceReportData) -> HeatmapLayout:
             if c not in with_cells:
                 left_out[str(c)] = "none of the shown drivers reaches the minimum count in it"
         categories = [c for c in categories if c in with_cells]
+    else:
+        for c in categories:
+            left_out[str(c)] = "its drivers reach the minimum count in no other shown category"
+        categories = []
     return HeatmapLayout(tuple(categories), tuple(columns), dict(sorted(left_out.items())))
 
 

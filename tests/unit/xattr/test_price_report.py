@@ -220,6 +220,12 @@ def test_heatmap_states_its_minimum_count_and_the_categories_it_leaves_out() -> 
     page = render_price_report(data)
     assert "A cell is shown when the driver occurs in at least 15 listings of the category" in page
     assert "Categories left out: cables (no driver in 15 or more of its 7 listings); mice (beyond the 2" in page
+    # One category with drivers: no column can be drawn, so every category is listed as left out.
+    lonely = data.drivers[data.drivers["category"].isin([ALL_CATEGORIES, "ink"])]
+    alone = heatmap_layout(dataclasses.replace(data, drivers=lonely))
+    assert alone.categories == () and alone.drivers == ()
+    assert alone.left_out["ink"] == "its drivers reach the minimum count in no other shown category"
+    assert set(alone.left_out) == {"cables", "ink", "laptops", "mice"}
 
 
 def test_excluded_summary_counts_every_reason_and_keeps_three_examples_each() -> None:
