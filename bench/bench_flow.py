@@ -315,7 +315,15 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="kept when given; a temporary one otherwise")
     parser.add_argument("--json", type=Path, default=None, help="also write the measurements here")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--report", type=Path, nargs="+", default=None, help="only print the report of saved results")
     args = parser.parse_args()
+    if args.report:
+        saved = []
+        for path in args.report:
+            loaded = json.loads(path.read_text())
+            saved += loaded if isinstance(loaded, list) else [loaded]
+        report(sorted(saved, key=lambda r: r["texts"]))
+        return
     if args.one is not None:
         result = run_one(args.one, args.model, args.shard_size, args.max_texts, args.workdir)
         args.json.write_text(json.dumps(result))
