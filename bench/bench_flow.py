@@ -179,7 +179,7 @@ def run_one(n: int, model_kind: str, shard_size: int | None, max_texts: int, wor
     runtime.tracking.log_stage = timed_log_stage
     sampler = RssSampler()
     sampler.start()
-    with prefect_test_harness(server_startup_timeout=180):
+    with prefect_test_harness(server_startup_timeout=600):
         started = time.perf_counter()
         summary = explain_corpus(settings)
         flow_seconds = time.perf_counter() - started
