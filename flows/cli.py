@@ -566,6 +566,34 @@ def ui(
         stop_server(server)
 
 
+@app.command()
+def prune(
+    workdir: Annotated[Path, typer.Argument(help="a flow workdir (holding artifacts/ and stage-cache/)")],
+    older_than: Annotated[float, typer.Option(min=0, help="remove runs and cache entries older than this many days")],
+    dry_run: Annotated[bool, typer.Option(help="only list what would be removed")] = False,
+) -> None:
+    """Remove runs and stage-cache entries older than --older-than days, keeping what newer runs point at.
+
+    Example: xattr prune xattr-demo --older-than 30 --dry-run
+    """
+    from flows.retention import prune_workdir
+
+    try:
+        report = prune_workdir(workdir.resolve(), older_than, dry_run=dry_run)
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from exc
+    verb = "would remove" if dry_run else "removed"
+    for run_dir in report.removed_runs:
+        console.print(f"{verb} run {run_dir.name}")
+    for run_dir in report.kept_runs:
+        console.print(f"kept run {run_dir.name}: a newer run still uses its artifacts")
+    console.print(
+        f"{verb} {len(report.removed_runs)} runs and {len(report.removed_cache_entries)} stage-cache entries"
+        f" ({report.freed_bytes / 1e6:.1f} MB); kept {len(report.kept_runs)} old runs still in use"
+    )
+
+
 report_app = typer.Typer(
     help="Reports built from whole-corpus explanations.\n\n"
     "Example: xattr report price-drivers configs/price-drivers-walmart-amazon.yaml",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 
 from flows.runtime import FlowRun, attribute_and_evaluate, fine_tune, flow_run, publish_markdown
-from flows.settings import EncodeSettings, ExplainSettings, IndexSettings
+from flows.settings import EncodeSettings, ExplainSettings, IndexSettings, MethodConfig
 from storage import ArtifactRef, read_artifact
 from storage.text_files import write_text_file
 from tasks.build_index import build_index_stage
@@ -22,6 +23,7 @@ from tasks.results import RunContext, Shard, StageResult
 from tasks.shards import plan_shards
 from xattr.methods import method_requirements, method_signed
 from xattr.models.loading import ModelSpec
+from xattr.neighbours.selection import candidates_needed
 from xattr.reporting.summary import MethodSummary, explain_markdown, metrics_table
 from xattr.reporting.words import top_word_lists, word_scores
 
@@ -56,7 +58,9 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
                 layer = int(precision.metrics["best_layer"])
                 logger.info("encode.layer auto: layer %d has the best neighbour precision", layer)
         shards = plan_shards(corpus, settings.sharding.shard_size) if settings.sharding.shard_size else None
-        embeddings, index = neighbour_index(run, corpus, model, layer, settings.encode, settings.index, shards)
+        embeddings, index = neighbour_index(
+            run, corpus, model, layer, settings.encode, settings.index, shards, methods=settings.attribution.methods
+        )
         masked = any(method_requirements(m.name, m.params).head_masks for m in settings.attribution.methods)
         head_masks = run_head_statistics(run, settings, corpus).refs["statistics"] if masked else None
         evaluation = settings.evaluation
@@ -147,8 +151,16 @@ def neighbour_index(
     encode: EncodeSettings,
     index: IndexSettings,
     shards: list[Shard] | None = None,
+    methods: Sequence[MethodConfig] = (),
 ) -> tuple[ArtifactRef, ArtifactRef]:
-    """The ``encode_corpus`` (sharded when ``shards``) and ``build_index`` stages: embeddings and index artifacts."""
+    """The ``encode_corpus`` (sharded when ``shards``) and ``build_index`` stages: embeddings and index artifacts.
+
+    build_index searches as many neighbours per text as the neighbour-reading ``methods``
+    examine, so that they read its table instead of searching again; the index type is
+    ``index.type``, or exact up to ``index.exact_up_to`` texts and hnsw above.
+    """
+    requests = [method_requirements(m.name, m.params).neighbours for m in methods]
+    candidates = max((candidates_needed(r) for r in requests if r is not None), default=0)
     embeddings = run.stages.run_sharded(
         encode_corpus_stage,
         shards,
@@ -162,10 +174,11 @@ def neighbour_index(
     built = run.stage(
         build_index_stage,
         embeddings=embeddings,
-        index_type=index.type,
+        index_type=index.type_for(corpus.rows),
         neighbours=index.neighbours,
         params=index.params(),
         recall_queries=index.recall_queries,
+        candidates=candidates,
     )
     return embeddings, built.refs["index"]
 

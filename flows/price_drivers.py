@@ -87,7 +87,7 @@ def price_drivers(settings: PriceDriverSettings) -> dict[str, Any]:
         embeddings = index = None
         if method_requirements(method.name, method.params).neighbours is not None:
             embeddings, index = neighbour_index(
-                run, corpus, model, settings.encode.layer, settings.encode, settings.index
+                run, corpus, model, settings.encode.layer, settings.encode, settings.index, methods=[method]
             )
         attributed = run.stage(
             attribute_stage,

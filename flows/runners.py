@@ -50,5 +50,11 @@ def build_task_runner(settings: RunnerSettings) -> TaskRunner:
             "threads_per_worker": 1,
             "processes": True,
             "dashboard_address": ":0",
+            # Keep task results in memory: a spilling worker creates ``<local dir>/storage/`` and
+            # distributed puts that local dir first on the worker's sys.path, so ``import storage``
+            # found the empty spill folder (a namespace package) before our package whenever the
+            # package is importable only through the editable install's finder (ImportError:
+            # cannot import name 'ArtifactRef' from 'storage' (unknown location)).
+            "data": dict,
         },
     )

@@ -128,7 +128,10 @@ class EncodeSettings(StrictSettings):
 class IndexSettings(StrictSettings):
     """The FAISS index over text embeddings."""
 
-    type: IndexType = Field("flat_l2", description="flat_l2 (exact), ivf_flat, hnsw or ivf_pq")
+    type: IndexType | None = Field(
+        None, description="flat_l2 (exact), ivf_flat, hnsw or ivf_pq; empty: flat_l2 up to exact_up_to texts, hnsw above"
+    )
+    exact_up_to: int = Field(50_000, ge=1, description="with an empty type: largest corpus searched exactly")
     neighbours: int = Field(10, ge=1, description="neighbours stored per text")
     nlist: int | None = Field(None, ge=1, description="ivf_*: k-means cells; empty for sqrt(texts)")
     nprobe: int = Field(16, ge=1, description="ivf_*: cells scanned per query")
@@ -146,6 +149,16 @@ class IndexSettings(StrictSettings):
         if self.nlist is not None and self.nprobe > self.nlist:
             raise ValueError(f"index.nprobe={self.nprobe} exceeds index.nlist={self.nlist}")
         return self
+
+    def type_for(self, texts: int) -> IndexType:
+        """The index type for a corpus of ``texts``: ``type``, or flat_l2 up to ``exact_up_to`` and hnsw above.
+
+        An exact all-against-all search grows with the square of the corpus (about 1.5 h at 1M
+        texts x 64 dimensions on 2 cores); hnsw grows about linearly, with recall@10 logged.
+        """
+        if self.type is not None:
+            return self.type
+        return "flat_l2" if texts <= self.exact_up_to else "hnsw"
 
     def params(self) -> IndexParams:
         """The approximate-index settings as the library takes them."""

@@ -16,7 +16,7 @@ from storage.artifacts import (
     write_artifact,
 )
 from storage.errors import StorageError
-from storage.faiss_io import read_index, write_index
+from storage.faiss_io import read_index, read_index_manifest, write_index
 from storage.schemas import KINDS, SCHEMA_VERSIONS, schema_for
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "read_artifact",
     "read_artifact_path",
     "read_index",
+    "read_index_manifest",
     "schema_for",
     "write_artifact",
     "write_index",

@@ -158,6 +158,35 @@ def _check_loaded(index: faiss.Index, manifest: dict[str, Any], ref: ArtifactRef
         raise StorageError(ref.name, "; ".join(problems))
 
 
+def read_index_manifest(ref: ArtifactRef) -> dict[str, Any]:
+    """The manifest of a FAISS index artifact, checked against its reference, without loading the index.
+
+    Raises:
+        StorageError: As :func:`read_index`, for everything but the index file itself.
+    """
+    if ref.kind != FAISS_INDEX_KIND:
+        raise StorageError(ref.name, f"kind {ref.kind!r} is not {FAISS_INDEX_KIND!r}")
+    if ref.schema_version != FAISS_INDEX_SCHEMA_VERSION:
+        raise StorageError(
+            ref.name,
+            f"reference has schema version {ref.schema_version}, but FAISS index artifacts "
+            f"are at version {FAISS_INDEX_SCHEMA_VERSION}",
+        )
+    manifest = _read_manifest(Path(ref.path) / MANIFEST_FILENAME, ref.name)
+    if manifest["schema_version"] != FAISS_INDEX_SCHEMA_VERSION:
+        raise StorageError(
+            ref.name,
+            f"manifest has schema version {manifest['schema_version']!r}, but FAISS index "
+            f"artifacts are at version {FAISS_INDEX_SCHEMA_VERSION}",
+        )
+    if manifest["sha256"] != ref.sha256:
+        raise StorageError(
+            ref.name,
+            f"manifest sha256 {manifest['sha256']!r} differs from the reference's {ref.sha256}",
+        )
+    return manifest
+
+
 def read_index(ref: ArtifactRef) -> tuple[faiss.Index, dict[str, Any]]:
     """Load a FAISS index artifact and check it against its reference and manifest.
 
@@ -174,27 +203,8 @@ def read_index(ref: ArtifactRef) -> tuple[faiss.Index, dict[str, Any]]:
             index file's hash differs from the reference's or the manifest's, the schema
             version differs, or the loaded index disagrees with the manifest.
     """
-    if ref.kind != FAISS_INDEX_KIND:
-        raise StorageError(ref.name, f"kind {ref.kind!r} is not {FAISS_INDEX_KIND!r}")
-    if ref.schema_version != FAISS_INDEX_SCHEMA_VERSION:
-        raise StorageError(
-            ref.name,
-            f"reference has schema version {ref.schema_version}, but FAISS index artifacts "
-            f"are at version {FAISS_INDEX_SCHEMA_VERSION}",
-        )
     directory = Path(ref.path)
-    manifest = _read_manifest(directory / MANIFEST_FILENAME, ref.name)
-    if manifest["schema_version"] != FAISS_INDEX_SCHEMA_VERSION:
-        raise StorageError(
-            ref.name,
-            f"manifest has schema version {manifest['schema_version']!r}, but FAISS index "
-            f"artifacts are at version {FAISS_INDEX_SCHEMA_VERSION}",
-        )
-    if manifest["sha256"] != ref.sha256:
-        raise StorageError(
-            ref.name,
-            f"manifest sha256 {manifest['sha256']!r} differs from the reference's {ref.sha256}",
-        )
+    manifest = read_index_manifest(ref)
     data = read_verified(directory / INDEX_FILENAME, ref.sha256, artifact=ref.name)
     try:
         index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
+from itertools import chain
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from prefect import task
+from prefect.logging import get_run_logger
 
-from storage import ArtifactRef, ArtifactStore, read_artifact, read_index
+from storage import ArtifactRef, ArtifactStore, read_artifact, read_index, read_index_manifest
+from tasks.build_index import neighbour_candidates
 from tasks.caching import stage_cache_key
 from tasks.corpus_io import CorpusView, read_corpus
 from tasks.head_statistics import checked_head_masks
@@ -21,7 +24,7 @@ from xattr.methods import MethodContext, TokenAttribution, attribute_corpus, get
 from xattr.models.forward import predict_logits
 from xattr.models.loading import LoadedModel, ModelSpec
 from xattr.models.targets import TargetPolicy, resolve_targets
-from xattr.neighbours.selection import NeighbourRequest, NeighbourSelection, select_neighbours
+from xattr.neighbours.selection import NeighbourRequest, NeighbourSelection, candidates_needed, select_neighbours
 
 
 class IndexMismatchError(ValueError):
@@ -35,9 +38,14 @@ def neighbour_selection(
     index_ref: ArtifactRef,
     groups: dict[str, list],
     seed: int,
+    doc_ids: list[str] | None = None,
 ) -> NeighbourSelection:
-    """Neighbours by corpus position as a method's ``request`` asks, after checking the index."""
-    index, manifest = read_index(index_ref)
+    """Neighbours by corpus position as a method's ``request`` asks, after checking the index.
+
+    The candidates are the build_index stage's neighbours table (the corpus is searched once);
+    the index itself is loaded and searched only when that table holds too few per text.
+    """
+    manifest = read_index_manifest(index_ref)
     if manifest.get("model") and manifest["model"] != loaded.source:
         raise IndexMismatchError(
             f"the neighbour index {index_ref.path} was built on model {manifest['model']!r}, "
@@ -54,33 +62,50 @@ def neighbour_selection(
     vectors = np.asarray(table.column("embedding").combine_chunks().flatten(), dtype=np.float32).reshape(
         table.num_rows, -1
     )
-    return select_neighbours(index, vectors, request, groups=groups.get(request.filter), seed=seed)
+    ids = doc_ids if doc_ids is not None else table.column("doc_id").to_pylist()
+    candidates = neighbour_candidates(index_ref, ids)
+    index = None
+    if candidates is None or candidates[1].shape[1] < min(len(ids) - 1, candidates_needed(request)):
+        get_run_logger().info("the neighbours table holds too few candidates per text; searching the index")
+        index = read_index(index_ref)[0]
+    return select_neighbours(
+        index, vectors, request, groups=groups.get(request.filter), seed=seed, candidates=candidates
+    )
 
 
 def attributions_table(view: CorpusView, loaded: LoadedModel, results: list[TokenAttribution], label: str) -> pa.Table:
-    """The ``token_attributions`` table of ``results``: one row per token of each explained (text, target)."""
-    doc_ids, targets_col, token_index, tokens, words, starts, ends, scores = [], [], [], [], [], [], [], []
-    for r in results:
-        enc = view.encoded[r.position]
-        n = len(enc)
-        doc_ids.extend([view.doc_ids[r.position]] * n)
-        targets_col.extend([r.target] * n)
-        token_index.extend(range(n))
-        tokens.extend(loaded.tokenizer.convert_ids_to_tokens(list(enc.input_ids)))
-        words.extend(enc.word_index)
-        starts.extend(o[0] for o in enc.offsets)
-        ends.extend(o[1] for o in enc.offsets)
-        scores.append(r.scores)
+    """The ``token_attributions`` table of ``results``: one row per token of each explained (text, target).
+
+    Built column by column from NumPy buffers (no Python object per token): every per-token field
+    is one flat array over all results, token strings come from one vocabulary lookup of the
+    distinct ids, and the doc ids from one ``take`` of the corpus's id column.
+    """
+    encoded = [view.encoded[r.position] for r in results]
+    lengths = np.fromiter((len(e) for e in encoded), np.int64, len(encoded))
+    total = int(lengths.sum())
+
+    def flat(field: str, dtype: type = np.int32) -> np.ndarray:
+        return np.fromiter(chain.from_iterable(getattr(e, field) for e in encoded), dtype, total)
+
+    ids = flat("input_ids", np.int64)
+    offsets = np.fromiter(chain.from_iterable(chain.from_iterable(e.offsets for e in encoded)), np.int32, 2 * total)
+    distinct, inverse = np.unique(ids, return_inverse=True)
+    vocabulary = pa.array(loaded.tokenizer.convert_ids_to_tokens(distinct.tolist()), pa.string())
+    positions = np.fromiter((r.position for r in results), np.int64, len(results))
+    row_of_token = np.repeat(np.arange(len(results)), lengths)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(results) else lengths
+    targets = np.fromiter((r.target for r in results), np.int32, len(results))
+    scores = [r.scores for r in results]
     return pa.table(
         {
-            "doc_id": pa.array(doc_ids, pa.string()),
-            "method": pa.array([label] * len(doc_ids), pa.string()),
-            "target": pa.array(targets_col, pa.int32()),
-            "token_index": pa.array(token_index, pa.int32()),
-            "token": pa.array(tokens, pa.string()),
-            "word_index": pa.array(words, pa.int32()),
-            "char_start": pa.array(starts, pa.int32()),
-            "char_end": pa.array(ends, pa.int32()),
+            "doc_id": pa.array(view.doc_ids, pa.string()).take(pa.array(positions[row_of_token])),
+            "method": pa.array([label], pa.string()).take(pa.array(np.zeros(total, np.int64))),
+            "target": pa.array(targets[row_of_token], pa.int32()),
+            "token_index": pa.array((np.arange(total) - starts[row_of_token]).astype(np.int32), pa.int32()),
+            "token": vocabulary.take(pa.array(inverse.reshape(-1))),
+            "word_index": pa.array(flat("word_index"), pa.int32()),
+            "char_start": pa.array(offsets[0::2], pa.int32()),
+            "char_end": pa.array(offsets[1::2], pa.int32()),
             "score": pa.array(np.concatenate(scores).astype(np.float32) if scores else [], pa.float32()),
         }
     )
@@ -146,7 +171,9 @@ def attribute_stage(
         if embeddings is None or index is None:
             raise ValueError(f"method {method!r} needs the neighbour index and embeddings")
         groups = {"label": view.frame["label"].tolist(), "prediction": [int(np.argmax(row)) for row in logits]}
-        selection = neighbour_selection(requirements.neighbours, loaded, embeddings, index, groups, seed)
+        selection = neighbour_selection(
+            requirements.neighbours, loaded, embeddings, index, groups, seed, doc_ids=view.doc_ids
+        )
         counts = [len(selection.neighbours.get(i, ())) for i in inside]
         without = sum(count == 0 for count in counts)
         metrics = {

@@ -6,11 +6,12 @@ import dataclasses
 import time
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 from prefect import task
 from prefect.logging import get_run_logger
 
-from storage import ArtifactRef, ArtifactStore, artifact_metadata, read_artifact, write_index
+from storage import ArtifactRef, ArtifactStore, artifact_metadata, read_artifact, read_index_manifest, write_index
 from tasks.caching import stage_cache_key
 from tasks.progress import StageProgress
 from tasks.results import RunContext, StageResult
@@ -25,22 +26,41 @@ def build_index_stage(
     context: RunContext,
     params: IndexParams | None = None,
     recall_queries: int = 1000,
+    candidates: int = 0,
 ) -> StageResult:
-    """Write the FAISS index (with a manifest naming model and layer) and the ``neighbours`` table.
+    """Write the ``neighbours`` table and the FAISS index (with a manifest naming model, layer and the table).
 
-    Approximate index types are trained on the embeddings; their recall@10 against exact search,
-    over a seeded sample of ``recall_queries`` texts, is a stage metric (``recall_at_10``).
+    The corpus is searched once, here: each text's ``max(neighbours, candidates)`` nearest other
+    texts go to the ``neighbours`` table, which the methods that smooth over neighbours read
+    (``candidates``: the most any configured method examines,
+    ``xattr.neighbours.selection.candidates_needed``). Approximate index types are trained on the
+    embeddings; their recall@10 against exact search, over a seeded sample of ``recall_queries``
+    texts, is a stage metric (``recall_at_10``).
     """
     started = time.perf_counter()
+    logger = get_run_logger()
     table = read_artifact(embeddings)
-    ids = table.column("doc_id").to_pylist()
+    ids = table.column("doc_id").combine_chunks()
     vectors = np.asarray(table.column("embedding").combine_chunks().flatten(), dtype=np.float32).reshape(len(ids), -1)
     params = params or IndexParams()
     index = build_index(vectors, index_type, params, progress=StageProgress(f"build_index ({index_type})"))
     recall = measure_recall(index, vectors, k=10, queries=recall_queries, seed=params.seed)
-    get_run_logger().info("%s index over %d vectors: recall@10 vs exact %.4f", index_type, index.ntotal, recall)
-    meta = artifact_metadata(embeddings)
+    logger.info("%s index over %d vectors: recall@10 vs exact %.4f", index_type, index.ntotal, recall)
+    searched = max(neighbours, candidates)
+    logger.info("searching the %d nearest neighbours of %d texts", searched, index.ntotal)
+    dist, nn = nearest_neighbours(index, vectors, searched)
+    rows, cols = np.nonzero(nn >= 0)
+    table = pa.table(
+        {
+            "doc_id": ids.take(pa.array(rows)),
+            "rank": pa.array(cols.astype(np.int32)),
+            "neighbour_id": ids.take(pa.array(nn[rows, cols])),
+            "distance": pa.array(dist[rows, cols].astype(np.float32)),
+        }
+    )
     store = ArtifactStore(context.artifacts_root, context.run_id)
+    neighbours_ref = store.write("neighbours", "build_index", "neighbours", table)
+    meta = artifact_metadata(embeddings)
     index_ref = write_index(
         index,
         store.path_for("build_index", "index", suffix=""),
@@ -54,19 +74,9 @@ def build_index_stage(
             "index_params": dataclasses.asdict(params),
             "recall_at_10": recall,
             "doc_ids_from": embeddings.path,
+            "neighbours": neighbours_ref.to_dict(),
         },
     )
-    dist, nn = nearest_neighbours(index, vectors, neighbours)
-    rows, cols = np.nonzero(nn >= 0)
-    table = pa.table(
-        {
-            "doc_id": pa.array([ids[r] for r in rows], pa.string()),
-            "rank": pa.array(cols.astype(np.int32)),
-            "neighbour_id": pa.array([ids[nn[r, c]] for r, c in zip(rows, cols, strict=True)], pa.string()),
-            "distance": pa.array(dist[rows, cols].astype(np.float32)),
-        }
-    )
-    neighbours_ref = store.write("neighbours", "build_index", "neighbours", table)
     return StageResult(
         "build_index",
         {"index": index_ref, "neighbours": neighbours_ref},
@@ -74,7 +84,30 @@ def build_index_stage(
         {
             "index_type": index_type,
             "neighbours": str(neighbours),
+            "searched_neighbours": str(searched),
             **{f"index.{k}": str(v) for k, v in dataclasses.asdict(params).items()},
         },
         time.perf_counter() - started,
     )
+
+
+def neighbour_candidates(index: ArtifactRef, doc_ids: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The search build_index made, as ``(squared distances, corpus positions)``, ``(n, k)``, nearest first.
+
+    ``doc_ids`` is the corpus in order (the embeddings' order); empty slots are ``-1`` (distance
+    ``inf``). ``None`` for an index written without a neighbours table.
+    """
+    manifest = read_index_manifest(index)
+    if "neighbours" not in manifest:
+        return None
+    table = read_artifact(ArtifactRef.from_dict(manifest["neighbours"]))
+    position = pd.Index(doc_ids)
+    rows = position.get_indexer(table.column("doc_id").to_numpy())
+    found = position.get_indexer(table.column("neighbour_id").to_numpy())
+    ranks = table.column("rank").to_numpy()
+    width = int(ranks.max()) + 1 if len(ranks) else 0
+    squared = np.full((len(doc_ids), width), np.inf, np.float32)
+    positions = np.full((len(doc_ids), width), -1, np.int64)
+    squared[rows, ranks] = table.column("distance").to_numpy()
+    positions[rows, ranks] = found
+    return squared, positions

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import pandas as pd
 
@@ -18,17 +19,30 @@ class CorpusView:
     frame: pd.DataFrame
     encoded: list[EncodedText]
 
-    @property
+    @cached_property
     def doc_ids(self) -> list[str]:
+        """The documents in corpus order (built once: callers index it per text)."""
         return self.frame["doc_id"].tolist()
 
 
-def read_corpus(ref: ArtifactRef, loaded: LoadedModel, rows: range | None = None) -> CorpusView:
-    """Read and tokenise the corpus artifact for ``loaded`` (only positions ``rows`` when given)."""
+def read_corpus(
+    ref: ArtifactRef, loaded: LoadedModel, rows: range | None = None, *, only: list[int] | None = None
+) -> CorpusView:
+    """Read and tokenise the corpus artifact for ``loaded`` (only positions ``rows`` when given).
+
+    With ``only``, the frame holds every row but only those positions are tokenised; the other
+    entries of ``encoded`` are ``None`` (for stages that read a sample of the corpus).
+    """
     table = read_artifact(ref)
     if rows is not None:
         table = table.slice(rows.start, len(rows))
     frame = table.to_pandas()
-    pairs = frame["text_pair"].tolist() if frame["text_pair"].notna().any() else None
-    encoded = encode_texts(loaded.tokenizer, frame["text"].tolist(), pairs, max_length=loaded.max_length)
+    chosen = frame if only is None else frame.iloc[only]
+    pairs = chosen["text_pair"].tolist() if chosen["text_pair"].notna().any() else None
+    encoded = encode_texts(loaded.tokenizer, chosen["text"].tolist(), pairs, max_length=loaded.max_length)
+    if only is not None:
+        sparse: list = [None] * len(frame)
+        for position, text in zip(only, encoded, strict=True):
+            sparse[position] = text
+        encoded = sparse
     return CorpusView(frame, encoded)

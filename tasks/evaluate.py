@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from prefect import task
 
 from storage import ArtifactRef, ArtifactStore, read_artifact
@@ -14,7 +16,7 @@ from tasks.progress import StageProgress
 from tasks.results import RunContext, StageResult
 from xattr.metrics.applicability import MetricNotApplicableError
 from xattr.metrics.mape import DEFAULT_MASK_FRACTIONS
-from xattr.metrics.suite import attributions_from_table, evaluate_attributions
+from xattr.metrics.suite import attributions_from_table, evaluate_attributions, evaluated_positions
 from xattr.models.loading import ModelSpec
 from xattr.types import ReplacementPolicy
 
@@ -44,8 +46,14 @@ def evaluate_stage(
     """
     started = time.perf_counter()
     loaded = loaded_model(model)
-    view = read_corpus(corpus, loaded)
-    table = read_artifact(attributions).to_pandas()
+    # Only the evaluated sample is tokenised and its attribution rows converted (not the whole corpus).
+    needed = evaluated_positions(loaded.task, metrics, corpus.rows, max_texts, seed)
+    view = read_corpus(corpus, loaded, only=needed)
+    table = read_artifact(attributions)
+    if needed is not None:
+        wanted = pa.array([view.doc_ids[i] for i in needed], pa.string())
+        table = table.filter(pc.is_in(table.column("doc_id"), value_set=wanted))
+    table = table.to_pandas()
     try:
         result = evaluate_attributions(
             loaded,

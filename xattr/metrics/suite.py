@@ -101,6 +101,20 @@ def evaluation_sample(doc_ids: Sequence[str], max_texts: int | None, seed: int) 
     return sorted(int(i) for i in rng.choice(len(doc_ids), size=max_texts, replace=False))
 
 
+def evaluated_positions(task: str, metrics: tuple[str, ...] | None, texts: int, max_texts: int | None, seed: int) -> list[int] | None:
+    """The corpus positions :func:`evaluate_attributions` reads (encodings and attributions); ``None``: all.
+
+    That is the seeded sample of :func:`evaluation_sample`, except with MAPE, which picks its
+    texts among every labelled one. A caller may read and encode only these texts.
+
+    Raises:
+        MetricNotApplicableError: A requested metric is unknown or does not apply to ``task``.
+    """
+    if "mape" in applicable_metrics(task, metrics):
+        return None
+    return evaluation_sample(range(texts), max_texts, seed)  # type: ignore[arg-type]  # only the length is read
+
+
 def attributions_from_table(table: pd.DataFrame, doc_ids: Sequence[str]) -> list[TokenAttribution]:
     """``token_attributions`` rows back as one :class:`TokenAttribution` per (document, target).
 

@@ -8,6 +8,7 @@ distances of randomly sampled pairs of corpus texts (LAFA Sec. 3 and Appendix D.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -85,22 +86,36 @@ def distance_cutoff(vectors: np.ndarray, quantile: float, *, sample_pairs: int =
     return float(np.quantile(np.sqrt((diff**2).sum(axis=1)), quantile))
 
 
+def candidates_needed(request: NeighbourRequest) -> int:
+    """Nearest candidates per text that :func:`select_neighbours` examines (before capping at ``n - 1``).
+
+    ``M`` without a filter; with one, more, so that ``M`` of the right group can remain.
+    """
+    m = request.max_neighbours
+    return m if request.filter == "none" else max(4 * m, m + 50)
+
+
 def select_neighbours(
-    index: faiss.Index,
+    index: faiss.Index | None,
     vectors: np.ndarray,
     request: NeighbourRequest,
     *,
     groups: Sequence[object] | None = None,
     seed: int = 0,
+    candidates: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> NeighbourSelection:
     """Neighbours of every indexed text (LAFA Eq. 4), excluding the text itself.
 
     Args:
-        index: The FAISS index over ``vectors`` (position ``i`` is text ``i``).
+        index: The FAISS index over ``vectors`` (position ``i`` is text ``i``); searched only
+            when ``candidates`` are missing or too few.
         vectors: ``(n, dim)`` the indexed embeddings.
         request: ``M``, the cut-off quantile and the filter.
         groups: Per text, its label or predicted class when ``request.filter`` is not ``none``.
         seed: Seed of the pair sample for ``epsilon``.
+        candidates: A search already made (``(squared distances, ids)``, ``(n, k)``, nearest
+            first, the text itself excluded, ``-1`` for empty slots), e.g. the build_index
+            stage's neighbours table; used when ``k`` covers :func:`candidates_needed`.
 
     Returns:
         The selection; texts without neighbours inside the cut-off get an empty list.
@@ -120,8 +135,13 @@ def select_neighbours(
         distance_cutoff(vectors, request.epsilon_quantile, seed=seed) if request.epsilon_quantile and n > 1 else None
     )
     # With a filter, fetch more candidates so that M of the right group can remain.
-    fetch = m if request.filter == "none" else min(n - 1, max(4 * m, m + 50))
-    squared, ids = nearest_neighbours(index, vectors, fetch)
+    fetch = min(n - 1, candidates_needed(dataclasses.replace(request, max_neighbours=m)))
+    if candidates is not None and candidates[1].shape[1] >= fetch:
+        squared, ids = candidates[0][:, :fetch], candidates[1][:, :fetch]
+    elif index is not None:
+        squared, ids = nearest_neighbours(index, vectors, fetch)
+    else:
+        raise ValueError(f"{fetch} neighbour candidates per text are needed; give an index or that many candidates")
     out: dict[int, list[int]] = {}
     empty = 0
     for row in range(n):

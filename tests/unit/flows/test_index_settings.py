@@ -34,3 +34,11 @@ def test_index_settings_become_library_params(tmp_path: Path) -> None:
 def test_bad_index_settings_name_the_field(tmp_path: Path, index: str, message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         load_settings(_config(tmp_path, index))
+
+
+def test_empty_index_type_is_exact_up_to_the_size_setting_then_hnsw(tmp_path: Path) -> None:
+    auto = load_settings(_config(tmp_path, "{exact_up_to: 1000}")).index
+    assert auto.type is None
+    assert (auto.type_for(1000), auto.type_for(1001)) == ("flat_l2", "hnsw")
+    assert load_settings(_config(tmp_path, "{type: ivf_flat}")).index.type_for(10) == "ivf_flat"
+    assert load_settings(_config(tmp_path, "{}")).index.type_for(50_000) == "flat_l2"

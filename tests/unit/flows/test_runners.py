@@ -49,3 +49,40 @@ def test_unknown_runner_type_is_a_settings_error(tmp_path: Path) -> None:
     config.write_text("corpus: {path: x.csv}\nmodel: {path: m}\nrunner: {type: ray}\n")
     with pytest.raises(SettingsError, match="runner.type: Input should be 'sequential', 'thread' or 'dask'"):
         load_settings(config)
+
+
+_PROBE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from distributed import Client, LocalCluster
+from flows.runners import build_task_runner
+from flows.settings import RunnerSettings
+sys.path.remove(sys.argv[1])  # the workers find our packages only as an editable install would: not on sys.path
+
+
+def probe():
+    import importlib.util
+    return importlib.util.find_spec("storage").origin
+
+
+if __name__ == "__main__":
+    kwargs = {**build_task_runner(RunnerSettings(type="dask", workers=1)).cluster_kwargs, "n_workers": 1}
+    with LocalCluster(**kwargs) as cluster, Client(cluster) as client:
+        print("origin:", client.submit(probe).result())
+"""
+
+
+def test_a_local_dask_worker_imports_the_storage_package_not_its_spill_folder(tmp_path: Path) -> None:
+    """distributed puts the worker's local directory first on sys.path; a spill folder there is named storage."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "probe.py"
+    script.write_text(_PROBE)
+    repo = Path(__file__).resolve().parents[3]
+    done = subprocess.run(
+        [sys.executable, str(script), str(repo)], cwd=tmp_path, capture_output=True, text=True, timeout=240
+    )
+    origin = next(line for line in done.stdout.splitlines() if line.startswith("origin:"))
+    # A namespace package (the spill folder) has no origin; ours is a regular package.
+    assert origin.endswith("storage/__init__.py"), done.stdout + done.stderr[-2000:]

@@ -573,6 +573,7 @@ def test_package_exports() -> None:
             "KINDS",
             "SCHEMA_VERSIONS",
             "write_index",
+            "read_index_manifest",
             "read_index",
         ]
     )

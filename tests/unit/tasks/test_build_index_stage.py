@@ -59,3 +59,20 @@ def test_hnsw_stage_writes_index_neighbours_and_recall(tmp_path: Path, monkeypat
     first = table[table.doc_id == "doc-0"].sort_values("rank")
     assert first.neighbour_id.tolist() == [f"doc-{i}" for i in ids[0]]
     assert len(table) == 600 * 5
+
+
+def test_stage_searches_the_candidates_methods_need_and_reads_them_back(tmp_path: Path) -> None:
+    """The neighbours table holds max(neighbours, candidates) per text; read back it is the search itself."""
+    from tasks.build_index import neighbour_candidates
+
+    vectors = np.random.default_rng(5).standard_normal((50, 16)).astype(np.float32)
+    embeddings = _embeddings(tmp_path, vectors)
+    with disable_run_logger():
+        result = stage_module.build_index_stage.fn(
+            embeddings, "flat_l2", 3, RunContext(tmp_path / "artifacts", "run-1"), candidates=12
+        )
+    assert result.params["searched_neighbours"] == "12" and result.metrics["neighbour_rows"] == 50 * 12
+    squared, ids = neighbour_candidates(result.refs["index"], [f"doc-{i}" for i in range(50)])
+    expected_d, expected_i = nearest_neighbours(build_index(vectors), vectors, 12)
+    np.testing.assert_array_equal(ids, expected_i)
+    np.testing.assert_array_equal(squared, expected_d)

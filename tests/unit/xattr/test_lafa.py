@@ -13,7 +13,7 @@ from xattr.methods import MethodContext, attribute_corpus, get_method, method_re
 from xattr.methods.lafa_kernels import KernelParams, kernel_matrix
 from xattr.models.encoding import encode_texts
 from xattr.models.loading import load_model
-from xattr.neighbours.index import build_index
+from xattr.neighbours.index import build_index, nearest_neighbours
 from xattr.neighbours.selection import NeighbourRequest, distance_cutoff, select_neighbours
 
 A = torch.tensor([[1.0, 0.0], [0.5, -2.0]], dtype=torch.float64)
@@ -161,3 +161,17 @@ def test_selection_applies_cutoff_m_and_label_filter() -> None:
     with pytest.raises(ValueError, match="needs one label per text"):
         select_neighbours(index, x, NeighbourRequest(2, None, "label"))
     assert isinstance(index, faiss.Index)
+
+
+def test_selection_from_a_search_already_made_equals_searching() -> None:
+    """build_index's table (wider than needed) serves the selection; too few candidates need the index."""
+    x = np.random.default_rng(4).normal(size=(80, 6)).astype(np.float32)
+    index = build_index(x)
+    wide = nearest_neighbours(index, x, 60)
+    groups = [i % 3 for i in range(80)]
+    for request in (NeighbourRequest(5, 0.3), NeighbourRequest(4, None, "label")):
+        searched = select_neighbours(index, x, request, groups=groups)
+        given = select_neighbours(None, x, request, groups=groups, candidates=wide)
+        assert given == searched
+    with pytest.raises(ValueError, match="54 neighbour candidates per text are needed"):
+        select_neighbours(None, x, NeighbourRequest(4, None, "label"), groups=groups, candidates=nearest_neighbours(index, x, 10))

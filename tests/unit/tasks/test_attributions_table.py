@@ -1,0 +1,63 @@
+"""The columnar token_attributions table equals a token-by-token reference; corpus ids are built once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from tasks.attribute import attributions_table
+from tasks.corpus_io import CorpusView
+from tests.conftest import write_tiny_tokenizer
+from xattr.models.encoding import encode_texts
+from xattr.types import TokenAttribution
+
+
+class _Loaded:
+    def __init__(self, tokenizer: object) -> None:
+        self.tokenizer = tokenizer
+
+
+def _reference(view: CorpusView, tokenizer: object, results: list[TokenAttribution], label: str) -> pd.DataFrame:
+    """One Python row per token (the former implementation's output)."""
+    rows = []
+    for r in results:
+        enc = view.encoded[r.position]
+        tokens = tokenizer.convert_ids_to_tokens(list(enc.input_ids))
+        for i in range(len(enc)):
+            rows.append(
+                (view.frame["doc_id"].iloc[r.position], label, r.target, i, tokens[i], enc.word_index[i],
+                 enc.offsets[i][0], enc.offsets[i][1], np.float32(r.scores[i]))
+            )
+    columns = ["doc_id", "method", "target", "token_index", "token", "word_index", "char_start", "char_end", "score"]
+    frame = pd.DataFrame(rows, columns=columns)
+    for name in ("target", "token_index", "word_index", "char_start", "char_end"):
+        frame[name] = frame[name].astype(np.int32)
+    frame["score"] = frame["score"].astype(np.float32)
+    return frame
+
+
+def test_table_equals_token_by_token_reference(tmp_path: Path) -> None:
+    tokenizer = write_tiny_tokenizer(tmp_path / "tok")
+    texts = ["the movie was great", "not fun , 16gb ram", "awful", "very good film and boring plot !", "zzz unknown"]
+    frame = pd.DataFrame({"doc_id": [f"d{i}" for i in range(len(texts))], "text": texts})
+    view = CorpusView(frame, encode_texts(tokenizer, texts, None, max_length=16))
+    rng = np.random.default_rng(0)
+    # Out of corpus order, one text twice (two targets), one text not explained.
+    results = [
+        TokenAttribution(p, t, rng.normal(size=len(view.encoded[p])))
+        for p, t in [(3, 0), (0, 1), (0, 0), (4, 1), (1, 0)]
+    ]
+    table = attributions_table(view, _Loaded(tokenizer), results, "simple_grad")
+    assert table.schema.field("doc_id").type == pa.string() and table.schema.field("score").type == pa.float32()
+    pd.testing.assert_frame_equal(table.to_pandas(), _reference(view, tokenizer, results, "simple_grad"))
+    empty = attributions_table(view, _Loaded(tokenizer), [], "simple_grad")
+    assert empty.num_rows == 0 and empty.schema == table.schema
+
+
+def test_doc_ids_are_built_once(tmp_path: Path) -> None:
+    view = CorpusView(pd.DataFrame({"doc_id": ["a", "b"]}), [])
+    assert view.doc_ids == ["a", "b"]
+    assert view.doc_ids is view.doc_ids  # rebuilt per call made attributions_table n x O(n)
