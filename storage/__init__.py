@@ -10,6 +10,7 @@ from storage.artifacts import (
     ArtifactRef,
     ArtifactStore,
     artifact_metadata,
+    artifact_problem,
     file_sha256,
     read_artifact,
     read_artifact_path,
@@ -17,6 +18,7 @@ from storage.artifacts import (
 )
 from storage.errors import StorageError
 from storage.faiss_io import read_index, write_index
+from storage.paths import UnsafePathError, inside, path_component
 from storage.schemas import KINDS, SCHEMA_VERSIONS, schema_for
 
 __all__ = [
@@ -25,8 +27,12 @@ __all__ = [
     "ArtifactRef",
     "ArtifactStore",
     "StorageError",
+    "UnsafePathError",
     "artifact_metadata",
+    "artifact_problem",
     "file_sha256",
+    "inside",
+    "path_component",
     "read_artifact",
     "read_artifact_path",
     "read_index",

@@ -6,18 +6,17 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
-from prefect import task
 from prefect.logging import get_run_logger
 
 from storage import ArtifactStore
-from tasks.caching import stage_cache_key
+from tasks.caching import stage_task
 from tasks.models import loaded_model
 from tasks.results import RunContext, StageResult
 from xattr.data.corpus import CorpusColumns, OnProblem, load_corpus
 from xattr.models.loading import ModelSpec
 
 
-@task(name="load_corpus", cache_key_fn=stage_cache_key, persist_result=True)
+@stage_task(name="load_corpus")
 def load_corpus_stage(
     path: Path,
     columns: CorpusColumns,

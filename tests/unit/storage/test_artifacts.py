@@ -574,6 +574,10 @@ def test_package_exports() -> None:
             "SCHEMA_VERSIONS",
             "write_index",
             "read_index",
+            "artifact_problem",
+            "UnsafePathError",
+            "inside",
+            "path_component",
         ]
     )
     for name in storage.__all__:
