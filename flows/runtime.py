@@ -33,7 +33,7 @@ from prefect.runtime import flow_run as prefect_flow_run
 
 from flows.config_files import FlowSettingsBase, base_model_path
 from flows.settings import AttributionSettings
-from storage import ArtifactRef
+from storage import ArtifactRef, TrackingStoreError, writable_directory
 from tasks import tracking
 from tasks.attribute import attribute_stage
 from tasks.caching import StageCache, task_cache_key
@@ -204,7 +204,7 @@ def flow_run(
         The :class:`FlowRun`; on a normal exit its ``headline`` metrics are logged and the run
         is marked FINISHED.
     """
-    workdir = settings.workdir.resolve()
+    workdir = writable_directory(settings.workdir)
     context = RunContext(workdir / "artifacts", run_id or new_run_id())
     uri = settings.tracking_uri()
     parent = tracking.start_parent_run(
@@ -214,6 +214,7 @@ def flow_run(
         run_name or settings.name,
         settings.model_dump(mode="json"),
         {"xattr.run_id": context.run_id, "xattr.flow": flow, **dict(tags or {})},
+        log=get_run_logger().warning,
     )
     get_run_logger().info(
         "run %s: artifacts under %s, MLflow run %s (%s)",
@@ -227,7 +228,10 @@ def flow_run(
     try:
         yield run
     except BaseException:
-        tracking.finish_parent_run(uri, parent, {}, status="FAILED")
+        try:
+            tracking.finish_parent_run(uri, parent, {}, status="FAILED")
+        except TrackingStoreError as exc:  # the run's own error is the one to report
+            get_run_logger().warning("could not mark MLflow run %s FAILED: %s", parent, exc)
         raise
     tracking.finish_parent_run(uri, parent, run.headline)
 

@@ -16,9 +16,9 @@ from storage.artifacts import (
     read_artifact_path,
     write_artifact,
 )
-from storage.errors import StorageError
+from storage.errors import StorageError, TrackingStoreError, WorkdirError
 from storage.faiss_io import read_index, write_index
-from storage.paths import UnsafePathError, inside, path_component
+from storage.paths import UnsafePathError, inside, path_component, writable_directory
 from storage.schemas import KINDS, SCHEMA_VERSIONS, schema_for
 
 __all__ = [
@@ -27,6 +27,8 @@ __all__ = [
     "ArtifactRef",
     "ArtifactStore",
     "StorageError",
+    "TrackingStoreError",
+    "WorkdirError",
     "UnsafePathError",
     "artifact_metadata",
     "artifact_problem",
@@ -39,4 +41,5 @@ __all__ = [
     "schema_for",
     "write_artifact",
     "write_index",
+    "writable_directory",
 ]

@@ -8,11 +8,13 @@ it, so every such name goes through :func:`path_component`, and every path built
 
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 
-from storage.errors import StorageError
+from storage.errors import StorageError, WorkdirError
 
-__all__ = ["UnsafePathError", "inside", "path_component"]
+__all__ = ["UnsafePathError", "inside", "path_component", "writable_directory"]
 
 _FORBIDDEN = ("/", "\\", "\0")
 _MAX_BYTES = 200  # below the usual 255-byte file-name limit, leaving room for suffixes
@@ -77,3 +79,34 @@ def inside(parent: Path | str, *parts: str, what: str = "name") -> Path:
     if target != root and root not in target.parents:
         raise UnsafePathError(str(target), f"{what} {'/'.join(parts)!r} resolves to {target}, outside {root}")
     return target
+
+
+def writable_directory(path: Path | str) -> Path:
+    """``path`` resolved, created when missing, after proving a file can be created and removed in it.
+
+    Checked before anything is started, so a read-only or full work directory is one clear line
+    up front instead of an error (or minutes of retries) deep inside a stage or the MLflow store.
+
+    Raises:
+        WorkdirError: It is not a directory, cannot be created, or a file cannot be written in it.
+    """
+    directory = Path(path).resolve()
+    if directory.exists() and not directory.is_dir():
+        raise WorkdirError(str(directory), "is not a directory")
+    probe = directory / f".xattr-write-check-{secrets.token_hex(4)}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(descriptor, b"x")
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+    except OSError as exc:
+        raise WorkdirError(str(directory), f"is not writable ({exc.strerror or exc})") from exc
+    finally:
+        try:
+            probe.unlink(missing_ok=True)
+        except OSError:
+            pass  # nothing was created
+    return directory

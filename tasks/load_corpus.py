@@ -12,7 +12,7 @@ from storage import ArtifactStore
 from tasks.caching import stage_task
 from tasks.models import loaded_model
 from tasks.results import RunContext, StageResult
-from xattr.data.corpus import CorpusColumns, OnProblem, load_corpus
+from xattr.data.corpus import CLASS_TASKS, CorpusColumns, OnProblem, load_corpus
 from xattr.models.loading import ModelSpec
 
 
@@ -25,10 +25,17 @@ def load_corpus_stage(
     missing_labels: OnProblem,
     context: RunContext,
 ) -> StageResult:
-    """Read ``path`` into canonical columns (class names mapped with the model's labels)."""
+    """Read ``path`` into canonical columns (class names mapped with the model's labels).
+
+    Class labels must be the model's class names or indices below its number of classes.
+    """
     started = time.perf_counter()
-    label2id = {name: idx for idx, name in loaded_model(model).id2label.items()}
-    corpus = load_corpus(path, columns, label2id=label2id, empty_texts=empty_texts, missing_labels=missing_labels)
+    loaded = loaded_model(model)
+    label2id = {name: idx for idx, name in loaded.id2label.items()}
+    classes = loaded.num_outputs if loaded.task in CLASS_TASKS else None
+    corpus = load_corpus(
+        path, columns, label2id=label2id, empty_texts=empty_texts, missing_labels=missing_labels, classes=classes
+    )
     table = pa.Table.from_pandas(corpus.frame, preserve_index=False)
     ref = ArtifactStore(context.artifacts_root, context.run_id).write(
         "corpus", "load_corpus", "corpus", table, metadata={"source": str(path)}

@@ -19,9 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 OnProblem = Literal["error", "drop"]
+
+#: Tasks whose labels are classes (``load_corpus(classes=...)`` checks them against the model's).
+CLASS_TASKS = frozenset({"classification", "pair_classification", "multi_label"})
 
 
 class CorpusError(ValueError):
@@ -103,16 +107,33 @@ def _is_missing(value: Any) -> bool:
     return bool(pd.api.types.is_scalar(value) and pd.isna(value))
 
 
-def _label_index(value: Any, label2id: Mapping[str, int] | None, where: str) -> float:
+def _label_index(value: Any, label2id: Mapping[str, int] | None, where: str, classes: int | None = None) -> float:
+    """A label as its class index (or regression value).
+
+    With ``classes`` (the model's number of classes) a label must be one of the model's class
+    names or a whole number in ``[0, classes)``: 0.5, 1.9, -1 or 7 on a 2-class model are refused,
+    never rounded or left for a later stage to trip over.
+    """
+    if isinstance(value, np.generic):
+        value = value.item()  # messages show 0.5, not np.float64(0.5)
+    if isinstance(value, str) and label2id and value in label2id:
+        return float(label2id[value])
+    known = ", ".join(sorted(label2id)) if label2id else "none (the model has no label names)"
     if isinstance(value, str):
-        if label2id and value in label2id:
-            return float(label2id[value])
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
-            known = ", ".join(sorted(label2id)) if label2id else "none (the model has no label names)"
             raise CorpusError(f"{where}: label {value!r} is not a known class; known classes: {known}") from None
-    return float(value)
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise CorpusError(f"{where}: label {value!r} is neither a class name nor a number")
+    else:
+        number = float(value)
+    if classes is not None and not (math.isfinite(number) and number.is_integer() and 0 <= number < classes):
+        raise CorpusError(
+            f"{where}: label {value!r} is not a class of the model: give a class name ({known}) "
+            f"or a whole number in [0, {classes})"
+        )
+    return number
 
 
 def load_corpus(
@@ -122,6 +143,7 @@ def load_corpus(
     label2id: Mapping[str, int] | None = None,
     empty_texts: OnProblem = "error",
     missing_labels: OnProblem = "error",
+    classes: int | None = None,
 ) -> LoadedCorpus:
     """Read and check a corpus file.
 
@@ -132,14 +154,17 @@ def load_corpus(
         empty_texts: ``"error"`` or ``"drop"`` rows whose text is empty or whitespace only.
         missing_labels: ``"error"`` or ``"drop"`` rows whose label is missing or NaN (only when
             a label column is configured).
+        classes: The model's number of classes (classification and multi-label): every label
+            must then be a class name of ``label2id`` or a whole number in ``[0, classes)``.
+            ``None`` for regression (any finite number).
 
     Returns:
         The canonical corpus and the counts of dropped rows.
 
     Raises:
         CorpusError: Empty file, missing column, empty texts, missing labels, duplicate ids,
-            unknown class names, or non-finite regression labels; the message names the file,
-            column and rows.
+            unknown class names, class labels that are not a class of the model, or non-finite
+            regression labels; the message names the file, column and rows (1-based) and the value.
     """
     path = Path(path)
     raw = read_table_file(path).reset_index(drop=True)
@@ -210,13 +235,13 @@ def load_corpus(
                 raw.loc[rows, columns.pair].astype(str).to_list() if columns.pair else [None] * n, dtype=object
             ),
             "label": pd.Series(
-                _labels(raw, rows, columns, label2id, name)
+                _labels(raw, rows, columns, label2id, name, classes)
                 if columns.label and not columns.multi_label
                 else [None] * n,
                 dtype="float64",
             ),
             "label_set": pd.Series(
-                _label_sets(raw, rows, columns, label2id, name)
+                _label_sets(raw, rows, columns, label2id, name, classes)
                 if columns.label and columns.multi_label
                 else [None] * n,
                 dtype=object,
@@ -236,12 +261,17 @@ def load_corpus(
 
 
 def _labels(
-    raw: pd.DataFrame, rows: pd.Index, columns: CorpusColumns, label2id: Mapping[str, int] | None, name: str
+    raw: pd.DataFrame,
+    rows: pd.Index,
+    columns: CorpusColumns,
+    label2id: Mapping[str, int] | None,
+    name: str,
+    classes: int | None,
 ) -> list[float]:
     out = []
     for i in rows:
         where = f"corpus file {name!r}, column {columns.label!r}, row {int(i) + 1}"
-        value = _label_index(raw.at[i, columns.label], label2id, where)
+        value = _label_index(raw.at[i, columns.label], label2id, where, classes)
         if not math.isfinite(value):
             raise CorpusError(f"{where}: label {value} is not finite")
         out.append(value)
@@ -249,7 +279,12 @@ def _labels(
 
 
 def _label_sets(
-    raw: pd.DataFrame, rows: pd.Index, columns: CorpusColumns, label2id: Mapping[str, int] | None, name: str
+    raw: pd.DataFrame,
+    rows: pd.Index,
+    columns: CorpusColumns,
+    label2id: Mapping[str, int] | None,
+    name: str,
+    classes: int | None,
 ) -> list[list[int]]:
     out = []
     for i in rows:
@@ -258,7 +293,7 @@ def _label_sets(
         items: Sequence[Any] = value.split(columns.label_separator) if isinstance(value, str) else list(value)
         out.append(
             [
-                int(_label_index(v.strip() if isinstance(v, str) else v, label2id, where))
+                int(_label_index(v.strip() if isinstance(v, str) else v, label2id, where, classes))
                 for v in items
                 if str(v).strip()
             ]

@@ -578,6 +578,9 @@ def test_package_exports() -> None:
             "UnsafePathError",
             "inside",
             "path_component",
+            "TrackingStoreError",
+            "WorkdirError",
+            "writable_directory",
         ]
     )
     for name in storage.__all__:

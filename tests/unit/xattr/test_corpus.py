@@ -98,3 +98,33 @@ def test_missing_file_and_unknown_format(tmp_path: Path) -> None:
     other.write_text("x")
     with pytest.raises(CorpusError, match="unknown format '.txt'"):
         load_corpus(other, CorpusColumns())
+
+
+@pytest.mark.parametrize("bad", [0.5, 1.9, 7, -1, 2])
+def test_class_labels_outside_the_models_classes_are_refused_with_file_column_row_and_value(
+    tmp_path: Path, bad: float
+) -> None:
+    path = _csv(tmp_path, [{"t": "a", "y": 0}, {"t": "b", "y": 1}, {"t": "c", "y": bad}])
+    with pytest.raises(CorpusError) as caught:
+        load_corpus(path, CorpusColumns(text="t", label="y"), label2id={"neg": 0, "pos": 1}, classes=2)
+    message = str(caught.value)
+    assert f"corpus file {str(path)!r}, column 'y', row 3: label {float(bad)!r}" in message or (
+        f"corpus file {str(path)!r}, column 'y', row 3: label {bad!r}" in message
+    )
+    assert "[0, 2)" in message and "neg, pos" in message
+
+
+def test_class_names_and_whole_numbers_in_range_are_classes(tmp_path: Path) -> None:
+    path = _csv(tmp_path, [{"t": "a", "y": "pos"}, {"t": "b", "y": "0"}, {"t": "c", "y": 1}])
+    frame = load_corpus(path, CorpusColumns(text="t", label="y"), label2id={"neg": 0, "pos": 1}, classes=2).frame
+    assert frame["label"].tolist() == [1.0, 0.0, 1.0]
+    multi = _csv(tmp_path, [{"t": "a", "y": "pos|0"}, {"t": "b", "y": "neg|5"}], name="m.csv")
+    with pytest.raises(CorpusError, match=r"column 'y', row 2: label '5' is not a class of the model"):
+        load_corpus(
+            multi, CorpusColumns(text="t", label="y", multi_label=True), label2id={"neg": 0, "pos": 1}, classes=2
+        )
+
+
+def test_regression_labels_are_any_finite_number(tmp_path: Path) -> None:
+    path = _csv(tmp_path, [{"t": "a", "y": 0.5}, {"t": "b", "y": -7.25}])
+    assert load_corpus(path, CorpusColumns(text="t", label="y")).frame["label"].tolist() == [0.5, -7.25]
