@@ -270,6 +270,10 @@ class RunnerSettings(StrictSettings):
     )
     workers: int = Field(2, ge=1, description="threads (thread) or worker processes of a local Dask cluster")
     connect_timeout: float = Field(10.0, gt=0, description="seconds to wait for the Dask scheduler at `address`")
+    host: str = Field(
+        "127.0.0.1",
+        description="local Dask cluster: interface its scheduler, workers and dashboard listen on (0.0.0.0: every one)",
+    )
 
 
 class ExplainSettings(FlowSettingsBase):
