@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from storage.paths import path_component
 
 SettingsModel = TypeVar("SettingsModel", bound=BaseModel)
 
@@ -40,6 +42,11 @@ class FlowSettingsBase(StrictSettings):
     name: str
     workdir: Path
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_path_component(cls, value: str) -> str:
+        return path_component(value, "name")  # it names model directories and stages
 
     def tracking_uri(self) -> str:
         """The explicit MLflow tracking URI (SQLite under the work directory by default)."""

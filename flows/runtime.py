@@ -33,7 +33,7 @@ from prefect.runtime import flow_run as prefect_flow_run
 
 from flows.config_files import FlowSettingsBase, base_model_path
 from flows.settings import AttributionSettings
-from storage import ArtifactRef, TrackingStoreError, writable_directory
+from storage import ArtifactRef, TrackingStoreError, path_component, writable_directory
 from tasks import tracking
 from tasks.attribute import attribute_stage
 from tasks.caching import StageCache, task_cache_key
@@ -205,7 +205,7 @@ def flow_run(
         is marked FINISHED.
     """
     workdir = writable_directory(settings.workdir)
-    context = RunContext(workdir / "artifacts", run_id or new_run_id())
+    context = RunContext(workdir / "artifacts", path_component(run_id or new_run_id(), "run id"))
     uri = settings.tracking_uri()
     parent = tracking.start_parent_run(
         uri,

@@ -15,6 +15,7 @@ from flows.config_files import (
     removal_fractions,
 )
 from flows.config_files import SettingsError as SettingsError  # re-exported: callers import it from here
+from storage.paths import path_component
 from xattr.data.corpus import CorpusColumns
 from xattr.methods import get_method
 from xattr.models.loading import ModelSpec
@@ -176,6 +177,7 @@ class MethodConfig(StrictSettings):
     @model_validator(mode="after")
     def _known_method(self) -> MethodConfig:
         get_method(self.name, self.params)
+        path_component(self.key, "method label")  # it names the method's stage directories
         if not self.key.replace("_", "").replace("-", "").isalnum():
             raise ValueError(f"method label {self.key!r} may hold only letters, digits, '_' and '-'")
         return self

@@ -19,7 +19,7 @@ from typing import Any
 
 from prefect.logging import get_run_logger
 
-from storage import ArtifactRef, read_artifact
+from storage import ArtifactRef, inside, read_artifact
 from tasks.caching import canonical, stage_cache_key, stage_task
 from tasks.progress import StageProgress
 from tasks.results import StageResult
@@ -138,7 +138,7 @@ def fine_tune_stage(
     if output_dir is None and models_dir is None:
         raise ValueError("fine_tune: give models_dir (reusable models) or output_dir")
     key = fine_tune_key(rows, base_model, task, num_labels, config)
-    out = Path(output_dir) if output_dir is not None else Path(str(models_dir)) / f"{name}-{key}"
+    out = Path(output_dir) if output_dir is not None else inside(str(models_dir), f"{name}-{key}", what="model name")
     dropped: dict[str, int] = {}
     reused = output_dir is None and (out / TRAINING_REPORT).is_file()
     if reused:
