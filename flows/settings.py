@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 from pathlib import Path
 from typing import Any, Literal
@@ -36,8 +37,20 @@ class CorpusSettings(StrictSettings):
     id_column: str | None = Field(None, description="unique document id; row numbers when absent")
     multi_label: bool = False
     label_separator: str = "|"
-    empty_texts: Literal["error", "drop"] = "error"
+    empty_texts: Literal["error", "drop"] = Field(
+        "error", description="rows whose text is empty, whitespace or has no token the model knows: error or drop"
+    )
     missing_labels: Literal["error", "drop"] = "error"
+    encoding: str = Field("utf-8", description="text encoding of a CSV or JSON Lines corpus (e.g. latin-1)")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {value!r} (e.g. utf-8, latin-1, cp1252)") from None
+        return value
 
     def columns(self) -> CorpusColumns:
         return CorpusColumns(
@@ -48,6 +61,7 @@ class CorpusSettings(StrictSettings):
             id=self.id_column,
             multi_label=self.multi_label,
             label_separator=self.label_separator,
+            encoding=self.encoding,
         )
 
 

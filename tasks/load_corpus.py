@@ -34,7 +34,13 @@ def load_corpus_stage(
     label2id = {name: idx for idx, name in loaded.id2label.items()}
     classes = loaded.num_outputs if loaded.task in CLASS_TASKS else None
     corpus = load_corpus(
-        path, columns, label2id=label2id, empty_texts=empty_texts, missing_labels=missing_labels, classes=classes
+        path,
+        columns,
+        label2id=label2id,
+        empty_texts=empty_texts,
+        missing_labels=missing_labels,
+        classes=classes,
+        has_tokens=lambda texts: [bool(ids) for ids in loaded.tokenizer(texts, add_special_tokens=False)["input_ids"]],
     )
     table = pa.Table.from_pandas(corpus.frame, preserve_index=False)
     ref = ArtifactStore(context.artifacts_root, context.run_id).write(

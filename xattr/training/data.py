@@ -35,7 +35,7 @@ class LabelledCorpus:
 
 def _label_names(path: Path, columns: CorpusColumns) -> list[str] | None:
     """Sorted distinct label names when the label column holds non-numeric strings, else ``None``."""
-    raw = read_table_file(path)
+    raw = read_table_file(path, columns.encoding)
     if columns.label is None or columns.label not in raw.columns:
         return None
     values = raw[columns.label].dropna()
