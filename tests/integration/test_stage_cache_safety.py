@@ -153,3 +153,20 @@ def test_a_failed_stage_leaves_no_pickled_exception_in_the_cache(harness, tmp_pa
     for path in _cache_files(settings.workdir):
         entry = json.loads(path.read_text())  # only JSON data, never a pickle
         assert entry["format"] == "xattr-stage-cache"
+
+
+@pytest.mark.parametrize("bad", [0.5, 1.9, 7, -1])
+def test_labels_that_are_not_classes_of_the_model_fail_at_load_naming_file_column_row_and_value(
+    harness, tmp_path: Path, tiny_classifier_dir: Path, bad: float
+) -> None:
+    corpus = tmp_path / "labels.csv"
+    pd.DataFrame({"text": TEXTS[:3], "label": [0, 1, bad]}).to_csv(corpus, index=False)
+    settings = _settings(tmp_path, tiny_classifier_dir, corpus)
+    settings = settings.model_copy(
+        update={"attribution": settings.attribution.model_copy(update={"target": "label"})}
+    )
+    with pytest.raises(CorpusError) as caught:
+        explain_corpus(settings)
+    shown = repr(float(bad)) if isinstance(bad, float) else repr(bad)
+    assert str(caught.value).startswith(f"corpus file {str(corpus)!r}, column 'label', row 3: label ")
+    assert shown in str(caught.value) and "is not a class of the model" in str(caught.value)
