@@ -275,7 +275,7 @@ def case_disk_full(bench: Bench, name: str, leave_bytes: int, mountable: bool, *
     if not mountable:
         workdir = root / "work"
         code, line = bench.run(workdir, patched_writer=True)
-        first = f"patched writer (ENOSPC after 3 artifact files): exit {code}: {line}"
+        first = f"writer patched to fail with ENOSPC after 3 artifact files: exit {code}: {line}"
         code, line = bench.run(workdir)
         return verdict(bench, workdir, code, line, first)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(root)], check=True)
@@ -325,9 +325,7 @@ def case_deleted(bench: Bench) -> str:
         return f"first run failed: {line}"
     summary = latest_summary(workdir)
     index = next(Path(s["refs"]["index"]["path"]) for s in summary["stages"] if s["stage"] == "build_index")
-    merged = next(
-        Path(s["refs"]["attributions"]["path"]) for s in summary["stages"] if s["stage"] == IG
-    )
+    merged = next(Path(s["refs"]["attributions"]["path"]) for s in summary["stages"] if s["stage"] == IG)
     shutil.rmtree(index)
     merged.unlink()
     code, line = bench.run(workdir)
@@ -394,6 +392,7 @@ def case_planted_pickle(bench: Bench) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=Path, default=None, help="scratch directory (default: a new temporary one)")
+    parser.add_argument("--only", default=None, help="run only the cases whose name contains this text")
     args = parser.parse_args()
     base = (args.base or Path(tempfile.mkdtemp(prefix="xattr-faults-"))).resolve()
     base.mkdir(parents=True, exist_ok=True)
@@ -405,7 +404,11 @@ def main() -> None:
         if code != 0:
             raise SystemExit(f"the uninterrupted run failed: {line}")
         bench.reference = results(latest_summary(base / "uninterrupted"))
-        print(f"uninterrupted run: {len(bench.reference['stages'])} stages, metrics {bench.reference['metrics']}")
+        headline = {
+            m: {k: round(v, 9) for k, v in metrics.items() if k in ("aopc", "log_odds", "texts")}
+            for m, metrics in bench.reference["metrics"].items()
+        }
+        print(f"uninterrupted run: {len(bench.reference['stages'])} stages, {headline}")
         cases: list[tuple[str, Callable[[], str]]] = [
             ("kill -9 during encoding", lambda: case_kill(bench, "kill encode", count("*/encode_corpus/*-shard-*", 2))),
             (
@@ -418,8 +421,12 @@ def main() -> None:
             ),
             ("disk full at store creation", lambda: case_disk_full(bench, "full store", STORE_ROOM, mountable)),
             (
-                "disk full while writing artifacts",
+                "disk full during the run (store exists)",
                 lambda: case_disk_full(bench, "full artifacts", ARTIFACT_ROOM, mountable, store_first=True),
+            ),
+            (
+                "disk full in an artifact write (patched writer)",
+                lambda: case_disk_full(bench, "full writer", 0, mountable=False),
             ),
             ("corrupted artifacts", lambda: case_corrupted(bench)),
             ("deleted artifacts", lambda: case_deleted(bench)),
@@ -428,6 +435,8 @@ def main() -> None:
             ("planted pickle in stage-cache", lambda: case_planted_pickle(bench)),
         ]
         for name, case in cases:
+            if args.only and args.only not in name:
+                continue
             t0 = time.monotonic()
             try:
                 outcome = case()
