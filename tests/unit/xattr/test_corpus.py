@@ -166,3 +166,10 @@ def test_texts_without_a_token_are_refused_or_dropped_like_empty_ones(tmp_path: 
         load_corpus(path, CorpusColumns(text="t"), has_tokens=has_tokens)
     loaded = load_corpus(path, CorpusColumns(text="t"), has_tokens=has_tokens, empty_texts="drop")
     assert loaded.frame["text"].tolist() == ["good film", "bad"] and loaded.dropped == {"no_tokens": 1}
+
+
+def test_a_dataset_file_that_is_a_directory_says_so(tmp_path: Path) -> None:
+    from xattr.data.files import existing_file
+
+    with pytest.raises(CorpusError, match=rf"SST file {str(tmp_path)!r} is a directory, not a file"):
+        existing_file(tmp_path, what="SST file", error=CorpusError)
