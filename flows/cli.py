@@ -157,7 +157,10 @@ def _load_config(
 
 def _run_flow(flow_function: Callable[[Any], dict[str, Any]], settings: Any, *known: type[Exception]) -> dict[str, Any]:
     """Run a flow; a known failure prints one line and exits 1 (the run is already marked failed)."""
+    from flows.runners import start_prefect_api
+
     try:
+        start_prefect_api(lambda line: console.print(f"[yellow]warning:[/] {line}"))
         return flow_function(settings)
     except (ValueError, *_known_errors(), *known) as exc:
         if _DEBUG["on"]:
@@ -321,7 +324,7 @@ def demo(
         f"[bold]xattr demo[/]: {rows} synthetic listings, MiniLM price regressor, workdir {workdir.resolve()}"
     )
     # The fine-tune stage (the run's first) logs its optimiser steps; a second demo reuses the model.
-    summary = run_demo(workdir, plan)
+    summary = _run_flow(lambda p: run_demo(workdir, p), plan)
     ft = summary["fine_tune"]
     how = "reused" if ft["reused"] else "fine-tuned in {:.0f} s".format(ft["seconds"])
     r2 = ft["metrics"].get("r2", float("nan"))

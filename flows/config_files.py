@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from storage.paths import path_component
 
 SettingsModel = TypeVar("SettingsModel", bound=BaseModel)
 
@@ -44,6 +46,11 @@ class FlowSettingsBase(StrictSettings):
 
     #: Dotted keys of the paths a run reads (data files, model directories): :meth:`check_inputs`.
     INPUTS: ClassVar[tuple[str, ...]] = ()
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_path_component(cls, value: str) -> str:
+        return path_component(value, "name")  # it names model directories and stages
 
     def tracking_uri(self) -> str:
         """The explicit MLflow tracking URI (SQLite under the work directory by default)."""

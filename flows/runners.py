@@ -1,6 +1,14 @@
-"""The flow's task runner, chosen by ``runner`` in the settings: sequential, a thread pool, or Dask."""
+"""The flow's task runner, chosen by ``runner`` in the settings: sequential, a thread pool, or Dask;
+and the temporary Prefect API a run needs when no server is configured.
+
+Everything started here listens on 127.0.0.1 unless the settings ask otherwise: the local Dask
+cluster's scheduler, workers and dashboard (``runner.host``), and Prefect's temporary server.
+"""
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Callable
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
@@ -49,7 +57,8 @@ def build_task_runner(settings: RunnerSettings) -> TaskRunner:
             "n_workers": settings.workers,
             "threads_per_worker": 1,
             "processes": True,
-            "dashboard_address": ":0",
+            "host": settings.host,
+            "dashboard_address": f"{settings.host}:0",  # ":0" would listen on every interface
             # Keep task results in memory: a spilling worker creates ``<local dir>/storage/`` and
             # distributed puts that local dir first on the worker's sys.path, so ``import storage``
             # found the empty spill folder (a namespace package) before our package whenever the
@@ -58,3 +67,43 @@ def build_task_runner(settings: RunnerSettings) -> TaskRunner:
             "data": dict,
         },
     )
+
+
+def start_prefect_api(log: Callable[[str], None] | None = None) -> str | None:
+    """Start Prefect's temporary server (on 127.0.0.1) now when no ``PREFECT_API_URL`` is set; retry once.
+
+    Without a configured server Prefect starts a temporary one at the first flow call and, on a
+    fresh ``PREFECT_HOME`` under load, can give up with "Timed out while attempting to connect to
+    ephemeral Prefect API server". Started here, a first failure is stopped and retried once with
+    twice the time (``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``); the flow then uses this
+    server (Prefect keeps one per process).
+
+    Returns:
+        The temporary server's API URL, or ``None`` when a server is configured.
+
+    Raises:
+        RunnerError: The server did not start on either attempt (one line, with what to do).
+    """
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+    if PREFECT_API_URL.value():
+        return None
+    log = log or logging.getLogger(__name__).warning
+    timeout = int(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+    for attempt in (1, 2):
+        server = SubprocessASGIServer()
+        try:
+            server.start(timeout=timeout * attempt)
+            return str(server.api_url)
+        except Exception as exc:  # noqa: BLE001 - Prefect raises RuntimeError or HTTP errors; all mean "not up"
+            cause = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)[:300]
+            server.stop()  # a timed-out start leaves its process running
+            if attempt == 2:
+                raise RunnerError(
+                    f"the temporary Prefect server did not start (twice, {timeout} s then {2 * timeout} s): {cause}; "
+                    "start one with `prefect server start --host 127.0.0.1` and set "
+                    "PREFECT_API_URL=http://127.0.0.1:4200/api"
+                ) from exc
+            log(f"the temporary Prefect server did not start within {timeout} s ({cause}); retrying once")
+    return None

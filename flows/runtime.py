@@ -9,9 +9,10 @@ A flow body reads like its stage list::
 
 :func:`flow_run` owns what every flow needs and must not get wrong: a run id, the
 :class:`~tasks.results.RunContext` artifacts go under, the explicit-URI MLflow parent run
-(marked FAILED on any exception, FINISHED with the headline metrics otherwise), the saved Prefect
-result storage that makes stages cacheable across runs, and :class:`StageRunner`, which records
-one MLflow child run per stage and recomputes a cache entry whose artifacts were deleted.
+(marked FAILED on any exception, FINISHED with the headline metrics otherwise), the JSON stage cache
+under ``<workdir>/stage-cache`` that makes stages cacheable across runs (``tasks.caching``), and
+:class:`StageRunner`, which records one MLflow child run per stage and recomputes a stage whose
+cache entry does not parse or whose artifacts were deleted or changed.
 :func:`attribute_and_evaluate` is the per-method "attribute, then evaluate" loop shared by the
 flows that score methods.
 """
@@ -19,7 +20,6 @@ flows that score methods.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,14 +29,14 @@ from typing import Any
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.filesystems import LocalFileSystem
 from prefect.runtime import flow_run as prefect_flow_run
 
 from flows.config_files import FlowSettingsBase, base_model_path
 from flows.settings import AttributionSettings
-from storage import ArtifactRef
+from storage import ArtifactRef, TrackingStoreError, path_component, writable_directory
 from tasks import tracking
 from tasks.attribute import attribute_stage
+from tasks.caching import StageCache, task_cache_key
 from tasks.evaluate import evaluate_stage
 from tasks.fine_tune import CorpusFile, fine_tune_stage
 from tasks.results import RunContext, Shard, StageResult
@@ -53,15 +53,11 @@ def new_run_id() -> str:
     return f"{stamp}-{str(prefect_flow_run.get_id() or 'local')[:8]}"
 
 
-def result_storage(workdir: Path) -> str:
-    """A saved local result-storage block under ``workdir/stage-cache`` (Prefect needs it saved server-side)."""
-    slug = "xattr-results-" + hashlib.sha256(str(workdir).encode()).hexdigest()[:12]
-    LocalFileSystem(basepath=str(workdir / "stage-cache")).save(slug, overwrite=True)
-    return f"local-file-system/{slug}"
-
-
 class StageRunner:
-    """Runs stage tasks with cross-run caching and records each as an MLflow child run.
+    """Runs stage tasks with the cross-run JSON stage cache and records each as an MLflow child run.
+
+    A stage whose key has a valid entry in ``cache`` (``tasks.caching.StageCache``: its artifacts'
+    bytes are the recorded ones) is not run; otherwise it runs and its result is stored.
 
     Attributes:
         results: Every stage run so far, with whether it was served from cache.
@@ -69,8 +65,8 @@ class StageRunner:
             (sharded: every shard and the merge).
     """
 
-    def __init__(self, storage_slug: str, tracking_uri: str, parent_run_id: str) -> None:
-        self.storage_slug = storage_slug
+    def __init__(self, cache: StageCache, tracking_uri: str, parent_run_id: str) -> None:
+        self.cache = cache
         self.tracking_uri = tracking_uri
         self.parent_run_id = parent_run_id
         self.results: list[tuple[StageResult, bool]] = []
@@ -80,28 +76,44 @@ class StageRunner:
     def cache_hits(self) -> int:
         return sum(cached for _, cached in self.results)
 
+    def _cached(self, stage_task: Any, kwargs: dict[str, Any]) -> tuple[str | None, StageResult | None]:
+        key = task_cache_key(stage_task, kwargs)
+        return key, self.cache.load(key) if key is not None else None
+
     def run(self, stage_task: Any, **kwargs: Any) -> StageResult:
-        """Run one stage (from cache when its key matches) and record it."""
-        configured = stage_task.with_options(result_storage=self.storage_slug)
-        state = configured(**kwargs, return_state=True)
-        return self._record(configured, state, kwargs)
+        """Run one stage (from cache when its key has a valid entry) and record it."""
+        key, hit = self._cached(stage_task, kwargs)
+        if hit is not None:
+            return self._record(hit, cached=True)
+        result = stage_task(**kwargs)
+        self._save(key, result)
+        return self._record(result, cached=False)
 
     def run_sharded(self, stage_task: Any, shards: Sequence[Shard] | None, ref_name: str, **kwargs: Any) -> StageResult:
         """Run ``stage_task`` on the whole corpus, or once per shard (in parallel) and merge.
 
-        The merged result is named like the whole stage and carries the merged artifact under
-        ``ref_name``; its seconds are the shards' summed compute time.
+        Shards with a valid cache entry are not submitted. The merged result is named like the
+        whole stage and carries the merged artifact under ``ref_name``; its seconds are the
+        shards' summed compute time.
         """
         if not shards:
             return self.run(stage_task, **kwargs)
-        configured = stage_task.with_options(result_storage=self.storage_slug)
-        futures = [configured.submit(shard=shard, **kwargs) for shard in shards]
+        found = [self._cached(stage_task, {**kwargs, "shard": shard}) for shard in shards]
+        futures = {
+            number: stage_task.submit(shard=shard, **kwargs)
+            for number, (shard, (_, hit)) in enumerate(zip(shards, found, strict=True))
+            if hit is None
+        }
         parts = []
         all_cached = True
-        for shard, future in zip(shards, futures, strict=True):
-            future.wait()
-            parts.append(self._record(configured, future.state, {**kwargs, "shard": shard}))
-            all_cached = all_cached and self.last_cached
+        for number, (key, hit) in enumerate(found):
+            if hit is None:
+                result = futures[number].result()
+                self._save(key, result)
+            else:
+                result = hit
+            parts.append(self._record(result, cached=hit is not None))
+            all_cached = all_cached and hit is not None
         merged = self.run(
             merge_shards_stage,
             stage=parts[0].stage.rsplit("-shard-", 1)[0],
@@ -112,13 +124,11 @@ class StageRunner:
         self.last_cached = all_cached and self.last_cached
         return dataclasses.replace(merged, seconds=sum(p.seconds for p in parts))
 
-    def _record(self, configured: Any, state: Any, kwargs: dict[str, Any]) -> StageResult:
-        result: StageResult = state.result()
-        cached = state.name == "Cached"
-        if cached and result.missing_artifacts():
-            get_run_logger().warning("cache entry of %s points at deleted artifacts; recomputing", result.stage)
-            state = configured.with_options(refresh_cache=True)(**kwargs, return_state=True)
-            result, cached = state.result(), False
+    def _save(self, key: str | None, result: StageResult) -> None:
+        if key is not None:
+            self.cache.save(key, result)
+
+    def _record(self, result: StageResult, *, cached: bool) -> StageResult:
         tracking.log_stage(self.tracking_uri, self.parent_run_id, result, cached=cached)
         self.results.append((result, cached))
         self.last_cached = cached
@@ -194,8 +204,8 @@ def flow_run(
         The :class:`FlowRun`; on a normal exit its ``headline`` metrics are logged and the run
         is marked FINISHED.
     """
-    workdir = settings.workdir.resolve()
-    context = RunContext(workdir / "artifacts", run_id or new_run_id())
+    workdir = writable_directory(settings.workdir)
+    context = RunContext(workdir / "artifacts", path_component(run_id or new_run_id(), "run id"))
     uri = settings.tracking_uri()
     parent = tracking.start_parent_run(
         uri,
@@ -204,6 +214,7 @@ def flow_run(
         run_name or settings.name,
         settings.model_dump(mode="json"),
         {"xattr.run_id": context.run_id, "xattr.flow": flow, **dict(tags or {})},
+        log=get_run_logger().warning,
     )
     get_run_logger().info(
         "run %s: artifacts under %s, MLflow run %s (%s)",
@@ -212,11 +223,15 @@ def flow_run(
         parent,
         uri,
     )
-    run = FlowRun(workdir, context, uri, parent, StageRunner(result_storage(workdir), uri, parent))
+    cache = StageCache(workdir / "stage-cache", get_run_logger().warning)
+    run = FlowRun(workdir, context, uri, parent, StageRunner(cache, uri, parent))
     try:
         yield run
     except BaseException:
-        tracking.finish_parent_run(uri, parent, {}, status="FAILED")
+        try:
+            tracking.finish_parent_run(uri, parent, {}, status="FAILED")
+        except TrackingStoreError as exc:  # the run's own error is the one to report
+            get_run_logger().warning("could not mark MLflow run %s FAILED: %s", parent, exc)
         raise
     tracking.finish_parent_run(uri, parent, run.headline)
 
@@ -350,5 +365,4 @@ __all__ = [
     "flow_run",
     "new_run_id",
     "publish_markdown",
-    "result_storage",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +16,7 @@ from flows.config_files import (
     removal_fractions,
 )
 from flows.config_files import SettingsError as SettingsError  # re-exported: callers import it from here
+from storage.paths import path_component
 from xattr.data.corpus import CorpusColumns
 from xattr.methods import get_method
 from xattr.models.loading import ModelSpec
@@ -35,8 +37,20 @@ class CorpusSettings(StrictSettings):
     id_column: str | None = Field(None, description="unique document id; row numbers when absent")
     multi_label: bool = False
     label_separator: str = "|"
-    empty_texts: Literal["error", "drop"] = "error"
+    empty_texts: Literal["error", "drop"] = Field(
+        "error", description="rows whose text is empty, whitespace or has no token the model knows: error or drop"
+    )
     missing_labels: Literal["error", "drop"] = "error"
+    encoding: str = Field("utf-8", description="text encoding of a CSV or JSON Lines corpus (e.g. latin-1)")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {value!r} (e.g. utf-8, latin-1, cp1252)") from None
+        return value
 
     def columns(self) -> CorpusColumns:
         return CorpusColumns(
@@ -47,6 +61,7 @@ class CorpusSettings(StrictSettings):
             id=self.id_column,
             multi_label=self.multi_label,
             label_separator=self.label_separator,
+            encoding=self.encoding,
         )
 
 
@@ -189,6 +204,7 @@ class MethodConfig(StrictSettings):
     @model_validator(mode="after")
     def _known_method(self) -> MethodConfig:
         get_method(self.name, self.params)
+        path_component(self.key, "method label")  # it names the method's stage directories
         if not self.key.replace("_", "").replace("-", "").isalnum():
             raise ValueError(f"method label {self.key!r} may hold only letters, digits, '_' and '-'")
         return self
@@ -283,6 +299,10 @@ class RunnerSettings(StrictSettings):
     )
     workers: int = Field(2, ge=1, description="threads (thread) or worker processes of a local Dask cluster")
     connect_timeout: float = Field(10.0, gt=0, description="seconds to wait for the Dask scheduler at `address`")
+    host: str = Field(
+        "127.0.0.1",
+        description="local Dask cluster: interface its scheduler, workers and dashboard listen on (0.0.0.0: every one)",
+    )
 
 
 class ExplainSettings(FlowSettingsBase):

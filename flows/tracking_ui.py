@@ -13,11 +13,11 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from urllib.parse import unquote
 
 import httpx
 
 from flows.config_files import installed_command
+from tasks.tracking import sqlite_path
 
 
 class UIError(RuntimeError):
@@ -39,14 +39,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI (four slashes before an absolute path), else ``None``."""
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix):
-        return None
-    return Path(unquote(uri[len(prefix) :].partition("?")[0]))
 
 
 def start_mlflow_server(

@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger
 
 from flows.runtime import fine_tune, flow_run, new_run_id, publish_markdown
 from flows.train_settings import TrainSettings
+from storage import inside
 from storage.text_files import write_text_file
 from tasks import tracking
 from tasks.fine_tune import CorpusFile
@@ -67,7 +68,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     logger = get_run_logger()
     workdir = settings.workdir.resolve()
     run_id = new_run_id()
-    output_dir = (settings.output_dir or workdir / "models" / f"{settings.name}-{run_id}").resolve()
+    output_dir = (settings.output_dir or inside(workdir / "models", f"{settings.name}-{run_id}")).resolve()
     with flow_run(settings, flow="train", run_id=run_id) as run:
         uri, parent = run.tracking_uri, run.parent_run_id
         logger.info("train run %s: model -> %s", run_id, output_dir)

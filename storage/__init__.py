@@ -10,13 +10,15 @@ from storage.artifacts import (
     ArtifactRef,
     ArtifactStore,
     artifact_metadata,
+    artifact_problem,
     file_sha256,
     read_artifact,
     read_artifact_path,
     write_artifact,
 )
-from storage.errors import StorageError
+from storage.errors import StorageError, TrackingStoreError, WorkdirError
 from storage.faiss_io import read_index, read_index_manifest, write_index
+from storage.paths import UnsafePathError, inside, path_component, writable_directory
 from storage.schemas import KINDS, SCHEMA_VERSIONS, schema_for
 
 __all__ = [
@@ -25,8 +27,14 @@ __all__ = [
     "ArtifactRef",
     "ArtifactStore",
     "StorageError",
+    "TrackingStoreError",
+    "WorkdirError",
+    "UnsafePathError",
     "artifact_metadata",
+    "artifact_problem",
     "file_sha256",
+    "inside",
+    "path_component",
     "read_artifact",
     "read_artifact_path",
     "read_index",
@@ -34,4 +42,5 @@ __all__ = [
     "schema_for",
     "write_artifact",
     "write_index",
+    "writable_directory",
 ]

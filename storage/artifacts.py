@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from storage._files import file_sha256, publish_file, read_verified
 from storage.errors import StorageError
+from storage.paths import path_component
 from storage.schemas import (
     KINDS,
     SCHEMA_VERSIONS,
@@ -35,6 +36,7 @@ __all__ = [
     "ArtifactRef",
     "ArtifactStore",
     "artifact_metadata",
+    "artifact_problem",
     "file_sha256",
     "read_artifact",
     "read_artifact_path",
@@ -310,18 +312,35 @@ def artifact_metadata(ref: ArtifactRef) -> dict[str, str]:
     }
 
 
+def artifact_problem(ref: ArtifactRef) -> str | None:
+    """Why the file ``ref`` points at is not the one recorded, or ``None`` when its SHA-256 matches.
+
+    A FAISS index is checked by its ``index.faiss`` (the file its reference's digest is of).
+    Used to tell a stale or corrupted cache entry from a good one without reading the table.
+
+    Args:
+        ref: The artifact's reference.
+
+    Returns:
+        ``"<path> does not exist"``, ``"cannot hash ..."`` or ``"sha256 of <path> differs ..."``;
+        ``None`` when the bytes are the recorded ones.
+    """
+    from storage.faiss_io import FAISS_INDEX_KIND, INDEX_FILENAME
+
+    path = Path(ref.path) / INDEX_FILENAME if ref.kind == FAISS_INDEX_KIND else Path(ref.path)
+    if not path.is_file():
+        return f"{path} does not exist"
+    try:
+        actual = file_sha256(path)
+    except StorageError as exc:
+        return exc.problem
+    if actual != ref.sha256:
+        return f"sha256 of {path} differs from the recorded one (recorded {ref.sha256[:12]}, file has {actual[:12]})"
+    return None
+
+
 def _check_component(value: str, what: str) -> None:
-    if (
-        not isinstance(value, str)
-        or not value
-        or value.startswith(".")
-        or any(char in value for char in ("/", "\\", "\0"))
-    ):
-        raise StorageError(
-            str(value),
-            f"unsafe {what} {value!r}: it must be a non-empty path component without '/', "
-            "'\\' or NUL that does not start with '.'",
-        )
+    path_component(value, what)
 
 
 class ArtifactStore:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["StorageError"]
+__all__ = ["StorageError", "TrackingStoreError", "WorkdirError"]
 
 
 class StorageError(Exception):
@@ -28,3 +28,22 @@ class StorageError(Exception):
     def __reduce__(self) -> tuple[type[StorageError], tuple[str, str]]:
         """Pickle with both constructor arguments (Prefect pickles task exceptions)."""
         return (type(self), (self.artifact, self.problem))
+
+
+class WorkdirError(StorageError):
+    """The work directory cannot be used (it cannot be created or written); one line naming it and why."""
+
+    def __str__(self) -> str:
+        return f"work directory {self.artifact}: {self.problem}"
+
+
+class TrackingStoreError(StorageError):
+    """The MLflow tracking store cannot be created, opened or written; one line naming the store and the cause.
+
+    Args:
+        artifact: The store (``.../mlflow.db``, or the tracking URI when it is not SQLite).
+        problem: The cause.
+    """
+
+    def __str__(self) -> str:
+        return f"MLflow store {self.artifact}: {self.problem}"

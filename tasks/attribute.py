@@ -8,12 +8,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from prefect import task
 from prefect.logging import get_run_logger
 
 from storage import ArtifactRef, ArtifactStore, read_artifact, read_index, read_index_manifest
 from tasks.build_index import neighbour_candidates
-from tasks.caching import stage_cache_key
+from tasks.caching import stage_task
 from tasks.corpus_io import CorpusView, read_corpus
 from tasks.head_statistics import checked_head_masks
 from tasks.models import loaded_model
@@ -118,7 +117,7 @@ def _run_name() -> str:
     return f"attribute-{parameters['label']}" + stage_suffix(parameters.get("shard"))
 
 
-@task(name="attribute", task_run_name=_run_name, cache_key_fn=stage_cache_key, persist_result=True)
+@stage_task(name="attribute", task_run_name=_run_name)
 def attribute_stage(
     corpus: ArtifactRef,
     model: ModelSpec,

@@ -8,11 +8,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from prefect import task
 from prefect.logging import get_run_logger
 
 from storage import ArtifactRef, ArtifactStore
-from tasks.caching import stage_cache_key
+from tasks.caching import stage_task
 from tasks.corpus_io import read_corpus
 from tasks.models import loaded_model
 from tasks.results import RunContext, StageResult
@@ -26,7 +25,7 @@ def _table(frame: Any) -> pa.Table:
     return pa.Table.from_pandas(frame, preserve_index=False)
 
 
-@task(name="prepare_splits", cache_key_fn=stage_cache_key, persist_result=True)
+@stage_task(name="prepare_splits")
 def prepare_splits_stage(
     dataset: str,
     task: str,
@@ -87,7 +86,7 @@ def prepare_splits_stage(
     )
 
 
-@task(name="select_accurate", cache_key_fn=stage_cache_key, persist_result=True)
+@stage_task(name="select_accurate")
 def select_accurate_stage(
     corpus: ArtifactRef, model: ModelSpec, n: int, threshold: float, seed: int, batch_size: int, context: RunContext
 ) -> StageResult:

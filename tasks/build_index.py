@@ -8,17 +8,16 @@ import time
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from prefect import task
 from prefect.logging import get_run_logger
 
 from storage import ArtifactRef, ArtifactStore, artifact_metadata, read_artifact, read_index_manifest, write_index
-from tasks.caching import stage_cache_key
+from tasks.caching import stage_task
 from tasks.progress import StageProgress
 from tasks.results import RunContext, StageResult
 from xattr.neighbours.index import IndexParams, IndexType, build_index, measure_recall, nearest_neighbours
 
 
-@task(name="build_index", cache_key_fn=stage_cache_key, persist_result=True)
+@stage_task(name="build_index")
 def build_index_stage(
     embeddings: ArtifactRef,
     index_type: IndexType,

@@ -5,11 +5,10 @@ from __future__ import annotations
 import time
 
 import pyarrow as pa
-from prefect import task
 from prefect.logging import get_run_logger
 
 from storage import ArtifactRef, ArtifactStore
-from tasks.caching import stage_cache_key
+from tasks.caching import stage_task
 from tasks.corpus_io import read_corpus
 from tasks.models import loaded_model
 from tasks.progress import StageProgress
@@ -24,7 +23,7 @@ def _run_name() -> str:
     return "encode_corpus" + stage_suffix(task_run.parameters.get("shard"))
 
 
-@task(name="encode_corpus", task_run_name=_run_name, cache_key_fn=stage_cache_key, persist_result=True)
+@stage_task(name="encode_corpus", task_run_name=_run_name)
 def encode_corpus_stage(
     corpus: ArtifactRef,
     model: ModelSpec,

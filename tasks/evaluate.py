@@ -6,10 +6,9 @@ import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from prefect import task
 
 from storage import ArtifactRef, ArtifactStore, read_artifact
-from tasks.caching import stage_cache_key
+from tasks.caching import stage_task
 from tasks.corpus_io import read_corpus
 from tasks.models import loaded_model
 from tasks.progress import StageProgress
@@ -21,7 +20,7 @@ from xattr.models.loading import ModelSpec
 from xattr.types import ReplacementPolicy
 
 
-@task(name="evaluate", task_run_name="evaluate-{label}", cache_key_fn=stage_cache_key, persist_result=True)
+@stage_task(name="evaluate", task_run_name="evaluate-{label}")
 def evaluate_stage(
     corpus: ArtifactRef,
     attributions: ArtifactRef,

@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefect import task
 from prefect.logging import get_run_logger
 
-from storage import ArtifactRef, read_artifact
-from tasks.caching import canonical, stage_cache_key
+from storage import ArtifactRef, inside, read_artifact
+from tasks.caching import canonical, stage_cache_key, stage_task
 from tasks.progress import StageProgress
 from tasks.results import StageResult
 from xattr.data.corpus import CorpusColumns
@@ -93,7 +92,7 @@ def _cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
     return stage_cache_key(context, parameters)
 
 
-@task(name="fine_tune", task_run_name="{stage}", cache_key_fn=_cache_key, persist_result=True)
+@stage_task(name="fine_tune", task_run_name="{stage}", key=_cache_key)
 def fine_tune_stage(
     rows: ArtifactRef | CorpusFile,
     base_model: Path,
@@ -139,7 +138,7 @@ def fine_tune_stage(
     if output_dir is None and models_dir is None:
         raise ValueError("fine_tune: give models_dir (reusable models) or output_dir")
     key = fine_tune_key(rows, base_model, task, num_labels, config)
-    out = Path(output_dir) if output_dir is not None else Path(str(models_dir)) / f"{name}-{key}"
+    out = Path(output_dir) if output_dir is not None else inside(str(models_dir), f"{name}-{key}", what="model name")
     dropped: dict[str, int] = {}
     reused = output_dir is None and (out / TRAINING_REPORT).is_file()
     if reused:

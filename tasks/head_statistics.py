@@ -7,12 +7,11 @@ import threading
 import time
 
 import numpy as np
-from prefect import task
 from prefect.logging import get_run_logger
 
 from storage import ArtifactRef, ArtifactStore, artifact_metadata, read_artifact
 from storage.text_files import write_binary_file
-from tasks.caching import stage_cache_key
+from tasks.caching import stage_task
 from tasks.corpus_io import read_corpus
 from tasks.models import loaded_model
 from tasks.progress import StageProgress
@@ -39,7 +38,7 @@ def cached_parser(name: str) -> Parser:
         return _parser(name)
 
 
-@task(name=STAGE, cache_key_fn=stage_cache_key, persist_result=True)
+@stage_task(name=STAGE)
 def head_statistics_stage(
     corpus: ArtifactRef,
     model: ModelSpec,

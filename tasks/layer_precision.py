@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from prefect import task
 
 from storage import ArtifactRef, read_artifact
-from tasks.caching import stage_cache_key
+from tasks.caching import stage_task
 from tasks.corpus_io import read_corpus
 from tasks.models import loaded_model
 from tasks.progress import StageProgress
@@ -17,7 +16,7 @@ from xattr.models.loading import ModelSpec
 from xattr.neighbours.precision import layer_precisions
 
 
-@task(name="layer_precision", cache_key_fn=stage_cache_key, persist_result=True)
+@stage_task(name="layer_precision")
 def layer_precision_stage(
     corpus: ArtifactRef,
     model: ModelSpec,

@@ -6,18 +6,17 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
-from prefect import task
 from prefect.logging import get_run_logger
 
 from storage import ArtifactStore
-from tasks.caching import stage_cache_key
+from tasks.caching import stage_task
 from tasks.models import loaded_model
 from tasks.results import RunContext, StageResult
-from xattr.data.corpus import CorpusColumns, OnProblem, load_corpus
+from xattr.data.corpus import CLASS_TASKS, CorpusColumns, OnProblem, load_corpus
 from xattr.models.loading import ModelSpec
 
 
-@task(name="load_corpus", cache_key_fn=stage_cache_key, persist_result=True)
+@stage_task(name="load_corpus")
 def load_corpus_stage(
     path: Path,
     columns: CorpusColumns,
@@ -26,10 +25,23 @@ def load_corpus_stage(
     missing_labels: OnProblem,
     context: RunContext,
 ) -> StageResult:
-    """Read ``path`` into canonical columns (class names mapped with the model's labels)."""
+    """Read ``path`` into canonical columns (class names mapped with the model's labels).
+
+    Class labels must be the model's class names or indices below its number of classes.
+    """
     started = time.perf_counter()
-    label2id = {name: idx for idx, name in loaded_model(model).id2label.items()}
-    corpus = load_corpus(path, columns, label2id=label2id, empty_texts=empty_texts, missing_labels=missing_labels)
+    loaded = loaded_model(model)
+    label2id = {name: idx for idx, name in loaded.id2label.items()}
+    classes = loaded.num_outputs if loaded.task in CLASS_TASKS else None
+    corpus = load_corpus(
+        path,
+        columns,
+        label2id=label2id,
+        empty_texts=empty_texts,
+        missing_labels=missing_labels,
+        classes=classes,
+        has_tokens=lambda texts: [bool(ids) for ids in loaded.tokenizer(texts, add_special_tokens=False)["input_ids"]],
+    )
     table = pa.Table.from_pandas(corpus.frame, preserve_index=False)
     ref = ArtifactStore(context.artifacts_root, context.run_id).write(
         "corpus", "load_corpus", "corpus", table, metadata={"source": str(path)}

@@ -9,12 +9,11 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-from prefect import task
 from prefect.logging import get_run_logger
 
 from storage import ArtifactRef, ArtifactStore, read_artifact
 from storage.text_files import write_binary_file, write_text_file
-from tasks.caching import stage_cache_key
+from tasks.caching import stage_task
 from tasks.corpus_io import read_corpus
 from tasks.models import loaded_model
 from tasks.progress import StageProgress
@@ -26,7 +25,7 @@ from xattr.reporting.price_drivers import DriverOptions, analyse_price_drivers, 
 from xattr.reporting.price_report import figure_pngs, price_report_data, render_price_report, report_figures
 
 
-@task(name="prepare_catalogue", cache_key_fn=stage_cache_key, persist_result=True)
+@stage_task(name="prepare_catalogue")
 def prepare_catalogue_stage(
     path: Path,
     file_format: str,
@@ -106,7 +105,7 @@ def prepare_catalogue_stage(
     )
 
 
-@task(name="price_drivers", cache_key_fn=stage_cache_key, persist_result=True)
+@stage_task(name="price_drivers")
 def price_drivers_stage(
     corpus: ArtifactRef,
     attributions: ArtifactRef,

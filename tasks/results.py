@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from storage import ArtifactRef
+from storage import ArtifactRef, StorageError
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,60 @@ class StageResult:
     seconds: float = 0.0
     notes: tuple[str, ...] = ()
     files: dict[str, str] = field(default_factory=dict)
+
+    def to_record(self) -> dict[str, Any]:
+        """The result as plain JSON data (what the stage cache stores; nothing in it is ever executed)."""
+        return {
+            "stage": self.stage,
+            "refs": {name: ref.to_dict() for name, ref in self.refs.items()},
+            "metrics": {name: float(value) for name, value in self.metrics.items()},
+            "params": {name: str(value) for name, value in self.params.items()},
+            "seconds": float(self.seconds),
+            "notes": list(self.notes),
+            "files": dict(self.files),
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> StageResult:
+        """Rebuild a result from :meth:`to_record`'s data, checking every field's type.
+
+        Raises:
+            ValueError: A field is missing, unknown or of the wrong type (the message names it).
+        """
+        if not isinstance(record, Mapping):
+            raise ValueError(f"expected an object, got {type(record).__name__}")
+        expected = {"stage", "refs", "metrics", "params", "seconds", "notes", "files"}
+        if set(record) != expected:
+            raise ValueError(f"fields {sorted(map(str, record))} are not {sorted(expected)}")
+
+        def table(name: str, check: Any) -> dict[str, Any]:
+            value = record[name]
+            if not isinstance(value, dict) or not all(isinstance(k, str) and check(v) for k, v in value.items()):
+                raise ValueError(f"field {name!r} has the wrong type")
+            return value
+
+        def number(value: Any) -> bool:
+            return isinstance(value, int | float) and not isinstance(value, bool)
+
+        if not isinstance(record["stage"], str) or not number(record["seconds"]):
+            raise ValueError("field 'stage' or 'seconds' has the wrong type")
+        notes = record["notes"]
+        if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+            raise ValueError("field 'notes' has the wrong type")
+        try:
+            refs = {name: ArtifactRef.from_dict(r) for name, r in table("refs", lambda v: isinstance(v, dict)).items()}
+        except StorageError as exc:
+            raise ValueError(str(exc)) from None
+        metrics = table("metrics", number)
+        return cls(
+            stage=record["stage"],
+            refs=refs,
+            metrics={k: float(v) for k, v in metrics.items()},
+            params=table("params", lambda v: isinstance(v, str)),
+            seconds=float(record["seconds"]) if math.isfinite(record["seconds"]) else 0.0,
+            notes=tuple(notes),
+            files=table("files", lambda v: isinstance(v, str)),
+        )
 
     def missing_artifacts(self) -> list[str]:
         """Paths of referenced artifacts that no longer exist (a stale cache entry)."""

@@ -17,10 +17,9 @@ import json
 import time
 
 import pyarrow as pa
-from prefect import task
 
 from storage import ArtifactRef, ArtifactStore, artifact_metadata, read_artifact
-from tasks.caching import stage_cache_key
+from tasks.caching import stage_task
 from tasks.results import RunContext, Shard, StageResult
 
 _CONTENT_COLUMNS = ("doc_id", "text", "text_pair", "label", "label_set")
@@ -45,7 +44,7 @@ def plan_shards(corpus: ArtifactRef, shard_size: int) -> list[Shard]:
     return shards
 
 
-@task(name="merge_shards", task_run_name="merge-{stage}", cache_key_fn=stage_cache_key, persist_result=True)
+@stage_task(name="merge_shards", task_run_name="merge-{stage}")
 def merge_shards_stage(stage: str, name: str, shards: list[ArtifactRef], context: RunContext) -> StageResult:
     """Write the shards' rows, in shard order, as one new artifact ``<stage>/<name>``.
 

@@ -11,17 +11,22 @@ file, the column and the offending rows (1-based data rows, as a spreadsheet sho
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 OnProblem = Literal["error", "drop"]
+
+#: Tasks whose labels are classes (``load_corpus(classes=...)`` checks them against the model's).
+CLASS_TASKS = frozenset({"classification", "pair_classification", "multi_label"})
 
 
 class CorpusError(ValueError):
@@ -40,6 +45,7 @@ class CorpusColumns:
         id: A unique document id column; row numbers are used when absent.
         multi_label: Labels are lists (or ``label_separator``-joined strings) of classes.
         label_separator: Separator of joined multi-label strings.
+        encoding: Text encoding of a CSV or JSON Lines file.
     """
 
     text: str = "text"
@@ -49,6 +55,7 @@ class CorpusColumns:
     id: str | None = None
     multi_label: bool = False
     label_separator: str = "|"
+    encoding: str = "utf-8"
 
 
 @dataclass(frozen=True)
@@ -73,26 +80,76 @@ def _rows(mask: pd.Series, limit: int = 10) -> str:
     return ", ".join(map(str, idx)) + (f" and {more} more" if more > 0 else "")
 
 
-def read_table_file(path: Path) -> pd.DataFrame:
+def _decoded(path: Path, encoding: str) -> str:
+    """The file's text; a decode error names the 1-based line (and CSV data row) where it is."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CorpusError(f"corpus file {str(path)!r} cannot be read: {exc.strerror or exc}") from exc
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        where = f"line {line}" + (f" (data row {line - 1})" if path.suffix.lower() == ".csv" and line > 1 else "")
+        raise CorpusError(
+            f"corpus file {str(path)!r}, {where}: byte {data[exc.start : exc.start + 1]!r} is not {encoding} "
+            f"({exc.reason}); set corpus.encoding to the file's encoding (e.g. latin-1)"
+        ) from None
+
+
+def _json_lines(path: Path, text: str) -> pd.DataFrame:
+    """JSON Lines: one object per line; a bad line is named by its 1-based number.
+
+    Blank lines are refused except at the end of the file: skipping them would make the row
+    numbers of later messages differ from the file's lines.
+    """
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        where = f"corpus file {str(path)!r}, line {number}"
+        if not line.strip():
+            raise CorpusError(f"{where}: empty line (each line must hold one JSON object)")
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CorpusError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(record, dict):
+            raise CorpusError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def read_table_file(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
     """Read Parquet, CSV or JSON Lines by file suffix.
 
+    Args:
+        path: The file.
+        encoding: Text encoding of CSV and JSON Lines files.
+
     Raises:
-        CorpusError: Missing file, unknown suffix, or unreadable content.
+        CorpusError: Missing file, a directory, unknown suffix, or unreadable content (a decode
+            error names the line, a JSON Lines error its line).
     """
+    if path.is_dir():
+        raise CorpusError(f"corpus file {str(path)!r} is a directory; give the .parquet, .csv or .jsonl file in it")
     if not path.is_file():
         raise CorpusError(f"corpus file {str(path)!r} does not exist")
     suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".csv", ".jsonl", ".ndjson", ".json"):
+        raise CorpusError(f"corpus file {str(path)!r}: unknown format {suffix!r}; use .parquet, .csv or .jsonl")
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return _json_lines(path, _decoded(path, encoding))
     try:
         if suffix == ".parquet":
             return pd.read_parquet(path)
-        if suffix == ".csv":
-            # Blank lines are rows too: skipping them would silently lose rows and shift row numbers.
-            return pd.read_csv(path, keep_default_na=True, skip_blank_lines=False)
-        if suffix in (".jsonl", ".ndjson", ".json"):
-            return pd.read_json(path, lines=True)
+        # Blank lines are rows too: skipping them would silently lose rows and shift row numbers.
+        return pd.read_csv(io.StringIO(_decoded(path, encoding)), keep_default_na=True, skip_blank_lines=False)
+    except CorpusError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any parser failure becomes one named error
         raise CorpusError(f"corpus file {str(path)!r} cannot be read: {exc}") from exc
-    raise CorpusError(f"corpus file {str(path)!r}: unknown format {suffix!r}; use .parquet, .csv or .jsonl")
 
 
 def _is_missing(value: Any) -> bool:
@@ -103,16 +160,33 @@ def _is_missing(value: Any) -> bool:
     return bool(pd.api.types.is_scalar(value) and pd.isna(value))
 
 
-def _label_index(value: Any, label2id: Mapping[str, int] | None, where: str) -> float:
+def _label_index(value: Any, label2id: Mapping[str, int] | None, where: str, classes: int | None = None) -> float:
+    """A label as its class index (or regression value).
+
+    With ``classes`` (the model's number of classes) a label must be one of the model's class
+    names or a whole number in ``[0, classes)``: 0.5, 1.9, -1 or 7 on a 2-class model are refused,
+    never rounded or left for a later stage to trip over.
+    """
+    if isinstance(value, np.generic):
+        value = value.item()  # messages show 0.5, not np.float64(0.5)
+    if isinstance(value, str) and label2id and value in label2id:
+        return float(label2id[value])
+    known = ", ".join(sorted(label2id)) if label2id else "none (the model has no label names)"
     if isinstance(value, str):
-        if label2id and value in label2id:
-            return float(label2id[value])
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
-            known = ", ".join(sorted(label2id)) if label2id else "none (the model has no label names)"
             raise CorpusError(f"{where}: label {value!r} is not a known class; known classes: {known}") from None
-    return float(value)
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise CorpusError(f"{where}: label {value!r} is neither a class name nor a number")
+    else:
+        number = float(value)
+    if classes is not None and not (math.isfinite(number) and number.is_integer() and 0 <= number < classes):
+        raise CorpusError(
+            f"{where}: label {value!r} is not a class of the model: give a class name ({known}) "
+            f"or a whole number in [0, {classes})"
+        )
+    return number
 
 
 def load_corpus(
@@ -122,6 +196,8 @@ def load_corpus(
     label2id: Mapping[str, int] | None = None,
     empty_texts: OnProblem = "error",
     missing_labels: OnProblem = "error",
+    classes: int | None = None,
+    has_tokens: Callable[[list[str]], Sequence[bool]] | None = None,
 ) -> LoadedCorpus:
     """Read and check a corpus file.
 
@@ -132,17 +208,23 @@ def load_corpus(
         empty_texts: ``"error"`` or ``"drop"`` rows whose text is empty or whitespace only.
         missing_labels: ``"error"`` or ``"drop"`` rows whose label is missing or NaN (only when
             a label column is configured).
+        classes: The model's number of classes (classification and multi-label): every label
+            must then be a class name of ``label2id`` or a whole number in ``[0, classes)``.
+            ``None`` for regression (any finite number).
+        has_tokens: For a batch of texts, whether each tokenises to at least one (non-special)
+            token of the model; a text that does not is handled like an empty one
+            (``empty_texts``; dropped rows are counted as ``no_tokens``).
 
     Returns:
         The canonical corpus and the counts of dropped rows.
 
     Raises:
         CorpusError: Empty file, missing column, empty texts, missing labels, duplicate ids,
-            unknown class names, or non-finite regression labels; the message names the file,
-            column and rows.
+            unknown class names, class labels that are not a class of the model, or non-finite
+            regression labels; the message names the file, column and rows (1-based) and the value.
     """
     path = Path(path)
-    raw = read_table_file(path).reset_index(drop=True)
+    raw = read_table_file(path, columns.encoding).reset_index(drop=True)
     name = str(path)
     if len(raw) == 0:
         raise CorpusError(f"corpus file {name!r} has no rows")
@@ -168,13 +250,30 @@ def load_corpus(
     if columns.pair is not None:
         empty_pair = raw[columns.pair].map(lambda v: _is_missing(v) or not str(v).strip())
         empty = empty | empty_pair
+    where = f"corpus file {name!r}, column {columns.text!r}{' or ' + repr(columns.pair) if columns.pair else ''}"
     if empty.any():
         if empty_texts == "error":
             raise CorpusError(
-                f"corpus file {name!r}, column {columns.text!r}{' or ' + repr(columns.pair) if columns.pair else ''}: "
-                f"empty or whitespace-only text in rows {_rows(empty)} (set empty_texts: drop to skip them)"
+                f"{where}: empty or whitespace-only text in rows {_rows(empty)} (set empty_texts: drop to skip them)"
             )
         dropped["empty_text"] = int(empty.sum())
+    if has_tokens is not None:
+        # Text that tokenises to nothing (zero-width characters, say) has no token to explain:
+        # it would get all-zero scores and count as 0.0 in faithfulness averages.
+        no_tokens = pd.Series(False, index=raw.index)
+        for column in (columns.text, columns.pair):
+            rows_left = raw.index[~empty]
+            if column is not None and len(rows_left):
+                flags = has_tokens(raw.loc[rows_left, column].astype(str).tolist())
+                no_tokens.loc[rows_left] |= ~np.asarray(flags, dtype=bool)
+        if no_tokens.any():
+            if empty_texts == "error":
+                raise CorpusError(
+                    f"{where}: text with no token the model knows in rows {_rows(no_tokens)} "
+                    "(set empty_texts: drop to skip them)"
+                )
+            dropped["no_tokens"] = int(no_tokens.sum())
+            empty = empty | no_tokens
     keep = ~empty
     if columns.label is not None:
         missing = raw[columns.label].map(_is_missing) & keep
@@ -210,13 +309,13 @@ def load_corpus(
                 raw.loc[rows, columns.pair].astype(str).to_list() if columns.pair else [None] * n, dtype=object
             ),
             "label": pd.Series(
-                _labels(raw, rows, columns, label2id, name)
+                _labels(raw, rows, columns, label2id, name, classes)
                 if columns.label and not columns.multi_label
                 else [None] * n,
                 dtype="float64",
             ),
             "label_set": pd.Series(
-                _label_sets(raw, rows, columns, label2id, name)
+                _label_sets(raw, rows, columns, label2id, name, classes)
                 if columns.label and columns.multi_label
                 else [None] * n,
                 dtype=object,
@@ -236,12 +335,17 @@ def load_corpus(
 
 
 def _labels(
-    raw: pd.DataFrame, rows: pd.Index, columns: CorpusColumns, label2id: Mapping[str, int] | None, name: str
+    raw: pd.DataFrame,
+    rows: pd.Index,
+    columns: CorpusColumns,
+    label2id: Mapping[str, int] | None,
+    name: str,
+    classes: int | None,
 ) -> list[float]:
     out = []
     for i in rows:
         where = f"corpus file {name!r}, column {columns.label!r}, row {int(i) + 1}"
-        value = _label_index(raw.at[i, columns.label], label2id, where)
+        value = _label_index(raw.at[i, columns.label], label2id, where, classes)
         if not math.isfinite(value):
             raise CorpusError(f"{where}: label {value} is not finite")
         out.append(value)
@@ -249,7 +353,12 @@ def _labels(
 
 
 def _label_sets(
-    raw: pd.DataFrame, rows: pd.Index, columns: CorpusColumns, label2id: Mapping[str, int] | None, name: str
+    raw: pd.DataFrame,
+    rows: pd.Index,
+    columns: CorpusColumns,
+    label2id: Mapping[str, int] | None,
+    name: str,
+    classes: int | None,
 ) -> list[list[int]]:
     out = []
     for i in rows:
@@ -258,7 +367,7 @@ def _label_sets(
         items: Sequence[Any] = value.split(columns.label_separator) if isinstance(value, str) else list(value)
         out.append(
             [
-                int(_label_index(v.strip() if isinstance(v, str) else v, label2id, where))
+                int(_label_index(v.strip() if isinstance(v, str) else v, label2id, where, classes))
                 for v in items
                 if str(v).strip()
             ]

@@ -14,9 +14,11 @@ def existing_file(path: Path | str, *, what: str, error: type[Exception]) -> Pat
         error: The adapter's error type.
 
     Raises:
-        ``error``: The file does not exist.
+        ``error``: The file does not exist or is a directory.
     """
     path = Path(path)
+    if path.is_dir():
+        raise error(f"{what} {str(path)!r} is a directory, not a file")
     if not path.is_file():
         raise error(f"{what} {str(path)!r} does not exist")
     return path

@@ -109,7 +109,8 @@ def load_model(
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     try:
         config = AutoConfig.from_pretrained(source, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True, **kwargs)
+        # split_special_tokens: "[CLS]" or "<s>" written inside a text is text, not a special token.
+        tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True, split_special_tokens=True, **kwargs)
         model_kwargs: dict[str, Any] = dict(kwargs, use_safetensors=use_safetensors)
         if need_attentions:
             model_kwargs["attn_implementation"] = "eager"

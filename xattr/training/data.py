@@ -35,7 +35,7 @@ class LabelledCorpus:
 
 def _label_names(path: Path, columns: CorpusColumns) -> list[str] | None:
     """Sorted distinct label names when the label column holds non-numeric strings, else ``None``."""
-    raw = read_table_file(path)
+    raw = read_table_file(path, columns.encoding)
     if columns.label is None or columns.label not in raw.columns:
         return None
     values = raw[columns.label].dropna()
@@ -86,6 +86,7 @@ def labelled_corpus(
     path = Path(path)
     if columns.label is None:
         raise CorpusError(f"corpus file {str(path)!r}: training needs a label column")
+    given = id2label is not None and task != "regression"
     if id2label is None:
         names = _label_names(path, columns)
         id2label = {i: n for i, n in enumerate(names)} if names else {}
@@ -96,6 +97,7 @@ def labelled_corpus(
         label2id=label2id,
         empty_texts=empty_texts,
         missing_labels=missing_labels,  # type: ignore[arg-type]
+        classes=len(id2label) if given and id2label else None,  # a validation file: the training file's classes
     )
     frame = corpus.frame
     if task is None:

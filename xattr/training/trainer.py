@@ -379,7 +379,7 @@ def train_model(
         sd = sd if math.isfinite(sd) and sd > 0 else 1.0
 
     with seeded(config.seed, device), quiet_transformers():
-        tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+        tokenizer = AutoTokenizer.from_pretrained(base_model_dir, split_special_tokens=True)  # as load_model
         kwargs: dict[str, Any] = {
             "num_labels": num_labels,
             "problem_type": _PROBLEM_TYPES[task],

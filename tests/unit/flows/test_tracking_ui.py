@@ -8,7 +8,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from flows.cli import app
-from flows.tracking_ui import port_in_use, sqlite_path
+from flows.tracking_ui import port_in_use
+from tasks.tracking import sqlite_path
 
 runner = CliRunner()
 

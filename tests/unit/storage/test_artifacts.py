@@ -575,6 +575,13 @@ def test_package_exports() -> None:
             "write_index",
             "read_index_manifest",
             "read_index",
+            "artifact_problem",
+            "UnsafePathError",
+            "inside",
+            "path_component",
+            "TrackingStoreError",
+            "WorkdirError",
+            "writable_directory",
         ]
     )
     for name in storage.__all__:

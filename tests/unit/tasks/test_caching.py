@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from storage import ArtifactRef
-from tasks.caching import canonical, code_version, content_fingerprint, stage_cache_key
-from tasks.results import RunContext
+from tasks.caching import StageCache, canonical, code_version, content_fingerprint, stage_cache_key
+from tasks.results import RunContext, StageResult
 from tasks.tracking import flatten
 from xattr.models.loading import ModelSpec
 
@@ -55,3 +58,70 @@ def test_code_version_is_a_stable_digest() -> None:
 
 def test_flatten_nested_config() -> None:
     assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": "x"}) == {"a.b": "1", "a.c": "[1, 2]", "d": "x"}
+
+
+def _stage_result(tmp_path: Path) -> StageResult:
+    import pyarrow as pa
+
+    from storage import ArtifactStore
+
+    store = ArtifactStore(tmp_path / "artifacts", "run-1")
+    table = pa.table({"doc_id": ["a"], "text": ["good film"]})
+    ref = store.write("corpus", "load_corpus", "corpus", table)
+    image = tmp_path / "plot.png"
+    image.write_bytes(b"png bytes")
+    return StageResult(
+        "load_corpus",
+        {"corpus": ref},
+        {"rows": 1.0, "nan": float("nan")},
+        {"a": "b"},
+        0.5,
+        ("n",),
+        {"plot": str(image)},
+    )
+
+
+def test_stage_cache_round_trips_results_as_json_and_refuses_bad_entries(tmp_path: Path) -> None:
+    import json as json_module
+
+    said: list[str] = []
+    cache = StageCache(tmp_path / "stage-cache", said.append)
+    result = _stage_result(tmp_path)
+    key = "load_corpus-" + "0" * 64
+    assert cache.load(key) is None and said == []  # no entry: a plain miss
+    cache.save(key, result)
+    entry = json_module.loads(cache.path(key).read_text())  # plain JSON data
+    assert (
+        entry["format"] == "xattr-stage-cache"
+        and entry["result"]["refs"]["corpus"]["sha256"] == result.refs["corpus"].sha256
+    )
+    loaded = cache.load(key)
+    assert loaded is not None and loaded.refs == result.refs and loaded.files == result.files
+    assert loaded.metrics["rows"] == 1.0 and math.isnan(loaded.metrics["nan"]) and loaded.notes == ("n",)
+
+    other = "load_corpus-" + "1" * 64
+    cache.path(other).write_text(cache.path(key).read_text())  # an entry copied under another key
+    assert cache.load(other) is None and "records key" in said[-1]
+    cache.path(key).write_bytes(b"\x80\x04\x95 not json")
+    assert cache.load(key) is None and "is not a valid cache entry" in said[-1] and "recomputing" in said[-1]
+
+    cache.save(key, result)
+    Path(result.files["plot"]).write_bytes(b"other bytes")
+    assert cache.load(key) is None and "is stale: sha256 of" in said[-1] and "plot.png" in said[-1]
+    Path(result.files["plot"]).write_bytes(b"png bytes")
+    Path(result.refs["corpus"].path).unlink()
+    assert cache.load(key) is None and "does not exist" in said[-1]
+
+
+def test_stage_results_from_records_check_every_field() -> None:
+    good = StageResult("s", {}, {"m": 1.0}).to_record()
+    assert StageResult.from_record(good) == StageResult("s", {}, {"m": 1.0})
+    for broken in (
+        {**good, "stage": 1},
+        {**good, "metrics": {"m": "1"}},
+        {**good, "extra": 1},
+        [],
+        {**good, "refs": {"a": {}}},
+    ):
+        with pytest.raises(ValueError):
+            StageResult.from_record(broken)  # type: ignore[arg-type]

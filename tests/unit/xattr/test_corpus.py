@@ -98,3 +98,78 @@ def test_missing_file_and_unknown_format(tmp_path: Path) -> None:
     other.write_text("x")
     with pytest.raises(CorpusError, match="unknown format '.txt'"):
         load_corpus(other, CorpusColumns())
+
+
+@pytest.mark.parametrize("bad", [0.5, 1.9, 7, -1, 2])
+def test_class_labels_outside_the_models_classes_are_refused_with_file_column_row_and_value(
+    tmp_path: Path, bad: float
+) -> None:
+    path = _csv(tmp_path, [{"t": "a", "y": 0}, {"t": "b", "y": 1}, {"t": "c", "y": bad}])
+    with pytest.raises(CorpusError) as caught:
+        load_corpus(path, CorpusColumns(text="t", label="y"), label2id={"neg": 0, "pos": 1}, classes=2)
+    message = str(caught.value)
+    assert f"corpus file {str(path)!r}, column 'y', row 3: label {float(bad)!r}" in message or (
+        f"corpus file {str(path)!r}, column 'y', row 3: label {bad!r}" in message
+    )
+    assert "[0, 2)" in message and "neg, pos" in message
+
+
+def test_class_names_and_whole_numbers_in_range_are_classes(tmp_path: Path) -> None:
+    path = _csv(tmp_path, [{"t": "a", "y": "pos"}, {"t": "b", "y": "0"}, {"t": "c", "y": 1}])
+    frame = load_corpus(path, CorpusColumns(text="t", label="y"), label2id={"neg": 0, "pos": 1}, classes=2).frame
+    assert frame["label"].tolist() == [1.0, 0.0, 1.0]
+    multi = _csv(tmp_path, [{"t": "a", "y": "pos|0"}, {"t": "b", "y": "neg|5"}], name="m.csv")
+    with pytest.raises(CorpusError, match=r"column 'y', row 2: label '5' is not a class of the model"):
+        load_corpus(
+            multi, CorpusColumns(text="t", label="y", multi_label=True), label2id={"neg": 0, "pos": 1}, classes=2
+        )
+
+
+def test_regression_labels_are_any_finite_number(tmp_path: Path) -> None:
+    path = _csv(tmp_path, [{"t": "a", "y": 0.5}, {"t": "b", "y": -7.25}])
+    assert load_corpus(path, CorpusColumns(text="t", label="y")).frame["label"].tolist() == [0.5, -7.25]
+
+
+def test_a_latin1_csv_names_its_row_and_reads_with_the_encoding_setting(tmp_path: Path) -> None:
+    path = tmp_path / "latin.csv"
+    path.write_bytes("text,label\ngood film,1\ncaf\u00e9 cr\u00e8me,0\n".encode("latin-1"))
+    with pytest.raises(CorpusError) as caught:
+        load_corpus(path, CorpusColumns(text="text", label="label"))
+    message = str(caught.value)
+    assert f"corpus file {str(path)!r}, line 3 (data row 2)" in message and "corpus.encoding" in message
+    frame = load_corpus(path, CorpusColumns(text="text", label="label", encoding="latin-1")).frame
+    assert frame["text"].tolist() == ["good film", "caf\u00e9 cr\u00e8me"]
+
+
+def test_a_malformed_jsonl_line_is_named_by_its_number(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"text": "good", "label": 1}\n{"text": "bad", "label": 0}\n{"text": "oops", "label": \n')
+    with pytest.raises(CorpusError, match=rf"corpus file {str(path)!r}, line 3: not valid JSON"):
+        load_corpus(path, CorpusColumns(text="text", label="label"))
+    path.write_text('{"text": "good"}\n[1, 2]\n')
+    with pytest.raises(CorpusError, match="line 2: expected a JSON object, got list"):
+        load_corpus(path, CorpusColumns(text="text"))
+
+
+def test_a_corpus_path_that_is_a_directory_says_so(tmp_path: Path) -> None:
+    with pytest.raises(CorpusError, match=rf"corpus file {str(tmp_path)!r} is a directory"):
+        load_corpus(tmp_path, CorpusColumns())
+
+
+def test_texts_without_a_token_are_refused_or_dropped_like_empty_ones(tmp_path: Path) -> None:
+    path = _csv(tmp_path, [{"t": "good film"}, {"t": "\u200b\u200b"}, {"t": "bad"}])
+
+    def has_tokens(texts: list[str]) -> list[bool]:  # what a tokenizer that strips zero-width characters sees
+        return [bool(t.replace("\u200b", "").strip()) for t in texts]
+
+    with pytest.raises(CorpusError, match=r"column 't': text with no token the model knows in rows 2 "):
+        load_corpus(path, CorpusColumns(text="t"), has_tokens=has_tokens)
+    loaded = load_corpus(path, CorpusColumns(text="t"), has_tokens=has_tokens, empty_texts="drop")
+    assert loaded.frame["text"].tolist() == ["good film", "bad"] and loaded.dropped == {"no_tokens": 1}
+
+
+def test_a_dataset_file_that_is_a_directory_says_so(tmp_path: Path) -> None:
+    from xattr.data.files import existing_file
+
+    with pytest.raises(CorpusError, match=rf"SST file {str(tmp_path)!r} is a directory, not a file"):
+        existing_file(tmp_path, what="SST file", error=CorpusError)

@@ -61,3 +61,15 @@ def test_task_contradicting_the_model_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown task 'qa'"):
         infer_task(_Config(3), "qa")
     assert infer_task(_Config(2), "pair_classification") == "pair_classification"
+
+
+def test_special_token_strings_inside_a_text_are_tokenised_as_text(tiny_classifier_dir) -> None:
+    from xattr.models.loading import load_model
+
+    loaded = load_model(tiny_classifier_dir, device="cpu")
+    tokenizer = loaded.tokenizer
+    ids = tokenizer("the [CLS] [SEP] [MASK] movie")["input_ids"]
+    special = set(tokenizer.all_special_ids)
+    assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id  # added by the tokenizer
+    assert not special & set(ids[1:-1]) - {tokenizer.unk_token_id}, tokenizer.convert_ids_to_tokens(ids)
+    assert not tokenizer("\u200b\u200b", add_special_tokens=False)["input_ids"]  # zero-width: no token at all
