@@ -61,6 +61,9 @@ class OptimiserSettings(StrictSettings):
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(1e-4, gt=0)
     head_learning_rate: float = Field(1e-3, gt=0, description="classification head and pooler")
+    embedding_learning_rate: float | None = Field(
+        None, gt=0, description="word-embedding matrix (LDAV variant, issue 18); empty: the encoder's learning_rate"
+    )
     max_length: int = Field(128, ge=2, description="longest input in word pieces")
     seed: int = 0
     device: str | None = Field(None, description="cuda, cpu, or empty for CUDA when available")
