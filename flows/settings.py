@@ -171,6 +171,9 @@ class MethodConfig(StrictSettings):
     name: str = Field(description="registry name, see `xattr methods`")
     label: str | None = Field(None, description="name in results; defaults to the method name")
     params: dict[str, Any] = Field(default_factory=dict)
+    compare_to: str | None = Field(
+        None, description="benchmarks: also a paired test against this method's label (its base or competitor)"
+    )
 
     @property
     def key(self) -> str:
@@ -202,6 +205,11 @@ class AttributionSettings(StrictSettings):
         dup = sorted({k for k in keys if keys.count(k) > 1})
         if dup:
             raise ValueError(f"method labels must be unique; repeated: {', '.join(dup)} (set `label`)")
+        for method in methods:
+            if method.compare_to is not None and (method.compare_to not in keys or method.compare_to == method.key):
+                raise ValueError(
+                    f"method {method.key!r}: compare_to {method.compare_to!r} is not another configured method's label"
+                )
         return methods
 
 
