@@ -162,9 +162,7 @@ def _benchmark(settings: BenchmarkSettings, run: FlowRun) -> dict[str, Any]:
     for method in methods:
         done = runs[method.key]
         # The attribute stage's diagnostics (fallbacks, kernel spread, kept heads, ...) beside the metrics.
-        diagnostics = {
-            f"attribute/{k}": v for k, v in done.attributed.metrics.items() if k not in _ATTRIBUTE_COUNTS
-        }
+        diagnostics = {f"attribute/{k}": v for k, v in done.attributed.metrics.items() if k not in _ATTRIBUTE_COUNTS}
         per_method[method.key] = {
             "method": method,
             "metrics": dict(done.metrics) | diagnostics,
@@ -270,7 +268,14 @@ def _report(
     out_dir = context.artifacts_root / context.run_id / "benchmark"
     table_path = out_dir / "benchmark.md"
     write_text_file(table_path, markdown, name="benchmark/benchmark.md")
-    table = metrics_table({key: info["metrics"] for key, info in per_method.items()}, curves=False)
+    table = metrics_table(
+        {
+            key: info["metrics"]
+            | {"attribute_seconds": info["attribute_seconds"], "evaluate_seconds": info["evaluate_seconds"]}
+            for key, info in per_method.items()
+        },
+        curves=False,
+    )
     csv_path = out_dir / "benchmark.csv"
     write_text_file(csv_path, table.to_csv(index=False), name="benchmark/benchmark.csv")
     figures: dict[str, Path] = {}

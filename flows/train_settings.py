@@ -46,8 +46,10 @@ class LdavSettings(StrictSettings):
     vector_class: Literal["predicted", "label"] = Field("predicted", description="L2 pulls towards this class")
     learning_rate: float = Field(1e-4, gt=0, description="AdamW learning rate of the class vectors")
     layer: int | None = Field(
-        None, ge=1, description="pool this hidden layer's token states instead of the input embeddings (method ldav "
-        "with space: hidden; not the paper's)"
+        None,
+        ge=1,
+        description="pool this hidden layer's token states instead of the input embeddings (method ldav "
+        "with space: hidden; not the paper's)",
     )
 
 

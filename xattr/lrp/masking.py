@@ -77,8 +77,7 @@ def head_groups(
 def gates_from_groups(
     groups: np.ndarray, device: torch.device | str = "cpu", *, gate_attention: bool = True
 ) -> list[HeadGate]:
-    """One :class:`HeadGate` per layer from ``(layers, heads)`` group ids (``gate_attention``: see :class:`HeadGate`)."""
+    """One :class:`HeadGate` per layer from ``(layers, heads)`` group ids (``gate_attention``: see HeadGate)."""
     return [
-        HeadGate(torch.as_tensor(row, dtype=torch.long, device=device), gate_attention=gate_attention)
-        for row in groups
+        HeadGate(torch.as_tensor(row, dtype=torch.long, device=device), gate_attention=gate_attention) for row in groups
     ]

@@ -47,8 +47,9 @@ class LafaParams(KernelParams):
     )
     normalise: Literal["none", "l1"] = Field(
         "none",
-        description="none (Eq. 7) or l1: each text's base scores M(X_i), the explained text's too, divided by their "
-        "sum of absolute values over its content pieces, so no neighbour dominates by its gradient norm (not the paper's)",
+        description="none (Eq. 7) or l1: each text's base scores M(X_i), the explained text's too, divided by "
+        "their sum of absolute values over its content pieces, so no neighbour dominates by its gradient norm "
+        "(not the paper's)",
     )
 
     @model_validator(mode="after")

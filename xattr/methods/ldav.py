@@ -97,7 +97,9 @@ class Ldav(AttributionMethod[LdavParams]):
         with torch.no_grad(), frozen_parameters(loaded.model):
             tokens = word_embeddings(loaded, batch.input_ids)  # (batch, seq, hidden)
             if hidden:
-                states = loaded.model(inputs_embeds=tokens, output_hidden_states=True, **batch.model_inputs()).hidden_states
+                states = loaded.model(
+                    inputs_embeds=tokens, output_hidden_states=True, **batch.model_inputs()
+                ).hidden_states
                 tokens = states[found.layer]  # (batch, seq, hidden)
             return ldav_token_scores(
                 tokens,

@@ -121,7 +121,9 @@ class LdavConfig:
             raise ValueError(f"LdavConfig.distance must be cosine or euclidean, got {self.distance!r}")
         if self.vector_class not in ("predicted", "label"):
             raise ValueError(f"LdavConfig.vector_class must be predicted or label, got {self.vector_class!r}")
-        if self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 1):
+        if self.layer is not None and (
+            isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 1
+        ):
             raise ValueError(f"LdavConfig.layer must be a hidden layer >= 1 or None, got {self.layer!r}")
 
 

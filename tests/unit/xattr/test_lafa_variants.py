@@ -32,8 +32,7 @@ def _lafa(loaded, params: dict):
 def _expected(loaded, encoded, lam: float, *, centre: bool, l1: bool):
     """Eq. 6-7 written out with loops; returns per text its scores and (kernel values, base, term) of its content."""
     base = {
-        r.position: r.scores
-        for r in attribute_corpus(get_method("simple_grad"), loaded, encoded, [[1]] * len(TEXTS))
+        r.position: r.scores for r in attribute_corpus(get_method("simple_grad"), loaded, encoded, [[1]] * len(TEXTS))
     }
     table = loaded.model.get_input_embeddings().weight.detach().numpy()
     shift = table.mean(0) if centre else np.zeros(table.shape[1])

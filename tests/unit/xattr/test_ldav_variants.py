@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import save_tiny_model
-from xattr.ldav import LdavError, LdavVectors, ldav_token_scores, load_ldav_vectors
+from xattr.ldav import LdavError, ldav_token_scores, load_ldav_vectors
 from xattr.ldav.vectors import ldav_vectors_for
 from xattr.methods import MethodContext, get_method
 from xattr.models.encoding import collate, encode_texts
@@ -154,6 +154,7 @@ def test_embedding_learning_rate_gets_its_own_group(models: dict[str, Path]) -> 
     words = model.get_input_embeddings().weight
     assert split[-1] == {"params": [words], "lr": 5e-2, "weight_decay": 0.01}
     assert not any(p is words for g in split[:-1] for p in g["params"])
+
     # every other parameter keeps its group and learning rate
     def by_id(groups):
         return {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"] if p is not words}
@@ -171,7 +172,9 @@ def test_a_larger_embedding_learning_rate_moves_the_embeddings_more(models: dict
     moved = {}
     for name, rate in {"encoder": None, "embeddings": 1e-2}.items():
         config = _config(embedding_learning_rate=rate, learning_rate=1e-4)
-        out = train_model(models["base"], _rows(32), tmp_path / name, task="classification", num_labels=2, config=config)
+        out = train_model(
+            models["base"], _rows(32), tmp_path / name, task="classification", num_labels=2, config=config
+        )
         weight = load_model(out.output_dir, device="cpu").model.get_input_embeddings().weight.detach()
         moved[name] = float((weight - start).norm())
     assert moved["embeddings"] > 10 * moved["encoder"] > 0
