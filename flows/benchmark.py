@@ -271,7 +271,11 @@ def _report(
     table = metrics_table(
         {
             key: info["metrics"]
-            | {"attribute_seconds": info["attribute_seconds"], "evaluate_seconds": info["evaluate_seconds"]}
+            | {
+                "attribute_seconds": info["attribute_seconds"],
+                "evaluate_seconds": info["evaluate_seconds"],
+                "evaluation_path": info["evaluation"].path,  # per-text values (a cached stage's: an earlier run's)
+            }
             for key, info in per_method.items()
         },
         curves=False,
