@@ -33,7 +33,14 @@ def load_runs(run_dirs: list[Path]) -> tuple[dict[str, pd.DataFrame], dict[str, 
     evaluations: dict[str, pd.DataFrame] = {}
     seconds: dict[str, float] = {}
     for run in run_dirs:
-        table = pd.read_csv(run / "benchmark" / "benchmark.csv")
+        csv = run / "benchmark" / "benchmark.csv"
+        if not csv.is_file():
+            # A run still going (or stopped): the evaluate stages it has finished, without seconds.
+            for path in sorted(run.glob("evaluate-*/evaluation.parquet")):
+                key = f"{run.name}:{path.parent.name.removeprefix('evaluate-')}"
+                evaluations[key] = pq.read_table(path).to_pandas()
+            continue
+        table = pd.read_csv(csv)
         for label, path, value in zip(
             table["method"], table["evaluation_path"], table["attribute_seconds"], strict=True
         ):
