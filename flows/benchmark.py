@@ -22,13 +22,14 @@ from flows.runtime import FlowRun, attribute_and_evaluate, fine_tune, flow_run, 
 from storage import ArtifactRef, read_artifact
 from storage.text_files import write_binary_file, write_text_file
 from tasks import tracking
-from tasks.benchmark import prepare_splits_stage, select_accurate_stage
+from tasks.benchmark import neighbour_pool_stage, prepare_splits_stage, select_accurate_stage
 from tasks.build_index import build_index_stage
 from tasks.encode_corpus import encode_corpus_stage
 from tasks.fine_tune import fine_tune_summary
 from tasks.head_statistics import head_statistics_stage
 from tasks.layer_precision import layer_precision_stage
-from tasks.results import RunContext
+from tasks.results import RunContext, Shard
+from tasks.shards import plan_shards
 from xattr.methods import method_requirements
 from xattr.metrics.suite import applicable_metrics
 from xattr.models.loading import ModelSpec
@@ -124,12 +125,19 @@ def _benchmark(settings: BenchmarkSettings, run: FlowRun) -> dict[str, Any]:
     methods = settings.attribution.methods
     needs = [method_requirements(m.name, m.params) for m in methods]
     neighbour_layers = [_neighbour_layer(n.neighbours) for n in needs if n.neighbours is not None]
+    pool: tuple[ArtifactRef, Shard] | None = None
+    if neighbour_layers and evaluation.neighbour_pool == "train+eval" and splits.refs["train"].rows:
+        pooled = run.stage(neighbour_pool_stage, scored=corpus, train=splits.refs["train"])
+        # The scored texts are the pool's first positions: one shard of that size explains exactly them.
+        pool = (pooled.refs["pool"], plan_shards(pooled.refs["pool"], corpus.rows)[0])
+        notes += list(pooled.notes)
+    searched = pool[0] if pool is not None else corpus
     indexes: dict[int, tuple[ArtifactRef, ArtifactRef]] = {}
     for layer in dict.fromkeys(neighbour_layers):
         # The last layer's index sits with the other stages; another layer's under artifacts/layer-<n>/.
         where = context if layer == -1 else RunContext(context.artifacts_root / f"layer-{layer}", context.run_id)
         embeddings = run.stage(
-            encode_corpus_stage, corpus=corpus, model=model, layer=layer, batch_size=32, context=where
+            encode_corpus_stage, corpus=searched, model=model, layer=layer, batch_size=32, context=where
         ).refs["embeddings"]
         index = run.stage(
             build_index_stage, embeddings=embeddings, index_type="flat_l2", neighbours=10, context=where
@@ -147,14 +155,17 @@ def _benchmark(settings: BenchmarkSettings, run: FlowRun) -> dict[str, Any]:
         evaluation=evaluation.stage_arguments(families),
         index_for=lambda request: indexes[_neighbour_layer(request)],
         head_masks=head_masks[0] if head_masks is not None else None,
+        neighbour_pool=pool,
     )
     per_method: dict[str, dict[str, Any]] = {}
     method_notes: list[tuple[str, tuple[str, ...]]] = []
     for method in methods:
         done = runs[method.key]
+        # The attribute stage's diagnostics (fallbacks, kernel spread, kept heads, ...) beside the metrics.
+        diagnostics = {f"attribute/{k}": v for k, v in done.attributed.metrics.items() if k not in _ATTRIBUTE_COUNTS}
         per_method[method.key] = {
             "method": method,
-            "metrics": dict(done.metrics),
+            "metrics": dict(done.metrics) | diagnostics,
             "evaluation": done.evaluation,
             "attributions": done.attributions,
             "attribute_seconds": done.attributed.seconds,
@@ -174,6 +185,10 @@ def _benchmark(settings: BenchmarkSettings, run: FlowRun) -> dict[str, Any]:
     summary["eval_split"] = splits.refs["eval"].to_dict()
     summary["attributions"] = {key: info["attributions"].to_dict() for key, info in per_method.items()}
     return summary
+
+
+#: Attribute-stage metrics that are counts of the run, not diagnostics of the method.
+_ATTRIBUTE_COUNTS = frozenset({"texts", "explanations", "texts_per_second", "shards", "rows"})
 
 
 def _neighbour_layer(request: NeighbourRequest) -> int:
@@ -208,13 +223,18 @@ def _merged_notes(method_notes: list[tuple[str, tuple[str, ...]]], stated: list[
 
 
 def _paired_vs_random(per_method: dict[str, dict[str, Any]]) -> None:
-    """Paired sign-flip test of each method against ``random`` on the same texts, per headline metric."""
-    if "random" not in per_method:
-        return
+    """Paired sign-flip tests on the same texts, per headline metric: each method against ``random``, and a
+    method with ``compare_to`` against that method too (``vs_<key>/...``)."""
     evaluations = {key: read_artifact(info["evaluation"]).to_pandas() for key, info in per_method.items()}
-    tests = paired_vs_reference({key: info["metrics"] for key, info in per_method.items()}, evaluations)
-    for key, found in tests.items():
+    metrics = {key: dict(info["metrics"]) for key, info in per_method.items()}
+    for key, found in paired_vs_reference(metrics, evaluations).items():
         per_method[key]["metrics"].update(found)
+    for key, info in per_method.items():
+        reference = info["method"].compare_to
+        if reference is None:
+            continue
+        pair = {k: metrics[k] for k in (key, reference)}
+        per_method[key]["metrics"].update(paired_vs_reference(pair, evaluations, reference=reference).get(key, {}))
 
 
 def _report(
@@ -248,7 +268,18 @@ def _report(
     out_dir = context.artifacts_root / context.run_id / "benchmark"
     table_path = out_dir / "benchmark.md"
     write_text_file(table_path, markdown, name="benchmark/benchmark.md")
-    table = metrics_table({key: info["metrics"] for key, info in per_method.items()}, curves=False)
+    table = metrics_table(
+        {
+            key: info["metrics"]
+            | {
+                "attribute_seconds": info["attribute_seconds"],
+                "evaluate_seconds": info["evaluate_seconds"],
+                "evaluation_path": info["evaluation"].path,  # per-text values (a cached stage's: an earlier run's)
+            }
+            for key, info in per_method.items()
+        },
+        curves=False,
+    )
     csv_path = out_dir / "benchmark.csv"
     write_text_file(csv_path, table.to_csv(index=False), name="benchmark/benchmark.csv")
     figures: dict[str, Path] = {}

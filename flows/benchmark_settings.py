@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -85,6 +85,11 @@ class BenchmarkEvaluation(EvaluationSettings):
         False, description="LAFA Eq. 8 per hidden layer against the dataset's category (group) on the evaluation pool"
     )
     neighbours: int = Field(10, ge=1, description="M of LAFA Eq. 8")
+    neighbour_pool: Literal["eval", "train+eval"] = Field(
+        "train+eval",
+        description="texts that neighbour-using methods (LAFA, neighbour SHAP) search: the scored texts only, or "
+        "the scored texts and the train split (the scored texts are still the only ones explained)",
+    )
 
     @field_validator("mape_fractions")
     @classmethod

@@ -122,7 +122,11 @@ class StageRunner:
             context=kwargs["context"],
         )
         self.last_cached = all_cached and self.last_cached
-        return dataclasses.replace(merged, seconds=sum(p.seconds for p in parts))
+        # One shard's metrics (a method's diagnostics) hold for the merged artifact as they are.
+        single = len(parts) == 1
+        metrics = {**parts[0].metrics, **merged.metrics} if single else merged.metrics
+        notes = parts[0].notes if single else merged.notes
+        return dataclasses.replace(merged, seconds=sum(p.seconds for p in parts), metrics=metrics, notes=notes)
 
     def _save(self, key: str | None, result: StageResult) -> None:
         if key is not None:
@@ -295,6 +299,7 @@ def attribute_and_evaluate(
     index_for: IndexFor | None = None,
     head_masks: ArtifactRef | None = None,
     shards: Sequence[Shard] | None = None,
+    neighbour_pool: tuple[ArtifactRef, Shard] | None = None,
 ) -> dict[str, MethodRun]:
     """For each configured method: its attribute stage (sharded when ``shards``), then its evaluate stage.
 
@@ -310,6 +315,9 @@ def attribute_and_evaluate(
             needs one: ``xattr.methods.method_requirements``).
         head_masks: The head-statistics artifact, given to the methods that need head masks.
         shards: Run attribute stages per shard and merge.
+        neighbour_pool: ``(pool, shard)``: methods that need neighbours run on the ``pool`` corpus
+            (``index_for`` must serve indexes built on it), explaining only the ``shard`` of its
+            positions that holds ``corpus``'s texts in order; they are evaluated on ``corpus``.
 
     Raises:
         ValueError: A method needs neighbours or head masks and none were given.
@@ -325,11 +333,12 @@ def attribute_and_evaluate(
         if needs.head_masks and head_masks is None:
             raise ValueError(f"method {method.key!r} needs head masks and the flow mined none")
         embeddings, index = index_for(needs.neighbours) if needs.neighbours is not None and index_for else (None, None)
+        pooled = needs.neighbours is not None and neighbour_pool is not None
         attributed = run.stages.run_sharded(
             attribute_stage,
-            shards,
+            [neighbour_pool[1]] if pooled else shards,  # type: ignore[index]
             "attributions",
-            corpus=corpus,
+            corpus=neighbour_pool[0] if pooled else corpus,  # type: ignore[index]
             model=model,
             method=method.name,
             label=method.key,

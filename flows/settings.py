@@ -76,6 +76,9 @@ class OptimiserSettings(StrictSettings):
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(1e-4, gt=0)
     head_learning_rate: float = Field(1e-3, gt=0, description="classification head and pooler")
+    embedding_learning_rate: float | None = Field(
+        None, gt=0, description="word-embedding matrix (LDAV variant, issue 18); empty: the encoder's learning_rate"
+    )
     max_length: int = Field(128, ge=2, description="longest input in word pieces")
     seed: int = 0
     device: str | None = Field(None, description="cuda, cpu, or empty for CUDA when available")
@@ -196,6 +199,9 @@ class MethodConfig(StrictSettings):
     name: str = Field(description="registry name, see `xattr methods`")
     label: str | None = Field(None, description="name in results; defaults to the method name")
     params: dict[str, Any] = Field(default_factory=dict)
+    compare_to: str | None = Field(
+        None, description="benchmarks: also a paired test against this method's label (its base or competitor)"
+    )
 
     @property
     def key(self) -> str:
@@ -228,6 +234,11 @@ class AttributionSettings(StrictSettings):
         dup = sorted({k for k in keys if keys.count(k) > 1})
         if dup:
             raise ValueError(f"method labels must be unique; repeated: {', '.join(dup)} (set `label`)")
+        for method in methods:
+            if method.compare_to is not None and (method.compare_to not in keys or method.compare_to == method.key):
+                raise ValueError(
+                    f"method {method.key!r}: compare_to {method.compare_to!r} is not another configured method's label"
+                )
         return methods
 
 

@@ -45,6 +45,12 @@ class LdavSettings(StrictSettings):
     distance: Literal["cosine", "euclidean"] = Field("cosine", description="L2's distance (Appendix C: cosine)")
     vector_class: Literal["predicted", "label"] = Field("predicted", description="L2 pulls towards this class")
     learning_rate: float = Field(1e-4, gt=0, description="AdamW learning rate of the class vectors")
+    layer: int | None = Field(
+        None,
+        ge=1,
+        description="pool this hidden layer's token states instead of the input embeddings (method ldav "
+        "with space: hidden; not the paper's)",
+    )
 
 
 class ConceptSettings(StrictSettings):

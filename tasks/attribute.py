@@ -150,9 +150,10 @@ def attribute_stage(
     view = read_corpus(corpus, loaded)
     suffix = stage_suffix(shard)
     inside = shard.positions if shard is not None else range(len(view.encoded))
-    needs_neighbours = requirements.neighbours is not None
-    # Neighbour filters may group by prediction over the whole corpus; otherwise predict the explained texts only.
-    scope = range(len(view.encoded)) if needs_neighbours else inside
+    by_prediction = requirements.neighbours is not None and requirements.neighbours.filter == "prediction"
+    # A neighbour filter by prediction groups the whole corpus; otherwise predict the explained texts only
+    # (a neighbour pool can be many times the texts explained).
+    scope = range(len(view.encoded)) if by_prediction else inside
     logits = predict_logits(loaded, [view.encoded[i] for i in scope], batch_size=batch_size)
     frame = view.frame.iloc[list(scope)]
     label_sets = frame["label_set"].tolist() if target == "label" else None
@@ -169,7 +170,9 @@ def attribute_stage(
     if requirements.neighbours is not None:
         if embeddings is None or index is None:
             raise ValueError(f"method {method!r} needs the neighbour index and embeddings")
-        groups = {"label": view.frame["label"].tolist(), "prediction": [int(np.argmax(row)) for row in logits]}
+        groups = {"label": view.frame["label"].tolist()}
+        if by_prediction:
+            groups["prediction"] = [int(np.argmax(row)) for row in logits]
         selection = neighbour_selection(
             requirements.neighbours, loaded, embeddings, index, groups, seed, doc_ids=view.doc_ids
         )

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 from prefect.logging import get_run_logger
 
-from storage import ArtifactRef, ArtifactStore
+from storage import ArtifactRef, ArtifactStore, read_artifact
 from tasks.caching import stage_task
 from tasks.corpus_io import read_corpus
 from tasks.models import loaded_model
@@ -114,4 +115,31 @@ def select_accurate_stage(
         {"threshold": f"{threshold:g}", "n": str(n)},
         time.perf_counter() - started,
         (f"MAPE texts: {selection.describe()} (pool of {len(labels)})",),
+    )
+
+
+@stage_task(name="neighbour_pool")
+def neighbour_pool_stage(scored: ArtifactRef, train: ArtifactRef, context: RunContext) -> StageResult:
+    """The corpus neighbour-using methods search: the scored texts first (in order), then the train split.
+
+    A train row whose ``doc_id`` is already among the scored texts is left out. Methods explain
+    only the first ``scored.rows`` positions (a shard), so neighbours come from the whole pool
+    while the texts scored stay those of ``scored``.
+    """
+    started = time.perf_counter()
+    first = read_artifact(scored).to_pandas()
+    rest = read_artifact(train).to_pandas()
+    rest = rest[~rest["doc_id"].isin(set(first["doc_id"]))]
+    frame = pd.concat([first, rest.reindex(columns=first.columns)], ignore_index=True)
+    ref = ArtifactStore(context.artifacts_root, context.run_id).write(
+        "corpus", "neighbour_pool", "pool", _table(frame), metadata={"scored": str(len(first))}
+    )
+    get_run_logger().info("neighbour pool: %d scored + %d train texts", len(first), len(rest))
+    return StageResult(
+        "neighbour_pool",
+        {"pool": ref},
+        {"pool_texts": float(len(frame)), "scored_texts": float(len(first)), "train_texts": float(len(rest))},
+        {},
+        time.perf_counter() - started,
+        (f"neighbour pool: the {len(first)} scored texts and {len(rest)} train texts",),
     )

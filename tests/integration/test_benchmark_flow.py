@@ -133,6 +133,38 @@ def test_classification_benchmark_with_gold_words(harness, tiny_classifier_dir, 
     assert summary["metrics"]["lafa_layer1"]["texts"] == 6.0
 
 
+def test_neighbours_come_from_the_train_split_and_methods_are_tested_against_a_named_base(
+    harness, tiny_classifier_dir, tmp_path
+) -> None:
+    (tmp_path / "train.txt").write_text("\n".join(TREES) + "\n")
+    (tmp_path / "dev.txt").write_text("\n".join(TREES[:3]) + "\n")
+    config = tmp_path / "sst.yaml"
+    config.write_text(
+        f"name: tiny-pool\nworkdir: work\ndata_root: {tmp_path}\n"
+        "dataset: {name: sst, train: train.txt, eval: dev.txt}\n"
+        f"model: {{path: {tiny_classifier_dir}, max_length: 32}}\n"
+        "attribution: {methods: [{name: simple_grad}, {name: random},\n"
+        "  {name: lafa, params: {epsilon_quantile: 1.0}, compare_to: simple_grad}]}\n"
+        "evaluation: {fractions: [0.5, 1.0], metrics: [aopc, gold_pearson]}\n"
+    )
+    summary = benchmark(load_benchmark_settings(config))
+    lafa = summary["metrics"]["lafa"]
+    assert lafa["texts"] == 3.0
+    assert {"vs_simple_grad/aopc_difference", "vs_simple_grad/aopc_p", "vs_random/aopc_p"} <= set(lafa)
+    assert "vs_simple_grad/aopc_p" not in summary["metrics"]["simple_grad"]
+    # LAFA explained only the 3 scored texts, with neighbours from the 3 + 6 pool texts; its diagnostics are kept
+    explained = read_artifact(ArtifactRef.from_dict(summary["attributions"]["lafa"])).to_pandas()
+    assert set(explained["doc_id"]) == {"dev-1", "dev-2", "dev-3"}
+    assert lafa["attribute/texts_without_neighbours"] == 0.0 and lafa["attribute/neighbours_mean"] > 0
+    assert {"attribute/kernel_mean", "attribute/kernel_sd", "attribute/fallbacks"} <= set(lafa)
+    assert "neighbour pool: the 3 scored texts and 6 train texts" in Path(summary["table_path"]).read_text()
+    # a compare_to naming no configured method is refused
+    bad = config.read_text().replace("compare_to: simple_grad", "compare_to: nope")
+    config.write_text(bad)
+    with pytest.raises(SettingsError, match="compare_to 'nope'"):
+        load_benchmark_settings(config)
+
+
 def test_bad_benchmark_inputs(harness, tiny_classifier_dir, tmp_path) -> None:
     trees = tmp_path / "dev.txt"
     trees.write_text("(2 (2 the) (2 film))\n")  # SST-2 drops neutral sentences: no rows left

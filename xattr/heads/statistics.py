@@ -187,10 +187,9 @@ class HeadStatistics:
         A head is syntactic when ``alpha_k > lambda_k + xi_synt`` for some relation k (strictly, as in
         Eq. 7) and positional when one offset gets more than ``xi_pos`` of its maxima.
         """
-        margin = self.alpha() - self.baseline()[None, None, :]
-        syntactic = np.nan_to_num(margin, nan=-np.inf) > xi_synt
-        positional = self.position_frequency() > xi_pos
-        return HeadMasks(syntactic.any(axis=-1), positional.any(axis=-1), source=source)
+        margin = np.nan_to_num(self.alpha() - self.baseline()[None, None, :], nan=-np.inf).max(axis=-1)
+        share = self.position_frequency().max(axis=-1)
+        return HeadMasks(margin > xi_synt, share > xi_pos, source, margin, share)
 
 
 def _segment_texts(texts: Sequence[str], pairs: Sequence[str | None] | None) -> list[tuple[int, int, str]]:

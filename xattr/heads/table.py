@@ -99,6 +99,17 @@ def masks_from_table(
 
     frequency = frame["frequency"].to_numpy(dtype=float)
     baseline = frame["baseline"].to_numpy(dtype=float, na_value=np.nan)
+
+    def per_head_max(kind: str, value: np.ndarray) -> np.ndarray | None:
+        rows = per_head[per_head["kind"] == kind]
+        if rows.empty:
+            return None
+        out = np.full(shape, -np.inf)
+        np.maximum.at(out, (rows["layer"].to_numpy(), rows["head"].to_numpy()), value[rows.index.to_numpy()])
+        return out
+
+    margin = per_head_max("relation", np.nan_to_num(frequency - baseline, nan=-np.inf))
+    share = per_head_max("position", frequency)
     if xi_synt is None:
         syntactic = from_rows("mask", "syntactic", frequency > 0.5)
     else:
@@ -107,4 +118,4 @@ def masks_from_table(
         positional = from_rows("mask", "positional", frequency > 0.5)
     else:
         positional = from_rows("position", None, frequency > xi_pos)
-    return HeadMasks(syntactic, positional, source=source)
+    return HeadMasks(syntactic, positional, source, margin, share)

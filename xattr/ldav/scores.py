@@ -36,6 +36,7 @@ def ldav_token_scores(
     content: torch.Tensor,
     class_vectors: torch.Tensor,
     segments: torch.Tensor | None = None,
+    other_vectors: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """LDAV score of every token for one class vector per row.
 
@@ -51,6 +52,10 @@ def ldav_token_scores(
         content: ``(batch, seq)`` bool, ``True`` for real, non-special tokens.
         class_vectors: ``(batch, hidden)`` the explained class's vector for each row.
         segments: ``(batch, seq)`` 0/1 segment of each token for pairs, or ``None``.
+        other_vectors: ``(batch, k - 1, hidden)`` the other classes' vectors per row for the
+            contrast score (not the paper's Eq. 4; its Term 2's argument, issue 18): ``alpha_i`` becomes
+            ``||z - x_i|| - mean_j ||z_j - x_i||`` over the other classes ``j``, so a token scores high
+            when it is nearer the explained class's vector than the others'. ``None``: Eq. 4.
 
     Returns:
         ``(batch, seq)`` scores; 0 at special and padding positions.
@@ -64,6 +69,10 @@ def ldav_token_scores(
         partner = torch.where(first.unsqueeze(-1), mean_second.unsqueeze(1), mean_first.unsqueeze(1))
         tokens = embeddings * partner  # (batch, seq, hidden)
     distances = (tokens - class_vectors.unsqueeze(1)).pow(2).sum(dim=-1).sqrt()  # (batch, seq): Eq. 4
+    if other_vectors is not None and other_vectors.shape[1] > 0:
+        # (batch, seq, k - 1); written out rather than torch.cdist, whose matmul form loses precision
+        others = (tokens.unsqueeze(2) - other_vectors.unsqueeze(1)).pow(2).sum(dim=-1).sqrt()
+        distances = distances - others.mean(dim=-1)
     return znormalise_negated(distances, content)
 
 

@@ -50,6 +50,8 @@ class LdavVectors:
         distance: ``L2``'s distance in training (``cosine`` or ``euclidean``).
         vector_class: ``predicted`` or ``label``: which class's vector ``L2`` used.
         labels: Class names by index (``"0"``, ``"1"``, ... when the model has none).
+        layer: The space of the vectors: ``None`` the input word embeddings (the paper), else the
+            hidden layer whose token states were pooled (``hidden_states[layer]``).
     """
 
     vectors: torch.Tensor
@@ -59,6 +61,7 @@ class LdavVectors:
     distance: str
     vector_class: str
     labels: tuple[str, ...]
+    layer: int | None = None
 
     @property
     def num_classes(self) -> int:
@@ -122,6 +125,7 @@ def load_ldav_vectors(directory: Path | str) -> LdavVectors:
             distance=str(meta["distance"]),
             vector_class=str(meta["vector_class"]),
             labels=tuple(str(v) for v in meta["labels"]),
+            layer=None if meta.get("layer") is None else int(meta["layer"]),
         )
     except (KeyError, ValueError, OSError) as exc:
         raise LdavError(f"LDAV vectors in {str(directory)!r} cannot be read: {exc}") from exc

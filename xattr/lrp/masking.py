@@ -74,6 +74,10 @@ def head_groups(
     return groups
 
 
-def gates_from_groups(groups: np.ndarray, device: torch.device | str = "cpu") -> list[HeadGate]:
-    """One :class:`HeadGate` per layer from ``(layers, heads)`` group ids."""
-    return [HeadGate(torch.as_tensor(row, dtype=torch.long, device=device)) for row in groups]
+def gates_from_groups(
+    groups: np.ndarray, device: torch.device | str = "cpu", *, gate_attention: bool = True
+) -> list[HeadGate]:
+    """One :class:`HeadGate` per layer from ``(layers, heads)`` group ids (``gate_attention``: see HeadGate)."""
+    return [
+        HeadGate(torch.as_tensor(row, dtype=torch.long, device=device), gate_attention=gate_attention) for row in groups
+    ]

@@ -140,10 +140,16 @@ class HeadGate:
     Attributes:
         groups: ``(heads,)`` long tensor: the group of each kept head (0, 1, ...) or -1 for a
             dropped head. Mask-LRP's union mask has two groups, syntactic and positional.
+        gate_attention: Whether the attention relevance ``R(A)`` (the rollout's input) is taken
+            from the gated head relevance (the paper's text, Sec. 4.3: masked heads carry no
+            ``R(A)``) or from the relevance before the gate (the authors' published code: only the
+            relevance passed to the layer below is masked). The relevance reaching ``V`` is gated
+            either way.
     """
 
-    def __init__(self, groups: torch.Tensor) -> None:
+    def __init__(self, groups: torch.Tensor, gate_attention: bool = True) -> None:
         self.groups = groups
+        self.gate_attention = gate_attention
         self.num_groups = int(groups.max().item()) + 1 if bool((groups >= 0).any()) else 0
         self.keeps_all = bool((groups >= 0).all())
         #: ``(groups, heads)`` 0/1 membership, built once per layer (not per backward pass).
@@ -194,7 +200,8 @@ class AttentionValueRule(torch.autograd.Function):
     ``R(A)_ij = 1/2 sum_d A_ij V_jd R(O)_id / O_id``; it is returned as the gradient of ``A`` so that
     ``R(A) = A * g_A``. With a :class:`HeadGate`, the relevance of each head's output is masked and
     renormalised (Mask-LRP Sec. 4.3) before it is split, so masked heads pass nothing to ``V`` and
-    carry no ``R(A)``.
+    carry no ``R(A)`` (unless the gate's ``gate_attention`` is off: then ``R(A)`` is split from the
+    relevance before the gate, the reading of the authors' code).
 
     ``record``, when given, is called in the backward pass with the ``(batch, heads)`` relevance
     of each head's output before and after the gate (Voita et al. 2019's head relevance).
@@ -230,6 +237,7 @@ class AttentionValueRule(torch.autograd.Function):
         gate: HeadGate | None = ctx.gate
         if gate is not None and gate.keeps_all:
             gate = None  # a layer keeping every head is left exactly as it is
+        ungated = grad
         if gate is not None or ctx.record is not None:
             before = (output * grad).sum(dim=(-2, -1))  # (batch, heads)
             if gate is not None:
@@ -239,7 +247,8 @@ class AttentionValueRule(torch.autograd.Function):
         grad_value = attention.transpose(-2, -1) @ grad
         grad_attention = None
         if ctx.needs_input_grad[0] or ctx.on_attention is not None:
-            grad_attention = 0.5 * (grad @ value.transpose(-2, -1))
+            source = ungated if gate is not None and not gate.gate_attention else grad
+            grad_attention = 0.5 * (source @ value.transpose(-2, -1))
         if ctx.on_attention is not None:
             ctx.on_attention(attention * grad_attention)
         return grad_attention if ctx.needs_input_grad[0] else None, grad_value, None, None, None

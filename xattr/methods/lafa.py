@@ -9,9 +9,9 @@ serving as a neighbour again, reuses it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -40,6 +40,17 @@ class LafaParams(KernelParams):
         "none", description="none, label or prediction: same-class neighbours only"
     )
     layer: int | None = Field(None, description="hidden layer the neighbour index must use (None: the flow's)")
+    centre_embeddings: bool = Field(
+        False,
+        description="subtract the mean word-piece embedding (of the vocabulary) before the kernel (issue 18: the "
+        "cosine kernel of an anisotropic embedding space is far from 0 between unrelated pieces; not the paper's)",
+    )
+    normalise: Literal["none", "l1"] = Field(
+        "none",
+        description="none (Eq. 7) or l1: each text's base scores M(X_i), the explained text's too, divided by "
+        "their sum of absolute values over its content pieces, so no neighbour dominates by its gradient norm "
+        "(not the paper's)",
+    )
 
     @model_validator(mode="after")
     def _valid_base(self) -> LafaParams:
@@ -59,12 +70,21 @@ def lafa_aggregate(
     lam: float,
     kernel: str,
     kernel_params: KernelParams | None = None,
+    centre: torch.Tensor | None = None,
+    normalise: str = "none",
+    record: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Eq. 6-7: ``M_LAFA(X0)_t = M(X0)_t + lam * E(w_t; Xsim)``.
 
     ``E(w; Xsim) = 1/|Xsim| sum_i sum_k m_ik k(h, h_ik) / T_i`` over the neighbours' content
     (non-special) word pieces, ``T_i`` their count, ``h`` word-piece embeddings (layer 0). Special
     tokens of ``X0`` get no neighbour term.
+
+    Variants (not the paper's): ``centre`` ``(d,)`` is subtracted from every embedding before the
+    kernel; ``normalise="l1"`` divides ``M(X0)`` (over its content pieces) and each neighbour's
+    scores by their sum of absolute values first. ``record``, when given, receives the kernel
+    matrix, the base scores and the neighbour term ``lam * E`` of the content pieces (spread
+    diagnostics).
 
     Args:
         base_scores: ``(T0,)`` base attribution ``M(X0)``.
@@ -79,14 +99,31 @@ def lafa_aggregate(
     Returns:
         ``(T0,)`` smoothed scores; ``base_scores`` unchanged when there are no neighbours.
     """
+    out = base_scores.clone()
+    if normalise == "l1":
+        out[content] = _l1_normalised(out[content])
+        neighbour_scores = [_l1_normalised(s) for s in neighbour_scores]
+    elif normalise != "none":
+        raise ValueError(f"unknown normalise {normalise!r}; valid: none, l1")
     if not neighbour_scores or lam == 0.0:
-        return base_scores.clone()
+        return out
     weights = torch.cat([s / len(s) for s in neighbour_scores]) / len(neighbour_scores)  # (sum T_i,)
     pool = torch.cat(list(neighbour_embeddings))  # (sum T_i, d)
-    k = kernel_matrix(kernel, embeddings[content], pool, kernel_params or KernelParams())  # (T0 content, sum T_i)
-    out = base_scores.clone()
-    out[content] = out[content] + lam * (k @ weights)
+    own = embeddings[content]
+    if centre is not None:
+        own, pool = own - centre, pool - centre
+    k = kernel_matrix(kernel, own, pool, kernel_params or KernelParams())  # (T0 content, sum T_i)
+    term = lam * (k @ weights)  # (T0 content,)
+    if record is not None:
+        record(k, out[content], term)
+    out[content] = out[content] + term
     return out
+
+
+def _l1_normalised(scores: torch.Tensor) -> torch.Tensor:
+    """``scores / sum |scores|`` (unchanged when all are 0)."""
+    total = scores.abs().sum()
+    return scores / total if bool(total > 0) else scores.clone()
 
 
 @register_method(
@@ -125,10 +162,37 @@ class Lafa(AttributionMethod[LafaParams]):
         return replace(method_requirements(params.base, params.base_params), neighbours=request)
 
     def diagnostics(self, context: MethodContext) -> dict[str, float]:
-        """``fallbacks`` (texts without neighbours) and ``base_computations`` (base attributions computed)."""
-        return super().diagnostics(context) | {
+        """``fallbacks`` (texts without neighbours), ``base_computations`` (base attributions computed) and the
+        kernel's spread over the texts with neighbours: ``kernel_mean`` and ``kernel_sd`` (mean over texts of the
+        mean and standard deviation of ``k(h, h_ik)`` over all piece pairs) and ``term_to_base_sd`` (mean over
+        texts of the standard deviation over pieces of ``lam * E`` divided by that of ``M(X0)``: near 0, Eq. 6
+        is a near-constant offset that cannot change the ranking)."""
+        out = super().diagnostics(context) | {
             "base_computations": float(context.counter(self.name, "base_computations"))
         }
+        spread = context.workspace(self.name).get("spread")
+        if spread and spread["texts"]:
+            n = spread["texts"]
+            out |= {key: spread[key] / n for key in ("kernel_mean", "kernel_sd")}
+            if spread["ratio_texts"]:
+                out["term_to_base_sd"] = spread["term_to_base_sd"] / spread["ratio_texts"]
+        return out
+
+    def _record_spread(self, context: MethodContext) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]:
+        spread = context.workspace(self.name).setdefault(
+            "spread", {"texts": 0, "kernel_mean": 0.0, "kernel_sd": 0.0, "term_to_base_sd": 0.0, "ratio_texts": 0}
+        )
+
+        def record(k: torch.Tensor, base: torch.Tensor, term: torch.Tensor) -> None:
+            spread["texts"] += 1
+            spread["kernel_mean"] += float(k.mean())
+            spread["kernel_sd"] += float(k.std(unbiased=False))
+            base_sd = float(base.std(unbiased=False))
+            if base.numel() > 1 and base_sd > 0:
+                spread["term_to_base_sd"] += float(term.std(unbiased=False)) / base_sd
+                spread["ratio_texts"] += 1
+
+        return record
 
     def base_scores(
         self, loaded: LoadedModel, wanted: Sequence[tuple[int, int]], batch_size: int, context: MethodContext
@@ -156,6 +220,8 @@ class Lafa(AttributionMethod[LafaParams]):
         wanted = list(rows) + [(j, t) for pos, t in rows for j in context.neighbours.get(pos, ())]
         cache = self.base_scores(loaded, wanted, max(len(rows), 1), context)
         table = loaded.model.get_input_embeddings().weight
+        centre = table.detach().mean(dim=0) if self.params.centre_embeddings else None  # (d,)
+        record = self._record_spread(context)
         out = torch.zeros(batch.input_ids.shape, dtype=table.dtype, device=loaded.device)
         for r, ((pos, target), text) in enumerate(zip(rows, texts, strict=True)):
             ids = torch.tensor(text.input_ids, device=loaded.device)
@@ -177,6 +243,9 @@ class Lafa(AttributionMethod[LafaParams]):
                 lam=self.params.lam,
                 kernel=self.params.kernel,
                 kernel_params=self.params,
+                centre=centre,
+                normalise=self.params.normalise,
+                record=record,
             )
             out[r, : len(text)] = scores
         return out

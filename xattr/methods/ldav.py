@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 
 from xattr.ldav.scores import ldav_token_scores
 from xattr.ldav.vectors import LdavError
@@ -10,7 +13,23 @@ from xattr.methods.base import AttributionMethod, MethodParams, register_method
 from xattr.methods.context import MethodContext, Requirements
 from xattr.methods.gradients import word_embeddings
 from xattr.models.encoding import Batch
+from xattr.models.forward import frozen_parameters
 from xattr.models.loading import LoadedModel
+
+
+class LdavParams(MethodParams):
+    """Parameters of :class:`Ldav` (defaults: the paper's Eq. 4-5 in the input-embedding space)."""
+
+    score: Literal["distance", "contrast"] = Field(
+        "distance",
+        description="distance: -||z_yhat - x_i|| z-normalised (Eq. 4-5); contrast: mean distance to the other "
+        "classes' vectors minus distance to z_yhat, z-normalised (Term 2's argument; not the paper's score)",
+    )
+    space: Literal["embeddings", "hidden"] = Field(
+        "embeddings",
+        description="embeddings: input word embeddings (the paper); hidden: the token states of the layer the "
+        "vectors were trained on (train.ldav.layer)",
+    )
 
 
 @register_method(
@@ -21,7 +40,7 @@ from xattr.models.loading import LoadedModel
     cost="0 (one embedding lookup)",
     tasks=("classification", "pair_classification"),
 )
-class Ldav(AttributionMethod[MethodParams]):
+class Ldav(AttributionMethod[LdavParams]):
     """Locally Distributed Activation Vectors (LDAV paper, LDAV score: Section 3.2, Eq. 4-5).
 
     Intuition: a model trained with LDAV (``ldav.enabled`` in the train flow) learned one vector
@@ -41,10 +60,13 @@ class Ldav(AttributionMethod[MethodParams]):
     its context; :func:`~xattr.ldav.vectors.ldav_vectors_for`, which the attribute stage and
     ``attribute_corpus`` call, refuses regression models, models trained without LDAV, and vectors
     whose dimension or class count does not fit the model (:class:`LdavError`).
+
+    Variants (issue 18, not the paper's): ``score: contrast`` and ``space: hidden`` (vectors trained
+    with ``train.ldav.layer``: token states of that layer instead of word embeddings, one forward pass).
     """
 
     @classmethod
-    def requirements(cls, params: MethodParams) -> Requirements:
+    def requirements(cls, params: LdavParams) -> Requirements:
         """The model's LDAV class vectors."""
         return Requirements(ldav_vectors=True)
 
@@ -62,12 +84,30 @@ class Ldav(AttributionMethod[MethodParams]):
         for row, text in enumerate(context.batch_texts(batch, self.name)):
             content[row, : len(text)] = ~torch.tensor(text.special, dtype=torch.bool)
             segments[row, : len(text)] = torch.tensor(text.segments, dtype=torch.long)
+        hidden = self.params.space == "hidden"
+        if hidden != (found.layer is not None):
+            trained = "the input word embeddings" if found.layer is None else f"hidden layer {found.layer}"
+            raise LdavError(
+                f"ldav space {self.params.space!r}: the model's LDAV vectors were trained on {trained} "
+                f"(space: {'hidden' if found.layer is not None else 'embeddings'})"
+            )
         device = batch.input_ids.device
-        with torch.no_grad():
-            embeddings = word_embeddings(loaded, batch.input_ids)  # (batch, seq, hidden)
+        others = None
+        if self.params.score == "contrast":
+            k = found.num_classes
+            keep = torch.arange(k, device=device)[None, :] != targets[:, None]  # (batch, k)
+            others = found.vectors.unsqueeze(0).expand(len(targets), -1, -1)[keep].view(len(targets), k - 1, -1)
+        with torch.no_grad(), frozen_parameters(loaded.model):
+            tokens = word_embeddings(loaded, batch.input_ids)  # (batch, seq, hidden)
+            if hidden:
+                states = loaded.model(
+                    inputs_embeds=tokens, output_hidden_states=True, **batch.model_inputs()
+                ).hidden_states
+                tokens = states[found.layer]  # (batch, seq, hidden)
             return ldav_token_scores(
-                embeddings,
+                tokens,
                 content.to(device),
                 found.vectors[targets],
                 segments.to(device) if found.pair_product else None,
+                others,
             )

@@ -34,6 +34,7 @@ def batch_relevance(
     gates: Sequence[HeadGate | None] | None = None,
     attention_relevance: bool = False,
     input_relevance: bool = True,
+    layer_outputs: bool = False,
     on_attention: Callable[[int, torch.Tensor], None] | None = None,
 ) -> Relevance:
     """One LRP pass over a batch with the family's rule settings (:func:`xattr.lrp.propagate_relevance`).
@@ -46,6 +47,7 @@ def batch_relevance(
         gates: Mask-LRP's per-layer head gates, or ``None`` to keep every head.
         attention_relevance: Also return ``R(A)`` per layer.
         input_relevance: Return the input relevance.
+        layer_outputs: Also return each layer output's relevance (conservation checks).
         on_attention: Called with ``(layer, R(A))`` during the backward pass.
     """
     inputs = model_inputs(loaded.model, batch.input_ids, batch.attention_mask, batch.token_type_ids)
@@ -58,6 +60,7 @@ def batch_relevance(
         gates=gates,
         attention_relevance=attention_relevance,
         input_relevance=input_relevance,
+        layer_outputs=layer_outputs,
         on_attention=on_attention,
     )
 

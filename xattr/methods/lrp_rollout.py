@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
-from xattr.lrp import HeadGate, attention_gradients, model_inputs, rollout, rollout_weights
+from xattr.lrp import HeadGate, Relevance, attention_gradients, model_inputs, rollout, rollout_weights
 from xattr.methods.base import AttributionMethod, register_method
 from xattr.methods.context import MethodContext
 from xattr.methods.lrp import LrpParams, batch_relevance
@@ -20,11 +20,14 @@ def rollout_scores(
     targets: torch.Tensor,
     params: LrpParams,
     gates: Sequence[HeadGate | None] | None = None,
+    on_relevance: Callable[[Relevance], None] | None = None,
 ) -> torch.Tensor:
     """``(batch, seq)`` [CLS] row of ``prod_b (I + E_h[(nabla A^(b) * R(A^(b)))^+])`` (Eq. 10-11).
 
     Two passes: an ordinary forward/backward for ``nabla A`` and an LRP forward/backward for
-    ``R(A)`` with ``params``' rules (and the head gates, when given).
+    ``R(A)`` with ``params``' rules (and the head gates, when given). ``on_relevance``, when given,
+    receives the LRP pass's :class:`~xattr.lrp.Relevance` with every layer output's relevance
+    (conservation diagnostics).
     """
     inputs = model_inputs(loaded.model, batch.input_ids, batch.attention_mask, batch.token_type_ids)
     gradients: list[torch.Tensor | None] = list(attention_gradients(loaded.model, inputs, targets))
@@ -36,7 +39,11 @@ def rollout_scores(
         weights[layer] = rollout_weights(gradients[layer], attention_relevance)  # type: ignore[arg-type]
         gradients[layer] = None
 
-    batch_relevance(loaded, batch, targets, params, gates=gates, on_attention=reduce)
+    relevance = batch_relevance(
+        loaded, batch, targets, params, gates=gates, layer_outputs=on_relevance is not None, on_attention=reduce
+    )
+    if on_relevance is not None:
+        on_relevance(relevance)
     return rollout(weights, row=0)  # type: ignore[arg-type]
 
 

@@ -210,7 +210,12 @@ def init_head_bias(model: PreTrainedModel, task: str, targets: np.ndarray, num_l
 
 
 def parameter_groups(
-    model: PreTrainedModel, *, learning_rate: float, head_learning_rate: float, weight_decay: float
+    model: PreTrainedModel,
+    *,
+    learning_rate: float,
+    head_learning_rate: float,
+    weight_decay: float,
+    embedding_learning_rate: float | None = None,
 ) -> list[dict[str, Any]]:
     """AdamW parameter groups: encoder or head (the head and the pooler), with or without decay.
 
@@ -219,20 +224,23 @@ def parameter_groups(
         learning_rate: Learning rate of the encoder.
         head_learning_rate: Learning rate of the head and the pooler.
         weight_decay: Weight decay, not applied to biases and LayerNorm weights.
+        embedding_learning_rate: Learning rate of the word-embedding matrix alone (its own last
+            group, with decay); ``None`` leaves it in the encoder's group.
 
     Returns:
-        Up to four groups, ordered (encoder, head) x (decay, no decay).
+        Up to four groups, ordered (encoder, head) x (decay, no decay), then the word embeddings'.
     """
     prefix = model.base_model_prefix
+    words = model.get_input_embeddings().weight if embedding_learning_rate is not None else None
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
+        if not parameter.requires_grad or parameter is words:
             continue
         in_base = bool(prefix) and name.startswith(prefix + ".")
         is_head = not in_base or ".pooler." in f".{name}"
         no_decay = name.endswith(".bias") or "LayerNorm" in name or "layer_norm" in name
         groups.setdefault((is_head, no_decay), []).append(parameter)
-    return [
+    out = [
         {
             "params": params,
             "lr": head_learning_rate if is_head else learning_rate,
@@ -240,6 +248,9 @@ def parameter_groups(
         }
         for (is_head, no_decay), params in sorted(groups.items())
     ]
+    if words is not None and words.requires_grad:
+        out.append({"params": [words], "lr": embedding_learning_rate, "weight_decay": weight_decay})
+    return out
 
 
 def warmup_linear_decay(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:

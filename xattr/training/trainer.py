@@ -97,6 +97,9 @@ class LdavConfig:
         distance: ``L2``'s distance: ``cosine`` (Appendix C's choice) or ``euclidean``.
         vector_class: ``predicted`` (the paper: the predicted class's vector) or ``label`` (gold).
         learning_rate: AdamW learning rate of the class vectors (no weight decay).
+        layer: ``None`` (the paper): text and class vectors live in the input word-embedding space;
+            a hidden layer ``l`` (1 = first encoder layer's output) pools that layer's token
+            states instead (issue 18: fine-tuning barely moves the input embeddings).
     """
 
     enabled: bool = False
@@ -105,6 +108,7 @@ class LdavConfig:
     distance: Distance = "cosine"
     vector_class: Literal["predicted", "label"] = "predicted"
     learning_rate: float = 1e-4
+    layer: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("rho1", "rho2"):
@@ -117,6 +121,10 @@ class LdavConfig:
             raise ValueError(f"LdavConfig.distance must be cosine or euclidean, got {self.distance!r}")
         if self.vector_class not in ("predicted", "label"):
             raise ValueError(f"LdavConfig.vector_class must be predicted or label, got {self.vector_class!r}")
+        if self.layer is not None and (
+            isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 1
+        ):
+            raise ValueError(f"LdavConfig.layer must be a hidden layer >= 1 or None, got {self.layer!r}")
 
 
 @dataclass(frozen=True)
@@ -133,6 +141,8 @@ class TrainConfig:
         batch_size: Rows per optimiser step.
         learning_rate: AdamW learning rate of the encoder.
         head_learning_rate: AdamW learning rate of the head and pooler (10x: METHOD-NOTES).
+        embedding_learning_rate: AdamW learning rate of the word-embedding matrix (``None``: the
+            encoder's); a larger one lets LDAV's input-space vectors move the embeddings (issue 18).
         weight_decay: AdamW weight decay (not on biases, LayerNorm weights or LDAV vectors).
         warmup_fraction: Fraction of the planned steps with a linear warm-up; then linear decay.
         max_length: Word pieces per input (special tokens included); longer inputs are truncated.
@@ -157,6 +167,7 @@ class TrainConfig:
     batch_size: int = 32
     learning_rate: float = 1e-4
     head_learning_rate: float = 1e-3
+    embedding_learning_rate: float | None = None
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
     max_length: int = 128
@@ -179,8 +190,10 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
             raise ValueError(f"TrainConfig.patience must be a positive integer or None, got {self.patience!r}")
-        for name in ("learning_rate", "head_learning_rate"):
+        for name in ("learning_rate", "head_learning_rate", "embedding_learning_rate"):
             value = getattr(self, name)
+            if name == "embedding_learning_rate" and value is None:
+                continue
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"TrainConfig.{name} must be finite and > 0, got {value!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
@@ -543,6 +556,17 @@ class _Session:
     def pooled(self, batch: _Batch, embeddings: torch.Tensor) -> torch.Tensor:
         return pooled_input_embeddings(embeddings, batch.content, batch.segments)
 
+    def ldav_space(self, batch: _Batch, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits, token vectors)`` of one batch: the input word embeddings, or LDAV's hidden layer's states."""
+        inputs = {k: v for k, v in batch.inputs.items() if k != "input_ids"}
+        layer = self.config.ldav.layer
+        out = self.model(inputs_embeds=embeddings, output_hidden_states=layer is not None, **inputs)
+        if layer is None:
+            return out.logits, embeddings
+        if layer >= len(out.hidden_states):
+            raise ValueError(f"LdavConfig.layer {layer}: the model has {len(out.hidden_states) - 1} hidden layers")
+        return out.logits, out.hidden_states[layer]
+
     def init_class_vectors(self, rows: TrainingRows, targets: np.ndarray) -> None:
         """Start ``z_j`` at the mean text vector of the training rows of class ``j`` (the paper does not
         say how it initialises them; this starts them in the scale of the word embeddings, which the
@@ -556,7 +580,8 @@ class _Session:
             for start in range(0, len(rows), self.config.eval_batch_size):
                 index = list(range(start, min(start + self.config.eval_batch_size, len(rows))))
                 batch = self.batch(rows, index)
-                pooled = self.pooled(batch, table(batch.inputs["input_ids"])).double()  # (batch, hidden)
+                _, tokens = self.ldav_space(batch, table(batch.inputs["input_ids"]))
+                pooled = self.pooled(batch, tokens).double()  # (batch, hidden)
                 sums.index_add_(0, labels[index], pooled)
                 counts.index_add_(0, labels[index], torch.ones(len(index), dtype=torch.float64, device=self.device))
         overall = sums.sum(0) / counts.sum()
@@ -575,6 +600,7 @@ class _Session:
             distance=ldav.distance,
             vector_class=ldav.vector_class,
             labels=tuple(id2label.get(j, str(j)) for j in range(self.num_labels)),
+            layer=ldav.layer,
         )
 
     def optimizer(self) -> torch.optim.Optimizer:
@@ -584,6 +610,7 @@ class _Session:
             learning_rate=config.learning_rate,
             head_learning_rate=config.head_learning_rate,
             weight_decay=config.weight_decay,
+            embedding_learning_rate=config.embedding_learning_rate,
         )
         if self.vectors is not None:
             params.append({"params": [self.vectors], "lr": config.ldav.learning_rate, "weight_decay": 0.0})
@@ -595,14 +622,13 @@ class _Session:
         if self.vectors is None:
             logits = self.model(**batch.inputs).logits  # (batch, num_labels)
             return self.task_loss(logits, targets), zero, zero
-        inputs = dict(batch.inputs)
-        embeddings = self.model.get_input_embeddings()(inputs.pop("input_ids"))  # (batch, seq, hidden)
-        logits = self.model(inputs_embeds=embeddings, **inputs).logits
+        embeddings = self.model.get_input_embeddings()(batch.inputs["input_ids"])  # (batch, seq, hidden)
+        logits, tokens = self.ldav_space(batch, embeddings)
         ldav = self.config.ldav
         terms = ldav_loss_terms(
             logits,
             targets,
-            self.pooled(batch, embeddings),
+            self.pooled(batch, tokens),
             self.vectors,
             rho1=ldav.rho1,
             rho2=ldav.rho2,
