@@ -152,7 +152,7 @@ def run_one(n: int, model_kind: str, shard_size: int | None, max_texts: int, wor
     from storage import ArtifactRef, read_artifact, read_index
     from tasks.models import loaded_model
     from xattr.models.encoding import encode_texts, iter_batches
-    from xattr.models.forward import model_output, output_logits, pad_id
+    from xattr.models.forward import output_logits, pad_id
     from xattr.models.loading import ModelSpec
     from xattr.neighbours.index import build_index, nearest_neighbours
 
@@ -204,7 +204,9 @@ def run_one(n: int, model_kind: str, shard_size: int | None, max_texts: int, wor
     # Floors: the model passes each stage must make, on the batches the library makes.
     torch.set_num_threads(torch.get_num_threads())
     loaded = loaded_model(ModelSpec(str(model_dir), max_length=64))
-    table = read_artifact(next(ArtifactRef.from_dict(r["refs"]["corpus"]) for r in summary["stages"] if r["stage"] == "load_corpus"))
+    table = read_artifact(
+        next(ArtifactRef.from_dict(r["refs"]["corpus"]) for r in summary["stages"] if r["stage"] == "load_corpus")
+    )
     encoded = encode_texts(loaded.tokenizer, table.column("text").to_pylist(), None, max_length=loaded.max_length)
     batches = list(iter_batches(encoded, settings.encode.batch_size, pad_id(loaded)))
 
@@ -238,10 +240,16 @@ def run_one(n: int, model_kind: str, shard_size: int | None, max_texts: int, wor
         content = [j for j, s in enumerate(e.special) if not s]
         for fraction in settings.evaluation.fractions:
             drop = set(content[: math.ceil(fraction * len(content))])
-            perturbed.append(dataclasses.replace(e, input_ids=tuple(mask if j in drop else t for j, t in enumerate(e.input_ids))))
+            perturbed.append(
+                dataclasses.replace(e, input_ids=tuple(mask if j in drop else t for j, t in enumerate(e.input_ids)))
+            )
     eval_seconds = forward_floor(list(iter_batches(perturbed, settings.evaluation.batch_size, pad_id(loaded))))
-    index_ref = next(ArtifactRef.from_dict(r["refs"]["index"]) for r in summary["stages"] if r["stage"] == "build_index")
-    emb_ref = next(ArtifactRef.from_dict(r["refs"]["embeddings"]) for r in summary["stages"] if r["stage"] == "encode_corpus")
+    index_ref = next(
+        ArtifactRef.from_dict(r["refs"]["index"]) for r in summary["stages"] if r["stage"] == "build_index"
+    )
+    emb_ref = next(
+        ArtifactRef.from_dict(r["refs"]["embeddings"]) for r in summary["stages"] if r["stage"] == "encode_corpus"
+    )
     emb = read_artifact(emb_ref)
     vectors = np.asarray(emb.column("embedding").combine_chunks().flatten(), np.float32).reshape(emb.num_rows, -1)
     index_type = read_index(index_ref)[1]["xattr_index_type"]
@@ -334,7 +342,16 @@ def main() -> None:
         base.mkdir(parents=True, exist_ok=True)
         for n in args.texts:
             out = base / f"result-{n}.json"
-            command = [sys.executable, __file__, "--one", str(n), "--model", args.model, "--max-texts", str(args.max_texts)]
+            command = [
+                sys.executable,
+                __file__,
+                "--one",
+                str(n),
+                "--model",
+                args.model,
+                "--max-texts",
+                str(args.max_texts),
+            ]
             command += ["--workdir", str(base / f"n{n}"), "--json", str(out)]
             if args.shard_size:
                 command += ["--shard-size", str(args.shard_size)]

@@ -63,7 +63,9 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def prune_workdir(workdir: Path, older_than_days: float, *, dry_run: bool = False, now: float | None = None) -> PruneReport:
+def prune_workdir(
+    workdir: Path, older_than_days: float, *, dry_run: bool = False, now: float | None = None
+) -> PruneReport:
     """Remove from ``workdir`` the runs and stage-cache entries older than ``older_than_days``.
 
     Args:

@@ -147,7 +147,8 @@ class IndexSettings(StrictSettings):
     """The FAISS index over text embeddings."""
 
     type: IndexType | None = Field(
-        None, description="flat_l2 (exact), ivf_flat, hnsw or ivf_pq; empty: flat_l2 up to exact_up_to texts, hnsw above"
+        None,
+        description="flat_l2 (exact), ivf_flat, hnsw or ivf_pq; empty: flat_l2 up to exact_up_to texts, hnsw above",
     )
     exact_up_to: int = Field(50_000, ge=1, description="with an empty type: largest corpus searched exactly")
     neighbours: int = Field(10, ge=1, description="neighbours stored per text")

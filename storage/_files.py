@@ -150,9 +150,7 @@ def publish_file(target: Path, write: Callable[[Path], object], *, artifact: str
         try:
             os.link(temporary, target)
         except FileExistsError as exc:
-            raise StorageError(
-                artifact, f"{target} already exists; artifacts are immutable"
-            ) from exc
+            raise StorageError(artifact, f"{target} already exists; artifacts are immutable") from exc
         except OSError as exc:
             raise StorageError(artifact, f"cannot link {temporary} to {target}: {exc}") from exc
     finally:

@@ -78,9 +78,7 @@ class ArtifactRef:
         for field in _INTEGER_FIELDS:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise StorageError(
-                    artifact, f"reference field {field!r} must be a non-negative integer"
-                )
+                raise StorageError(artifact, f"reference field {field!r} must be a non-negative integer")
         if not _SHA256_PATTERN.fullmatch(self.sha256):
             raise StorageError(artifact, "reference field 'sha256' must be 64 lowercase hex digits")
 
@@ -123,9 +121,7 @@ def _user_metadata(metadata: Mapping[str, str] | None, artifact: str) -> dict[by
     encoded: dict[bytes, bytes] = {}
     for key, value in metadata.items():
         if not isinstance(key, str) or not isinstance(value, str):
-            raise StorageError(
-                artifact, f"metadata must map strings to strings; got {key!r}: {value!r}"
-            )
+            raise StorageError(artifact, f"metadata must map strings to strings; got {key!r}: {value!r}")
         encoded[(USER_METADATA_PREFIX + key).encode()] = value.encode()
     return encoded
 
@@ -257,9 +253,7 @@ def read_artifact(ref: ArtifactRef, *, verify_hash: bool = True) -> pa.Table:
     with source:
         table = _read_table(source, ref.kind, ref.name, path)
     if table.num_rows != ref.rows:
-        raise StorageError(
-            ref.name, f"row count mismatch: reference records {ref.rows}, file has {table.num_rows}"
-        )
+        raise StorageError(ref.name, f"row count mismatch: reference records {ref.rows}, file has {table.num_rows}")
     return table
 
 

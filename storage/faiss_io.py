@@ -46,9 +46,7 @@ def _manifest_text(manifest: dict[str, Any], name: str) -> str:
         raise StorageError(name, f"manifest is not JSON-serialisable: {exc}") from exc
 
 
-def write_index(
-    index: faiss.Index, directory: Path | str, *, name: str, manifest: dict[str, Any]
-) -> ArtifactRef:
+def write_index(index: faiss.Index, directory: Path | str, *, name: str, manifest: dict[str, Any]) -> ArtifactRef:
     """Write a FAISS index and its manifest into a directory, never overwriting.
 
     ``manifest.json`` holds ``manifest`` plus ``ntotal``, ``dim``, ``index_type`` (the index's
@@ -101,9 +99,7 @@ def write_index(
     }
     text = _manifest_text(full_manifest, name)
     try:
-        publish_file(
-            manifest_path, lambda temporary: temporary.write_text(text, "utf-8"), artifact=name
-        )
+        publish_file(manifest_path, lambda temporary: temporary.write_text(text, "utf-8"), artifact=name)
     except BaseException:
         # The index file is ours (os.link never replaces a file); without a manifest it is an
         # orphan, so take it back.
@@ -142,8 +138,7 @@ def _check_loaded(index: faiss.Index, manifest: dict[str, Any], ref: ArtifactRef
     problems: list[str] = []
     if index.ntotal != manifest["ntotal"] or index.ntotal != ref.rows:
         problems.append(
-            f"index holds {index.ntotal} vectors, manifest records {manifest['ntotal']}, "
-            f"reference records {ref.rows}"
+            f"index holds {index.ntotal} vectors, manifest records {manifest['ntotal']}, reference records {ref.rows}"
         )
     if index.d != manifest["dim"]:
         problems.append(f"index dimension is {index.d}, manifest records {manifest['dim']}")
@@ -151,9 +146,7 @@ def _check_loaded(index: faiss.Index, manifest: dict[str, Any], ref: ArtifactRef
     # IndexFlatIP), so the recorded class must be the loaded one or one of its bases.
     recorded_class = getattr(faiss, str(manifest["index_type"]), None)
     if not (isinstance(recorded_class, type) and isinstance(index, recorded_class)):
-        problems.append(
-            f"index type is {type(index).__name__}, manifest records {manifest['index_type']}"
-        )
+        problems.append(f"index type is {type(index).__name__}, manifest records {manifest['index_type']}")
     if problems:
         raise StorageError(ref.name, "; ".join(problems))
 

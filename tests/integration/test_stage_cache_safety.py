@@ -162,9 +162,7 @@ def test_labels_that_are_not_classes_of_the_model_fail_at_load_naming_file_colum
     corpus = tmp_path / "labels.csv"
     pd.DataFrame({"text": TEXTS[:3], "label": [0, 1, bad]}).to_csv(corpus, index=False)
     settings = _settings(tmp_path, tiny_classifier_dir, corpus)
-    settings = settings.model_copy(
-        update={"attribution": settings.attribution.model_copy(update={"target": "label"})}
-    )
+    settings = settings.model_copy(update={"attribution": settings.attribution.model_copy(update={"target": "label"})})
     with pytest.raises(CorpusError) as caught:
         explain_corpus(settings)
     shown = repr(float(bad)) if isinstance(bad, float) else repr(bad)

@@ -101,7 +101,9 @@ def evaluation_sample(doc_ids: Sequence[str], max_texts: int | None, seed: int) 
     return sorted(int(i) for i in rng.choice(len(doc_ids), size=max_texts, replace=False))
 
 
-def evaluated_positions(task: str, metrics: tuple[str, ...] | None, texts: int, max_texts: int | None, seed: int) -> list[int] | None:
+def evaluated_positions(
+    task: str, metrics: tuple[str, ...] | None, texts: int, max_texts: int | None, seed: int
+) -> list[int] | None:
     """The corpus positions :func:`evaluate_attributions` reads (encodings and attributions); ``None``: all.
 
     That is the seeded sample of :func:`evaluation_sample`, except with MAPE, which picks its

@@ -28,8 +28,17 @@ def _reference(view: CorpusView, tokenizer: object, results: list[TokenAttributi
         tokens = tokenizer.convert_ids_to_tokens(list(enc.input_ids))
         for i in range(len(enc)):
             rows.append(
-                (view.frame["doc_id"].iloc[r.position], label, r.target, i, tokens[i], enc.word_index[i],
-                 enc.offsets[i][0], enc.offsets[i][1], np.float32(r.scores[i]))
+                (
+                    view.frame["doc_id"].iloc[r.position],
+                    label,
+                    r.target,
+                    i,
+                    tokens[i],
+                    enc.word_index[i],
+                    enc.offsets[i][0],
+                    enc.offsets[i][1],
+                    np.float32(r.scores[i]),
+                )
             )
     columns = ["doc_id", "method", "target", "token_index", "token", "word_index", "char_start", "char_end", "score"]
     frame = pd.DataFrame(rows, columns=columns)

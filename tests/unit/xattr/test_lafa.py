@@ -174,4 +174,6 @@ def test_selection_from_a_search_already_made_equals_searching() -> None:
         given = select_neighbours(None, x, request, groups=groups, candidates=wide)
         assert given == searched
     with pytest.raises(ValueError, match="54 neighbour candidates per text are needed"):
-        select_neighbours(None, x, NeighbourRequest(4, None, "label"), groups=groups, candidates=nearest_neighbours(index, x, 10))
+        select_neighbours(
+            None, x, NeighbourRequest(4, None, "label"), groups=groups, candidates=nearest_neighbours(index, x, 10)
+        )
