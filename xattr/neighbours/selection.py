@@ -11,12 +11,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import faiss
 import numpy as np
+import torch
 
 from xattr.neighbours.index import nearest_neighbours
+
+if TYPE_CHECKING:
+    from xattr.neighbours.index import SearchIndex
 
 logger = logging.getLogger(__name__)
 
@@ -86,21 +89,25 @@ def distance_cutoff(vectors: np.ndarray, quantile: float, *, sample_pairs: int =
 
 
 def select_neighbours(
-    index: faiss.Index,
+    index: SearchIndex,
     vectors: np.ndarray,
     request: NeighbourRequest,
     *,
     groups: Sequence[object] | None = None,
     seed: int = 0,
+    device: torch.device | str | None = None,
 ) -> NeighbourSelection:
     """Neighbours of every indexed text (LAFA Eq. 4), excluding the text itself.
 
     Args:
-        index: The FAISS index over ``vectors`` (position ``i`` is text ``i``).
+        index: The FAISS index (or :class:`~xattr.neighbours.index.TorchExactIndex`) over
+            ``vectors`` (position ``i`` is text ``i``).
         vectors: ``(n, dim)`` the indexed embeddings.
         request: ``M``, the cut-off quantile and the filter.
         groups: Per text, its label or predicted class when ``request.filter`` is not ``none``.
         seed: Seed of the pair sample for ``epsilon``.
+        device: Where exact search runs (:func:`~xattr.neighbours.index.search_index`; ``None``:
+            CUDA when available).
 
     Returns:
         The selection; texts without neighbours inside the cut-off get an empty list.
@@ -121,7 +128,7 @@ def select_neighbours(
     )
     # With a filter, fetch more candidates so that M of the right group can remain.
     fetch = m if request.filter == "none" else min(n - 1, max(4 * m, m + 50))
-    squared, ids = nearest_neighbours(index, vectors, fetch)
+    squared, ids = nearest_neighbours(index, vectors, fetch, device=device)
     out: dict[int, list[int]] = {}
     empty = 0
     for row in range(n):
