@@ -43,6 +43,8 @@ class MemoryStats(Protocol):
 
     def max_memory_allocated(self, device: torch.device) -> int: ...
 
+    def memory_reserved(self, device: torch.device) -> int: ...
+
 
 @dataclass(frozen=True)
 class BatchCost:
@@ -122,8 +124,13 @@ def measure_batch_cost(
 
 
 def free_memory(device: torch.device, *, memory: MemoryStats | None = None) -> int | None:
-    """Free bytes on a CUDA device, ``None`` on any other (its batches are not sized from memory)."""
+    """Bytes torch can still allocate on a CUDA device, ``None`` on any other (its batches are not sized from memory).
+
+    The device's free memory plus what torch's caching allocator holds reserved but unused (the
+    device counts that as taken, torch reuses it).
+    """
     if device.type != "cuda":
         return None
     stats: MemoryStats = memory if memory is not None else torch.cuda  # type: ignore[assignment]
-    return int(stats.mem_get_info(device)[0])
+    cached = max(0, stats.memory_reserved(device) - stats.memory_allocated(device))
+    return int(stats.mem_get_info(device)[0]) + cached

@@ -269,13 +269,16 @@ def measure_recall(
 
 def _drop_own(dist: np.ndarray, ids: np.ndarray, own_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """From ``k + 1`` results per query drop the query's own id (or the last result when it is absent)."""
-    out_d = np.zeros((len(ids), k), np.float32)
-    out_i = np.full((len(ids), k), -1, np.int64)
-    for row, own in enumerate(own_ids):
-        keep = ids[row] != own
-        d, i = dist[row][keep][:k], ids[row][keep][:k]
-        out_d[row, : len(d)], out_i[row, : len(i)] = d, i
-    return out_d, out_i
+    if len(ids) == 0:
+        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+    # Vectorised (a Python loop costs seconds per million queries): per row, the kept results in
+    # their order come first (a stable sort on "is own"), then the first k of them. Each row has
+    # k + 1 results and its own id at most once, so at least k are kept.
+    order = np.argsort(ids == np.asarray(own_ids)[:, None], axis=1, kind="stable")[:, :k]
+    return (
+        np.take_along_axis(dist, order, axis=1).astype(np.float32),
+        np.take_along_axis(ids, order, axis=1).astype(np.int64),
+    )
 
 
 def nearest_neighbours(

@@ -92,6 +92,9 @@ class FakeCudaMemory:
     def max_memory_allocated(self, device: torch.device) -> int:
         return self.peak
 
+    def memory_reserved(self, device: torch.device) -> int:
+        return self.allocated + 100_000_000  # the caching allocator holds 100 MB unused
+
 
 def test_batch_cost_is_measured_from_two_probe_peaks_with_the_device_logic_injected() -> None:
     from xattr.device import BatchCost, batch_size_for_memory, free_memory, measure_batch_cost
@@ -102,9 +105,9 @@ def test_batch_cost_is_measured_from_two_probe_peaks_with_the_device_logic_injec
     assert cost == BatchCost(5_000_000, 300_000_000)
     assert fake.calls.count("sync") == 4
     free = free_memory(cuda, memory=fake)
-    assert free == 80_000_000_000
-    # (0.8 * 80e9 - 0.3e9) / 5e6 = 12740 -> 12736.
-    assert batch_size_for_memory(free, cost) == 12736
+    assert free == 80_100_000_000  # free on the device plus torch's unused cache
+    # (0.8 * 80.1e9 - 0.3e9) / 5e6 = 12756 -> 12752.
+    assert batch_size_for_memory(free, cost) == 12752
     assert free_memory(torch.device("cpu")) is None
     with pytest.raises(ValueError, match="CUDA device"):
         measure_batch_cost(fake.run, torch.device("cpu"), memory=fake)

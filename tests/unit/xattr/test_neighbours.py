@@ -88,3 +88,30 @@ def test_neighbour_selection_is_the_same_with_the_torch_index() -> None:
     with_torch = select_neighbours(TorchExactIndex(x), x, request)
     assert with_torch == with_faiss
     assert sum(map(len, with_faiss.neighbours.values())) > 0
+
+
+def test_dropping_the_query_itself_equals_the_row_by_row_rule() -> None:
+    """Own id dropped, else the last result (vectorised): equal to the rule applied row by row."""
+    rng = np.random.default_rng(9)
+    m, k = 200, 5
+    others = np.stack([rng.choice(m - 1, size=k + 1, replace=False) for _ in range(m)])
+    ids = (others + (others >= np.arange(m)[:, None])).astype(np.int64)  # distinct ids, never the row's own
+    own_rows = rng.random(m) < 0.5
+    ids[own_rows, rng.integers(0, k + 1, size=int(own_rows.sum()))] = np.flatnonzero(own_rows)
+    ids[rng.random((m, k + 1)) < 0.1] = -1  # empty slots of an approximate search
+    dist = rng.random((m, k + 1)).astype(np.float32)
+
+    class Prepared:
+        ntotal = m
+
+        def search(self, x: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+            assert kk == k + 1
+            return dist, ids
+
+    got_d, got_i = nearest_neighbours(Prepared(), np.zeros((m, 4), np.float32), k, device="cpu")
+    for row in range(m):
+        keep = ids[row] != row
+        np.testing.assert_array_equal(got_i[row], ids[row][keep][:k])
+        np.testing.assert_array_equal(got_d[row], dist[row][keep][:k])
+    has_own = (ids == np.arange(m)[:, None]).any(axis=1)
+    assert 10 < has_own.sum() < m - 10  # both cases occur
