@@ -636,7 +636,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, CPU as both devices (runs anywhere)")
     parser.add_argument("--device", default=None, help="device under test (default: cuda when present, else cpu)")
-    parser.add_argument("--budget-s", type=float, default=None, help="global deadline (default 450, smoke 600)")
+    parser.add_argument("--budget-s", type=float, default=None, help="global deadline (default 420, smoke 600)")
     parser.add_argument(
         "--only",
         default=",".join(SECTIONS),
@@ -648,7 +648,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not sections <= set(SECTIONS):
         parser.error(f"unknown sections {sorted(sections - set(SECTIONS))}; valid: {','.join(SECTIONS)}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    budget = args.budget_s if args.budget_s is not None else (600.0 if args.smoke else 450.0)
+    budget = args.budget_s if args.budget_s is not None else (600.0 if args.smoke else 420.0)
     deadline = Deadline(budget)
     smoke = bool(args.smoke)
     memory: MemoryStats | None = None
