@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from xattr.models.encoding import Batch
-from xattr.models.forward import frozen_parameters, output_logits
+from xattr.models.forward import frozen_parameters, gradient_autocast, output_logits
 from xattr.models.loading import LoadedModel
 from xattr.types import Reduction
 
@@ -39,9 +39,10 @@ def embedding_gradients(
             the texts' own word embeddings (used by noisy or interpolated variants).
 
     Returns:
-        ``(H0, S)``, both ``(batch, seq, hidden)``; ``H0`` is detached.
+        ``(H0, S)``, both ``(batch, seq, hidden)`` in ``H0``'s dtype (also under
+        ``loaded.autocast_dtype``); ``H0`` is detached.
     """
-    with frozen_parameters(loaded.model), torch.enable_grad():
+    with frozen_parameters(loaded.model), torch.enable_grad(), gradient_autocast(loaded):
         h0 = word_embeddings(loaded, batch.input_ids) if embeddings is None else embeddings
         h0 = h0.detach().requires_grad_(True)
         output = loaded.model(inputs_embeds=h0, **batch.model_inputs())

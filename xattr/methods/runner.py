@@ -6,13 +6,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import torch
 
 from xattr.ldav.vectors import ldav_vectors_for
 from xattr.methods.base import AttributionMethod
 from xattr.methods.context import MethodContext
 from xattr.models.encoding import EncodedText, collate
-from xattr.models.forward import pad_id
+from xattr.models.forward import DeviceRows, pad_id
 from xattr.models.loading import LoadedModel
 from xattr.models.targets import span_output_indices
 from xattr.types import TokenAttribution
@@ -88,6 +89,14 @@ def attribute_corpus(
     rows = [(i, t) for i, ts in enumerate(targets) for t in ts]
     order = sorted(range(len(rows)), key=lambda r: len(encoded[rows[r][0]]))
     results: dict[int, TokenAttribution] = {}
+
+    def store(chunk: list[int], scores: np.ndarray) -> None:
+        for k, r in enumerate(chunk):
+            position, target = rows[r]
+            n = len(encoded[position])
+            results[r] = TokenAttribution(position, target, scores[k, :n].copy())
+
+    pending = DeviceRows(store)
     pid = pad_id(loaded)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
@@ -101,11 +110,8 @@ def attribute_corpus(
             )
         else:
             score_tensor = method.attribute_batch(loaded, batch, target_tensor, context)
-        scores = score_tensor.detach().double().cpu().numpy()
-        for k, r in enumerate(chunk):
-            position, target = rows[r]
-            n = len(encoded[position])
-            results[r] = TokenAttribution(position, target, scores[k, :n].copy())
+        pending.add(chunk, score_tensor.detach().double())
         if progress is not None:
             progress(min(start + batch_size, len(order)), len(order))
+    pending.flush()
     return [results[r] for r in range(len(rows))]

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from xattr.models.alignment import align_tokens_to_words, word_spans
@@ -144,16 +145,18 @@ def collate(encoded: Sequence[EncodedText], indices: Sequence[int], pad_id: int)
         The padded batch.
     """
     width = max(len(encoded[i]) for i in indices)
-    ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(indices), width), dtype=torch.long)
-    types = torch.zeros((len(indices), width), dtype=torch.long)
+    # Filled in numpy and handed to torch once: a torch.tensor per row costs ~10x more per text,
+    # which shows at GPU batch sizes of thousands of texts.
+    ids = np.full((len(indices), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(indices), width), dtype=np.int64)
+    types = np.zeros((len(indices), width), dtype=np.int64)
     for row, i in enumerate(indices):
         e = encoded[i]
         n = len(e)
-        ids[row, :n] = torch.tensor(e.input_ids)
+        ids[row, :n] = e.input_ids
         mask[row, :n] = 1
-        types[row, :n] = torch.tensor(e.token_type_ids)
-    return Batch(tuple(indices), ids, mask, types)
+        types[row, :n] = e.token_type_ids
+    return Batch(tuple(indices), torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types))
 
 
 def iter_batches(

@@ -7,7 +7,8 @@ LRP) wraps around the model.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +35,17 @@ def frozen_parameters(model: torch.nn.Module) -> Iterator[None]:
     finally:
         for p, flag in previous:
             p.requires_grad_(flag)
+
+
+def gradient_autocast(loaded: LoadedModel) -> AbstractContextManager[object]:
+    """Autocast to ``loaded.autocast_dtype`` for the block, or nothing when it is ``None`` (the default).
+
+    Used around the forward and backward passes of the gradient methods only; inputs and the
+    returned gradients stay in the parameters' dtype.
+    """
+    if loaded.autocast_dtype is None:
+        return nullcontext()
+    return torch.autocast(loaded.device.type, dtype=loaded.autocast_dtype)
 
 
 def pad_id(loaded: LoadedModel) -> int:
@@ -89,13 +101,53 @@ def batched_rows(
         progress: Optional callback ``(done, total)``.
     """
     out = np.zeros((len(encoded), width), dtype=dtype)
+
+    def store(indices: tuple[int, ...], values: np.ndarray) -> None:
+        out[list(indices)] = values
+
+    pending = DeviceRows(store)
     done = 0
     for batch in iter_batches(encoded, batch_size, pad_id(loaded)):
-        out[list(batch.indices)] = rows(batch.to(loaded.device)).cpu().numpy()
+        pending.add(batch.indices, rows(batch.to(loaded.device)))
         done += len(batch.indices)
         if progress is not None:
             progress(done, len(encoded))
+    pending.flush()
     return out
+
+
+class DeviceRows:
+    """Batch results kept on their device and copied to the host together, not once per batch.
+
+    A copy to the host waits for the device to finish, so copying each batch's result would stop
+    the host from preparing the next batch while the GPU works. Results are queued here and copied
+    when ``limit_bytes`` of them are waiting and at :meth:`flush`; on the CPU this changes nothing.
+
+    Args:
+        store: Called with ``(key, values)`` per queued result, in queue order, ``values`` the
+            result as a numpy array.
+        limit_bytes: Bytes queued on the device before they are copied (bounds device memory).
+    """
+
+    def __init__(self, store: Callable[[Any, np.ndarray], None], *, limit_bytes: int = 1 << 28) -> None:
+        self.store = store
+        self.limit_bytes = limit_bytes
+        self.queued: list[tuple[Any, torch.Tensor]] = []
+        self.queued_bytes = 0
+
+    def add(self, key: Any, values: torch.Tensor) -> None:
+        """Queue one result (detached); copies everything queued once ``limit_bytes`` is reached."""
+        values = values.detach()
+        self.queued.append((key, values))
+        self.queued_bytes += values.numel() * values.element_size()
+        if self.queued_bytes >= self.limit_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        """Copy every queued result to the host and hand it to ``store``."""
+        for key, values in self.queued:
+            self.store(key, values.cpu().numpy())
+        self.queued, self.queued_bytes = [], 0
 
 
 def model_output(loaded: LoadedModel, batch: Batch) -> object:

@@ -34,6 +34,10 @@ class LoadedModel:
         output_transform: ``"log"`` when a regression output is the log of a positive quantity
             (e.g. log price), else ``"identity"``.
         max_length: The longest input, in word pieces, the model accepts.
+        autocast_dtype: ``torch.bfloat16`` to run the gradient methods' passes under autocast
+            (:func:`xattr.models.forward.gradient_autocast`); ``None`` (the default) for the
+            parameters' own dtype. Opt-in: ``bench/gpu_check.py`` measures whether it keeps the
+            scores' rankings.
     """
 
     model: Any
@@ -44,6 +48,7 @@ class LoadedModel:
     output_transform: str = "identity"
     max_length: int = 512
     id2label: dict[int, str] = field(default_factory=dict)
+    autocast_dtype: torch.dtype | None = None
 
     @property
     def num_outputs(self) -> int:
@@ -77,6 +82,7 @@ def load_model(
     device: str | None = None,
     dtype: torch.dtype | None = None,
     max_length: int | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> LoadedModel:
     """Load a sequence-classification model and tokenizer.
 
@@ -90,6 +96,7 @@ def load_model(
         device: ``"cuda"``, ``"cpu"`` or ``None`` for CUDA when available.
         dtype: Optional parameter dtype (``torch.float64`` in exact tests).
         max_length: Longest input in word pieces; defaults to the model's own limit.
+        autocast_dtype: Opt-in autocast dtype of the gradient methods (see :class:`LoadedModel`).
 
     Returns:
         The loaded model in eval mode on its device.
@@ -143,6 +150,7 @@ def load_model(
         output_transform=str(getattr(config, "xattr_output_transform", "identity")),
         max_length=limit,
         id2label={int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()},
+        autocast_dtype=autocast_dtype,
     )
 
 

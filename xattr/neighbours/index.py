@@ -14,6 +14,10 @@ Four index types, chosen by name:
 
 The search-time settings (``nprobe``, ``efSearch``) are stored in the index itself (FAISS
 serialises them), so an index read back from disk searches as it was built.
+
+On a CUDA device exact search runs on the GPU: with faiss-gpu through FAISS, without it through
+:class:`TorchExactIndex` (matrix product and top-k in blocks), see :func:`search_index`. FAISS is
+imported when an index is built or searched, so the rest of the library runs where it is absent.
 """
 
 from __future__ import annotations
@@ -21,13 +25,46 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
-import faiss
 import numpy as np
+import torch
+
+from xattr.device import pick_device
+
+if TYPE_CHECKING:
+    import faiss
 
 IndexType = Literal["flat_l2", "ivf_flat", "hnsw", "ivf_pq"]
 INDEX_TYPES: tuple[str, ...] = get_args(IndexType)
+
+#: Where a search runs: FAISS on the CPU, FAISS on the GPU (faiss-gpu), or :class:`TorchExactIndex`.
+SearchBackend = Literal["faiss", "faiss_gpu", "torch"]
+
+
+class SearchIndex(Protocol):
+    """What a neighbour search needs of an index: FAISS indexes and :class:`TorchExactIndex` both have it."""
+
+    @property
+    def ntotal(self) -> int: ...
+
+    def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def require_faiss() -> Any:
+    """The ``faiss`` module.
+
+    Raises:
+        ImportError: FAISS is not installed (the message says what to install).
+    """
+    try:
+        import faiss
+    except ImportError as exc:
+        raise ImportError(
+            "FAISS is not installed: install faiss-cpu (or faiss-gpu) to build or search FAISS indexes;"
+            " exact search on a torch device (TorchExactIndex) needs none"
+        ) from exc
+    return faiss
 
 
 @dataclass(frozen=True)
@@ -98,6 +135,7 @@ def _training_sample(vectors: np.ndarray, params: IndexParams) -> np.ndarray:
 
 
 def _ivf(vectors: np.ndarray, index_type: IndexType, params: IndexParams) -> faiss.Index:
+    faiss = require_faiss()
     n, dim = vectors.shape
     nlist = params.nlist if params.nlist is not None else auto_nlist(n)
     sample = _training_sample(vectors, params)
@@ -151,6 +189,7 @@ def build_index(
     _check_vectors(vectors)
     if index_type not in INDEX_TYPES:
         raise ValueError(f"unknown index type {index_type!r}; valid: {', '.join(INDEX_TYPES)}")
+    faiss = require_faiss()
     params = params or IndexParams()
     n, dim = vectors.shape
     if index_type == "flat_l2":
@@ -213,6 +252,7 @@ def measure_recall(
         :func:`recall_at_k` of the sample; 1.0 when there is no other text to find.
     """
     _check_vectors(vectors)
+    faiss = require_faiss()
     n = len(vectors)
     kk = min(k, n - 1)
     if kk <= 0:
@@ -229,26 +269,36 @@ def measure_recall(
 
 def _drop_own(dist: np.ndarray, ids: np.ndarray, own_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """From ``k + 1`` results per query drop the query's own id (or the last result when it is absent)."""
-    out_d = np.zeros((len(ids), k), np.float32)
-    out_i = np.full((len(ids), k), -1, np.int64)
-    for row, own in enumerate(own_ids):
-        keep = ids[row] != own
-        d, i = dist[row][keep][:k], ids[row][keep][:k]
-        out_d[row, : len(d)], out_i[row, : len(i)] = d, i
-    return out_d, out_i
+    if len(ids) == 0:
+        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+    # Vectorised (a Python loop costs seconds per million queries): per row, the kept results in
+    # their order come first (a stable sort on "is own"), then the first k of them. Each row has
+    # k + 1 results and its own id at most once, so at least k are kept.
+    order = np.argsort(ids == np.asarray(own_ids)[:, None], axis=1, kind="stable")[:, :k]
+    return (
+        np.take_along_axis(dist, order, axis=1).astype(np.float32),
+        np.take_along_axis(ids, order, axis=1).astype(np.int64),
+    )
 
 
 def nearest_neighbours(
-    index: faiss.Index, queries: np.ndarray, k: int, *, exclude_self: bool = True
+    index: SearchIndex,
+    queries: np.ndarray,
+    k: int,
+    *,
+    exclude_self: bool = True,
+    device: torch.device | str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest indexed texts of each query.
 
     Args:
-        index: A FAISS index.
+        index: A FAISS index or a :class:`TorchExactIndex`.
         queries: ``(m, dim)`` float32 query vectors; with ``exclude_self`` row ``i`` is the
             indexed text ``i`` itself.
         k: Neighbours per query (capped at the index size, minus one when excluding self).
         exclude_self: Drop each query's own position from its result.
+        device: Where exact search runs (see :func:`search_index`); ``None`` for CUDA when
+            available. Approximate indexes always search with FAISS on the CPU.
 
     Returns:
         ``(distances, ids)``, each ``(m, k')``; distances are squared L2 (approximate for
@@ -258,6 +308,116 @@ def nearest_neighbours(
     if k == 0:
         return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
+    searcher = search_index(index, device)
     if not exclude_self:
-        return index.search(queries, k)
-    return _drop_own(*index.search(queries, k + 1), np.arange(len(queries)), k)
+        return searcher.search(queries, k)
+    return _drop_own(*searcher.search(queries, k + 1), np.arange(len(queries)), k)
+
+
+class TorchExactIndex:
+    """Exact squared-L2 search with torch on any device: the neighbours ``faiss.IndexFlatL2`` finds.
+
+    Hand-written because faiss-gpu is often not installed where a GPU is (it has no wheels on
+    PyPI), while exact search over a million texts is one large matrix product that a GPU does in
+    seconds. Distances are ``|q|^2 - 2 q.x + |x|^2`` in float32, as FAISS's BLAS path computes them
+    for batches of queries; queries go in blocks whose ``(block, n)`` distance matrix stays within
+    ``block_bytes``, each block one matrix product and one ``topk``; results stay on the device
+    until the last block is done.
+
+    Args:
+        vectors: ``(n, dim)`` the indexed vectors (position ``i`` is text ``i``).
+        device: Where the vectors live and the search runs.
+        block_bytes: Most bytes of one block's distance matrix.
+    """
+
+    def __init__(
+        self, vectors: np.ndarray | torch.Tensor, device: torch.device | str = "cpu", *, block_bytes: int = 1 << 30
+    ) -> None:
+        data = vectors if isinstance(vectors, torch.Tensor) else torch.from_numpy(np.asarray(vectors))
+        if data.ndim != 2 or data.shape[0] == 0:
+            raise ValueError(f"need a non-empty (n, dim) array of vectors, got shape {tuple(data.shape)}")
+        if block_bytes < 1:
+            raise ValueError(f"block_bytes must be at least 1, got {block_bytes}")
+        self.device = torch.device(device)
+        self.vectors = data.to(self.device, torch.float32).contiguous()  # (n, dim)
+        if not bool(torch.isfinite(self.vectors).all()):
+            raise ValueError("embeddings contain NaN or infinite values")
+        self.norms = self.vectors.pow(2).sum(dim=1)  # (n,)
+        self.block_bytes = int(block_bytes)
+
+    @property
+    def ntotal(self) -> int:
+        """Number of indexed vectors (FAISS's name)."""
+        return int(self.vectors.shape[0])
+
+    @property
+    def d(self) -> int:
+        """Vector dimension (FAISS's name)."""
+        return int(self.vectors.shape[1])
+
+    def search(self, x: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest indexed vectors of each query, nearest first, as ``IndexFlatL2.search``.
+
+        Args:
+            x: ``(m, dim)`` queries.
+            k: Neighbours per query; slots beyond the index size get id -1 and distance ``inf``.
+
+        Returns:
+            ``(distances, ids)``: ``(m, k)`` float32 squared L2 and ``(m, k)`` int64 positions.
+        """
+        queries = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        queries = queries.to(self.device, torch.float32)  # (m, dim)
+        m, n = int(queries.shape[0]), self.ntotal
+        kk = min(int(k), n)
+        rows = max(1, self.block_bytes // (4 * n))
+        dist_blocks, id_blocks = [], []
+        for start in range(0, m, rows):
+            block = queries[start : start + rows]  # (block, dim)
+            dist = torch.addmm(self.norms.unsqueeze(0), block, self.vectors.T, alpha=-2.0)  # (block, n)
+            dist += block.pow(2).sum(dim=1, keepdim=True)
+            values, ids = torch.topk(dist.clamp_(min=0.0), kk, dim=1, largest=False, sorted=True)  # (block, kk)
+            dist_blocks.append(values)
+            id_blocks.append(ids)
+        distances = np.full((m, int(k)), np.inf, np.float32)
+        positions = np.full((m, int(k)), -1, np.int64)
+        if m and kk:
+            distances[:, :kk] = torch.cat(dist_blocks).cpu().numpy()
+            positions[:, :kk] = torch.cat(id_blocks).cpu().numpy()
+        return distances, positions
+
+
+def search_backend(index: object, device_type: str, *, gpu_faiss: bool) -> SearchBackend:
+    """Which search an index gets on a device of type ``device_type``.
+
+    Exact flat L2 indexes search on a CUDA device: through FAISS when faiss-gpu is installed
+    (``gpu_faiss``), else through :class:`TorchExactIndex`. Everything else (CPU devices,
+    approximate indexes) searches with FAISS as built; a :class:`TorchExactIndex` searches itself.
+    """
+    if isinstance(index, TorchExactIndex):
+        return "torch"
+    if device_type != "cuda" or not _is_exact_flat(index):
+        return "faiss"
+    return "faiss_gpu" if gpu_faiss else "torch"
+
+
+def _is_exact_flat(index: object) -> bool:
+    faiss = require_faiss()
+    return isinstance(index, faiss.IndexFlat) and index.metric_type == faiss.METRIC_L2
+
+
+def search_index(index: SearchIndex, device: torch.device | str | None = None) -> SearchIndex:
+    """The index to search with on ``device`` (``None``: CUDA when available), as :func:`search_backend` decides.
+
+    Exact flat indexes move to the GPU (their vectors copied once per call); other indexes are
+    returned unchanged.
+    """
+    target = pick_device(device) if not isinstance(device, torch.device) else device
+    if isinstance(index, TorchExactIndex):
+        return index
+    faiss = require_faiss()
+    backend = search_backend(index, target.type, gpu_faiss=hasattr(faiss, "StandardGpuResources"))
+    if backend == "faiss":
+        return index
+    if backend == "faiss_gpu":  # needs faiss-gpu and a GPU: not run by the CPU tests
+        return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), target.index or 0, index)  # type: ignore[no-any-return]
+    return TorchExactIndex(index.reconstruct_n(0, index.ntotal), target)  # type: ignore[attr-defined]

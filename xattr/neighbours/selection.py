@@ -12,12 +12,15 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import faiss
 import numpy as np
+import torch
 
 from xattr.neighbours.index import nearest_neighbours
+
+if TYPE_CHECKING:
+    from xattr.neighbours.index import SearchIndex
 
 logger = logging.getLogger(__name__)
 
@@ -96,19 +99,21 @@ def candidates_needed(request: NeighbourRequest) -> int:
 
 
 def select_neighbours(
-    index: faiss.Index | None,
+    index: SearchIndex | None,
     vectors: np.ndarray,
     request: NeighbourRequest,
     *,
     groups: Sequence[object] | None = None,
     seed: int = 0,
     candidates: tuple[np.ndarray, np.ndarray] | None = None,
+    device: torch.device | str | None = None,
 ) -> NeighbourSelection:
     """Neighbours of every indexed text (LAFA Eq. 4), excluding the text itself.
 
     Args:
-        index: The FAISS index over ``vectors`` (position ``i`` is text ``i``); searched only
-            when ``candidates`` are missing or too few.
+        index: The FAISS index (or :class:`~xattr.neighbours.index.TorchExactIndex`) over
+            ``vectors`` (position ``i`` is text ``i``); searched only when ``candidates`` are
+            missing or too few.
         vectors: ``(n, dim)`` the indexed embeddings.
         request: ``M``, the cut-off quantile and the filter.
         groups: Per text, its label or predicted class when ``request.filter`` is not ``none``.
@@ -116,6 +121,8 @@ def select_neighbours(
         candidates: A search already made (``(squared distances, ids)``, ``(n, k)``, nearest
             first, the text itself excluded, ``-1`` for empty slots), e.g. the build_index
             stage's neighbours table; used when ``k`` covers :func:`candidates_needed`.
+        device: Where exact search runs (:func:`~xattr.neighbours.index.search_index`; ``None``:
+            CUDA when available).
 
     Returns:
         The selection; texts without neighbours inside the cut-off get an empty list.
@@ -139,7 +146,7 @@ def select_neighbours(
     if candidates is not None and candidates[1].shape[1] >= fetch:
         squared, ids = candidates[0][:, :fetch], candidates[1][:, :fetch]
     elif index is not None:
-        squared, ids = nearest_neighbours(index, vectors, fetch)
+        squared, ids = nearest_neighbours(index, vectors, fetch, device=device)
     else:
         raise ValueError(f"{fetch} neighbour candidates per text are needed; give an index or that many candidates")
     out: dict[int, list[int]] = {}

@@ -114,3 +114,26 @@ def test_sentence_pairs_use_segment_ids_and_match_captum(loaded) -> None:
     oracle = Saliency(forward).attribute(emb.clone(), target=0, abs=False).pow(2).sum(-1)[0].detach().numpy()
     (ours,) = attribute_corpus(get_method("simple_grad"), loaded, [enc], [[0]])
     np.testing.assert_allclose(ours.scores, oracle, rtol=1e-12, atol=1e-15)
+
+
+def test_opt_in_bf16_autocast_runs_the_gradient_pass_in_bf16_and_is_off_by_default(tiny_classifier_dir: Path) -> None:
+    """``autocast_dtype=bfloat16`` equals the same gradient taken by hand under torch.autocast; default off."""
+    from dataclasses import replace
+
+    from scipy.stats import spearmanr
+
+    fp32 = load_model(tiny_classifier_dir, device="cpu")
+    assert fp32.autocast_dtype is None
+    bf16 = replace(fp32, autocast_dtype=torch.bfloat16)
+    text = TEXTS[1]
+    _, emb, forward = _embeds_and_forward(fp32, text)
+    x = emb.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        (grad,) = torch.autograd.grad(forward(x)[0, 1], x)
+    assert grad.dtype == torch.float32
+    by_hand = grad.pow(2).sum(-1)[0].detach().numpy().astype(np.float64)
+    ours = _one("simple_grad", bf16, text, 1)
+    np.testing.assert_allclose(ours, by_hand, rtol=1e-6, atol=1e-12)
+    full = _one("simple_grad", fp32, text, 1)
+    assert not np.allclose(ours, full, rtol=1e-5, atol=0)  # bf16 really ran
+    assert spearmanr(ours, full)[0] > 0.99
