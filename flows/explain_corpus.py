@@ -8,6 +8,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows.comparison import compare_with_random, log_method_runs, with_random_baseline, write_curve_figures
 from flows.runtime import FlowRun, attribute_and_evaluate, fine_tune, flow_run, publish_markdown
 from flows.settings import EncodeSettings, ExplainSettings, IndexSettings
 from storage import ArtifactRef, read_artifact
@@ -39,6 +40,8 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
     logger = get_run_logger()
     with flow_run(settings, flow="explain-corpus") as run:
         settings, trained = fine_tuned(run, settings)
+        if settings.evaluation.random_baseline:
+            settings = settings.model_copy(update={"attribution": with_random_baseline(settings.attribution)})
         model = settings.model.spec()
         corpus = load_corpus(run, settings)
         layer = settings.encode.layer
@@ -56,7 +59,9 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
                 layer = int(precision.metrics["best_layer"])
                 logger.info("encode.layer auto: layer %d has the best neighbour precision", layer)
         shards = plan_shards(corpus, settings.sharding.shard_size) if settings.sharding.shard_size else None
-        embeddings, index = neighbour_index(run, corpus, model, layer, settings.encode, settings.index, shards)
+        embeddings, index, predictions = neighbour_index(
+            run, corpus, model, layer, settings.encode, settings.index, shards
+        )
         masked = any(method_requirements(m.name, m.params).head_masks for m in settings.attribution.methods)
         head_masks = run_head_statistics(run, settings, corpus).refs["statistics"] if masked else None
         evaluation = settings.evaluation
@@ -70,27 +75,41 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
             index_for=lambda request: (embeddings, index),
             head_masks=head_masks,
             shards=shards,
+            predictions=predictions,
         )
+        methods = settings.attribution.methods
+        tests, verdicts = compare_with_random(run, methods, runs)
         per_method: dict[str, dict[str, Any]] = {
             method.key: {
                 "attributions": runs[method.key].attributions,
                 "evaluation": runs[method.key].evaluation,
-                "metrics": runs[method.key].metrics,
+                "metrics": {**runs[method.key].metrics, **tests.get(method.key, {})},
                 "attribute_seconds": runs[method.key].attributed.seconds,
+                "evaluate_seconds": runs[method.key].evaluated.seconds,
+                "cached": runs[method.key].cached,
                 "signed": method.params.get("reduction") == "sum",
             }
-            for method in settings.attribution.methods
+            for method in methods
         }
-        summary = _summarise(settings, run.context, corpus, per_method, run.stages.results)
-        run.headline = {
-            f"{key}/{m}": float(v)
-            for key, info in per_method.items()
-            for m, v in info["metrics"].items()
-            if "@" not in m
-        }
-        run.headline["cache_hits"] = float(run.stages.cache_hits)
-        run.headline["stages"] = float(len(run.stages.results))
+        summary = _summarise(settings, run.context, corpus, per_method, run.stages.results, verdicts)
+        log_method_runs(
+            run,
+            methods,
+            per_method,
+            {
+                "model": str(settings.model.path),
+                "corpus": str(settings.corpus.path),
+                "replacement": settings.evaluation.replacement,
+                "max_texts": settings.evaluation.max_texts,
+                "target": settings.attribution.target,
+            },
+            verdicts,
+        )
+        # Methods are compared on their own child runs (one per method); the parent holds the run's totals.
+        run.headline = {"cache_hits": float(run.stages.cache_hits), "stages": float(len(run.stages.results))}
         run.log_files({"summary": Path(summary["summary_path"]), "evaluation": Path(summary["evaluation_table"])})
+        for path in summary["figures"].values():
+            run.log_files({"curves": Path(path)})
     if trained is not None:
         summary["fine_tune"] = trained
     summary.update(
@@ -147,18 +166,18 @@ def neighbour_index(
     encode: EncodeSettings,
     index: IndexSettings,
     shards: list[Shard] | None = None,
-) -> tuple[ArtifactRef, ArtifactRef]:
-    """The ``encode_corpus`` (sharded when ``shards``) and ``build_index`` stages: embeddings and index artifacts."""
-    embeddings = run.stages.run_sharded(
+) -> tuple[ArtifactRef, ArtifactRef, ArtifactRef]:
+    """The ``encode_corpus`` (sharded when ``shards``) and ``build_index`` stages: embeddings, index, predictions."""
+    encoded = run.stages.run_sharded(
         encode_corpus_stage,
         shards,
-        "embeddings",
         corpus=corpus,
         model=model,
         layer=layer,
         batch_size=encode.batch_size,
         context=run.context,
-    ).refs["embeddings"]
+    )
+    embeddings = encoded.refs["embeddings"]
     built = run.stage(
         build_index_stage,
         embeddings=embeddings,
@@ -167,7 +186,7 @@ def neighbour_index(
         params=index.params(),
         recall_queries=index.recall_queries,
     )
-    return embeddings, built.refs["index"]
+    return embeddings, built.refs["index"], encoded.refs["predictions"]
 
 
 def run_head_statistics(run: FlowRun, settings: ExplainSettings, corpus: ArtifactRef) -> StageResult:
@@ -187,8 +206,9 @@ def _summarise(
     corpus_ref: Any,
     per_method: dict[str, dict[str, Any]],
     stage_results: list[tuple[StageResult, bool]],
+    verdicts: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """Write ``summary.md`` / ``summary.json`` and a Prefect markdown artifact."""
+    """Write ``summary.md`` / ``summary.json``, the overlaid curve PNGs and a Prefect markdown artifact."""
     corpus = read_artifact(corpus_ref).to_pandas()
     out_dir = context.artifacts_root / context.run_id / "summary"
     top = {
@@ -205,6 +225,7 @@ def _summarise(
         methods={key: MethodSummary(info["metrics"], info["attribute_seconds"]) for key, info in per_method.items()},
         top_words=top,
         stages=[(r.stage, r.seconds, c) for r, c in stage_results],
+        verdicts=verdicts,
     )
     summary_path = out_dir / "summary.md"
     write_text_file(summary_path, markdown, name="summary/summary.md")
@@ -215,6 +236,7 @@ def _summarise(
         "artifacts_dir": str(context.artifacts_root / context.run_id),
         "metrics": {k: v["metrics"] for k, v in per_method.items()},
         "top_words": top,
+        "verdicts": verdicts,
         "stages": [
             {
                 "stage": r.stage,
@@ -226,8 +248,13 @@ def _summarise(
         ],
     }
     write_text_file(out_dir / "summary.json", json.dumps(payload, indent=2, default=str), name="summary/summary.json")
+    figures = write_curve_figures({key: info["metrics"] for key, info in per_method.items()}, out_dir, "summary")
     publish_markdown(markdown, key="xattr-summary", description="xattr run summary")
-    payload.update(summary_path=str(summary_path), evaluation_table=str(table_path))
+    payload.update(
+        summary_path=str(summary_path),
+        evaluation_table=str(table_path),
+        figures={prefix: str(path) for prefix, path in figures.items()},
+    )
     return payload
 
 

@@ -86,11 +86,11 @@ class StageRunner:
         state = configured(**kwargs, return_state=True)
         return self._record(configured, state, kwargs)
 
-    def run_sharded(self, stage_task: Any, shards: Sequence[Shard] | None, ref_name: str, **kwargs: Any) -> StageResult:
+    def run_sharded(self, stage_task: Any, shards: Sequence[Shard] | None, **kwargs: Any) -> StageResult:
         """Run ``stage_task`` on the whole corpus, or once per shard (in parallel) and merge.
 
-        The merged result is named like the whole stage and carries the merged artifact under
-        ``ref_name``; its seconds are the shards' summed compute time.
+        The merged result is named like the whole stage and carries each artifact the shards
+        wrote, merged, under its short name; its seconds are the shards' summed compute time.
         """
         if not shards:
             return self.run(stage_task, **kwargs)
@@ -105,8 +105,7 @@ class StageRunner:
         merged = self.run(
             merge_shards_stage,
             stage=parts[0].stage.rsplit("-shard-", 1)[0],
-            name=ref_name,
-            shards=[p.refs[ref_name] for p in parts],
+            shards=[p.refs for p in parts],
             context=kwargs["context"],
         )
         self.last_cached = all_cached and self.last_cached
@@ -280,6 +279,7 @@ def attribute_and_evaluate(
     index_for: IndexFor | None = None,
     head_masks: ArtifactRef | None = None,
     shards: Sequence[Shard] | None = None,
+    predictions: ArtifactRef | None = None,
 ) -> dict[str, MethodRun]:
     """For each configured method: its attribute stage (sharded when ``shards``), then its evaluate stage.
 
@@ -295,6 +295,8 @@ def attribute_and_evaluate(
             needs one: ``xattr.methods.method_requirements``).
         head_masks: The head-statistics artifact, given to the methods that need head masks.
         shards: Run attribute stages per shard and merge.
+        predictions: The encode stage's ``predictions`` artifact: the outputs the attribute
+            stages explain and the evaluate stages start from (the corpus is predicted once).
 
     Raises:
         ValueError: A method needs neighbours or head masks and none were given.
@@ -313,7 +315,6 @@ def attribute_and_evaluate(
         attributed = run.stages.run_sharded(
             attribute_stage,
             shards,
-            "attributions",
             corpus=corpus,
             model=model,
             method=method.name,
@@ -326,6 +327,7 @@ def attribute_and_evaluate(
             index=index,
             seed=seed,
             head_masks=head_masks if needs.head_masks else None,
+            predictions=predictions,
         )
         attribute_cached = run.stages.last_cached
         evaluated = run.stage(
@@ -334,6 +336,7 @@ def attribute_and_evaluate(
             attributions=attributed.refs["attributions"],
             model=model,
             label=method.key,
+            predictions=predictions,
             **({"seed": seed} | dict(evaluation)),
         )
         out[method.key] = MethodRun(attributed, evaluated, attribute_cached and run.stages.last_cached)

@@ -210,6 +210,9 @@ class EvaluationSettings(StrictSettings):
     max_texts: int | None = Field(200, ge=1, description="texts evaluated (a seeded sample); empty for all")
     seed: int = 0
     batch_size: int = Field(64, ge=1)
+    random_baseline: bool = Field(
+        True, description="add the random method and flag each method not significantly better than it"
+    )
 
     @field_validator("fractions")
     @classmethod

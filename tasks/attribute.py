@@ -18,7 +18,6 @@ from tasks.progress import StageProgress
 from tasks.results import RunContext, Shard, StageResult, stage_suffix
 from xattr.ldav.vectors import ldav_vectors_for
 from xattr.methods import MethodContext, TokenAttribution, attribute_corpus, get_method
-from xattr.models.forward import predict_logits
 from xattr.models.loading import LoadedModel, ModelSpec
 from xattr.models.targets import TargetPolicy, resolve_targets
 from xattr.neighbours.selection import NeighbourRequest, NeighbourSelection, select_neighbours
@@ -55,6 +54,23 @@ def neighbour_selection(
         table.num_rows, -1
     )
     return select_neighbours(index, vectors, request, groups=groups.get(request.filter), seed=seed)
+
+
+def stored_outputs(predictions: ArtifactRef, doc_ids: list[str]) -> np.ndarray:
+    """The ``(n, num_outputs)`` model outputs of the ``predictions`` artifact, checked against the corpus' documents.
+
+    Raises:
+        ValueError: The artifact's documents are not the corpus' documents in corpus order.
+    """
+    table = read_artifact(predictions)
+    stored = table.column("doc_id").to_pylist()
+    if stored != doc_ids:
+        raise ValueError(
+            f"the predictions artifact {predictions.path} holds {len(stored)} documents that are not the "
+            f"corpus' {len(doc_ids)} documents in order"
+        )
+    logits = table.column("logits").combine_chunks()
+    return np.asarray(logits.flatten(), dtype=np.float64).reshape(len(stored), -1)
 
 
 def attributions_table(view: CorpusView, loaded: LoadedModel, results: list[TokenAttribution], label: str) -> pa.Table:
@@ -108,8 +124,14 @@ def attribute_stage(
     seed: int = 0,
     head_masks: ArtifactRef | None = None,
     shard: Shard | None = None,
+    predictions: ArtifactRef | None = None,
 ) -> StageResult:
     """Write the ``token_attributions`` artifact for method ``method`` under the name ``label``.
+
+    The explained outputs come from the ``predictions`` artifact of the encode stage (the corpus
+    is not predicted again); it is needed whenever targets or a neighbour filter depend on the
+    prediction (``target="predicted"`` on a classifier, multi-label or QA model, or
+    ``neighbour_filter: prediction``).
 
     The method's context holds what its requirements name: neighbours selected from the index, the
     masks of the ``head_masks`` artifact (from the head-statistics stage) after they are checked
@@ -126,19 +148,28 @@ def attribute_stage(
     view = read_corpus(corpus, loaded)
     suffix = stage_suffix(shard)
     inside = shard.positions if shard is not None else range(len(view.encoded))
-    needs_neighbours = requirements.neighbours is not None
-    # Neighbour filters may group by prediction over the whole corpus; otherwise predict the explained texts only.
-    scope = range(len(view.encoded)) if needs_neighbours else inside
-    logits = predict_logits(loaded, [view.encoded[i] for i in scope], batch_size=batch_size)
-    frame = view.frame.iloc[list(scope)]
+    filter_by_prediction = requirements.neighbours is not None and requirements.neighbours.filter == "prediction"
+    needs_predictions = (target == "predicted" and loaded.task != "regression") or filter_by_prediction
+    if needs_predictions and predictions is None:
+        raise ValueError(
+            f"attribute-{label}: the explained outputs depend on the model's predictions; "
+            "give the predictions artifact of the encode_corpus stage"
+        )
+    logits = stored_outputs(predictions, view.doc_ids) if predictions is not None else None
+    frame = view.frame.iloc[inside.start : inside.stop]
+    if logits is None:  # every target is known without a prediction: the regression output or the gold label
+        logits = np.zeros((len(view.encoded), loaded.num_outputs))
     label_sets = frame["label_set"].tolist() if target == "label" else None
     scoped_targets = resolve_targets(
-        loaded.task, logits, policy=target, labels=frame["label"].tolist(), label_sets=label_sets
+        loaded.task,
+        logits[inside.start : inside.stop],
+        policy=target,
+        labels=frame["label"].tolist(),
+        label_sets=label_sets,
     )
     targets: list[list[int]] = [[] for _ in view.encoded]
-    for position, row_targets in zip(scope, scoped_targets, strict=True):
-        if inside.start <= position < inside.stop:
-            targets[position] = list(row_targets)
+    for position, row_targets in zip(inside, scoped_targets, strict=True):
+        targets[position] = list(row_targets)
     notes: list[str] = []
     metrics: dict[str, float] = {}
     selection = None

@@ -7,6 +7,7 @@ import time
 from prefect import task
 
 from storage import ArtifactRef, ArtifactStore, read_artifact
+from tasks.attribute import stored_outputs
 from tasks.caching import stage_cache_key
 from tasks.corpus_io import read_corpus
 from tasks.models import loaded_model
@@ -34,8 +35,12 @@ def evaluate_stage(
     metrics: tuple[str, ...] | None = ("aopc",),
     mape_fractions: tuple[float, ...] = DEFAULT_MASK_FRACTIONS,
     mape_threshold: float = 0.01,
+    predictions: ArtifactRef | None = None,
 ) -> StageResult:
     """Write the ``evaluation`` artifact: per-text values and aggregate rows (``doc_id`` null).
+
+    With ``predictions`` (the encode stage's artifact) the unperturbed texts are not predicted
+    again: their outputs come from it.
 
     ``metrics`` names the families to compute (``None``: every one that applies to the model's
     task); gold metrics are added whenever the corpus has gold columns
@@ -61,6 +66,7 @@ def evaluate_stage(
             mape_fractions=mape_fractions,
             mape_threshold=mape_threshold,
             progress=StageProgress(f"evaluate-{label}"),
+            outputs=stored_outputs(predictions, view.doc_ids) if predictions is not None else None,
         )
     except MetricNotApplicableError:
         raise

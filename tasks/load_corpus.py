@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 from prefect import task
 from prefect.logging import get_run_logger
@@ -15,6 +16,7 @@ from tasks.models import loaded_model
 from tasks.results import RunContext, StageResult
 from xattr.data.corpus import CorpusColumns, OnProblem, load_corpus
 from xattr.models.loading import ModelSpec
+from xattr.reporting.predictions import class_names
 
 
 @task(name="load_corpus", cache_key_fn=stage_cache_key, persist_result=True)
@@ -26,11 +28,23 @@ def load_corpus_stage(
     missing_labels: OnProblem,
     context: RunContext,
 ) -> StageResult:
-    """Read ``path`` into canonical columns (class names mapped with the model's labels)."""
+    """Read ``path`` into canonical columns (class names mapped with the model's labels).
+
+    A classifier's gold class also goes in by name (``label_name``: the model's ``id2label``
+    name, or the index when the model names none, which the log says once).
+    """
     started = time.perf_counter()
-    label2id = {name: idx for idx, name in loaded_model(model).id2label.items()}
+    loaded = loaded_model(model)
+    label2id = {name: idx for idx, name in loaded.id2label.items()}
     corpus = load_corpus(path, columns, label2id=label2id, empty_texts=empty_texts, missing_labels=missing_labels)
-    table = pa.Table.from_pandas(corpus.frame, preserve_index=False)
+    frame = corpus.frame
+    if loaded.task == "classification" and frame["label"].notna().any():
+        names, source = class_names(loaded.id2label, loaded.num_outputs)
+        if source == "ids":
+            get_run_logger().info("the model names no classes (id2label): classes are shown by index")
+        named = [None if pd.isna(v) else names.get(int(v), str(int(v))) for v in frame["label"]]
+        frame = frame.assign(label_name=named)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
     ref = ArtifactStore(context.artifacts_root, context.run_id).write(
         "corpus", "load_corpus", "corpus", table, metadata={"source": str(path)}
     )

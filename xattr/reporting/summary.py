@@ -27,6 +27,7 @@ __all__ = [
     "metrics_table",
     "paired_vs_reference",
     "per_text_values",
+    "verdicts_vs_reference",
 ]
 
 #: Headline metrics of the benchmark table, in table order: (key, label, better).
@@ -90,6 +91,7 @@ def explain_markdown(
     methods: Mapping[str, MethodSummary],
     top_words: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
     stages: Sequence[tuple[str, float, bool]],
+    verdicts: Sequence[Mapping[str, Any]] = (),
 ) -> str:
     """``summary.md`` of an explain run: faithfulness per method, top words, stage timings.
 
@@ -104,11 +106,16 @@ def explain_markdown(
         top_words: Per method key, ``top`` (and for signed methods ``positive`` and ``negative``)
             word lists of :func:`xattr.reporting.words.top_word_lists`.
         stages: ``(stage, seconds, cached)`` in run order.
+        verdicts: ``method_verdicts`` rows (:func:`verdicts_vs_reference`): each method's primary
+            row fills its "vs random" cell, the reference's cell says "baseline".
 
     Returns:
         The markdown, ending with a newline.
     """
     nan = float("nan")
+    primary = {row["method"]: row for row in verdicts if row["primary"]}
+    references = {row["reference"] for row in verdicts}
+    labels = {k: label for k, label, _ in HEADLINE}
     lines = [
         f"# xattr run `{run_id}`",
         "",
@@ -116,8 +123,8 @@ def explain_markdown(
         "",
         f"## Faithfulness (replacement: `{replacement}`; CIs: bootstrap over texts; texts: {max_texts or 'all'})",
         "",
-        "| method | AOPC [95% CI] | AOPC sufficiency [95% CI] | log-odds [95% CI] | attribute s |",
-        "|---|---|---|---|---|",
+        "| method | AOPC [95% CI] | AOPC sufficiency [95% CI] | log-odds [95% CI] | vs random | attribute s |",
+        "|---|---|---|---|---|---|",
     ]
     for key, method in methods.items():
         m = method.metrics
@@ -125,7 +132,14 @@ def explain_markdown(
             f"{m.get(k, nan):.4f} [{m.get(k + '_ci_low', nan):.4f}, {m.get(k + '_ci_high', nan):.4f}]"
             for k in EXPLAIN_COLUMNS
         ]
-        lines.append(f"| {key} | {' | '.join(cells)} | {method.attribute_seconds:.1f} |")
+        verdict = "-"
+        if key in references:
+            verdict = "baseline"
+        elif key in primary:
+            row = primary[key]
+            word = "better" if row["better_than_reference"] else f"**not better than {row['reference']}**"
+            verdict = f"{word} ({labels[row['metric']]} {row['difference']:+.3f}, p={row['p_value']:.3g})"
+        lines.append(f"| {key} | {' | '.join(cells)} | {verdict} | {method.attribute_seconds:.1f} |")
     for key, entry in top_words.items():
         lines += [
             "",
@@ -264,6 +278,50 @@ def paired_vs_reference(
             found[f"vs_{reference}/{metric}_p"] = test.p_value
         out[key] = found
     return out
+
+
+def verdicts_vs_reference(
+    tests: Mapping[str, Mapping[str, float]], *, reference: str = "random", alpha: float = 0.05
+) -> list[dict[str, Any]]:
+    """Whether each method beats ``reference``, per tested headline metric: the ``method_verdicts`` rows.
+
+    A method is better than the reference on a metric when the mean paired difference points the
+    metric's better way (:data:`HEADLINE`) and its p-value is below ``alpha``. Each method's
+    ``primary`` row, the one its verdict is read from, is ``aopc`` when tested, else its first
+    tested headline metric.
+
+    Args:
+        tests: Per method, the ``vs_<reference>/<metric>_difference`` and ``_p`` values of
+            :func:`paired_vs_reference`.
+        reference: The method compared against.
+        alpha: The significance level.
+
+    Returns:
+        Rows ``method, reference, metric, better, difference, p_value, better_than_reference,
+        alpha, primary``, methods in ``tests`` order, metrics in :data:`HEADLINE` order.
+    """
+    prefix = f"vs_{reference}/"
+    rows: list[dict[str, Any]] = []
+    for method, found in tests.items():
+        tested = [(k, better) for k, _, better in HEADLINE if f"{prefix}{k}_p" in found]
+        primary = "aopc" if any(k == "aopc" for k, _ in tested) else (tested[0][0] if tested else None)
+        for metric, better in tested:
+            difference, p = found[f"{prefix}{metric}_difference"], found[f"{prefix}{metric}_p"]
+            right_way = difference > 0 if better == "higher" else difference < 0
+            rows.append(
+                {
+                    "method": method,
+                    "reference": reference,
+                    "metric": metric,
+                    "better": better,
+                    "difference": float(difference),
+                    "p_value": float(p),
+                    "better_than_reference": bool(right_way and p < alpha),
+                    "alpha": float(alpha),
+                    "primary": metric == primary,
+                }
+            )
+    return rows
 
 
 def merged_notes(method_notes: Sequence[tuple[str, Sequence[str]]], stated: Sequence[str] = ()) -> list[str]:
