@@ -43,6 +43,9 @@ STAGES = {
     "evaluate-simple_grad",
     "attribute-grad_input",
     "evaluate-grad_input",
+    "attribute-random",
+    "evaluate-random",
+    "compare_methods",
 }
 
 
@@ -73,10 +76,11 @@ def _settings(workdir: Path, corpus: Path, model: Path, **extra: object) -> Expl
     )
 
 
-def _children(client: MlflowClient, parent: str) -> dict[str, object]:
+def _children(client: MlflowClient, parent: str, tag: str = "xattr.stage") -> dict[str, object]:
+    """The parent's child runs carrying ``tag``: the stage runs, or (``xattr.method``) the per-method runs."""
     run = client.get_run(parent)
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
-    return {c.info.run_name: c for c in children}
+    return {c.info.run_name: c for c in children if tag in c.data.tags}
 
 
 def test_flow_writes_valid_artifacts_tracks_stages_and_reuses_cache(
@@ -117,7 +121,28 @@ def test_flow_writes_valid_artifacts_tracks_stages_and_reuses_cache(
         assert sorted(m.step for m in history) == [10, 20, 30, 40, 50, 60, 70, 80, 90]
     parent = client.get_run(first["mlflow_run_id"])
     assert parent.info.status == "FINISHED"
-    assert {"simple_grad/aopc", "simple_grad/log_odds", "grad_input/aopc"} <= set(parent.data.metrics)
+    # One child run per method (random added as the baseline), the same plain metric names on each.
+    methods = _children(client, first["mlflow_run_id"], "xattr.method")
+    assert set(methods) == {"simple_grad", "grad_input", "random"}
+    for label, method_run in methods.items():
+        data = method_run.data
+        assert data.params["method"] == label and data.params["label"] == label
+        assert data.params["replacement"] == "mask" and data.params["max_texts"] == "8"
+        for metric in ("aopc", "log_odds", "aopc_sufficiency"):
+            assert data.metrics[metric] == first["metrics"][label][metric]
+    assert methods["random"].data.tags["xattr.verdict"] == "baseline"
+    assert methods["simple_grad"].data.params["params.reduction"] == "sum_of_squares"  # resolved defaults too
+    verdicts = {(r["method"], r["metric"]): r for r in first["verdicts"]}
+    for label in ("simple_grad", "grad_input"):
+        row = verdicts[(label, "aopc")]
+        assert row["difference"] == pytest.approx(first["metrics"][label]["aopc"] - first["metrics"]["random"]["aopc"])
+        expected = "better than random" if row["better_than_reference"] else "not better than random"
+        assert methods[label].data.tags["xattr.verdict"] == expected
+        assert methods[label].data.metrics["vs_random/aopc_p"] == row["p_value"]
+    assert "vs random" in Path(first["summary_path"]).read_text()
+    curves = {a.path for a in client.list_artifacts(first["mlflow_run_id"], "curves")}
+    assert "curves/comprehensiveness_curve.png" in curves
+    assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     assert parent.data.params["corpus.id_column"] == "id"
     assert all(c.data.tags["xattr.cache_hit"] == "false" for c in children.values())
 
