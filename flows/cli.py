@@ -297,7 +297,7 @@ def ui(
     port: Annotated[int, typer.Option(min=1, max=65535, help="port of the MLflow UI")] = 5000,
 ) -> None:
     """Serve the MLflow UI of the configured store on 127.0.0.1 until Ctrl-C."""
-    from flows.tracking_ui import UIError, start_mlflow_server, stop_server
+    from flows.tracking_ui import UIError, runs_table_urls, start_mlflow_server, stop_server
 
     if tracking_uri:
         uri = tracking_uri
@@ -330,6 +330,8 @@ def ui(
         raise typer.Exit(1) from exc
     try:
         console.print(f"[bold]MLflow UI:[/] http://127.0.0.1:{port}  (store {uri}; server pid {server.pid})")
+        for name, link in runs_table_urls(uri, f"http://127.0.0.1:{port}").items():
+            console.print(f"  experiment {name}: {link}")
         console.print(
             "[bold]Prefect UI:[/] `prefect server start --host 127.0.0.1`, then open http://127.0.0.1:4200"
             " (runs appear there when PREFECT_API_URL=http://127.0.0.1:4200/api is set)"
