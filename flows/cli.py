@@ -329,8 +329,9 @@ def ui(
         console.print(f"[red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1) from exc
     try:
+        links = runs_table_urls(uri, f"http://127.0.0.1:{port}")
         console.print(f"[bold]MLflow UI:[/] http://127.0.0.1:{port}  (store {uri}; server pid {server.pid})")
-        for name, link in runs_table_urls(uri, f"http://127.0.0.1:{port}").items():
+        for name, link in links.items():
             console.print(f"  experiment {name}: {link}")
         console.print(
             "[bold]Prefect UI:[/] `prefect server start --host 127.0.0.1`, then open http://127.0.0.1:4200"
