@@ -161,7 +161,7 @@ def test_flow_writes_valid_artifacts_tracks_stages_and_reuses_cache(
     )
     third = explain_corpus(changed)
     recomputed = {s["stage"] for s in third["stages"] if not s["cached"]}
-    assert recomputed == {"evaluate-simple_grad", "evaluate-grad_input"}
+    assert recomputed == {"evaluate-simple_grad", "evaluate-grad_input", "evaluate-random", "compare_methods"}
 
 
 def test_regression_model_gets_log_ratio_metrics(
