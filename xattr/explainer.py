@@ -17,7 +17,6 @@ with LDAV. Either need unmet is one clear error before anything runs.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from xattr.methods.runner import attribution_columns
 from xattr.metrics.suite import evaluate_attributions
 from xattr.models.encoding import EncodedText, encode_texts
 from xattr.models.forward import mean_pooled_hidden_states, predict_logits
-from xattr.models.loading import LoadedModel, from_modules, load_model
+from xattr.models.loading import LoadedModel, class_names, from_modules, load_model
 from xattr.models.targets import resolve_targets
 from xattr.neighbours.index import IndexType, build_index
 from xattr.neighbours.selection import NeighbourRequest, select_neighbours
@@ -44,28 +43,12 @@ from xattr.reporting.viewer import ViewerSettings, render_explanations
 from xattr.reporting.words import word_table
 from xattr.types import ReplacementPolicy, TokenAttribution
 
-__all__ = ["Explainer", "Explanation", "MethodRun", "MethodSpec", "label_names"]
+__all__ = ["Explainer", "Explanation", "MethodRun", "MethodSpec"]
 
 logger = logging.getLogger(__name__)
 
 #: A method as :meth:`Explainer.explain` takes it: a registry name, or ``{"name", "label", "params"}``.
 MethodSpec = str | Mapping[str, Any]
-_GENERIC_LABEL = re.compile(r"^LABEL_(\d+)$")
-
-
-def label_names(loaded: LoadedModel) -> tuple[dict[int, str], str | None]:
-    """Class names by id from the model's ``id2label``, and a note when it has none.
-
-    Hugging Face fills ``id2label`` with ``LABEL_0``, ``LABEL_1``, ... when a model was saved
-    without names; those (and a missing map) fall back to the ids as names.
-    """
-    if loaded.task in ("regression", "question_answering"):
-        return {}, None
-    k = loaded.num_outputs
-    names = {i: loaded.id2label.get(i, str(i)) for i in range(k)}
-    if not loaded.id2label or all(_GENERIC_LABEL.match(names[i]) for i in range(k)):
-        return {i: str(i) for i in range(k)}, "the model has no class names (id2label): classes are shown as ids"
-    return names, None
 
 
 @dataclass(frozen=True)
@@ -172,7 +155,7 @@ class Explainer:
         self.layer = layer
         self.index_type = index_type
         self.seed = seed
-        self.class_names, self.label_note = label_names(self.loaded)
+        self.class_names, self.label_note = class_names(self.loaded)
 
     def encode(self, texts: Sequence[str], pairs: Sequence[str | None] | None = None) -> list[EncodedText]:
         """The texts tokenised for the model, with word alignment (:func:`xattr.models.encode_texts`)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,25 @@ def from_modules(model: Any, tokenizer: Any, *, task: str | None = None, max_len
         max_length=limit,
         id2label={int(k): str(v) for k, v in (getattr(model.config, "id2label", None) or {}).items()},
     )
+
+
+_GENERIC_LABEL = re.compile(r"^LABEL_(\d+)$")
+
+
+def class_names(loaded: LoadedModel) -> tuple[dict[int, str], str | None]:
+    """Class names by id from the model's ``id2label``, and a note when it has none.
+
+    Hugging Face fills ``id2label`` with ``LABEL_0``, ``LABEL_1``, ... when a model was saved
+    without names; those (and a missing map) fall back to the ids as names, and the note says so.
+    Regression and QA models have no classes (``{}``).
+    """
+    if loaded.task in ("regression", "question_answering"):
+        return {}, None
+    k = loaded.num_outputs
+    names = {i: loaded.id2label.get(i, str(i)) for i in range(k)}
+    if not loaded.id2label or all(_GENERIC_LABEL.match(names[i]) for i in range(k)):
+        return {i: str(i) for i in range(k)}, "the model has no class names (id2label): classes are shown as ids"
+    return names, None
 
 
 def bundled_minilm() -> Path:

@@ -32,6 +32,7 @@ import pandas as pd
 from xattr.models.encoding import EncodedText
 from xattr.models.forward import predict_logits
 from xattr.models.loading import LoadedModel
+from xattr.models.loading import class_names as model_class_names
 from xattr.models.replacement import replacement_id
 from xattr.reporting.phrases import Unit, extract_units, load_spacy, noun_chunk_spans
 from xattr.reporting.price_drivers import Progress, aggregate_drivers, driver_occurrences, word_score_table
@@ -206,7 +207,7 @@ def class_drivers(
         logits: ``(n, k)`` the model's logits for the corpus (the predictions).
         settings: Candidates, filters, CIs (defaults of :class:`ClassDriverSettings`).
         method: The method's label, stored in the ``method`` column.
-        class_names: Name per class id (default: the model's ``id2label``, else the id).
+        class_names: Name per class id (default: :func:`xattr.models.loading.class_names`).
         progress: Called as ``(done, total)`` over one class's masked texts, class after class.
 
     Returns:
@@ -223,7 +224,7 @@ def class_drivers(
     n = len(corpus)
     if len(encoded) != n or len(logits) != n:
         raise ValueError(f"{n} corpus rows but {len(encoded)} encoded texts and {len(logits)} logit rows")
-    names = dict(class_names if class_names is not None else loaded.id2label)
+    names = dict(class_names if class_names is not None else model_class_names(loaded)[0])
     doc_ids = corpus["doc_id"].astype(str).tolist()
     pairs = corpus["text_pair"].tolist() if "text_pair" in corpus.columns else None
     units = driver_units(corpus["text"].tolist(), pairs, settings)
