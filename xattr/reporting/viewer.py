@@ -72,7 +72,7 @@ class ViewerSettings:
     least_confident: int = 20
     max_misclassified: int | None = None
     low_confidence_quantile: float = 0.1
-    max_chars: int = 2000
+    max_chars: int = 1000
     top_drivers: int = 10
     seed: int = 0
     title: str = "xattr explanations"
@@ -88,9 +88,9 @@ class ViewerSettings:
 
 #: The page-size bound, as the README states it.
 PAGE_BOUND_NOTE = (
-    "at most max_documents (default 200) documents are listed, each text cut at max_chars (default 2,000) "
-    "characters, one row per method: about 40 bytes per shown word and method, so a page with 200 documents of "
-    "2,000 characters and 4 methods stays under 7 MB whatever the corpus size"
+    "at most max_documents (default 200) documents are listed, each text cut at max_chars (default 1,000) "
+    "characters, one row per method; a highlighted word costs about 50 bytes per method, so 200 documents of "
+    "1,000 characters with 4 methods take about 5 MB, whatever the corpus size"
 )
 
 
@@ -239,7 +239,7 @@ nav input[type=search]{width:260px;padding:3px 6px}main{padding:12px 24px}
 .n5{background:#ea9086}.n6{background:#e57a6e;color:#fff}.n7{background:#e16456;color:#fff}.n8{background:#dc4e3e;color:#fff}
 .m1{background:#fdf3e1}.m2{background:#fbe7c3}.m3{background:#f9dba5}.m4{background:#f7cf87}
 .m5{background:#f4c269}.m6{background:#f2b64b}.m7{background:#f0aa2d}.m8{background:#ee9e10}
-.legend span{padding:1px 5px;margin-right:2px}
+.legend{margin-top:12px}.legend span{padding:1px 5px;margin-right:2px}
 """
 
 _JS = """
@@ -261,6 +261,8 @@ def _e(value: object) -> str:
 
 
 def _fmt(value: object, digits: int = 3) -> str:
+    if value is None:
+        return "-"
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
