@@ -439,7 +439,8 @@ def render_explanations(
     if stray:
         raise ValueError(f"viewer: word scores of document {stray[0]!r}, which is not in the corpus")
     predictions = predictions.assign(doc_id=predictions["doc_id"].astype(str)).drop_duplicates("doc_id")
-    missing = [d for d in doc_ids if d not in set(predictions["doc_id"])]
+    predicted_ids = set(predictions["doc_id"])
+    missing = [d for d in doc_ids if d not in predicted_ids]
     if missing:
         raise ValueError(f"viewer: no prediction for document {missing[0]!r}")
     predictions = predictions.set_index("doc_id").loc[doc_ids].reset_index()
