@@ -16,6 +16,7 @@ with LDAV. Either need unmet is one clear error before anything runs.
 
 from __future__ import annotations
 
+import html
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -514,5 +515,9 @@ class Explanation:
         return target
 
     def _repr_html_(self) -> str:
-        """The viewer in a Jupyter cell."""
-        return str(self.to_html())
+        """The viewer in a Jupyter cell, inside a sandboxed iframe so its styles and script stay out of the notebook."""
+        page = html.escape(str(self.to_html()), quote=True)
+        return (
+            f'<iframe srcdoc="{page}" sandbox="allow-scripts" '
+            'style="width:100%;height:720px;border:1px solid #dde1e7"></iframe>'
+        )

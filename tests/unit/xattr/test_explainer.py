@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import numpy as np
@@ -110,10 +111,13 @@ def test_evaluate_matches_the_metric_suite_and_adds_random(explained) -> None:
 def test_html_view_escapes_text(tiny_classifier_dir: Path) -> None:
     ex = xattr.Explainer(tiny_classifier_dir, device="cpu")
     res = ex.explain(["good <script>alert(1)</script> film", "bad"], methods="simple_grad")
-    page = res._repr_html_()
+    page = str(res.to_html())
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "magnitude only" in page
+    cell = res._repr_html_()  # Jupyter: the page in a sandboxed iframe, escaped once more for srcdoc
+    assert cell.startswith('<iframe srcdoc="') and 'sandbox="allow-scripts"' in cell
+    assert html.unescape(cell.split('srcdoc="', 1)[1].split('" sandbox=', 1)[0]) == page
 
 
 def test_unmet_needs_and_bad_input_are_one_clear_error(tiny_classifier_dir: Path) -> None:

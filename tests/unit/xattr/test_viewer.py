@@ -167,3 +167,15 @@ def test_viewer_runs_in_headless_chromium(tmp_path: Path) -> None:
     assert count("#4b7ac6") > 200 and count("#dc4e3e") > 200  # strongest blue and red words (signed row)
     assert count("#ee9e10") > 200  # strongest orange words (unsigned row)
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def test_regressor_rows_show_predicted_and_true_values() -> None:
+    corpus, words, _ = _tables(300)
+    predictions = pd.DataFrame({"doc_id": corpus["doc_id"], "prediction": np.arange(300) * 10.0, "gold": 5.0})
+    settings = ViewerSettings(max_documents=50)
+    page = render_explanations(corpus, words, predictions, {"ig": True, "simple_grad": False}, settings=settings)
+    assert page.count("class='doc'") == 50 and "id='f-class'" not in page
+    assert "true: 5.00" in page
+    chosen = sample_documents(predictions, settings)
+    corpus_quintile = pd.qcut(predictions["prediction"], 5, labels=False).set_axis(predictions["doc_id"])
+    assert len(chosen) == 50 and (corpus_quintile.loc[chosen].value_counts() == 10).all()  # 10 per corpus quintile
