@@ -281,8 +281,7 @@ class Explainer:
             if needs[key].head_masks and head_masks is None:
                 raise ValueError(
                     f"method {key!r} ({method.name}) needs head masks: mine them with `xattr heads CONFIG.yaml` "
-                    "and pass "
-                    "head_masks=..., or set params mask: all"
+                    "and pass head_masks=..., or set params mask: all"
                 )
         ldav = None
         if any(r.ldav_vectors for r in needs.values()):
