@@ -18,6 +18,7 @@ from tasks.progress import StageProgress
 from tasks.results import RunContext, Shard, StageResult, stage_suffix
 from xattr.ldav.vectors import ldav_vectors_for
 from xattr.methods import MethodContext, TokenAttribution, attribute_corpus, get_method
+from xattr.methods.runner import attribution_columns
 from xattr.models.loading import LoadedModel, ModelSpec
 from xattr.models.targets import TargetPolicy, resolve_targets
 from xattr.neighbours.selection import NeighbourRequest, NeighbourSelection, select_neighbours
@@ -75,31 +76,9 @@ def stored_outputs(predictions: ArtifactRef, doc_ids: list[str]) -> np.ndarray:
 
 def attributions_table(view: CorpusView, loaded: LoadedModel, results: list[TokenAttribution], label: str) -> pa.Table:
     """The ``token_attributions`` table of ``results``: one row per token of each explained (text, target)."""
-    doc_ids, targets_col, token_index, tokens, words, starts, ends, scores = [], [], [], [], [], [], [], []
-    for r in results:
-        enc = view.encoded[r.position]
-        n = len(enc)
-        doc_ids.extend([view.doc_ids[r.position]] * n)
-        targets_col.extend([r.target] * n)
-        token_index.extend(range(n))
-        tokens.extend(loaded.tokenizer.convert_ids_to_tokens(list(enc.input_ids)))
-        words.extend(enc.word_index)
-        starts.extend(o[0] for o in enc.offsets)
-        ends.extend(o[1] for o in enc.offsets)
-        scores.append(r.scores)
-    return pa.table(
-        {
-            "doc_id": pa.array(doc_ids, pa.string()),
-            "method": pa.array([label] * len(doc_ids), pa.string()),
-            "target": pa.array(targets_col, pa.int32()),
-            "token_index": pa.array(token_index, pa.int32()),
-            "token": pa.array(tokens, pa.string()),
-            "word_index": pa.array(words, pa.int32()),
-            "char_start": pa.array(starts, pa.int32()),
-            "char_end": pa.array(ends, pa.int32()),
-            "score": pa.array(np.concatenate(scores).astype(np.float32) if scores else [], pa.float32()),
-        }
-    )
+    columns = attribution_columns(view.doc_ids, view.encoded, loaded.tokenizer, results, label)
+    types = {"doc_id": pa.string(), "method": pa.string(), "token": pa.string(), "score": pa.float32()}
+    return pa.table({name: pa.array(values, types.get(name, pa.int32())) for name, values in columns.items()})
 
 
 def _run_name() -> str:

@@ -15,7 +15,9 @@ from xattr.methods.base import (
     describe_parameters,
     get_method,
     method_requirements,
+    method_signed,
     register_method,
+    signedness_label,
 )
 from xattr.methods.cam import Cam
 from xattr.methods.context import MethodContext, Requirements
@@ -73,5 +75,7 @@ __all__ = [
     "describe_parameters",
     "get_method",
     "method_requirements",
+    "method_signed",
+    "signedness_label",
     "register_method",
 ]

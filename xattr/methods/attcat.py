@@ -15,6 +15,7 @@ from xattr.models.loading import LoadedModel
     "attcat",
     summary="sum over layers of mean-head [CLS] attention x (gradient . hidden state) per token",
     paper="Qiang et al. 2022 NeurIPS (AttCAT), Sec. 3; Mask-LRP (Song et al. 2024) Sec. 5.2",
+    signed=True,
 )
 class AttCat(AttributionMethod[MethodParams]):
     """Attentive Class Activation Tokens (Qiang et al. 2022, Sec. 3.2-3.3).

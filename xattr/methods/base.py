@@ -32,6 +32,18 @@ class MethodParams(BaseModel):
 P = TypeVar("P", bound=MethodParams)
 
 
+#: Whether a method's scores carry a sign: ``True``/``False``, or ``"reduction"`` (signed with
+#: ``reduction: sum``, a magnitude with ``sum_of_squares``) or ``"base"`` (as its base method).
+Signedness = bool | Literal["reduction", "base"]
+#: How :data:`Signedness` reads in a method listing.
+SIGNEDNESS_LABELS: dict[str, str] = {
+    "True": "yes",
+    "False": "no (magnitude only)",
+    "reduction": "with reduction: sum",
+    "base": "as its base method",
+}
+
+
 class AttributionMethod(ABC, Generic[P]):
     """One attribution method: token scores for a batch of texts and one target output each.
 
@@ -47,12 +59,15 @@ class AttributionMethod(ABC, Generic[P]):
         paper: The reference (paper and equation).
         Params: The pydantic model of its parameters (``P``).
         multiplies_by_inputs: Whether scores multiply the gradient by the input (Captum's flag).
+        signed: Whether scores carry a sign (see :data:`Signedness`; read it through
+            :meth:`scores_signed`, which resolves ``"reduction"`` and ``"base"`` for given parameters).
         params: This instance's validated parameters.
     """
 
     name: ClassVar[str]
     summary: ClassVar[str]
     paper: ClassVar[str]
+    signed: ClassVar[Signedness] = False
     Params: ClassVar[type[MethodParams]] = MethodParams
     multiplies_by_inputs: ClassVar[bool] = False
     params: P
@@ -69,6 +84,21 @@ class AttributionMethod(ABC, Generic[P]):
 
     def __init__(self, params: P | None = None) -> None:
         self.params = params if params is not None else cast(P, self.Params())
+
+    @classmethod
+    def scores_signed(cls, params: P) -> bool:
+        """Whether this method configured with ``params`` gives signed scores (viewers colour them diverging).
+
+        ``"reduction"``: signed when ``params.reduction`` is ``"sum"`` (``sum_of_squares`` is a
+        magnitude); ``"base"``: signed when the configured base method is (LAFA adds non-negative
+        kernel weights times the neighbours' base scores, so it keeps its base's sign).
+        """
+        if isinstance(cls.signed, bool):
+            return cls.signed
+        values = params.model_dump()
+        if cls.signed == "reduction":
+            return bool(values["reduction"] == "sum")
+        return method_signed(values["base"], values["base_params"])
 
     @classmethod
     def requirements(cls, params: P) -> Requirements:
@@ -127,13 +157,16 @@ _REGISTRY: dict[str, type[AttributionMethod[Any]]] = {}
 MethodClass = TypeVar("MethodClass", bound=type[AttributionMethod[Any]])
 
 
-def register_method(name: str, *, summary: str, paper: str) -> Callable[[MethodClass], MethodClass]:
+def register_method(
+    name: str, *, summary: str, paper: str, signed: Signedness = False
+) -> Callable[[MethodClass], MethodClass]:
     """Class decorator naming a method and adding it to the registry (as zennit's ``register_composite``).
 
     Args:
         name: Registry name used in configs and the CLI.
         summary: One line saying what it computes.
         paper: The reference (paper and equation).
+        signed: Whether its scores carry a sign (:data:`Signedness`; default: magnitudes only).
 
     Raises:
         ValueError: Another class is already registered under ``name``.
@@ -142,7 +175,9 @@ def register_method(name: str, *, summary: str, paper: str) -> Callable[[MethodC
     def register(cls: MethodClass) -> MethodClass:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"attribution method {name!r} is registered twice")
-        cls.name, cls.summary, cls.paper = name, summary, paper
+        if signed not in (True, False, "reduction", "base"):
+            raise ValueError(f"attribution method {name!r}: signed must be True, False, 'reduction' or 'base'")
+        cls.name, cls.summary, cls.paper, cls.signed = name, summary, paper, signed
         _REGISTRY[name] = cls
         return cls
 
@@ -200,6 +235,20 @@ def method_requirements(name: str, params: dict[str, Any] | None = None) -> Requ
         ValueError: Unknown name (valid names listed) or invalid parameters (named).
     """
     return method_class(name).requirements(method_params(name, params))
+
+
+def method_signed(name: str, params: dict[str, Any] | None = None) -> bool:
+    """Whether method ``name`` configured with ``params`` gives signed scores (:meth:`AttributionMethod.scores_signed`).
+
+    Raises:
+        ValueError: Unknown name (valid names listed) or invalid parameters (named).
+    """
+    return method_class(name).scores_signed(method_params(name, params))
+
+
+def signedness_label(cls: type[AttributionMethod[Any]]) -> str:
+    """How a method's :data:`Signedness` reads in a listing (``"yes"``, ``"with reduction: sum"``, ...)."""
+    return SIGNEDNESS_LABELS[str(cls.signed)]
 
 
 def describe_parameters(cls: type[AttributionMethod[Any]]) -> list[tuple[str, str, Any, str]]:

@@ -52,6 +52,7 @@ def classifier_head(loaded: LoadedModel) -> Head:
     "cam",
     summary="last-layer token activations projected on the target's classifier weights",
     paper="Zhou et al. 2016, Eq. 2; Mask-LRP (Song et al. 2024) Sec. 5.2",
+    signed=True,
 )
 class Cam(AttributionMethod[MethodParams]):
     """Class activation mapping (Zhou et al. 2016, Eq. 1-2) with tokens in place of pixels.

@@ -25,6 +25,7 @@ class GradInputParams(MethodParams):
     "grad_input",
     summary="gradient x word embedding, per token",
     paper="Shrikumar et al. 2017; LAFA (Zhang et al. 2022) Sec. 4",
+    signed="reduction",
 )
 class GradInput(AttributionMethod[GradInputParams]):
     """Gradient*Input (Shrikumar et al. 2017) as written in LAFA Section 4.

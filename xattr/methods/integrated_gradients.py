@@ -147,6 +147,7 @@ class IntegratedGradientsParams(MethodParams):
     "integrated_gradients",
     summary="gradients averaged on the path from a reference, times (input - reference)",
     paper="Sundararajan et al. 2017; LAFA (Zhang et al. 2022) Sec. 4",
+    signed="reduction",
 )
 class IntegratedGradients(AttributionMethod[IntegratedGradientsParams]):
     """Integrated Gradients (Sundararajan et al. 2017) as written in LAFA Section 4.

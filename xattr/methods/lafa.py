@@ -93,6 +93,7 @@ def lafa_aggregate(
     "lafa",
     summary="base gradient attribution smoothed over nearest-neighbour texts through a word-embedding kernel",
     paper="Zhang et al. 2022, LAFA, Eq. 4-7, Algorithm 1, Appendix D-E",
+    signed="base",
 )
 class Lafa(AttributionMethod[LafaParams]):
     """Locally Aggregated Feature Attribution (Zhang et al. 2022, Eq. 4-7, Algorithm 1).

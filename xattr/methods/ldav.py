@@ -17,6 +17,7 @@ from xattr.models.loading import LoadedModel
     "ldav",
     summary="negated z-normalised Euclidean distance of each word embedding to the class's LDAV vector",
     paper="LDAV paper Sec. 3.2 Eq. 4-5; Sec. 4.5 (pairs)",
+    signed=True,
 )
 class Ldav(AttributionMethod[MethodParams]):
     """Locally Distributed Activation Vectors (LDAV paper, LDAV score: Section 3.2, Eq. 4-5).

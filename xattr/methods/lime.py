@@ -64,6 +64,7 @@ def fit_surrogate(samples: torch.Tensor, outputs: torch.Tensor, weights: torch.T
     "lime",
     summary="coefficients of a kernel-weighted ridge model on randomly masked copies of the text",
     paper="Ribeiro et al. 2016; Captum Lime",
+    signed=True,
 )
 class Lime(AttributionMethod[LimeParams]):
     """LIME (Ribeiro et al. 2016) over word pieces, with Captum's ``LimeBase`` machinery.

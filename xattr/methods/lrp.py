@@ -66,6 +66,7 @@ def batch_relevance(
     "lrp",
     summary="LRP relevance at the encoder input, summed per token",
     paper="Bach et al. 2015; Ali et al. 2022 (conservative rules); Mask-LRP (Song et al. 2024) Eq. 2-3",
+    signed=True,
 )
 class Lrp(AttributionMethod[LrpParams]):
     """Layer-wise relevance propagation (Bach et al. 2015) through the whole encoder.

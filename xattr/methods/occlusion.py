@@ -29,6 +29,7 @@ class OcclusionParams(MethodParams):
     "occlusion",
     summary="mean output drop when a sliding window of tokens covering the token is replaced",
     paper="Zeiler and Fergus 2014; Captum Occlusion",
+    signed=True,
 )
 class Occlusion(AttributionMethod[OcclusionParams]):
     """Occlusion (Zeiler and Fergus 2014) over word pieces, as Captum's ``Occlusion``.

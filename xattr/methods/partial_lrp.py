@@ -15,6 +15,7 @@ from xattr.models.loading import LoadedModel
     "partial_lrp",
     summary="LRP relevance of the last layer's attention map, mean over heads, [CLS] row",
     paper="Voita et al. 2019; Chefer et al. 2021 (CVPR); Mask-LRP (Song et al. 2024) Sec. 5.2",
+    signed=True,
 )
 class PartialLrp(AttributionMethod[LrpParams]):
     """Partial LRP: LRP stopped at the model's final attention layer.

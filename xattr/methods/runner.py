@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import torch
 
 from xattr.ldav.vectors import ldav_vectors_for
@@ -109,3 +110,48 @@ def attribute_corpus(
         if progress is not None:
             progress(min(start + batch_size, len(order)), len(order))
     return [results[r] for r in range(len(rows))]
+
+
+def attribution_columns(
+    doc_ids: Sequence[str],
+    encoded: Sequence[EncodedText],
+    tokenizer: Any,
+    results: Sequence[TokenAttribution],
+    label: str,
+) -> dict[str, Any]:
+    """The columns of the ``token_attributions`` table: one row per token of each explained (text, target).
+
+    Args:
+        doc_ids: Document id per corpus position.
+        encoded: The encoded corpus (``results`` index it by position).
+        tokenizer: The model's tokenizer (token strings).
+        results: The attributions (:func:`attribute_corpus`).
+        label: The method's label (the ``method`` column).
+
+    Returns:
+        ``doc_id, method, target, token_index, token, word_index, char_start, char_end`` as lists
+        and ``score`` as a float32 array, in ``results`` order.
+    """
+    ids, targets, token_index, tokens, words, starts, ends, scores = [], [], [], [], [], [], [], []
+    for r in results:
+        enc = encoded[r.position]
+        n = len(enc)
+        ids.extend([doc_ids[r.position]] * n)
+        targets.extend([r.target] * n)
+        token_index.extend(range(n))
+        tokens.extend(tokenizer.convert_ids_to_tokens(list(enc.input_ids)))
+        words.extend(enc.word_index)
+        starts.extend(o[0] for o in enc.offsets)
+        ends.extend(o[1] for o in enc.offsets)
+        scores.append(r.scores)
+    return {
+        "doc_id": ids,
+        "method": [label] * len(ids),
+        "target": targets,
+        "token_index": token_index,
+        "token": tokens,
+        "word_index": words,
+        "char_start": starts,
+        "char_end": ends,
+        "score": np.concatenate(scores).astype(np.float32) if scores else np.zeros(0, np.float32),
+    }

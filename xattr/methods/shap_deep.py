@@ -32,6 +32,7 @@ class ShapDeepParams(ReferenceParams):
     "shap_deep",
     summary="gradient at each reference (zero, [PAD] or neighbour texts) times input minus reference, averaged",
     paper="Lundberg and Lee 2017; Shrikumar et al. 2017; LAFA (Zhang et al. 2022) Sec. 4, SHAP-Deep",
+    signed="reduction",
 )
 class ShapDeep(ReferenceMethod[ShapDeepParams]):
     """SHAP-Deep as written in LAFA Section 4 (after Lundberg and Lee 2017, Shrikumar et al. 2017).

@@ -250,6 +250,7 @@ class ShapGradParams(ReferenceParams):
     "shap_grad",
     summary="gradient averaged over random points between references (zero or neighbour texts) and the input",
     paper="Lundberg and Lee 2017; LAFA (Zhang et al. 2022) Sec. 4, SHAP-Gradient",
+    signed="reduction",
 )
 class ShapGrad(ReferenceMethod[ShapGradParams]):
     """SHAP-Gradient (Lundberg and Lee 2017; expected gradients) as written in LAFA Section 4.

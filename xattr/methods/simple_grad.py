@@ -23,6 +23,7 @@ class SimpleGradParams(MethodParams):
     "simple_grad",
     summary="squared gradient of the output w.r.t. each word embedding",
     paper="Simonyan et al. 2013; LAFA (Zhang et al. 2022) Eq. 2-3",
+    signed="reduction",
 )
 class SimpleGrad(AttributionMethod[SimpleGradParams]):
     """Simple gradient (Simonyan et al. 2013) in the NLP form of LAFA Section 2.

@@ -92,18 +92,25 @@ def select_neighbours(
     *,
     groups: Sequence[object] | None = None,
     seed: int = 0,
+    queries: np.ndarray | None = None,
+    query_groups: Sequence[object] | None = None,
 ) -> NeighbourSelection:
-    """Neighbours of every indexed text (LAFA Eq. 4), excluding the text itself.
+    """Neighbours of every indexed text (LAFA Eq. 4), excluding the text itself, or of other query texts.
 
     Args:
         index: The FAISS index over ``vectors`` (position ``i`` is text ``i``).
-        vectors: ``(n, dim)`` the indexed embeddings.
+        vectors: ``(n, dim)`` the indexed embeddings (the reference corpus).
         request: ``M``, the cut-off quantile and the filter.
-        groups: Per text, its label or predicted class when ``request.filter`` is not ``none``.
+        groups: Per indexed text, its label or predicted class when ``request.filter`` is not ``none``.
         seed: Seed of the pair sample for ``epsilon``.
+        queries: ``(m, dim)`` embeddings of texts outside the index whose neighbours among the
+            indexed texts are wanted (``None``: the indexed texts themselves, each excluding
+            itself). ``epsilon`` is always a quantile of the indexed texts' pairwise distances.
+        query_groups: Per query, its group when ``queries`` and a filter are given.
 
     Returns:
-        The selection; texts without neighbours inside the cut-off get an empty list.
+        The selection, keyed by indexed position (or query row with ``queries``); texts without
+        neighbours inside the cut-off get an empty list.
 
     Raises:
         ValueError: A filter without groups, or ``max_neighbours`` below 1.
@@ -113,31 +120,40 @@ def select_neighbours(
         raise ValueError(f"max_neighbours must be at least 1, got {request.max_neighbours}")
     if request.filter != "none" and (groups is None or len(groups) != n):
         raise ValueError(f"neighbour filter {request.filter!r} needs one {request.filter} per text")
-    m = min(request.max_neighbours, n - 1)
+    external = queries is not None
+    if external and request.filter != "none" and (query_groups is None or len(query_groups) != len(queries)):
+        raise ValueError(f"neighbour filter {request.filter!r} needs one {request.filter} per query text")
+    available = n if external else n - 1
+    m = min(request.max_neighbours, available)
     if m < request.max_neighbours:
         logger.warning("M=%d neighbours asked but the corpus has %d texts; using %d", request.max_neighbours, n, m)
     epsilon = (
         distance_cutoff(vectors, request.epsilon_quantile, seed=seed) if request.epsilon_quantile and n > 1 else None
     )
     # With a filter, fetch more candidates so that M of the right group can remain.
-    fetch = m if request.filter == "none" else min(n - 1, max(4 * m, m + 50))
-    squared, ids = nearest_neighbours(index, vectors, fetch)
+    fetch = m if request.filter == "none" else min(available, max(4 * m, m + 50))
+    if queries is not None:
+        squared, ids = nearest_neighbours(index, queries, fetch, exclude_self=False)
+        own_groups = query_groups
+    else:
+        squared, ids = nearest_neighbours(index, vectors, fetch)
+        own_groups = groups
     out: dict[int, list[int]] = {}
     empty = 0
-    for row in range(n):
+    for row in range(len(ids)):
         chosen: list[int] = []
         for dist2, j in zip(squared[row], ids[row], strict=True):
             if j < 0 or len(chosen) == m:
                 break
             if epsilon is not None and np.sqrt(max(float(dist2), 0.0)) >= epsilon:
                 break  # nearest first: every later candidate is farther
-            if request.filter != "none" and groups[int(j)] != groups[row]:  # type: ignore[index]
+            if request.filter != "none" and groups[int(j)] != own_groups[row]:  # type: ignore[index]
                 continue
             chosen.append(int(j))
         out[row] = chosen
         empty += not chosen
     if empty:
         logger.warning(
-            "%d of %d texts have no neighbour inside the cut-off; they keep their base attribution", empty, n
+            "%d of %d texts have no neighbour inside the cut-off; they keep their base attribution", empty, len(ids)
         )
     return NeighbourSelection(out, epsilon, empty, m)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from xattr.metrics.uncertainty import paired_difference
+from xattr.metrics.uncertainty import bootstrap_mean, paired_difference
 
 __all__ = [
     "EXPLAIN_COLUMNS",
@@ -22,6 +22,7 @@ __all__ = [
     "MethodSummary",
     "benchmark_markdown",
     "explain_markdown",
+    "faithfulness_table",
     "merged_notes",
     "metric_cell",
     "metrics_table",
@@ -335,3 +336,78 @@ def merged_notes(method_notes: Sequence[tuple[str, Sequence[str]]], stated: Sequ
     merged = [f"every method: {n}" for n in shared]
     merged += [f"{key}: {n}" for key, notes in method_notes for n in notes if n not in everyone]
     return [n for n in merged if not any(line.startswith(n.removeprefix("every method: ")) for line in stated)]
+
+
+def faithfulness_table(
+    evaluation: pd.DataFrame, *, reference: str = "random", alpha: float = 0.05, seed: int = 0
+) -> pd.DataFrame:
+    """Per method and :data:`HEADLINE` metric: mean over texts, bootstrap CI, paired test against ``reference``.
+
+    The means and CIs are those of :func:`xattr.metrics.suite.evaluation_summary` (95% percentile
+    bootstrap over texts, ``seed``); the tests those of :func:`paired_vs_reference`. A method is
+    *not better than* ``reference`` on a metric unless its paired difference points the metric's
+    better way with ``p < alpha``; the method's flag is that of its first headline metric (AOPC
+    when present).
+
+    Args:
+        evaluation: ``evaluation`` artifact rows of one or more methods (``method, doc_id, metric,
+            fraction, value``).
+        reference: The baseline method (its own rows get no test and no flag).
+        alpha: Significance level of the flag.
+        seed: Bootstrap seed.
+
+    Returns:
+        ``method, metric, better, texts, mean, ci_low, ci_high, vs_random_difference, vs_random_p,
+        not_better_than_random`` (the test columns are NaN and the flag False for ``reference``
+        and when it is absent), methods in their order in ``evaluation``.
+    """
+    per_text = evaluation[evaluation["fraction"].isna() & evaluation["doc_id"].notna()]
+    methods = list(dict.fromkeys(per_text["method"]))
+    direction = {m: better for m, _, better in HEADLINE}
+    present: dict[str, dict[str, float]] = {}
+    records: list[dict[str, Any]] = []
+    for method in methods:
+        rows = per_text[per_text["method"] == method]
+        present[method] = {m: 1.0 for m in direction if (rows["metric"] == m).any()}
+    evaluations = {m: evaluation[evaluation["method"] == m] for m in methods}
+    tests = paired_vs_reference(present, evaluations, reference) if reference in present else {}
+    prefix = f"vs_{reference}/"
+    for method in methods:
+        rows = per_text[per_text["method"] == method]
+        first_flag: bool | None = None
+        for metric, _, better in HEADLINE:
+            values = rows.loc[rows["metric"] == metric, "value"].to_numpy(dtype=float)
+            if values.size == 0:
+                continue
+            low = high = float("nan")
+            if values.size >= 2:
+                estimate = bootstrap_mean(values, seed=seed)
+                low, high = estimate.low, estimate.high
+            found = tests.get(method, {})
+            difference = found.get(f"{prefix}{metric}_difference", float("nan"))
+            p_value = found.get(f"{prefix}{metric}_p", float("nan"))
+            flag = False
+            if method != reference and reference in present and metric in present[reference]:
+                towards = difference > 0 if better == "higher" else difference < 0
+                flag = not (towards and p_value < alpha)
+            if first_flag is None:
+                first_flag = flag
+            records.append(
+                {
+                    "method": method,
+                    "metric": metric,
+                    "better": better,
+                    "texts": int(values.size),
+                    "mean": float(values.mean()),
+                    "ci_low": low,
+                    "ci_high": high,
+                    "vs_random_difference": difference,
+                    "vs_random_p": p_value,
+                    "not_better_than_random": bool(first_flag),
+                }
+            )
+    columns = [
+        "method", "metric", "better", "texts", "mean", "ci_low", "ci_high",
+        "vs_random_difference", "vs_random_p", "not_better_than_random",
+    ]  # fmt: skip
+    return pd.DataFrame(records, columns=columns)
