@@ -40,6 +40,7 @@ ArtifactKind = Literal[
     "price_drivers",
     "predictions",
     "method_verdicts",
+    "class_drivers",
 ]
 #: Every tabular artifact kind, in the order of :data:`ArtifactKind`.
 KINDS: tuple[str, ...] = get_args(ArtifactKind)
@@ -225,6 +226,35 @@ def _method_verdicts_fields() -> list[pa.Field]:
     ]
 
 
+def _class_drivers_fields() -> list[pa.Field]:
+    # xattr.reporting.class_drivers.CLASS_DRIVER_COLUMNS documents each column.
+    return [
+        # The predicted class (one group "all texts", id 0, for a regressor).
+        _required("class_id", pa.int64()),
+        _required("class", pa.string()),
+        _required("driver", pa.string()),
+        # "word" or "phrase".
+        _required("kind", pa.string()),
+        # 1-based rank by mean_attribution within the class.
+        _required("rank", pa.int64()),
+        _required("texts", pa.int64()),
+        _required("class_texts", pa.int64()),
+        _optional("frequency", pa.float64()),
+        _optional("mean_attribution", pa.float64()),
+        _optional("attribution_ci_low", pa.float64()),
+        _optional("attribution_ci_high", pa.float64()),
+        # Whether the masked effect was measured (the class's top_k drivers).
+        _required("masked", pa.bool_()),
+        # Mean drop of the class probability (regressor: of the predicted value) when masked.
+        _optional("mean_effect", pa.float64()),
+        _optional("effect_ci_low", pa.float64()),
+        _optional("effect_ci_high", pa.float64()),
+        # Mean class probability (regressor: predicted value) of those texts before masking.
+        _optional("mean_probability", pa.float64()),
+        _required("method", pa.string()),
+    ]
+
+
 _PLAIN_FIELDS: dict[str, Callable[[], list[pa.Field]]] = {
     "corpus": _corpus_fields,
     "neighbours": _neighbours_fields,
@@ -234,6 +264,7 @@ _PLAIN_FIELDS: dict[str, Callable[[], list[pa.Field]]] = {
     "price_drivers": _price_drivers_fields,
     "predictions": _predictions_fields,
     "method_verdicts": _method_verdicts_fields,
+    "class_drivers": _class_drivers_fields,
 }
 
 

@@ -1,6 +1,7 @@
 """Which words drive each predicted class across a corpus (the price-driver idea for classifiers).
 
-Per predicted class ``c`` (the texts the model assigns to ``c``):
+Per predicted class ``c`` (the texts the model assigns to ``c``; a regressor's texts form one group,
+:data:`REGRESSION_GROUP`, and its predicted value on the label's scale stands for the probability):
 
 1. every word (and, optionally, noun-chunk phrase) of those texts is a candidate driver; its
    *attribution* in a text is the signed sum of its word-piece scores for the explained class
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from xattr.metrics.mape import to_quantity
 from xattr.models.encoding import EncodedText
 from xattr.models.forward import predict_logits
 from xattr.models.loading import LoadedModel
@@ -40,6 +42,7 @@ from xattr.types import ReplacementPolicy
 
 __all__ = [
     "CLASS_DRIVER_COLUMNS",
+    "REGRESSION_GROUP",
     "ClassDriverSettings",
     "class_drivers",
     "class_probabilities",
@@ -80,6 +83,9 @@ CLASS_DRIVER_COLUMNS: tuple[str, ...] = (
     "mean_probability",
     "method",
 )
+
+#: The one group of a regressor's drivers (its "probability" columns hold the predicted value).
+REGRESSION_GROUP = "all texts (predicted value)"
 
 _NUMBER = re.compile(r"^[+-]?(\d[\d,.]*|\d*[.,]\d+)(st|nd|rd|th|s|%)?$")
 
@@ -214,23 +220,29 @@ def class_drivers(
         The table of :data:`CLASS_DRIVER_COLUMNS`, sorted by class id and rank.
 
     Raises:
-        ValueError: A regression or QA model, or lengths that do not match the corpus.
+        ValueError: A question-answering model, or lengths that do not match the corpus.
     """
     settings = settings or ClassDriverSettings()
-    if loaded.task not in ("classification", "pair_classification", "multi_label"):
-        raise ValueError(
-            f"class drivers need a classifier; the model's task is {loaded.task!r} (regression: use price drivers)"
-        )
+    regression = loaded.task == "regression"
+    if loaded.task not in ("classification", "pair_classification", "multi_label") and not regression:
+        raise ValueError(f"class drivers need a classifier or a regressor; the model's task is {loaded.task!r}")
     n = len(corpus)
     if len(encoded) != n or len(logits) != n:
         raise ValueError(f"{n} corpus rows but {len(encoded)} encoded texts and {len(logits)} logit rows")
-    names = dict(class_names if class_names is not None else model_class_names(loaded)[0])
+    if regression:
+        names = {0: REGRESSION_GROUP}
+    else:
+        names = dict(class_names if class_names is not None else model_class_names(loaded)[0])
     doc_ids = corpus["doc_id"].astype(str).tolist()
     pairs = corpus["text_pair"].tolist() if "text_pair" in corpus.columns else None
     units = driver_units(corpus["text"].tolist(), pairs, settings)
     scores = word_score_table(attributions, doc_ids)
-    probabilities = class_probabilities(loaded, logits)
-    predicted = np.argmax(logits, axis=1)
+    if regression:  # one group; the "probability" is the predicted value on the label's scale
+        probabilities = to_quantity(np.asarray(logits, dtype=np.float64)[:, :1], loaded.output_transform)
+        predicted = np.zeros(n, dtype=np.int64)
+    else:
+        probabilities = class_probabilities(loaded, logits)
+        predicted = np.argmax(logits, axis=1)
     token = replacement_id(loaded.tokenizer, settings.replacement)
     frames = []
     classes = sorted(int(c) for c in np.unique(predicted))
@@ -262,7 +274,10 @@ def class_drivers(
         if candidates:
 
             def predict(texts: Sequence[EncodedText], c: int = c) -> np.ndarray:
-                return class_probabilities(loaded, predict_logits(loaded, texts, batch_size=settings.batch_size))[:, c]
+                out = predict_logits(loaded, texts, batch_size=settings.batch_size)
+                if regression:
+                    return np.asarray(to_quantity(out[:, 0], loaded.output_transform), dtype=np.float64)
+                return class_probabilities(loaded, out)[:, c]
 
             top_units = [[u for u in doc if u.key in candidates] for doc in units_c]
             masked = driver_occurrences(

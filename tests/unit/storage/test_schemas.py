@@ -129,6 +129,28 @@ EXPECTED = {
         ],
         metadata=_meta("method_verdicts"),
     ),
+    "class_drivers": pa.schema(
+        [
+            _req("class_id", pa.int64()),
+            _req("class", pa.string()),
+            _req("driver", pa.string()),
+            _req("kind", pa.string()),
+            _req("rank", pa.int64()),
+            _req("texts", pa.int64()),
+            _req("class_texts", pa.int64()),
+            pa.field("frequency", pa.float64()),
+            pa.field("mean_attribution", pa.float64()),
+            pa.field("attribution_ci_low", pa.float64()),
+            pa.field("attribution_ci_high", pa.float64()),
+            _req("masked", pa.bool_()),
+            pa.field("mean_effect", pa.float64()),
+            pa.field("effect_ci_low", pa.float64()),
+            pa.field("effect_ci_high", pa.float64()),
+            pa.field("mean_probability", pa.float64()),
+            _req("method", pa.string()),
+        ],
+        metadata=_meta("class_drivers"),
+    ),
 }
 
 
@@ -143,6 +165,7 @@ def test_kinds_and_versions() -> None:
         "price_drivers",
         "predictions",
         "method_verdicts",
+        "class_drivers",
     )
     assert SCHEMA_VERSION == 1
     assert SCHEMA_VERSIONS == {kind: 1 for kind in KINDS}
@@ -173,7 +196,7 @@ def test_schema_for_unknown_kind_lists_valid_kinds() -> None:
     assert info.value.artifact == "vectors"
     assert info.value.problem == (
         "unknown artifact kind; valid kinds: corpus, embeddings, neighbours, "
-        "head_statistics, token_attributions, evaluation, price_drivers, predictions, method_verdicts"
+        "head_statistics, token_attributions, evaluation, price_drivers, predictions, method_verdicts, class_drivers"
     )
 
 

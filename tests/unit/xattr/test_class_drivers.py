@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from xattr.models import encode_texts, load_model, predict_logits
-from xattr.reporting.class_drivers import CLASS_DRIVER_COLUMNS, ClassDriverSettings, class_drivers, driver_units
+from xattr.reporting.class_drivers import (
+    CLASS_DRIVER_COLUMNS,
+    REGRESSION_GROUP,
+    ClassDriverSettings,
+    class_drivers,
+    driver_units,
+)
 
 TEXTS = [
     "the movie was good and fun",
@@ -101,12 +107,42 @@ def test_filters_drop_stop_words_numbers_and_single_characters(setup) -> None:
     assert [u.key for u in units[0]] == ["ok"]
 
 
-def test_min_count_and_regression_refusal(setup, tiny_regressor_dir: Path) -> None:
+def test_min_count(setup) -> None:
     loaded, encoded, logits, corpus, attributions = setup
     table = class_drivers(
         loaded, encoded, corpus, attributions, logits, ClassDriverSettings(min_count=4, resamples=100)
     )
     assert (table["texts"] >= 4).all()
+
+
+def test_regressor_has_one_group_and_the_drop_of_the_predicted_value(setup, tiny_regressor_dir: Path) -> None:
+    _, _, _, corpus, _ = setup
     regressor = load_model(tiny_regressor_dir, device="cpu")
-    with pytest.raises(ValueError, match="class drivers need a classifier; the model's task is 'regression'"):
-        class_drivers(regressor, encoded, corpus, attributions, logits)
+    encoded = encode_texts(regressor.tokenizer, TEXTS, max_length=regressor.max_length)
+    outputs = predict_logits(regressor, encoded)
+    rows = []
+    for i, enc in enumerate(encoded):
+        words = TEXTS[i].split()
+        for t, w in enumerate(enc.word_index):
+            rows.append((f"d{i}", 0, t, w, 0.0 if w < 0 else {"good": 1.0, "bad": -1.0}.get(words[w], 0.0)))
+    attributions = pd.DataFrame(rows, columns=["doc_id", "target", "token_index", "word_index", "score"])
+    settings = ClassDriverSettings(top_k=1, min_count=2, resamples=100)
+    table = class_drivers(regressor, encoded, corpus, attributions, outputs, settings, method="m")
+    assert set(table["class"]) == {REGRESSION_GROUP} and (table["class_texts"] == len(TEXTS)).all()
+    top = table.sort_values("rank").iloc[0]
+    having = [i for i, t in enumerate(TEXTS) if "good" in t.split()]
+    by_hand = np.mean([TEXTS[i].split().count("good") for i in having])  # each "good" scores +1
+    assert top["driver"] == "good" and top["masked"] and top["mean_attribution"] == pytest.approx(by_hand)
+    drops = []
+    for i in having:
+        hits = {w for w, word in enumerate(TEXTS[i].split()) if word == "good"}
+        ids = [
+            regressor.tokenizer.mask_token_id if w in hits else t
+            for t, w in zip(encoded[i].input_ids, encoded[i].word_index, strict=True)
+        ]
+        with torch.no_grad():
+            out = regressor.model(torch.tensor([list(encoded[i].input_ids), ids])).logits.double()[:, 0]
+        value = out.exp() if regressor.output_transform == "log" else out
+        drops.append(float(value[0] - value[1]))
+    assert top["texts"] == len(having)
+    assert top["mean_effect"] == pytest.approx(np.mean(drops), abs=1e-5)
