@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 # Before Prefect is imported: its temporary server otherwise sends analytics and logs a
@@ -71,6 +72,14 @@ def _where(summary: dict[str, Any]) -> None:
     console.print(f"[bold]MLflow:[/]    run {summary['mlflow_run_id']} in {uri}")
     console.print(f"           open the UI with: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
     console.print(f"[bold]Stages served from cache:[/] {summary['cache_hits']} of {len(summary['stages'])}")
+    _viewer_lines(summary)
+
+
+def _viewer_lines(summary: dict[str, Any]) -> None:
+    """The run's explanation viewer and how to open MLflow on its workdir (the last lines of run and demo)."""
+    workdir = Path(summary["artifacts_dir"]).parent.parent
+    console.print(f"[bold]Viewer:[/]    {summary['viewer']}")
+    console.print(f"[bold]MLflow UI:[/] xattr ui --workdir {workdir}")
 
 
 @app.command()
@@ -144,6 +153,7 @@ def demo(
     )
     _where(summary)
     console.print(f"[bold]Demo wall time:[/] {time.perf_counter() - started:.0f} s")
+    _viewer_lines(summary)
 
 
 @app.command()
@@ -373,6 +383,42 @@ def report_price_drivers(
     console.print(f"[bold]Report:[/]  {summary['report']}")
     console.print(f"[bold]Drivers:[/] {summary['drivers']}")
     console.print(f"[bold]MLflow:[/]  run {summary['mlflow_run_id']} in {summary['tracking_uri']}")
+
+
+@report_app.command("explanations")
+def report_explanations(
+    run_dir: Annotated[Path, typer.Argument(help="an explain run's directory: <workdir>/artifacts/<run id>")],
+    method: Annotated[list[str] | None, typer.Option(help="show only this method's rows (repeatable)")] = None,
+    doc: Annotated[list[str] | None, typer.Option(help="list only this document id (repeatable)")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="the HTML file; default <run dir>/viewer/explanations.html")
+    ] = None,
+    max_documents: Annotated[int, typer.Option(min=1, help="documents listed at most (a seeded sample)")] = 200,
+) -> None:
+    """Re-render a run's explanation viewer from its artifacts (no model needed)."""
+    from storage.text_files import write_text_file
+    from tasks.explanations import ViewerInputs, explanations_page
+    from xattr.reporting.viewer import ViewerSettings
+
+    summary_file = run_dir / "summary" / "summary.json"
+    try:
+        viewer = json.loads(summary_file.read_text(encoding="utf-8"))["viewer"]
+        inputs = ViewerInputs.from_dict(viewer["inputs"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        console.print(
+            f"[red]error:[/] {str(run_dir)!r} is not an explain run directory: cannot read the viewer inputs of "
+            f"{str(summary_file)!r} ({type(error).__name__}: {error})"
+        )
+        raise typer.Exit(1) from None
+    settings = ViewerSettings(max_documents=max_documents, title=f"xattr explanations: {run_dir.name}")
+    try:
+        page = explanations_page(inputs, settings, methods=method, documents=doc)
+    except (ValueError, OSError) as error:
+        console.print(f"[red]error:[/] {run_dir}: {error}")
+        raise typer.Exit(1) from None
+    target = output or run_dir / "viewer" / "explanations.html"
+    write_text_file(target, page, name=str(target))
+    console.print(f"[bold]Viewer:[/] {target}")
 
 
 @app.command()

@@ -1,27 +1,29 @@
-"""The ``explain_corpus`` flow: load corpus -> encode -> index -> attribute -> evaluate -> summary."""
+"""The ``explain_corpus`` flow: corpus -> encode -> index -> attribute -> evaluate -> drivers -> viewer -> summary."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 
 from flows.comparison import compare_with_random, log_method_runs, with_random_baseline, write_curve_figures
-from flows.runtime import FlowRun, attribute_and_evaluate, fine_tune, flow_run, publish_markdown
+from flows.runtime import FlowRun, MethodRun, attribute_and_evaluate, fine_tune, flow_run, publish_markdown
 from flows.settings import EncodeSettings, ExplainSettings, IndexSettings
 from storage import ArtifactRef, read_artifact
 from storage.text_files import write_text_file
 from tasks.build_index import build_index_stage
 from tasks.encode_corpus import encode_corpus_stage
+from tasks.explanations import ViewerInputs, class_drivers_stage, viewer_stage
 from tasks.fine_tune import CorpusFile, fine_tune_summary
 from tasks.head_statistics import head_statistics_stage
 from tasks.layer_precision import layer_precision_stage
 from tasks.load_corpus import load_corpus_stage
 from tasks.results import RunContext, Shard, StageResult
 from tasks.shards import plan_shards
-from xattr.methods import method_requirements
+from xattr.methods import method_requirements, method_signed
 from xattr.models.loading import ModelSpec
 from xattr.reporting.summary import MethodSummary, explain_markdown, metrics_table
 from xattr.reporting.words import top_word_lists, word_scores
@@ -91,7 +93,25 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
             }
             for method in methods
         }
-        summary = _summarise(settings, run.context, corpus, per_method, run.stages.results, verdicts)
+        drivers = run_class_drivers(run, settings, corpus, predictions, runs)
+        inputs = ViewerInputs(
+            corpus,
+            predictions,
+            {m.key: runs[m.key].attributions for m in methods},
+            {m.key: method_signed(m.name, m.params) for m in methods},
+            tuple(runs[m.key].evaluation for m in methods),
+            drivers,
+        )
+        viewer = Path(
+            run.stage(
+                viewer_stage,
+                inputs=inputs,
+                settings=settings.viewer.library(settings.evaluation.seed, f"xattr explanations: {settings.name}"),
+            ).files["viewer"]
+        )
+        summary = _summarise(
+            settings, run.context, corpus, per_method, run.stages.results, verdicts, inputs=inputs, viewer=viewer
+        )
         log_method_runs(
             run,
             methods,
@@ -107,7 +127,13 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
         )
         # Methods are compared on their own child runs (one per method); the parent holds the run's totals.
         run.headline = {"cache_hits": float(run.stages.cache_hits), "stages": float(len(run.stages.results))}
-        run.log_files({"summary": Path(summary["summary_path"]), "evaluation": Path(summary["evaluation_table"])})
+        run.log_files(
+            {
+                "summary": Path(summary["summary_path"]),
+                "evaluation": Path(summary["evaluation_table"]),
+                "viewer": viewer,
+            }
+        )
         for path in summary["figures"].values():
             run.log_files({"curves": Path(path)})
     if trained is not None:
@@ -135,7 +161,7 @@ def fine_tuned(run: FlowRun, settings: ExplainSettings) -> tuple[ExplainSettings
     corpus = settings.corpus
     trained = fine_tune(
         run,
-        CorpusFile(corpus.path, corpus.columns(), None, corpus.empty_texts, corpus.missing_labels),
+        CorpusFile(wanted.train_path or corpus.path, corpus.columns(), None, corpus.empty_texts, corpus.missing_labels),
         wanted.base_model,
         wanted.train_config(),
         task=settings.model.task,
@@ -189,6 +215,35 @@ def neighbour_index(
     return embeddings, built.refs["index"], encoded.refs["predictions"]
 
 
+def run_class_drivers(
+    run: FlowRun,
+    settings: ExplainSettings,
+    corpus: ArtifactRef,
+    predictions: ArtifactRef,
+    runs: Mapping[str, MethodRun],
+) -> ArtifactRef | None:
+    """The ``class_drivers`` artifact of the ``drivers:`` settings, or ``None`` (disabled, or a QA model)."""
+    wanted = settings.drivers
+    methods = settings.attribution.methods
+    if not wanted.enabled:
+        return None
+    if wanted.method is not None and wanted.method not in runs:
+        known = ", ".join(m.key for m in methods)
+        raise ValueError(f"drivers.method {wanted.method!r} is not a method of this run; methods: {known}")
+    signed = [m.key for m in methods if m.name != "random" and method_signed(m.name, m.params)]
+    label = wanted.method or (signed[0] if signed else methods[0].key)
+    evaluation = settings.evaluation
+    return run.stage(
+        class_drivers_stage,
+        corpus=corpus,
+        predictions=predictions,
+        attributions=runs[label].attributions,
+        model=settings.model.spec(),
+        label=label,
+        settings=wanted.library(evaluation.seed, evaluation.batch_size),
+    ).refs.get("class_drivers")
+
+
 def run_head_statistics(run: FlowRun, settings: ExplainSettings, corpus: ArtifactRef) -> StageResult:
     """The head-statistics stage with the ``heads:`` settings (the PNG goes to its MLflow run)."""
     return run.stage(
@@ -207,8 +262,14 @@ def _summarise(
     per_method: dict[str, dict[str, Any]],
     stage_results: list[tuple[StageResult, bool]],
     verdicts: list[dict[str, Any]],
+    *,
+    inputs: ViewerInputs,
+    viewer: Path,
 ) -> dict[str, Any]:
-    """Write ``summary.md`` / ``summary.json``, the overlaid curve PNGs and a Prefect markdown artifact."""
+    """Write ``summary.md`` / ``summary.json``, the overlaid curve PNGs and a Prefect markdown artifact.
+
+    ``summary.json`` keeps the viewer's inputs (``viewer``) for ``xattr report explanations``.
+    """
     corpus = read_artifact(corpus_ref).to_pandas()
     out_dir = context.artifacts_root / context.run_id / "summary"
     top = {
@@ -226,6 +287,8 @@ def _summarise(
         top_words=top,
         stages=[(r.stage, r.seconds, c) for r, c in stage_results],
         verdicts=verdicts,
+        drivers=read_artifact(inputs.drivers).to_pandas() if inputs.drivers is not None else None,
+        viewer=viewer,
     )
     summary_path = out_dir / "summary.md"
     write_text_file(summary_path, markdown, name="summary/summary.md")
@@ -237,6 +300,7 @@ def _summarise(
         "metrics": {k: v["metrics"] for k, v in per_method.items()},
         "top_words": top,
         "verdicts": verdicts,
+        "viewer": {"path": str(viewer), "inputs": inputs.to_dict()},
         "stages": [
             {
                 "stage": r.stage,
@@ -252,6 +316,7 @@ def _summarise(
     publish_markdown(markdown, key="xattr-summary", description="xattr run summary")
     payload.update(
         summary_path=str(summary_path),
+        viewer=str(viewer),
         evaluation_table=str(table_path),
         figures={prefix: str(path) for prefix, path in figures.items()},
     )

@@ -330,9 +330,7 @@ def require_kind(kind: str, *, artifact: str) -> None:
         StorageError: Listing the valid kinds, if ``kind`` is not one.
     """
     if kind not in KINDS:
-        raise StorageError(
-            artifact, f"unknown artifact kind {kind!r}; valid kinds: {', '.join(KINDS)}"
-        )
+        raise StorageError(artifact, f"unknown artifact kind {kind!r}; valid kinds: {', '.join(KINDS)}")
 
 
 def _describe(field: pa.Field) -> str:
@@ -385,14 +383,10 @@ def conform_table(table: pa.Table, schema: pa.Schema, *, artifact: str) -> pa.Ta
             try:
                 column = column.cast(field.type)
             except pa.ArrowException as exc:
-                problems.append(
-                    f"column {field.name!r}: cannot cast {column.type} to {field.type} ({exc})"
-                )
+                problems.append(f"column {field.name!r}: cannot cast {column.type} to {field.type} ({exc})")
                 continue
         if not field.nullable and column.null_count:
-            problems.append(
-                f"column {field.name!r}: {column.null_count} null value(s) in a non-nullable column"
-            )
+            problems.append(f"column {field.name!r}: {column.null_count} null value(s) in a non-nullable column")
         columns.append(column)
     if problems:
         raise StorageError(artifact, "; ".join(problems))
@@ -409,8 +403,7 @@ def _expected_schema(schema: pa.Schema, kind: str, artifact: str) -> pa.Schema:
     if not (pa.types.is_fixed_size_list(type_) and type_.value_type == pa.float32()):
         raise StorageError(
             artifact,
-            f"schema drift: column 'embedding': expected fixed_size_list<float32, dim>, "
-            f"found {type_}",
+            f"schema drift: column 'embedding': expected fixed_size_list<float32, dim>, found {type_}",
         )
     return embeddings_schema(type_.list_size)
 
@@ -437,8 +430,7 @@ def check_schema(schema: pa.Schema, kind: str, *, artifact: str) -> None:
     if stored_kind.decode(errors="replace") != kind:
         raise StorageError(
             artifact,
-            f"kind mismatch: file holds {stored_kind.decode(errors='replace')!r}, "
-            f"expected {kind!r}",
+            f"kind mismatch: file holds {stored_kind.decode(errors='replace')!r}, expected {kind!r}",
         )
     stored_version = metadata.get(VERSION_KEY)
     if stored_version is None:
@@ -465,13 +457,9 @@ def check_schema(schema: pa.Schema, kind: str, *, artifact: str) -> None:
         index = schema.get_field_index(field.name)
         if index >= 0 and not schema.field(index).equals(field):
             problems.append(
-                f"column {field.name!r}: expected {_describe(field)}, "
-                f"found {_describe(schema.field(index))}"
+                f"column {field.name!r}: expected {_describe(field)}, found {_describe(schema.field(index))}"
             )
     if not problems and schema.names != expected.names:
-        problems.append(
-            f"columns out of order: expected {_columns(expected.names)}, "
-            f"found {_columns(schema.names)}"
-        )
+        problems.append(f"columns out of order: expected {_columns(expected.names)}, found {_columns(schema.names)}")
     if problems:
         raise StorageError(artifact, "schema drift: " + "; ".join(problems))

@@ -93,8 +93,11 @@ def explain_markdown(
     top_words: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
     stages: Sequence[tuple[str, float, bool]],
     verdicts: Sequence[Mapping[str, Any]] = (),
+    drivers: pd.DataFrame | None = None,
+    viewer: object | None = None,
+    top_drivers: int = 5,
 ) -> str:
-    """``summary.md`` of an explain run: faithfulness per method, top words, stage timings.
+    """``summary.md`` of an explain run: faithfulness per method, drivers per class, top words, stage timings.
 
     Args:
         run_id: The run's id.
@@ -109,6 +112,10 @@ def explain_markdown(
         stages: ``(stage, seconds, cached)`` in run order.
         verdicts: ``method_verdicts`` rows (:func:`verdicts_vs_reference`): each method's primary
             row fills its "vs random" cell, the reference's cell says "baseline".
+        drivers: The ``class_drivers`` table (:mod:`xattr.reporting.class_drivers`): its first
+            ``top_drivers`` per class are listed.
+        viewer: The explanation viewer's path, linked under the title.
+        top_drivers: Drivers listed per class.
 
     Returns:
         The markdown, ending with a newline.
@@ -122,6 +129,7 @@ def explain_markdown(
         "",
         f"Model: `{model}`; corpus: `{corpus}` ({texts} texts).",
         "",
+        *([f"Explanation viewer: [{viewer}](file://{viewer})", ""] if viewer else []),
         f"## Faithfulness (replacement: `{replacement}`; CIs: bootstrap over texts; texts: {max_texts or 'all'})",
         "",
         "| method | AOPC [95% CI] | AOPC sufficiency [95% CI] | log-odds [95% CI] | vs random | attribute s |",
@@ -141,6 +149,23 @@ def explain_markdown(
             word = "better" if row["better_than_reference"] else f"**not better than {row['reference']}**"
             verdict = f"{word} ({labels[row['metric']]} {row['difference']:+.3f}, p={row['p_value']:.3g})"
         lines.append(f"| {key} | {' | '.join(cells)} | {verdict} | {method.attribute_seconds:.1f} |")
+    if drivers is not None and len(drivers):
+        method = str(drivers["method"].iloc[0]) if "method" in drivers.columns else ""
+        lines += [
+            "",
+            f"## Drivers per predicted class ({method}; mean signed attribution, masked effect [95% CI])",
+            "",
+            "| class | texts | top drivers |",
+            "|---|---|---|",
+        ]
+        for name, rows in drivers.sort_values(["class_id", "rank"]).groupby("class", sort=False):
+            cells = []
+            for _, r in rows.head(top_drivers).iterrows():
+                effect = ""
+                if pd.notna(r["mean_effect"]):
+                    effect = f"; {r['mean_effect']:+.3f} [{r['effect_ci_low']:+.3f}, {r['effect_ci_high']:+.3f}]"
+                cells.append(f"{r['driver']} ({r['mean_attribution']:.3f}{effect})")
+            lines.append(f"| {name} | {int(rows['class_texts'].iloc[0])} | {', '.join(cells)} |")
     for key, entry in top_words.items():
         lines += [
             "",

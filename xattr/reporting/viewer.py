@@ -44,6 +44,7 @@ __all__ = [
     "agreement_matrix",
     "render_explanations",
     "sample_documents",
+    "viewer_predictions",
     "write_explanations",
 ]
 
@@ -92,6 +93,24 @@ PAGE_BOUND_NOTE = (
     "characters, one row per method; a highlighted word costs about 50 bytes per method, so 200 documents of "
     "1,000 characters with 4 methods take about 5 MB, whatever the corpus size"
 )
+
+
+#: The ``predictions`` artifact's column names -> the viewer's (the Python API's).
+_ARTIFACT_COLUMNS = {"predicted_probability": "probability", "predicted_value": "prediction", "gold_value": "gold"}
+
+
+def viewer_predictions(predictions: pd.DataFrame) -> pd.DataFrame:
+    """The viewer's predictions table from the ``predictions`` artifact's rows or the Python API's.
+
+    The artifact names the predicted class' probability ``predicted_probability`` and a regressor's
+    values ``predicted_value``/``gold_value``; the API (and the viewer) ``probability``,
+    ``prediction`` and ``gold``. Either shape comes back in the viewer's; other columns are kept.
+    """
+    renames = {a: b for a, b in _ARTIFACT_COLUMNS.items() if a in predictions.columns and b not in predictions.columns}
+    frame = predictions.rename(columns=renames)
+    if "predicted_label" in frame.columns and frame["predicted_label"].isna().all():
+        frame = frame.drop(columns=[c for c in ("predicted_label", "probability", "gold_label") if c in frame])
+    return frame
 
 
 def _is_classifier(predictions: pd.DataFrame) -> bool:
@@ -399,6 +418,7 @@ def render_explanations(
     settings: ViewerSettings | None = None,
     notes: Sequence[str] = (),
     target_names: Mapping[int, str] | None = None,
+    documents: Sequence[str] | None = None,
 ) -> str:
     """The viewer page as one HTML string.
 
@@ -409,7 +429,8 @@ def render_explanations(
             are ignored). Methods are rows in the order they first appear.
         predictions: One row per document: ``doc_id`` and, for classifiers, ``predicted_label``
             (name), ``probability`` (of the predicted class) and optionally ``gold_label``; for
-            regressors ``prediction`` and optionally ``gold``.
+            regressors ``prediction`` and optionally ``gold`` (or the ``predictions`` artifact's
+            rows: :func:`viewer_predictions`).
         signed: Per method in ``words``, whether its scores are signed
             (:func:`xattr.methods.method_signed`).
         evaluation: ``evaluation`` artifact rows of every method (``method, doc_id, metric,
@@ -420,13 +441,15 @@ def render_explanations(
         settings: Sample size, cut and seed (:class:`ViewerSettings`).
         notes: Lines shown under the header (e.g. "the model has no id2label: classes are ids").
         target_names: Names of explained outputs, shown when a document has several targets.
+        documents: List exactly these documents, in this order (default: :func:`sample_documents`).
 
     Returns:
         The page.
 
     Raises:
         ValueError: A method in ``words`` without an entry in ``signed``, words of documents not
-            in the corpus, or predictions missing for a corpus document (each named).
+            in the corpus, predictions missing for a corpus document, or a requested document not
+            in the corpus (each named).
     """
     settings = settings or ViewerSettings()
     methods = list(dict.fromkeys(words["method"]))
@@ -438,6 +461,11 @@ def render_explanations(
     stray = sorted(set(words["doc_id"].astype(str)) - known)
     if stray:
         raise ValueError(f"viewer: word scores of document {stray[0]!r}, which is not in the corpus")
+    if documents is not None:
+        absent = [d for d in documents if str(d) not in known]
+        if absent:
+            raise ValueError(f"viewer: document {absent[0]!r} is not in the corpus ({len(doc_ids)} documents)")
+    predictions = viewer_predictions(predictions)
     predictions = predictions.assign(doc_id=predictions["doc_id"].astype(str)).drop_duplicates("doc_id")
     predicted_ids = set(predictions["doc_id"])
     missing = [d for d in doc_ids if d not in predicted_ids]
@@ -446,7 +474,7 @@ def render_explanations(
     predictions = predictions.set_index("doc_id").loc[doc_ids].reset_index()
     predictions["_wrong"] = _misclassified(predictions).to_numpy()
     predictions["_low"] = _low_confidence(predictions, settings.low_confidence_quantile).to_numpy()
-    shown = sample_documents(predictions, settings)
+    shown = [str(d) for d in documents] if documents is not None else sample_documents(predictions, settings)
     classifier = _is_classifier(predictions)
 
     faithfulness = faithfulness_table(evaluation) if evaluation is not None and len(evaluation) else pd.DataFrame()

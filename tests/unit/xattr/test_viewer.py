@@ -12,7 +12,13 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from xattr.reporting.viewer import ViewerSettings, agreement_matrix, render_explanations, sample_documents
+from xattr.reporting.viewer import (
+    ViewerSettings,
+    agreement_matrix,
+    render_explanations,
+    sample_documents,
+    viewer_predictions,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 WORDS = "stocks rose as oil fell while the team won its match and rain hit the capital".split()
@@ -179,3 +185,28 @@ def test_regressor_rows_show_predicted_and_true_values() -> None:
     chosen = sample_documents(predictions, settings)
     corpus_quintile = pd.qcut(predictions["prediction"], 5, labels=False).set_axis(predictions["doc_id"])
     assert len(chosen) == 50 and (corpus_quintile.loc[chosen].value_counts() == 10).all()  # 10 per corpus quintile
+
+
+def test_the_predictions_artifact_renders_as_the_api_table_does() -> None:
+    corpus, words, predictions = _tables(30)
+    signed = {"ig": True, "simple_grad": False}
+    artifact = predictions.rename(columns={"probability": "predicted_probability"}).assign(
+        logits=[[0.0, 1.0]] * 30, predicted_value=None, gold_value=None
+    )
+    assert render_explanations(corpus, words, artifact, signed) == render_explanations(
+        corpus, words, predictions, signed
+    )
+    values = pd.DataFrame({"doc_id": corpus["doc_id"], "prediction": np.arange(30.0), "gold": 2.0})
+    regressor = values.rename(columns={"prediction": "predicted_value", "gold": "gold_value"}).assign(
+        predicted_label=None, predicted_probability=None, gold_label=None
+    )
+    assert render_explanations(corpus, words, regressor, signed) == render_explanations(corpus, words, values, signed)
+    assert list(viewer_predictions(regressor).columns[:3]) == ["doc_id", "prediction", "gold"]
+
+
+def test_documents_lists_exactly_those_and_names_an_unknown_one() -> None:
+    corpus, words, predictions = _tables(30)
+    page = render_explanations(corpus, words, predictions, {"ig": True, "simple_grad": False}, documents=["doc-7"])
+    assert page.count("<div class='doc'") == 1 and "<span class='id'>doc-7</span>" in page
+    with pytest.raises(ValueError, match=r"^viewer: document 'doc-99' is not in the corpus \(30 documents\)$"):
+        render_explanations(corpus, words, predictions, {"ig": True, "simple_grad": False}, documents=["doc-99"])
