@@ -391,11 +391,12 @@ def report_explanations(
     method: Annotated[list[str] | None, typer.Option(help="show only this method's rows (repeatable)")] = None,
     doc: Annotated[list[str] | None, typer.Option(help="list only this document id (repeatable)")] = None,
     output: Annotated[
-        Path | None, typer.Option(help="the HTML file; default <run dir>/viewer/explanations.html")
+        Path | None, typer.Option(help="the new HTML file; default <run dir>/viewer/explanations-<UTC time>.html")
     ] = None,
     max_documents: Annotated[int, typer.Option(min=1, help="documents listed at most (a seeded sample)")] = 200,
 ) -> None:
     """Re-render a run's explanation viewer from its artifacts (no model needed)."""
+    from storage.errors import StorageError
     from storage.text_files import write_text_file
     from tasks.explanations import ViewerInputs, explanations_page
     from xattr.reporting.viewer import ViewerSettings
@@ -407,17 +408,23 @@ def report_explanations(
     except (OSError, ValueError, KeyError, TypeError) as error:
         console.print(
             f"[red]error:[/] {str(run_dir)!r} is not an explain run directory: cannot read the viewer inputs of "
-            f"{str(summary_file)!r} ({type(error).__name__}: {error})"
+            f"{str(summary_file)!r} ({type(error).__name__}: {error})",
+            soft_wrap=True,
         )
         raise typer.Exit(1) from None
     settings = ViewerSettings(max_documents=max_documents, title=f"xattr explanations: {run_dir.name}")
     try:
         page = explanations_page(inputs, settings, methods=method, documents=doc)
     except (ValueError, OSError) as error:
-        console.print(f"[red]error:[/] {run_dir}: {error}")
+        console.print(f"[red]error:[/] {run_dir}: {error}", soft_wrap=True)
         raise typer.Exit(1) from None
-    target = output or run_dir / "viewer" / "explanations.html"
-    write_text_file(target, page, name=str(target))
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = output or run_dir / "viewer" / f"explanations-{stamp}.html"
+    try:
+        write_text_file(target, page, name=str(target))  # the run's own viewer stays as it was written
+    except StorageError as error:
+        console.print(f"[red]error:[/] {error}", soft_wrap=True)
+        raise typer.Exit(1) from None
     console.print(f"[bold]Viewer:[/] {target}")
 
 

@@ -208,12 +208,15 @@ def _check_viewer_and_drivers(summary: dict, client: MlflowClient, model_dir: Pa
     result = CliRunner().invoke(cli.app, ["report", "explanations", str(run_dir), "--output", str(out)])
     assert result.exit_code == 0, result.output
     assert out.read_text().count("<div class='doc'") == page.count("<div class='doc'") == 16
+    again = CliRunner().invoke(cli.app, ["report", "explanations", str(run_dir), "--output", str(out)])
+    assert again.exit_code == 1 and "already exists" in again.output  # never overwritten
+    one_doc = run_dir.parent / "one.html"
     one = CliRunner().invoke(
         cli.app,
-        ["report", "explanations", str(run_dir), "--method", "grad_input", "--doc", "doc-3", "--output", str(out)],
+        ["report", "explanations", str(run_dir), "--method", "grad_input", "--doc", "doc-3", "--output", str(one_doc)],
     )
     assert one.exit_code == 0, one.output
-    narrow = out.read_text()
+    narrow = one_doc.read_text()
     assert (
         narrow.count("<div class='doc'") == 1 and "doc-3" in narrow and "<div class='mname'>simple_grad" not in narrow
     )
@@ -223,7 +226,7 @@ def _check_viewer_and_drivers(summary: dict, client: MlflowClient, model_dir: Pa
         "no method": ([str(run_dir), "--method", "lafa"], "method 'lafa' was not computed in this run; computed: "),
     }
     for case, (args, message) in bad.items():
-        failed = CliRunner().invoke(cli.app, ["report", "explanations", *args], terminal_width=400)
+        failed = CliRunner().invoke(cli.app, ["report", "explanations", *args])
         assert failed.exit_code == 1, case
         assert message in failed.output and len(failed.output.strip().splitlines()) == 1, (case, failed.output)
 
