@@ -10,7 +10,6 @@ table and the curve PNGs, and ONE child run per method holding its parameters an
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,10 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.benchmark_settings import BenchmarkSettings, load_benchmark_settings
+from flows.comparison import compare_with_random, log_method_runs, with_random_baseline, write_curve_figures
 from flows.runtime import FlowRun, attribute_and_evaluate, fine_tune, flow_run, publish_markdown
 from storage import ArtifactRef, read_artifact
-from storage.text_files import write_binary_file, write_text_file
+from storage.text_files import write_text_file
 from tasks import tracking
 from tasks.benchmark import neighbour_pool_stage, prepare_splits_stage, select_accurate_stage
 from tasks.build_index import build_index_stage
@@ -34,7 +34,6 @@ from xattr.methods import method_requirements
 from xattr.metrics.suite import applicable_metrics
 from xattr.models.loading import ModelSpec
 from xattr.neighbours.selection import NeighbourRequest
-from xattr.reporting.curves import plot_metric_curves
 from xattr.reporting.summary import MethodSummary, benchmark_markdown, merged_notes, metrics_table, paired_vs_reference
 
 
@@ -122,7 +121,8 @@ def _benchmark(settings: BenchmarkSettings, run: FlowRun) -> dict[str, Any]:
         )
         corpus = selected.refs["corpus"]
         notes += list(selected.notes)
-    methods = settings.attribution.methods
+    attribution = with_random_baseline(settings.attribution) if evaluation.random_baseline else settings.attribution
+    methods = attribution.methods
     needs = [method_requirements(m.name, m.params) for m in methods]
     neighbour_layers = [_neighbour_layer(n.neighbours) for n in needs if n.neighbours is not None]
     pool: tuple[ArtifactRef, Shard] | None = None
@@ -133,12 +133,28 @@ def _benchmark(settings: BenchmarkSettings, run: FlowRun) -> dict[str, Any]:
         notes += list(pooled.notes)
     searched = pool[0] if pool is not None else corpus
     indexes: dict[int, tuple[ArtifactRef, ArtifactRef]] = {}
-    for layer in dict.fromkeys(neighbour_layers):
+    predictions: ArtifactRef | None = None
+    pool_predictions: ArtifactRef | None = None
+    # The last layer's encode stage always runs: its predictions (one pass with the embeddings) are
+    # what the attribute and evaluate stages read instead of predicting the corpus again.
+    for layer in dict.fromkeys([-1, *neighbour_layers]):
         # The last layer's index sits with the other stages; another layer's under artifacts/layer-<n>/.
         where = context if layer == -1 else RunContext(context.artifacts_root / f"layer-{layer}", context.run_id)
-        embeddings = run.stage(
-            encode_corpus_stage, corpus=searched, model=model, layer=layer, batch_size=32, context=where
-        ).refs["embeddings"]
+        if layer == -1:
+            encoded = run.stage(
+                encode_corpus_stage, corpus=corpus, model=model, layer=layer, batch_size=32, context=where
+            )
+            predictions = encoded.refs["predictions"]
+            if layer not in neighbour_layers:
+                continue
+        if layer != -1 or pool is not None:  # neighbours are searched in the pool, encoded beside the corpus
+            if layer == -1:
+                where = RunContext(context.artifacts_root / "pool", context.run_id)
+            encoded = run.stage(
+                encode_corpus_stage, corpus=searched, model=model, layer=layer, batch_size=32, context=where
+            )
+            pool_predictions = pool_predictions or encoded.refs["predictions"]
+        embeddings = encoded.refs["embeddings"]
         index = run.stage(
             build_index_stage, embeddings=embeddings, index_type="flat_l2", neighbours=10, context=where
         ).refs["index"]
@@ -148,14 +164,15 @@ def _benchmark(settings: BenchmarkSettings, run: FlowRun) -> dict[str, Any]:
         notes.append(f"head masks mined on the train split ({head_masks[1]})")
     runs = attribute_and_evaluate(
         run,
-        settings.attribution,
+        attribution,
         corpus=corpus,
         model=model,
         seed=evaluation.seed,
         evaluation=evaluation.stage_arguments(families),
         index_for=lambda request: indexes[_neighbour_layer(request)],
         head_masks=head_masks[0] if head_masks is not None else None,
-        neighbour_pool=pool,
+        neighbour_pool=(*pool, pool_predictions) if pool is not None else None,
+        predictions=predictions,
     )
     per_method: dict[str, dict[str, Any]] = {}
     method_notes: list[tuple[str, tuple[str, ...]]] = []
@@ -176,10 +193,11 @@ def _benchmark(settings: BenchmarkSettings, run: FlowRun) -> dict[str, Any]:
         logger.info("%s: %s", method.key, {k: round(v, 4) for k, v in done.metrics.items() if "@" not in k})
     # A shared note the run already states (e.g. the MAPE text selection, which adds the pool size) is not repeated.
     notes += _merged_notes(method_notes, notes)
-    _paired_vs_random(per_method)
-    summary = _report(
-        settings, context, run.tracking_uri, run.parent_run_id, per_method, families, notes, model_path, train_info
-    )
+    tests, verdicts = compare_with_random(run, methods, runs)
+    for key, found in tests.items():
+        per_method[key]["metrics"].update(found)
+    _paired_vs_named(per_method)
+    summary = _report(settings, run, per_method, families, notes, model_path, train_info, verdicts)
     summary["head_statistics"] = head_masks[0].to_dict() if head_masks is not None else None
     summary["neighbour_precision"] = layer_metrics
     summary["eval_split"] = splits.refs["eval"].to_dict()
@@ -222,32 +240,31 @@ def _merged_notes(method_notes: list[tuple[str, tuple[str, ...]]], stated: list[
     return merged_notes(method_notes, stated)
 
 
-def _paired_vs_random(per_method: dict[str, dict[str, Any]]) -> None:
-    """Paired sign-flip tests on the same texts, per headline metric: each method against ``random``, and a
-    method with ``compare_to`` against that method too (``vs_<key>/...``)."""
-    evaluations = {key: read_artifact(info["evaluation"]).to_pandas() for key, info in per_method.items()}
-    metrics = {key: dict(info["metrics"]) for key, info in per_method.items()}
-    for key, found in paired_vs_reference(metrics, evaluations).items():
-        per_method[key]["metrics"].update(found)
-    for key, info in per_method.items():
-        reference = info["method"].compare_to
-        if reference is None:
-            continue
+def _paired_vs_named(per_method: dict[str, dict[str, Any]]) -> None:
+    """Paired sign-flip tests on the same texts of each method with ``compare_to`` against that method
+    (``vs_<key>/...``); the tests against ``random`` are the ``compare_methods`` stage's."""
+    wanted = {key: info["method"].compare_to for key, info in per_method.items() if info["method"].compare_to}
+    if not wanted:
+        return
+    keys = set(wanted) | set(wanted.values())
+    evaluations = {key: read_artifact(per_method[key]["evaluation"]).to_pandas() for key in keys}
+    metrics = {key: dict(per_method[key]["metrics"]) for key in keys}
+    for key, reference in wanted.items():
         pair = {k: metrics[k] for k in (key, reference)}
         per_method[key]["metrics"].update(paired_vs_reference(pair, evaluations, reference=reference).get(key, {}))
 
 
 def _report(
     settings: BenchmarkSettings,
-    context: RunContext,
-    uri: str,
-    parent: str,
+    run: FlowRun,
     per_method: dict[str, dict[str, Any]],
     families: tuple[str, ...],
     notes: list[str],
     model_path: str,
     train_info: dict[str, Any],
+    verdicts: list[dict[str, Any]],
 ) -> dict[str, Any]:
+    context, uri, parent = run.context, run.tracking_uri, run.parent_run_id
     methods = {
         key: MethodSummary(info["metrics"], info["attribute_seconds"], info["evaluate_seconds"])
         for key, info in per_method.items()
@@ -282,43 +299,25 @@ def _report(
     )
     csv_path = out_dir / "benchmark.csv"
     write_text_file(csv_path, table.to_csv(index=False), name="benchmark/benchmark.csv")
-    figures: dict[str, Path] = {}
-    with tempfile.TemporaryDirectory(prefix="xattr-benchmark-") as scratch:
-        # Drawn in a scratch directory, then written atomically beside the table (never half a PNG there).
-        for prefix, drawn in plot_metric_curves(
-            {k: i["metrics"] for k, i in per_method.items()}, Path(scratch)
-        ).items():
-            figures[prefix] = out_dir / "curves" / drawn.name
-            write_binary_file(figures[prefix], drawn.read_bytes(), name=f"benchmark/curves/{drawn.name}")
+    figures = write_curve_figures({k: i["metrics"] for k, i in per_method.items()}, out_dir, "benchmark")
     tracking.log_files(uri, parent, {"benchmark": table_path})
     for path in figures.values():
         tracking.log_files(uri, parent, {"curves": path})
-    for key, info in per_method.items():
-        method = info["method"]
-        metrics = dict(info["metrics"])
-        metrics.update(
-            attribute_seconds=info["attribute_seconds"],
-            evaluate_seconds=info["evaluate_seconds"],
-            method_seconds=info["attribute_seconds"] + info["evaluate_seconds"],
-        )
-        tracking.log_child_run(
-            uri,
-            parent,
-            key,
-            {
-                "method": method.name,
-                "params": method.params,
-                "dataset": settings.dataset.name,
-                "task": settings.dataset.task,
-                "model": model_path,
-                "replacement": settings.evaluation.replacement,
-                "max_texts": settings.evaluation.max_texts,
-                "target": settings.attribution.target,
-                "metrics": ",".join(families),
-            },
-            metrics,
-            tags={"xattr.method": key, "xattr.cache_hit": str(info["cached"]).lower()},
-        )
+    log_method_runs(
+        run,
+        [info["method"] for info in per_method.values()],
+        per_method,
+        {
+            "dataset": settings.dataset.name,
+            "task": settings.dataset.task,
+            "model": model_path,
+            "replacement": settings.evaluation.replacement,
+            "max_texts": settings.evaluation.max_texts,
+            "target": settings.attribution.target,
+            "metrics": ",".join(families),
+        },
+        verdicts,
+    )
     publish_markdown(markdown, key="xattr-benchmark", description="xattr benchmark table")
     return {
         "table": markdown,

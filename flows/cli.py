@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 # Before Prefect is imported: its temporary server otherwise sends analytics and logs a
@@ -197,6 +198,14 @@ def _where(summary: dict[str, Any]) -> None:
     console.print(f"[bold]MLflow:[/]    run {summary['mlflow_run_id']} in {uri}")
     console.print(f"           open the UI with: {ui_command(uri)}  (then http://127.0.0.1:5000)", soft_wrap=True)
     console.print(f"[bold]Stages served from cache:[/] {summary['cache_hits']} of {len(summary['stages'])}")
+    _viewer_lines(summary)
+
+
+def _viewer_lines(summary: dict[str, Any]) -> None:
+    """The run's explanation viewer and how to open MLflow on its workdir (the last lines of run and demo)."""
+    workdir = Path(summary["artifacts_dir"]).parent.parent
+    console.print(f"[bold]Viewer:[/]    {summary['viewer']}")
+    console.print(f"[bold]MLflow UI:[/] xattr ui --workdir {workdir}")
 
 
 @app.command()
@@ -225,7 +234,7 @@ def _method_facts(cls: Any) -> dict[str, str]:
         params = cls.Params()
         signed, cost, needs = cls.scores_signed(params), cls.cost_for(params), cls.requirements(params)
     except (ValidationError, ValueError):  # a parameter without a default: show the templates
-        signed, cost, needs = cls.signed, cls.cost, None
+        signed, cost, needs = cls.signed is True, cls.cost, None
     wanted = [
         label
         for label, on in (
@@ -350,6 +359,7 @@ def demo(
     )
     _where(summary)
     console.print(f"[bold]Demo wall time:[/] {time.perf_counter() - started:.0f} s")
+    _viewer_lines(summary)
 
 
 @app.command()
@@ -522,7 +532,7 @@ def ui(
 
     Example: xattr ui --workdir xattr-demo   (then open http://127.0.0.1:5000)
     """
-    from flows.tracking_ui import UIError, start_mlflow_server, stop_server
+    from flows.tracking_ui import UIError, runs_table_urls, start_mlflow_server, stop_server
 
     if tracking_uri:
         uri = tracking_uri
@@ -554,7 +564,10 @@ def ui(
         console.print(f"[red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1) from exc
     try:
+        links = runs_table_urls(uri, f"http://127.0.0.1:{port}")
         console.print(f"[bold]MLflow UI:[/] http://127.0.0.1:{port}  (store {uri}; server pid {server.pid})")
+        for name, link in links.items():
+            console.print(f"  experiment {name}: {link}")
         console.print(
             "[bold]Prefect UI:[/] `prefect server start --host 127.0.0.1`, then open http://127.0.0.1:4200"
             " (runs appear there when PREFECT_API_URL=http://127.0.0.1:4200/api is set)"
@@ -640,6 +653,49 @@ def report_price_drivers(
     console.print(f"[bold]Drivers:[/] {summary['drivers']}", soft_wrap=True)
     console.print(f"[bold]MLflow:[/]  run {summary['mlflow_run_id']} in {summary['tracking_uri']}", soft_wrap=True)
     console.print(f"         open the UI with: {ui_command(summary['tracking_uri'])}", soft_wrap=True)
+
+
+@report_app.command("explanations")
+def report_explanations(
+    run_dir: Annotated[Path, typer.Argument(help="an explain run's directory: <workdir>/artifacts/<run id>")],
+    method: Annotated[list[str] | None, typer.Option(help="show only this method's rows (repeatable)")] = None,
+    doc: Annotated[list[str] | None, typer.Option(help="list only this document id (repeatable)")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="the new HTML file; default <run dir>/viewer/explanations-<UTC time>.html")
+    ] = None,
+    max_documents: Annotated[int, typer.Option(min=1, help="documents listed at most (a seeded sample)")] = 200,
+) -> None:
+    """Re-render a run's explanation viewer from its artifacts (no model needed)."""
+    from storage.errors import StorageError
+    from storage.text_files import write_text_file
+    from tasks.explanations import ViewerInputs, explanations_page
+    from xattr.reporting.viewer import ViewerSettings
+
+    summary_file = run_dir / "summary" / "summary.json"
+    try:
+        viewer = json.loads(summary_file.read_text(encoding="utf-8"))["viewer"]
+        inputs = ViewerInputs.from_dict(viewer["inputs"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        console.print(
+            f"[red]error:[/] {str(run_dir)!r} is not an explain run directory: cannot read the viewer inputs of "
+            f"{str(summary_file)!r} ({type(error).__name__}: {error})",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
+    settings = ViewerSettings(max_documents=max_documents, title=f"xattr explanations: {run_dir.name}")
+    try:
+        page = explanations_page(inputs, settings, methods=method, documents=doc)
+    except (ValueError, OSError) as error:
+        console.print(f"[red]error:[/] {run_dir}: {error}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = output or run_dir / "viewer" / f"explanations-{stamp}.html"
+    try:
+        write_text_file(target, page, name=str(target))  # the run's own viewer stays as it was written
+    except StorageError as error:
+        console.print(f"[red]error:[/] {error}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    console.print(f"[bold]Viewer:[/] {target}")
 
 
 @app.command()

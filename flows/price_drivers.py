@@ -84,9 +84,9 @@ def price_drivers(settings: PriceDriverSettings) -> dict[str, Any]:
             )
             model_path = trained.params["model_path"]
         model = settings.model.spec(model_path)
-        embeddings = index = None
+        embeddings = index = predictions = None
         if method_requirements(method.name, method.params).neighbours is not None:
-            embeddings, index = neighbour_index(
+            embeddings, index, predictions = neighbour_index(
                 run, corpus, model, settings.encode.layer, settings.encode, settings.index, methods=[method]
             )
         attributed = run.stage(
@@ -101,6 +101,7 @@ def price_drivers(settings: PriceDriverSettings) -> dict[str, Any]:
             embeddings=embeddings,
             index=index,
             seed=settings.drivers.seed,
+            predictions=predictions,
         )
         d = settings.drivers
         result = run.stage(

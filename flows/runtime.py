@@ -89,12 +89,12 @@ class StageRunner:
         self._save(key, result)
         return self._record(result, cached=False)
 
-    def run_sharded(self, stage_task: Any, shards: Sequence[Shard] | None, ref_name: str, **kwargs: Any) -> StageResult:
+    def run_sharded(self, stage_task: Any, shards: Sequence[Shard] | None, **kwargs: Any) -> StageResult:
         """Run ``stage_task`` on the whole corpus, or once per shard (in parallel) and merge.
 
         Shards with a valid cache entry are not submitted. The merged result is named like the
-        whole stage and carries the merged artifact under ``ref_name``; its seconds are the
-        shards' summed compute time.
+        whole stage and carries each artifact the shards wrote, merged, under its short name; its
+        seconds are the shards' summed compute time.
         """
         if not shards:
             return self.run(stage_task, **kwargs)
@@ -117,8 +117,7 @@ class StageRunner:
         merged = self.run(
             merge_shards_stage,
             stage=parts[0].stage.rsplit("-shard-", 1)[0],
-            name=ref_name,
-            shards=[p.refs[ref_name] for p in parts],
+            shards=[p.refs for p in parts],
             context=kwargs["context"],
         )
         self.last_cached = all_cached and self.last_cached
@@ -299,7 +298,8 @@ def attribute_and_evaluate(
     index_for: IndexFor | None = None,
     head_masks: ArtifactRef | None = None,
     shards: Sequence[Shard] | None = None,
-    neighbour_pool: tuple[ArtifactRef, Shard] | None = None,
+    neighbour_pool: tuple[ArtifactRef, Shard, ArtifactRef | None] | None = None,
+    predictions: ArtifactRef | None = None,
 ) -> dict[str, MethodRun]:
     """For each configured method: its attribute stage (sharded when ``shards``), then its evaluate stage.
 
@@ -315,9 +315,12 @@ def attribute_and_evaluate(
             needs one: ``xattr.methods.method_requirements``).
         head_masks: The head-statistics artifact, given to the methods that need head masks.
         shards: Run attribute stages per shard and merge.
-        neighbour_pool: ``(pool, shard)``: methods that need neighbours run on the ``pool`` corpus
-            (``index_for`` must serve indexes built on it), explaining only the ``shard`` of its
-            positions that holds ``corpus``'s texts in order; they are evaluated on ``corpus``.
+        neighbour_pool: ``(pool, shard, pool predictions)``: methods that need neighbours run on
+            the ``pool`` corpus (``index_for`` must serve indexes built on it), explaining only the
+            ``shard`` of its positions that holds ``corpus``'s texts in order, reading the pool's
+            predictions; they are evaluated on ``corpus``.
+        predictions: The encode stage's ``predictions`` artifact: the outputs the attribute
+            stages explain and the evaluate stages start from (the corpus is predicted once).
 
     Raises:
         ValueError: A method needs neighbours or head masks and none were given.
@@ -337,7 +340,6 @@ def attribute_and_evaluate(
         attributed = run.stages.run_sharded(
             attribute_stage,
             [neighbour_pool[1]] if pooled else shards,  # type: ignore[index]
-            "attributions",
             corpus=neighbour_pool[0] if pooled else corpus,  # type: ignore[index]
             model=model,
             method=method.name,
@@ -350,6 +352,7 @@ def attribute_and_evaluate(
             index=index,
             seed=seed,
             head_masks=head_masks if needs.head_masks else None,
+            predictions=neighbour_pool[2] if pooled else predictions,  # type: ignore[index]
         )
         attribute_cached = run.stages.last_cached
         evaluated = run.stage(
@@ -358,6 +361,7 @@ def attribute_and_evaluate(
             attributions=attributed.refs["attributions"],
             model=model,
             label=method.key,
+            predictions=predictions,
             **({"seed": seed} | dict(evaluation)),
         )
         out[method.key] = MethodRun(attributed, evaluated, attribute_cached and run.stages.last_cached)

@@ -22,6 +22,8 @@ from xattr.methods import get_method
 from xattr.models.loading import ModelSpec
 from xattr.models.targets import TargetPolicy
 from xattr.neighbours.index import IndexParams, IndexType
+from xattr.reporting.class_drivers import ClassDriverSettings
+from xattr.reporting.viewer import ViewerSettings
 from xattr.training.trainer import TrainConfig
 from xattr.types import ReplacementPolicy, TaskName
 
@@ -105,6 +107,9 @@ class FineTuneSettings(OptimiserSettings):
     log_target: bool = Field(False, description="regression: train on log(label) (prices)")
     validation_fraction: float | None = Field(0.1, ge=0.0, lt=1.0, description="share of the corpus held out")
     split_seed: int | None = Field(None, description="seed of the hold-out split (default: seed)")
+    train_path: Path | None = Field(
+        None, description="train on this file (the corpus' columns) instead of the explained corpus"
+    )
 
 
 class ModelSettings(StrictSettings):
@@ -251,6 +256,9 @@ class EvaluationSettings(StrictSettings):
     max_texts: int | None = Field(200, ge=1, description="texts evaluated (a seeded sample); empty for all")
     seed: int = 0
     batch_size: int = Field(64, ge=1)
+    random_baseline: bool = Field(
+        True, description="add the random method and flag each method not significantly better than it"
+    )
 
     @field_validator("fractions")
     @classmethod
@@ -283,6 +291,39 @@ class HeadsSettings(StrictSettings):
     def stage_arguments(self) -> dict[str, Any]:
         """Keyword arguments of ``tasks.head_statistics.head_statistics_stage`` for these settings."""
         return self.model_dump()
+
+
+class DriverSettings(StrictSettings):
+    """Per-class drivers (``xattr.reporting.class_drivers``; a regressor's texts are one group)."""
+
+    enabled: bool = Field(
+        True, description="compute the class_drivers artifact (needs one extra forward pass per text)"
+    )
+    method: str | None = Field(None, description="method label whose scores rank words; default: first signed method")
+    top_k: int = Field(10, ge=0, description="top candidates per class whose masked effect is measured")
+    min_count: int = Field(5, ge=1, description="candidates in fewer texts of a class are left out")
+    drop_stop_words: bool = Field(True, description="leave out English stop words (spaCy's list)")
+    drop_numbers: bool = Field(True, description="leave out numbers (2004, 3.5, 1st, 15%)")
+    min_chars: int = Field(2, ge=1, description="leave out shorter words (2: no one-character tokens)")
+    phrases: bool = Field(False, description="also rank noun-chunk phrases (spaCy)")
+    resamples: int = Field(1000, ge=10, description="bootstrap resamples per CI")
+
+    def library(self, seed: int, batch_size: int) -> ClassDriverSettings:
+        """The library's settings (the evaluation's seed and batch size; drivers are masked with ``[MASK]``)."""
+        values = self.model_dump(exclude={"enabled", "method"})
+        return ClassDriverSettings(**values, seed=seed, batch_size=batch_size)
+
+
+class ViewerOptions(StrictSettings):
+    """The explanation viewer (``explanations.html``, ``xattr.reporting.viewer``)."""
+
+    max_documents: int = Field(200, ge=1, description="documents listed at most (a seeded stratified sample)")
+    least_confident: int = Field(20, ge=0, description="least confident documents always listed")
+    max_chars: int = Field(1000, ge=1, description="characters of each text shown")
+    top_drivers: int = Field(10, ge=1, description="drivers listed per class")
+
+    def library(self, seed: int, title: str) -> ViewerSettings:
+        return ViewerSettings(**self.model_dump(), seed=seed, title=title)
 
 
 class ShardingSettings(StrictSettings):
@@ -331,6 +372,8 @@ class ExplainSettings(FlowSettingsBase):
     attribution: AttributionSettings = Field(default_factory=AttributionSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     heads: HeadsSettings = Field(default_factory=HeadsSettings)
+    drivers: DriverSettings = Field(default_factory=DriverSettings)
+    viewer: ViewerOptions = Field(default_factory=ViewerOptions)
     sharding: ShardingSettings = Field(default_factory=ShardingSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
 
@@ -361,6 +404,6 @@ def load_settings(path: Path | str, overrides: dict[str, Any] | None = None) -> 
         ExplainSettings,
         path,
         overrides,
-        files=("corpus.path",),
+        files=("corpus.path", "model.fine_tune.train_path"),
         models=("model.path", "model.fine_tune.base_model"),
     )

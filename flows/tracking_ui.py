@@ -104,6 +104,24 @@ def start_mlflow_server(
     raise UIError(f"mlflow server did not answer at {url} within {timeout:.0f} s (log: {log})")
 
 
+#: MLflow 3.17's UI picks the experiment page by a "workflow type" kept in the browser (default GenAI,
+#: which opens a traces overview) and ignores the experiment's ``mlflow.experimentKind`` tag; a link
+#: carrying ``workflowType=machine_learning`` opens the runs table.
+RUNS_TABLE_QUERY = "workflowType=machine_learning"
+
+
+def runs_table_urls(tracking_uri: str, base_url: str) -> dict[str, str]:
+    """Per experiment of the store that has runs, the link that opens it on its runs table."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    return {
+        e.name: f"{base_url}/#/experiments/{e.experiment_id}?{RUNS_TABLE_QUERY}"
+        for e in client.search_experiments()
+        if client.search_runs([e.experiment_id], max_results=1)
+    }
+
+
 def stop_server(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
     """Stop the server's process group (SIGTERM, then SIGKILL after ``timeout`` seconds)."""
     if process.poll() is not None:

@@ -38,6 +38,9 @@ ArtifactKind = Literal[
     "token_attributions",
     "evaluation",
     "price_drivers",
+    "predictions",
+    "method_verdicts",
+    "class_drivers",
 ]
 #: Every tabular artifact kind, in the order of :data:`ArtifactKind`.
 KINDS: tuple[str, ...] = get_args(ArtifactKind)
@@ -89,6 +92,8 @@ def _corpus_fields() -> list[pa.Field]:
         _optional("gold_word_scores", _list_of(pa.float64())),
         # Gold items of the source that could not be located in the text (counted, not fatal).
         _optional("gold_unlocated", pa.int32()),
+        # The class name of ``label`` (classification): the model's, else the index.
+        _optional("label_name", pa.string()),
     ]
 
 
@@ -177,6 +182,79 @@ def _price_drivers_fields() -> list[pa.Field]:
     ]
 
 
+def _predictions_fields() -> list[pa.Field]:
+    return [
+        _required("doc_id", pa.string()),
+        # The model's outputs (logits, or the regression value), float64 in output order.
+        _required("logits", _list_of(pa.float64())),
+        # Softmax of the logits (classification), sigmoid per label (multi-label); null otherwise.
+        _optional("probabilities", _list_of(pa.float64())),
+        # Classification: the argmax class, its name and probability.
+        _optional("predicted_id", pa.int32()),
+        _optional("predicted_label", pa.string()),
+        _optional("predicted_probability", pa.float64()),
+        # Classification: the gold class and its name (null without a label column).
+        _optional("gold_id", pa.int32()),
+        _optional("gold_label", pa.string()),
+        # Multi-label: the labels with probability > 0.5 and the gold label set, with names.
+        _optional("predicted_ids", _list_of(pa.int32())),
+        _optional("predicted_labels", _list_of(pa.string())),
+        _optional("gold_ids", _list_of(pa.int32())),
+        _optional("gold_labels", _list_of(pa.string())),
+        # Regression: the prediction on the label's scale (exp of a log-output model) and the gold value.
+        _optional("predicted_value", pa.float64()),
+        _optional("gold_value", pa.float64()),
+    ]
+
+
+def _method_verdicts_fields() -> list[pa.Field]:
+    return [
+        _required("method", pa.string()),
+        # The baseline compared against (the ``random`` method's label).
+        _required("reference", pa.string()),
+        # A headline metric both report, e.g. "aopc"; "higher" or "lower" is better.
+        _required("metric", pa.string()),
+        _required("better", pa.string()),
+        # Mean over the shared texts of method minus reference, and the paired sign-flip p-value.
+        _required("difference", pa.float64()),
+        _required("p_value", pa.float64()),
+        # Whether the difference points the better way with p below ``alpha``.
+        _required("better_than_reference", pa.bool_()),
+        _required("alpha", pa.float64()),
+        # The metric the method's verdict is read from (one per method: aopc when tested).
+        _required("primary", pa.bool_()),
+    ]
+
+
+def _class_drivers_fields() -> list[pa.Field]:
+    # xattr.reporting.class_drivers.CLASS_DRIVER_COLUMNS documents each column.
+    return [
+        # The predicted class (one group "all texts", id 0, for a regressor).
+        _required("class_id", pa.int64()),
+        _required("class", pa.string()),
+        _required("driver", pa.string()),
+        # "word" or "phrase".
+        _required("kind", pa.string()),
+        # 1-based rank by mean_attribution within the class.
+        _required("rank", pa.int64()),
+        _required("texts", pa.int64()),
+        _required("class_texts", pa.int64()),
+        _optional("frequency", pa.float64()),
+        _optional("mean_attribution", pa.float64()),
+        _optional("attribution_ci_low", pa.float64()),
+        _optional("attribution_ci_high", pa.float64()),
+        # Whether the masked effect was measured (the class's top_k drivers).
+        _required("masked", pa.bool_()),
+        # Mean drop of the class probability (regressor: of the predicted value) when masked.
+        _optional("mean_effect", pa.float64()),
+        _optional("effect_ci_low", pa.float64()),
+        _optional("effect_ci_high", pa.float64()),
+        # Mean class probability (regressor: predicted value) of those texts before masking.
+        _optional("mean_probability", pa.float64()),
+        _required("method", pa.string()),
+    ]
+
+
 _PLAIN_FIELDS: dict[str, Callable[[], list[pa.Field]]] = {
     "corpus": _corpus_fields,
     "neighbours": _neighbours_fields,
@@ -184,6 +262,9 @@ _PLAIN_FIELDS: dict[str, Callable[[], list[pa.Field]]] = {
     "token_attributions": _token_attributions_fields,
     "evaluation": _evaluation_fields,
     "price_drivers": _price_drivers_fields,
+    "predictions": _predictions_fields,
+    "method_verdicts": _method_verdicts_fields,
+    "class_drivers": _class_drivers_fields,
 }
 
 

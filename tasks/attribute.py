@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -20,7 +19,7 @@ from tasks.progress import StageProgress
 from tasks.results import RunContext, Shard, StageResult, stage_suffix
 from xattr.ldav.vectors import ldav_vectors_for
 from xattr.methods import MethodContext, TokenAttribution, attribute_corpus, get_method
-from xattr.models.forward import predict_logits
+from xattr.methods.runner import attribution_table
 from xattr.models.loading import LoadedModel, ModelSpec
 from xattr.models.targets import TargetPolicy, resolve_targets
 from xattr.neighbours.selection import NeighbourRequest, NeighbourSelection, candidates_needed, select_neighbours
@@ -72,42 +71,26 @@ def neighbour_selection(
     )
 
 
-def attributions_table(view: CorpusView, loaded: LoadedModel, results: list[TokenAttribution], label: str) -> pa.Table:
-    """The ``token_attributions`` table of ``results``: one row per token of each explained (text, target).
+def stored_outputs(predictions: ArtifactRef, doc_ids: list[str]) -> np.ndarray:
+    """The ``(n, num_outputs)`` model outputs of the ``predictions`` artifact, checked against the corpus' documents.
 
-    Built column by column from NumPy buffers (no Python object per token): every per-token field
-    is one flat array over all results, token strings come from one vocabulary lookup of the
-    distinct ids, and the doc ids from one ``take`` of the corpus's id column.
+    Raises:
+        ValueError: The artifact's documents are not the corpus' documents in corpus order.
     """
-    encoded = [view.encoded[r.position] for r in results]
-    lengths = np.fromiter((len(e) for e in encoded), np.int64, len(encoded))
-    total = int(lengths.sum())
+    table = read_artifact(predictions)
+    stored = table.column("doc_id").to_pylist()
+    if stored != doc_ids:
+        raise ValueError(
+            f"the predictions artifact {predictions.path} holds {len(stored)} documents that are not the "
+            f"corpus' {len(doc_ids)} documents in order"
+        )
+    logits = table.column("logits").combine_chunks()
+    return np.asarray(logits.flatten(), dtype=np.float64).reshape(len(stored), -1)
 
-    def flat(field: str, dtype: type = np.int32) -> np.ndarray:
-        return np.fromiter(chain.from_iterable(getattr(e, field) for e in encoded), dtype, total)
 
-    ids = flat("input_ids", np.int64)
-    offsets = np.fromiter(chain.from_iterable(chain.from_iterable(e.offsets for e in encoded)), np.int32, 2 * total)
-    distinct, inverse = np.unique(ids, return_inverse=True)
-    vocabulary = pa.array(loaded.tokenizer.convert_ids_to_tokens(distinct.tolist()), pa.string())
-    positions = np.fromiter((r.position for r in results), np.int64, len(results))
-    row_of_token = np.repeat(np.arange(len(results)), lengths)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(results) else lengths
-    targets = np.fromiter((r.target for r in results), np.int32, len(results))
-    scores = [r.scores for r in results]
-    return pa.table(
-        {
-            "doc_id": pa.array(view.doc_ids, pa.string()).take(pa.array(positions[row_of_token])),
-            "method": pa.array([label], pa.string()).take(pa.array(np.zeros(total, np.int64))),
-            "target": pa.array(targets[row_of_token], pa.int32()),
-            "token_index": pa.array((np.arange(total) - starts[row_of_token]).astype(np.int32), pa.int32()),
-            "token": vocabulary.take(pa.array(inverse.reshape(-1))),
-            "word_index": pa.array(flat("word_index"), pa.int32()),
-            "char_start": pa.array(offsets[0::2], pa.int32()),
-            "char_end": pa.array(offsets[1::2], pa.int32()),
-            "score": pa.array(np.concatenate(scores).astype(np.float32) if scores else [], pa.float32()),
-        }
-    )
+def attributions_table(view: CorpusView, loaded: LoadedModel, results: list[TokenAttribution], label: str) -> pa.Table:
+    """The ``token_attributions`` table of ``results``: one row per token of each explained (text, target)."""
+    return attribution_table(view.doc_ids, view.encoded, loaded.tokenizer, results, label)
 
 
 def _run_name() -> str:
@@ -132,8 +115,14 @@ def attribute_stage(
     seed: int = 0,
     head_masks: ArtifactRef | None = None,
     shard: Shard | None = None,
+    predictions: ArtifactRef | None = None,
 ) -> StageResult:
     """Write the ``token_attributions`` artifact for method ``method`` under the name ``label``.
+
+    The explained outputs come from the ``predictions`` artifact of the encode stage (the corpus
+    is not predicted again); it is needed whenever targets or a neighbour filter depend on the
+    prediction (``target="predicted"`` on a classifier, multi-label or QA model, or
+    ``neighbour_filter: prediction``).
 
     The method's context holds what its requirements name: neighbours selected from the index, the
     masks of the ``head_masks`` artifact (from the head-statistics stage) after they are checked
@@ -150,20 +139,28 @@ def attribute_stage(
     view = read_corpus(corpus, loaded)
     suffix = stage_suffix(shard)
     inside = shard.positions if shard is not None else range(len(view.encoded))
-    by_prediction = requirements.neighbours is not None and requirements.neighbours.filter == "prediction"
-    # A neighbour filter by prediction groups the whole corpus; otherwise predict the explained texts only
-    # (a neighbour pool can be many times the texts explained).
-    scope = range(len(view.encoded)) if by_prediction else inside
-    logits = predict_logits(loaded, [view.encoded[i] for i in scope], batch_size=batch_size)
-    frame = view.frame.iloc[list(scope)]
+    filter_by_prediction = requirements.neighbours is not None and requirements.neighbours.filter == "prediction"
+    needs_predictions = (target == "predicted" and loaded.task != "regression") or filter_by_prediction
+    if needs_predictions and predictions is None:
+        raise ValueError(
+            f"attribute-{label}: the explained outputs depend on the model's predictions; "
+            "give the predictions artifact of the encode_corpus stage"
+        )
+    logits = stored_outputs(predictions, view.doc_ids) if predictions is not None else None
+    frame = view.frame.iloc[inside.start : inside.stop]
+    if logits is None:  # every target is known without a prediction: the regression output or the gold label
+        logits = np.zeros((len(view.encoded), loaded.num_outputs))
     label_sets = frame["label_set"].tolist() if target == "label" else None
     scoped_targets = resolve_targets(
-        loaded.task, logits, policy=target, labels=frame["label"].tolist(), label_sets=label_sets
+        loaded.task,
+        logits[inside.start : inside.stop],
+        policy=target,
+        labels=frame["label"].tolist(),
+        label_sets=label_sets,
     )
     targets: list[list[int]] = [[] for _ in view.encoded]
-    for position, row_targets in zip(scope, scoped_targets, strict=True):
-        if inside.start <= position < inside.stop:
-            targets[position] = list(row_targets)
+    for position, row_targets in zip(inside, scoped_targets, strict=True):
+        targets[position] = list(row_targets)
     notes: list[str] = []
     metrics: dict[str, float] = {}
     selection = None
@@ -171,7 +168,7 @@ def attribute_stage(
         if embeddings is None or index is None:
             raise ValueError(f"method {method!r} needs the neighbour index and embeddings")
         groups = {"label": view.frame["label"].tolist()}
-        if by_prediction:
+        if filter_by_prediction:
             groups["prediction"] = [int(np.argmax(row)) for row in logits]
         selection = neighbour_selection(
             requirements.neighbours, loaded, embeddings, index, groups, seed, doc_ids=view.doc_ids

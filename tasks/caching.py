@@ -110,14 +110,18 @@ def stage_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     A stage run on a shard (a ``shard`` parameter that is not ``None``) is keyed by the shard's
     content in place of the whole corpus: the corpus reference and the shard's number and
     positions are left out, so a shard whose texts did not change is reused even when other
-    shards changed (and a run killed mid-way resumes where it stopped). Everything else (model,
-    method settings, neighbour index and embeddings when given) counts as for the whole corpus.
+    shards changed (and a run killed mid-way resumes where it stopped). The whole corpus'
+    ``predictions`` are left out too: they are the model's outputs on the texts, so the model and
+    the shard's content key them (a method that filters neighbours by prediction also has the
+    whole corpus' embeddings and index in its key). Everything else (model, method settings,
+    neighbour index and embeddings when given) counts as for the whole corpus.
     """
     task_name = context.task.name
     params = dict(parameters)
     shard = params.get("shard")
     if isinstance(shard, Shard):
         params.pop("corpus", None)
+        params.pop("predictions", None)
         params["shard"] = shard.content_sha256
     payload = json.dumps(
         {"task": task_name, "code": code_version(), "parameters": canonical(params)}, sort_keys=True, default=str

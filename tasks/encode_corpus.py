@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 from prefect.logging import get_run_logger
 
@@ -13,8 +15,9 @@ from tasks.corpus_io import read_corpus
 from tasks.models import loaded_model
 from tasks.progress import StageProgress
 from tasks.results import RunContext, Shard, StageResult, stage_suffix
-from xattr.models.forward import mean_pooled_hidden_states
-from xattr.models.loading import ModelSpec
+from xattr.models.forward import pooled_states_and_outputs
+from xattr.models.loading import LoadedModel, ModelSpec
+from xattr.reporting.predictions import class_names, predictions_table
 
 
 def _run_name() -> str:
@@ -32,9 +35,12 @@ def encode_corpus_stage(
     context: RunContext,
     shard: Shard | None = None,
 ) -> StageResult:
-    """Write the ``embeddings`` artifact: one float32 vector per document of the corpus or of ``shard``.
+    """Write the ``embeddings`` and ``predictions`` artifacts of the corpus or of ``shard``, in one pass.
 
-    Run on a shard, the artifact is ``encode_corpus/embeddings-<shard>`` and the stage
+    ``embeddings``: one float32 vector per document. ``predictions``: the model's outputs,
+    probabilities and predicted and gold labels per document (:func:`predictions_frame`), read
+    by the attribute and evaluate stages instead of predicting again. Run on a shard, the
+    artifacts are ``encode_corpus/embeddings-<shard>`` and ``predictions-<shard>`` and the stage
     ``encode_corpus-<shard>``; ``merge_shards_stage`` joins the shards' artifacts.
     """
     started = time.perf_counter()
@@ -46,7 +52,7 @@ def encode_corpus_stage(
         get_run_logger().warning(
             "%d of %d texts exceed %d word pieces and were truncated", truncated, len(view.encoded), loaded.max_length
         )
-    vectors = mean_pooled_hidden_states(
+    vectors, outputs = pooled_states_and_outputs(
         loaded, view.encoded, layer=layer, batch_size=batch_size, progress=StageProgress(f"encode_corpus{suffix}")
     )
     dim = int(vectors.shape[1])
@@ -57,7 +63,15 @@ def encode_corpus_stage(
         }
     )
     layer_index = layer if layer >= 0 else loaded.num_layers + 1 + layer
-    ref = ArtifactStore(context.artifacts_root, context.run_id).write(
+    store = ArtifactStore(context.artifacts_root, context.run_id)
+    predicted = store.write(
+        "predictions",
+        "encode_corpus",
+        f"predictions{suffix}",
+        predictions_frame(loaded, view.frame, outputs),
+        metadata={"model": loaded.source, "task": loaded.task},
+    )
+    ref = store.write(
         "embeddings",
         "encode_corpus",
         f"embeddings{suffix}",
@@ -70,9 +84,31 @@ def encode_corpus_stage(
         params.update(start=str(shard.start), stop=str(shard.stop))
     return StageResult(
         f"encode_corpus{suffix}",
-        {"embeddings": ref},
+        {"embeddings": ref, "predictions": predicted},
         {"rows": float(ref.rows), "dim": float(dim), "truncated_texts": float(truncated)},
         params,
         time.perf_counter() - started,
         (f"{truncated} texts truncated to {loaded.max_length} word pieces",) if truncated else (),
+    )
+
+
+def predictions_frame(loaded: LoadedModel, frame: pd.DataFrame, outputs: np.ndarray) -> pa.Table:
+    """The ``predictions`` rows of corpus rows ``frame`` from the model's ``(rows, num_outputs)`` ``outputs``.
+
+    Class names: the model's ``id2label``, else the corpus' (``label_name``), else the index.
+    """
+    corpus_names: dict[int, str] = {}
+    if "label_name" in frame.columns:
+        named = frame[frame["label_name"].notna() & frame["label"].notna()]
+        corpus_names = {int(k): str(v) for k, v in zip(named["label"], named["label_name"], strict=True)}
+    classes = loaded.num_outputs if loaded.task != "question_answering" else 0
+    names, _ = class_names(loaded.id2label, classes, corpus_names)
+    return predictions_table(
+        frame["doc_id"].tolist(),
+        outputs,
+        task=loaded.task,
+        names=names,
+        labels=frame["label"].tolist(),
+        label_sets=frame["label_set"].tolist() if loaded.task == "multi_label" else None,
+        output_transform=loaded.output_transform,
     )

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage import ArtifactRef, ArtifactStore, read_artifact
+from tasks.attribute import stored_outputs
 from tasks.caching import stage_task
 from tasks.corpus_io import read_corpus
 from tasks.models import loaded_model
@@ -35,8 +36,12 @@ def evaluate_stage(
     metrics: tuple[str, ...] | None = ("aopc",),
     mape_fractions: tuple[float, ...] = DEFAULT_MASK_FRACTIONS,
     mape_threshold: float = 0.01,
+    predictions: ArtifactRef | None = None,
 ) -> StageResult:
     """Write the ``evaluation`` artifact: per-text values and aggregate rows (``doc_id`` null).
+
+    With ``predictions`` (the encode stage's artifact) the unperturbed texts are not predicted
+    again: their outputs come from it.
 
     ``metrics`` names the families to compute (``None``: every one that applies to the model's
     task); gold metrics are added whenever the corpus has gold columns
@@ -68,6 +73,7 @@ def evaluate_stage(
             mape_fractions=mape_fractions,
             mape_threshold=mape_threshold,
             progress=StageProgress(f"evaluate-{label}"),
+            outputs=stored_outputs(predictions, view.doc_ids) if predictions is not None else None,
         )
     except MetricNotApplicableError:
         raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 from prefect.logging import get_run_logger
 
@@ -14,6 +15,7 @@ from tasks.models import loaded_model
 from tasks.results import RunContext, StageResult
 from xattr.data.corpus import CLASS_TASKS, CorpusColumns, OnProblem, load_corpus
 from xattr.models.loading import ModelSpec
+from xattr.reporting.predictions import class_names
 
 
 @stage_task(name="load_corpus")
@@ -28,6 +30,8 @@ def load_corpus_stage(
     """Read ``path`` into canonical columns (class names mapped with the model's labels).
 
     Class labels must be the model's class names or indices below its number of classes.
+    A classifier's gold class also goes in by name (``label_name``: the model's ``id2label``
+    name, or the index when the model names none, which the log says once).
     """
     started = time.perf_counter()
     loaded = loaded_model(model)
@@ -42,7 +46,14 @@ def load_corpus_stage(
         classes=classes,
         has_tokens=lambda texts: [bool(ids) for ids in loaded.tokenizer(texts, add_special_tokens=False)["input_ids"]],
     )
-    table = pa.Table.from_pandas(corpus.frame, preserve_index=False)
+    frame = corpus.frame
+    if loaded.task == "classification" and frame["label"].notna().any():
+        names, source = class_names(loaded.id2label, loaded.num_outputs)
+        if source == "ids":
+            get_run_logger().info("the model names no classes (id2label): classes are shown by index")
+        named = [None if pd.isna(v) else names.get(int(v), str(int(v))) for v in frame["label"]]
+        frame = frame.assign(label_name=named)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
     ref = ArtifactStore(context.artifacts_root, context.run_id).write(
         "corpus", "load_corpus", "corpus", table, metadata={"source": str(path)}
     )

@@ -45,26 +45,31 @@ def plan_shards(corpus: ArtifactRef, shard_size: int) -> list[Shard]:
 
 
 @stage_task(name="merge_shards", task_run_name="merge-{stage}")
-def merge_shards_stage(stage: str, name: str, shards: list[ArtifactRef], context: RunContext) -> StageResult:
-    """Write the shards' rows, in shard order, as one new artifact ``<stage>/<name>``.
+def merge_shards_stage(stage: str, shards: list[dict[str, ArtifactRef]], context: RunContext) -> StageResult:
+    """Write each artifact the shards wrote (by short name), rows in shard order, as one artifact ``<stage>/<name>``.
 
-    The kind and user metadata are the first shard's; every shard must share the kind and schema.
+    The kind and user metadata of a merged artifact are the first shard's; every shard must
+    have written the same names, each of one kind and schema.
     """
     started = time.perf_counter()
     if not shards:
         raise ValueError(f"stage {stage!r} has no shards to merge")
-    kinds = {ref.kind for ref in shards}
-    if len(kinds) != 1:
-        raise ValueError(f"shards of stage {stage!r} mix artifact kinds: {', '.join(sorted(kinds))}")
-    tables = [read_artifact(ref) for ref in shards]
-    table = pa.concat_tables(tables)
-    kind = shards[0].kind
-    schema_params: dict[str, object] = {}
-    if kind == "embeddings":
-        schema_params["dim"] = table.schema.field("embedding").type.list_size
-    ref = ArtifactStore(context.artifacts_root, context.run_id).write(
-        kind, stage, name, table, metadata=artifact_metadata(shards[0]), **schema_params
-    )
-    return StageResult(
-        stage, {name: ref}, {"shards": float(len(shards)), "rows": float(ref.rows)}, {}, time.perf_counter() - started
-    )
+    names = list(shards[0])
+    if any(list(part) != names for part in shards):
+        written = sorted({n for part in shards for n in part})
+        raise ValueError(f"shards of stage {stage!r} wrote different artifacts: {', '.join(written)}")
+    store = ArtifactStore(context.artifacts_root, context.run_id)
+    refs: dict[str, ArtifactRef] = {}
+    for name in names:
+        parts = [part[name] for part in shards]
+        kinds = {ref.kind for ref in parts}
+        if len(kinds) != 1:
+            raise ValueError(f"shards of stage {stage!r} mix artifact kinds: {', '.join(sorted(kinds))}")
+        table = pa.concat_tables([read_artifact(ref) for ref in parts])
+        kind = parts[0].kind
+        schema_params: dict[str, object] = {}
+        if kind == "embeddings":
+            schema_params["dim"] = table.schema.field("embedding").type.list_size
+        refs[name] = store.write(kind, stage, name, table, metadata=artifact_metadata(parts[0]), **schema_params)
+    metrics = {"shards": float(len(shards)), "rows": float(refs[names[0]].rows)}
+    return StageResult(stage, refs, metrics, {}, time.perf_counter() - started)

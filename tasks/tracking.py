@@ -177,12 +177,23 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+#: Experiment tag telling MLflow 3's UI that runs are model runs (runs table), not a GenAI app (traces overview).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def experiment_id(client: MlflowClient, name: str, artifact_location: Path) -> str:
-    """The experiment's id, creating it with artifacts under ``artifact_location`` if needed."""
+    """The experiment's id, creating it with artifacts under ``artifact_location`` if needed.
+
+    The experiment is tagged :data:`EXPERIMENT_KIND` (also when it exists without the tag).
+    """
     found = client.get_experiment_by_name(name)
     if found is not None:
+        if any(found.tags.get(key) != value for key, value in EXPERIMENT_KIND.items()):
+            for key, value in EXPERIMENT_KIND.items():
+                client.set_experiment_tag(found.experiment_id, key, value)
         return str(found.experiment_id)
-    return str(client.create_experiment(name, artifact_location=artifact_location.resolve().as_uri()))
+    location = artifact_location.resolve().as_uri()
+    return str(client.create_experiment(name, artifact_location=location, tags=dict(EXPERIMENT_KIND)))
 
 
 def _log(

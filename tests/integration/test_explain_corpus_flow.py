@@ -9,18 +9,22 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
+from typer.testing import CliRunner
 
+from flows import cli
 from flows.explain_corpus import explain_corpus
 from flows.settings import ExplainSettings
 from storage import ArtifactRef, read_artifact, read_index
 from xattr.data.corpus import CorpusError
+from xattr.models import encode_texts, load_model, predict_logits
+from xattr.reporting.class_drivers import ClassDriverSettings, class_drivers
 
 pytestmark = pytest.mark.integration
 
 TEXTS = [
     "the movie was great",
     "bad acting and a boring plot",
-    "not fun",
+    "not fun <script>alert('x')</script>",
     "very good film",
     "awful plot",
     "love this movie",
@@ -43,6 +47,11 @@ STAGES = {
     "evaluate-simple_grad",
     "attribute-grad_input",
     "evaluate-grad_input",
+    "attribute-random",
+    "evaluate-random",
+    "compare_methods",
+    "class_drivers",
+    "viewer",
 }
 
 
@@ -68,15 +77,17 @@ def _settings(workdir: Path, corpus: Path, model: Path, **extra: object) -> Expl
             "corpus": {"path": str(corpus), "id_column": "id", "label_column": "label"},
             "model": {"path": str(model)},
             "evaluation": {"max_texts": 8},
+            "drivers": {"min_count": 2, "resamples": 100},
             **extra,
         }
     )
 
 
-def _children(client: MlflowClient, parent: str) -> dict[str, object]:
+def _children(client: MlflowClient, parent: str, tag: str = "xattr.stage") -> dict[str, object]:
+    """The parent's child runs carrying ``tag``: the stage runs, or (``xattr.method``) the per-method runs."""
     run = client.get_run(parent)
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
-    return {c.info.run_name: c for c in children}
+    return {c.info.run_name: c for c in children if tag in c.data.tags}
 
 
 def test_flow_writes_valid_artifacts_tracks_stages_and_reuses_cache(
@@ -117,9 +128,32 @@ def test_flow_writes_valid_artifacts_tracks_stages_and_reuses_cache(
         assert sorted(m.step for m in history) == [10, 20, 30, 40, 50, 60, 70, 80, 90]
     parent = client.get_run(first["mlflow_run_id"])
     assert parent.info.status == "FINISHED"
-    assert {"simple_grad/aopc", "simple_grad/log_odds", "grad_input/aopc"} <= set(parent.data.metrics)
+    # One child run per method (random added as the baseline), the same plain metric names on each.
+    methods = _children(client, first["mlflow_run_id"], "xattr.method")
+    assert set(methods) == {"simple_grad", "grad_input", "random"}
+    for label, method_run in methods.items():
+        data = method_run.data
+        assert data.params["method"] == label and data.params["label"] == label
+        assert data.params["replacement"] == "mask" and data.params["max_texts"] == "8"
+        for metric in ("aopc", "log_odds", "aopc_sufficiency"):
+            assert data.metrics[metric] == first["metrics"][label][metric]
+    assert methods["random"].data.tags["xattr.verdict"] == "baseline"
+    assert methods["simple_grad"].data.params["params.reduction"] == "sum_of_squares"  # resolved defaults too
+    verdicts = {(r["method"], r["metric"]): r for r in first["verdicts"]}
+    for label in ("simple_grad", "grad_input"):
+        row = verdicts[(label, "aopc")]
+        assert row["difference"] == pytest.approx(first["metrics"][label]["aopc"] - first["metrics"]["random"]["aopc"])
+        expected = "better than random" if row["better_than_reference"] else "not better than random"
+        assert methods[label].data.tags["xattr.verdict"] == expected
+        assert methods[label].data.metrics["vs_random/aopc_p"] == row["p_value"]
+    assert "vs random" in Path(first["summary_path"]).read_text()
+    curves = {a.path for a in client.list_artifacts(first["mlflow_run_id"], "curves")}
+    assert "curves/comprehensiveness_curve.png" in curves
+    assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     assert parent.data.params["corpus.id_column"] == "id"
     assert all(c.data.tags["xattr.cache_hit"] == "false" for c in children.values())
+
+    _check_viewer_and_drivers(first, client, tiny_classifier_dir)
 
     second = explain_corpus(settings)
     assert second["cache_hits"] == len(STAGES)
@@ -136,7 +170,65 @@ def test_flow_writes_valid_artifacts_tracks_stages_and_reuses_cache(
     )
     third = explain_corpus(changed)
     recomputed = {s["stage"] for s in third["stages"] if not s["cached"]}
-    assert recomputed == {"evaluate-simple_grad", "evaluate-grad_input"}
+    assert recomputed == {"evaluate-simple_grad", "evaluate-grad_input", "evaluate-random", "compare_methods", "viewer"}
+
+
+def _check_viewer_and_drivers(summary: dict, client: MlflowClient, model_dir: Path) -> None:
+    """The viewer stage's page, its MLflow copy, ``xattr report explanations`` and the class_drivers artifact."""
+    page_path = Path(summary["viewer"])
+    assert page_path == Path(summary["artifacts_dir"]) / "viewer" / "explanations.html"
+    page = page_path.read_text()
+    for label in ("simple_grad", "grad_input", "random"):
+        assert f"<td>{label}" in page  # a faithfulness row each, random's included
+        assert f"<div class='mname'>{label}" in page  # a highlighted row each
+    assert "<script>alert" not in page and "&lt;script&gt;alert" in page
+    assert "Drivers per predicted class" in page and "No class drivers given" not in page
+    logged = {a.path for a in client.list_artifacts(summary["mlflow_run_id"], "viewer")}
+    assert logged == {"viewer/explanations.html"}
+    assert f"Explanation viewer: [{page_path}]" in Path(summary["summary_path"]).read_text()
+
+    stages = {s["stage"]: s for s in summary["stages"]}
+    ref = ArtifactRef.from_dict(stages["class_drivers"]["refs"]["class_drivers"])
+    stored = read_artifact(ref).to_pandas()
+    loaded = load_model(model_dir, device="cpu")
+    corpus = read_artifact(ArtifactRef.from_dict(stages["load_corpus"]["refs"]["corpus"])).to_pandas()
+    encoded = encode_texts(loaded.tokenizer, corpus["text"].tolist(), max_length=loaded.max_length)
+    attributions = read_artifact(
+        ArtifactRef.from_dict(stages["attribute-simple_grad"]["refs"]["attributions"])
+    ).to_pandas()
+    direct = class_drivers(
+        loaded, encoded, corpus, attributions, predict_logits(loaded, encoded),
+        ClassDriverSettings(min_count=2, resamples=100), method="simple_grad",
+    )  # fmt: skip
+    assert stored["method"].eq("simple_grad").all()  # no signed method here: the first method ranks
+    pd.testing.assert_frame_equal(stored, direct, check_dtype=False, atol=1e-6)
+
+    run_dir = Path(summary["artifacts_dir"])
+    out = run_dir.parent / "re-rendered.html"
+    result = CliRunner().invoke(cli.app, ["report", "explanations", str(run_dir), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_text().count("<div class='doc'") == page.count("<div class='doc'") == 16
+    again = CliRunner().invoke(cli.app, ["report", "explanations", str(run_dir), "--output", str(out)])
+    assert again.exit_code == 1 and "already exists" in again.output  # never overwritten
+    one_doc = run_dir.parent / "one.html"
+    one = CliRunner().invoke(
+        cli.app,
+        ["report", "explanations", str(run_dir), "--method", "grad_input", "--doc", "doc-3", "--output", str(one_doc)],
+    )
+    assert one.exit_code == 0, one.output
+    narrow = one_doc.read_text()
+    assert (
+        narrow.count("<div class='doc'") == 1 and "doc-3" in narrow and "<div class='mname'>simple_grad" not in narrow
+    )
+    bad = {
+        "not a run": ([str(run_dir.parent)], "is not an explain run directory"),
+        "no document": ([str(run_dir), "--doc", "doc-99"], "document 'doc-99' is not in the corpus (16 documents)"),
+        "no method": ([str(run_dir), "--method", "lafa"], "method 'lafa' was not computed in this run; computed: "),
+    }
+    for case, (args, message) in bad.items():
+        failed = CliRunner().invoke(cli.app, ["report", "explanations", *args])
+        assert failed.exit_code == 1, case
+        assert message in failed.output and len(failed.output.strip().splitlines()) == 1, (case, failed.output)
 
 
 def test_regression_model_gets_log_ratio_metrics(

@@ -113,6 +113,15 @@ def test_ui_shows_the_run_and_its_metric_and_stops_by_pid(tmp_path: Path) -> Non
         assert f"MLflow UI: {url}" in log.read_text()
         assert "prefect server start --host 127.0.0.1" in log.read_text()
         assert httpx.get(f"{url}/health", timeout=5).text == "OK"
+        # The printed experiment link opens the runs table (MLflow 3's default for a fresh browser is
+        # the GenAI traces overview, whatever the experiment's tags say).
+        link = f"{url}/#/experiments/{experiment}?workflowType=machine_learning"
+        assert f"experiment xattr: {link}" in log.read_text()
+        for _ in range(4):
+            opened = _visible_text(_chromium(link, tmp_path / "fresh-profile", "--dump-dom").stdout)
+            if RUN_NAME in opened:
+                break
+        assert RUN_NAME in opened and "Run Name" in opened and "Traces 0" not in opened, opened[:3000]
 
         # A second UI on the same port is refused with one line.
         busy = CliRunner().invoke(app, ["ui", "--workdir", str(workdir), "--port", str(port)], env={"COLUMNS": "300"})

@@ -54,7 +54,7 @@ def test_storage_and_tasks_respect_the_layering() -> None:
 # vectors, training), whose packages may import each other only without a cycle (today ``lrp``
 # reads ``heads``' masks, ``training`` reads ``data`` and ``ldav``); ``methods`` compute token
 # attributions; ``metrics`` score attributions (``TokenAttribution`` lives in ``types``, so they do
-# not need ``methods``); ``reporting`` assembles metric results.
+# not need ``methods``); ``reporting`` assembles metric results; ``explainer`` (the Python API) uses them all.
 LAYERS: dict[str, int] = {
     "types": 0,
     "device": 0,
@@ -68,6 +68,7 @@ LAYERS: dict[str, int] = {
     "methods": 3,
     "metrics": 4,
     "reporting": 5,
+    "explainer": 6,
 }
 
 

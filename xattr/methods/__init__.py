@@ -17,6 +17,7 @@ from xattr.methods.base import (
     method_requirements,
     method_signed,
     register_method,
+    signedness_label,
 )
 from xattr.methods.cam import Cam
 from xattr.methods.context import MethodContext, Requirements
@@ -75,5 +76,6 @@ __all__ = [
     "get_method",
     "method_requirements",
     "method_signed",
+    "signedness_label",
     "register_method",
 ]

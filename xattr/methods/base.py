@@ -34,6 +34,18 @@ class MethodParams(BaseModel):
 P = TypeVar("P", bound=MethodParams)
 
 
+#: Whether a method's scores carry a sign: ``True``/``False``, or ``"reduction"`` (signed with
+#: ``reduction: sum``, a magnitude with ``sum_of_squares``) or ``"base"`` (as its base method).
+Signedness = bool | Literal["reduction", "base"]
+#: How :data:`Signedness` reads in a method listing.
+SIGNEDNESS_LABELS: dict[str, str] = {
+    "True": "yes",
+    "False": "no (magnitude only)",
+    "reduction": "with reduction: sum",
+    "base": "as its base method",
+}
+
+
 class AttributionMethod(ABC, Generic[P]):
     """One attribution method: token scores for a batch of texts and one target output each.
 
@@ -49,8 +61,8 @@ class AttributionMethod(ABC, Generic[P]):
         paper: The reference (paper and equation).
         Params: The pydantic model of its parameters (``P``).
         multiplies_by_inputs: Whether scores multiply the gradient by the input (Captum's flag).
-        signed: Whether scores carry a direction (for or against the output) with the default
-            parameters; :meth:`scores_signed` says it for given parameters.
+        signed: Whether scores carry a sign (see :data:`Signedness`; read it through
+            :meth:`scores_signed`, which resolves ``"reduction"`` and ``"base"`` for given parameters).
         cost: Forward/backward passes per text and target, with ``{param}`` placeholders
             (:meth:`cost_for` fills them in).
         tasks: Model tasks the method supports.
@@ -60,7 +72,7 @@ class AttributionMethod(ABC, Generic[P]):
     name: ClassVar[str]
     summary: ClassVar[str]
     paper: ClassVar[str]
-    signed: ClassVar[bool]
+    signed: ClassVar[Signedness] = False
     cost: ClassVar[str]
     tasks: ClassVar[tuple[TaskName, ...]]
     Params: ClassVar[type[MethodParams]] = MethodParams
@@ -81,16 +93,24 @@ class AttributionMethod(ABC, Generic[P]):
         self.params = params if params is not None else cast(P, self.Params())
 
     @classmethod
+    def scores_signed(cls, params: P) -> bool:
+        """Whether this method configured with ``params`` gives signed scores (viewers colour them diverging).
+
+        ``"reduction"``: signed when ``params.reduction`` is ``"sum"`` (``sum_of_squares`` is a
+        magnitude); ``"base"``: signed when the configured base method is (LAFA adds non-negative
+        kernel weights times the neighbours' base scores, so it keeps its base's sign).
+        """
+        if isinstance(cls.signed, bool):
+            return cls.signed
+        values = params.model_dump()
+        if cls.signed == "reduction":
+            return bool(values["reduction"] == "sum")
+        return method_signed(values["base"], values["base_params"])
+
+    @classmethod
     def requirements(cls, params: P) -> Requirements:
         """What the method configured with ``params`` needs in its context (default: nothing)."""
         return Requirements()
-
-    @classmethod
-    def scores_signed(cls, params: P) -> bool:
-        """Whether scores with ``params`` are signed: a ``reduction`` parameter decides (``sum`` is
-        signed, ``sum_of_squares`` is a magnitude); otherwise :attr:`signed`."""
-        reduction = getattr(params, "reduction", None)
-        return reduction == "sum" if reduction is not None else cls.signed
 
     @classmethod
     def cost_for(cls, params: P) -> str:
@@ -158,7 +178,7 @@ def register_method(
     *,
     summary: str,
     paper: str,
-    signed: bool,
+    signed: Signedness = False,
     cost: str,
     tasks: tuple[TaskName, ...] = ALL_TASKS,
 ) -> Callable[[MethodClass], MethodClass]:
@@ -171,8 +191,7 @@ def register_method(
         name: Registry name used in configs and the CLI.
         summary: One line saying what it computes.
         paper: The reference (paper and equation).
-        signed: Whether scores are signed with the default parameters (a ``reduction``
-            parameter overrides it, :meth:`AttributionMethod.scores_signed`).
+        signed: Whether its scores carry a sign (:data:`Signedness`; default: magnitudes only).
         cost: Forward/backward passes per text and target, ``{param}`` placeholders allowed
             (``"{steps} fwd + {steps} bwd"``).
         tasks: Model tasks it supports.
@@ -185,6 +204,8 @@ def register_method(
     def register(cls: MethodClass) -> MethodClass:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"attribution method {name!r} is registered twice")
+        if signed not in (True, False, "reduction", "base"):
+            raise ValueError(f"attribution method {name!r}: signed must be True, False, 'reduction' or 'base'")
         unknown = {f for f in re.findall(r"{(\w+)}", cost)} - set(cls.Params.model_fields)
         if unknown:
             raise ValueError(f"attribution method {name!r}: cost names unknown parameter(s) {sorted(unknown)}")
@@ -256,6 +277,11 @@ def method_requirements(name: str, params: dict[str, Any] | None = None) -> Requ
         ValueError: Unknown name (valid names listed) or invalid parameters (named).
     """
     return method_class(name).requirements(method_params(name, params))
+
+
+def signedness_label(cls: type[AttributionMethod[Any]]) -> str:
+    """How a method's :data:`Signedness` reads in a listing (``"yes"``, ``"with reduction: sum"``, ...)."""
+    return SIGNEDNESS_LABELS[str(cls.signed)]
 
 
 def describe_parameters(cls: type[AttributionMethod[Any]]) -> list[tuple[str, str, Any, str]]:

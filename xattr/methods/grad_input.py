@@ -25,7 +25,7 @@ class GradInputParams(MethodParams):
     "grad_input",
     summary="gradient x word embedding, per token",
     paper="Shrikumar et al. 2017; LAFA (Zhang et al. 2022) Sec. 4",
-    signed=False,
+    signed="reduction",
     cost="1 fwd + 1 bwd",
 )
 class GradInput(AttributionMethod[GradInputParams]):

@@ -147,7 +147,7 @@ class IntegratedGradientsParams(MethodParams):
     "integrated_gradients",
     summary="gradients averaged on the path from a reference, times (input - reference)",
     paper="Sundararajan et al. 2017; LAFA (Zhang et al. 2022) Sec. 4",
-    signed=False,
+    signed="reduction",
     cost="{steps} fwd + {steps} bwd",
 )
 class IntegratedGradients(AttributionMethod[IntegratedGradientsParams]):

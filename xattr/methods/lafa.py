@@ -130,7 +130,7 @@ def _l1_normalised(scores: torch.Tensor) -> torch.Tensor:
     "lafa",
     summary="base gradient attribution smoothed over nearest-neighbour texts through a word-embedding kernel",
     paper="Zhang et al. 2022, LAFA, Eq. 4-7, Algorithm 1, Appendix D-E",
-    signed=False,
+    signed="base",
     cost="base method x (1 + up to {max_neighbours} neighbours) with base scores cached per run",
 )
 class Lafa(AttributionMethod[LafaParams]):

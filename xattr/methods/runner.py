@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from itertools import chain
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from xattr.ldav.vectors import ldav_vectors_for
@@ -115,3 +117,59 @@ def attribute_corpus(
             progress(min(start + batch_size, len(order)), len(order))
     pending.flush()
     return [results[r] for r in range(len(rows))]
+
+
+def attribution_table(
+    doc_ids: Sequence[str],
+    encoded: Sequence[EncodedText],
+    tokenizer: Any,
+    results: Sequence[TokenAttribution],
+    label: str,
+) -> pa.Table:
+    """The ``token_attributions`` table: one row per token of each explained (text, target).
+
+    Built column by column from NumPy buffers (no Python object per token: a corpus of millions
+    of tokens would otherwise spend most of its post-processing in list building): every per-token
+    field is one flat array over all results, token strings come from one vocabulary lookup of the
+    distinct ids, and the doc ids from one ``take`` of the id column.
+
+    Args:
+        doc_ids: Document id per corpus position.
+        encoded: The encoded corpus (``results`` index it by position).
+        tokenizer: The model's tokenizer (token strings).
+        results: The attributions (:func:`attribute_corpus`).
+        label: The method's label (the ``method`` column).
+
+    Returns:
+        ``doc_id, method, target, token_index, token, word_index, char_start, char_end, score``,
+        in ``results`` order.
+    """
+    rows = [encoded[r.position] for r in results]
+    lengths = np.fromiter((len(e) for e in rows), np.int64, len(rows))
+    total = int(lengths.sum())
+
+    def flat(field: str, dtype: type = np.int32) -> np.ndarray:
+        return np.fromiter(chain.from_iterable(getattr(e, field) for e in rows), dtype, total)
+
+    ids = flat("input_ids", np.int64)
+    offsets = np.fromiter(chain.from_iterable(chain.from_iterable(e.offsets for e in rows)), np.int32, 2 * total)
+    distinct, inverse = np.unique(ids, return_inverse=True)
+    vocabulary = pa.array(tokenizer.convert_ids_to_tokens(distinct.tolist()), pa.string())
+    positions = np.fromiter((r.position for r in results), np.int64, len(results))
+    row_of_token = np.repeat(np.arange(len(results)), lengths)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(results) else lengths
+    targets = np.fromiter((r.target for r in results), np.int32, len(results))
+    scores = [np.asarray(r.scores) for r in results]
+    return pa.table(
+        {
+            "doc_id": pa.array(list(doc_ids), pa.string()).take(pa.array(positions[row_of_token])),
+            "method": pa.array([label], pa.string()).take(pa.array(np.zeros(total, np.int64))),
+            "target": pa.array(targets[row_of_token], pa.int32()),
+            "token_index": pa.array((np.arange(total) - starts[row_of_token]).astype(np.int32), pa.int32()),
+            "token": vocabulary.take(pa.array(inverse.reshape(-1))),
+            "word_index": pa.array(flat("word_index"), pa.int32()),
+            "char_start": pa.array(offsets[0::2], pa.int32()),
+            "char_end": pa.array(offsets[1::2], pa.int32()),
+            "score": pa.array(np.concatenate(scores).astype(np.float32) if scores else [], pa.float32()),
+        }
+    )

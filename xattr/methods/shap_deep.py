@@ -32,7 +32,7 @@ class ShapDeepParams(ReferenceParams):
     "shap_deep",
     summary="gradient at each reference (zero, [PAD] or neighbour texts) times input minus reference, averaged",
     paper="Lundberg and Lee 2017; Shrikumar et al. 2017; LAFA (Zhang et al. 2022) Sec. 4, SHAP-Deep",
-    signed=False,
+    signed="reduction",
     cost="up to {max_references} references x (1 fwd + 1 bwd)",
 )
 class ShapDeep(ReferenceMethod[ShapDeepParams]):

@@ -250,7 +250,7 @@ class ShapGradParams(ReferenceParams):
     "shap_grad",
     summary="gradient averaged over random points between references (zero or neighbour texts) and the input",
     paper="Lundberg and Lee 2017; LAFA (Zhang et al. 2022) Sec. 4, SHAP-Gradient",
-    signed=False,
+    signed="reduction",
     cost="{samples} fwd + {samples} bwd",
 )
 class ShapGrad(ReferenceMethod[ShapGradParams]):

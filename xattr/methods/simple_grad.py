@@ -23,7 +23,7 @@ class SimpleGradParams(MethodParams):
     "simple_grad",
     summary="squared gradient of the output w.r.t. each word embedding",
     paper="Simonyan et al. 2013; LAFA (Zhang et al. 2022) Eq. 2-3",
-    signed=False,
+    signed="reduction",
     cost="1 fwd + 1 bwd",
 )
 class SimpleGrad(AttributionMethod[SimpleGradParams]):

@@ -108,7 +108,7 @@ class SmoothGradParams(MethodParams):
     "smooth_grad",
     summary="gradient averaged over noisy word embeddings, per token",
     paper="Smilkov et al. 2017; LAFA (Zhang et al. 2022) Sec. 4",
-    signed=False,
+    signed="reduction",
     cost="{samples} fwd + {samples} bwd",
 )
 class SmoothGrad(AttributionMethod[SmoothGradParams]):

@@ -273,6 +273,7 @@ def evaluate_attributions(
     mape_fractions: tuple[float, ...] = DEFAULT_MASK_FRACTIONS,
     mape_threshold: float = 0.01,
     progress: Progress | None = None,
+    outputs: np.ndarray | None = None,
 ) -> EvaluationResult:
     """Score attributions by every requested metric family on a seeded sample of texts.
 
@@ -296,6 +297,8 @@ def evaluate_attributions(
         mape_fractions: Mask fractions of the MAPE curve.
         mape_threshold: Relative error under which a text counts as accurately predicted.
         progress: Called as ``(done, total)`` while texts are predicted.
+        outputs: The model's ``(len(encoded), num_outputs)`` outputs on the unperturbed texts
+            (the ``predictions`` artifact), used instead of predicting them again.
 
     Returns:
         The :class:`EvaluationResult`.
@@ -316,7 +319,8 @@ def evaluate_attributions(
     chosen_set = set(chosen)
     sampled = [a for a in attributions if a.position in chosen_set]
     # One cache for every metric: they share the unperturbed texts and the top-k removals.
-    forward = memoized(model_forward(loaded, batch_size=batch_size, progress=progress))
+    known = [] if outputs is None else [(encoded[i], outputs[i]) for i in sorted({a.position for a in attributions})]
+    forward = memoized(model_forward(loaded, batch_size=batch_size, progress=progress), known)
     token = replacement_id(loaded.tokenizer, replacement)
     values: list[MetricValue] = []
     notes: list[str] = []

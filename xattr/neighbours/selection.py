@@ -107,25 +107,32 @@ def select_neighbours(
     seed: int = 0,
     candidates: tuple[np.ndarray, np.ndarray] | None = None,
     device: torch.device | str | None = None,
+    queries: np.ndarray | None = None,
+    query_groups: Sequence[object] | None = None,
 ) -> NeighbourSelection:
-    """Neighbours of every indexed text (LAFA Eq. 4), excluding the text itself.
+    """Neighbours of every indexed text (LAFA Eq. 4), excluding the text itself, or of other query texts.
 
     Args:
         index: The FAISS index (or :class:`~xattr.neighbours.index.TorchExactIndex`) over
             ``vectors`` (position ``i`` is text ``i``); searched only when ``candidates`` are
             missing or too few.
-        vectors: ``(n, dim)`` the indexed embeddings.
+        vectors: ``(n, dim)`` the indexed embeddings (the reference corpus).
         request: ``M``, the cut-off quantile and the filter.
-        groups: Per text, its label or predicted class when ``request.filter`` is not ``none``.
+        groups: Per indexed text, its label or predicted class when ``request.filter`` is not ``none``.
         seed: Seed of the pair sample for ``epsilon``.
         candidates: A search already made (``(squared distances, ids)``, ``(n, k)``, nearest
             first, the text itself excluded, ``-1`` for empty slots), e.g. the build_index
             stage's neighbours table; used when ``k`` covers :func:`candidates_needed`.
         device: Where exact search runs (:func:`~xattr.neighbours.index.search_index`; ``None``:
             CUDA when available).
+        queries: ``(m, dim)`` embeddings of texts outside the index whose neighbours among the
+            indexed texts are wanted (``None``: the indexed texts themselves, each excluding
+            itself). ``epsilon`` is always a quantile of the indexed texts' pairwise distances.
+        query_groups: Per query, its group when ``queries`` and a filter are given.
 
     Returns:
-        The selection; texts without neighbours inside the cut-off get an empty list.
+        The selection, keyed by indexed position (or query row with ``queries``); texts without
+        neighbours inside the cut-off get an empty list.
 
     Raises:
         ValueError: A filter without groups, or ``max_neighbours`` below 1.
@@ -135,36 +142,47 @@ def select_neighbours(
         raise ValueError(f"max_neighbours must be at least 1, got {request.max_neighbours}")
     if request.filter != "none" and (groups is None or len(groups) != n):
         raise ValueError(f"neighbour filter {request.filter!r} needs one {request.filter} per text")
-    m = min(request.max_neighbours, n - 1)
+    external = queries is not None
+    if external and request.filter != "none" and (query_groups is None or len(query_groups) != len(queries)):
+        raise ValueError(f"neighbour filter {request.filter!r} needs one {request.filter} per query text")
+    available = n if external else n - 1
+    m = min(request.max_neighbours, available)
     if m < request.max_neighbours:
         logger.warning("M=%d neighbours asked but the corpus has %d texts; using %d", request.max_neighbours, n, m)
     epsilon = (
         distance_cutoff(vectors, request.epsilon_quantile, seed=seed) if request.epsilon_quantile and n > 1 else None
     )
     # With a filter, fetch more candidates so that M of the right group can remain.
-    fetch = min(n - 1, candidates_needed(dataclasses.replace(request, max_neighbours=m)))
-    if candidates is not None and candidates[1].shape[1] >= fetch:
-        squared, ids = candidates[0][:, :fetch], candidates[1][:, :fetch]
-    elif index is not None:
-        squared, ids = nearest_neighbours(index, vectors, fetch, device=device)
+    fetch = min(available, candidates_needed(dataclasses.replace(request, max_neighbours=m)))
+    if queries is not None:
+        if index is None:
+            raise ValueError("neighbours of outside queries need the index of the reference corpus")
+        squared, ids = nearest_neighbours(index, queries, fetch, exclude_self=False, device=device)
+        own_groups = query_groups
     else:
-        raise ValueError(f"{fetch} neighbour candidates per text are needed; give an index or that many candidates")
+        if candidates is not None and candidates[1].shape[1] >= fetch:
+            squared, ids = candidates[0][:, :fetch], candidates[1][:, :fetch]
+        elif index is not None:
+            squared, ids = nearest_neighbours(index, vectors, fetch, device=device)
+        else:
+            raise ValueError(f"{fetch} neighbour candidates per text are needed; give an index or that many candidates")
+        own_groups = groups
     out: dict[int, list[int]] = {}
     empty = 0
-    for row in range(n):
+    for row in range(len(ids)):
         chosen: list[int] = []
         for dist2, j in zip(squared[row], ids[row], strict=True):
             if j < 0 or len(chosen) == m:
                 break
             if epsilon is not None and np.sqrt(max(float(dist2), 0.0)) >= epsilon:
                 break  # nearest first: every later candidate is farther
-            if request.filter != "none" and groups[int(j)] != groups[row]:  # type: ignore[index]
+            if request.filter != "none" and groups[int(j)] != own_groups[row]:  # type: ignore[index]
                 continue
             chosen.append(int(j))
         out[row] = chosen
         empty += not chosen
     if empty:
         logger.warning(
-            "%d of %d texts have no neighbour inside the cut-off; they keep their base attribution", empty, n
+            "%d of %d texts have no neighbour inside the cut-off; they keep their base attribution", empty, len(ids)
         )
     return NeighbourSelection(out, epsilon, empty, m)

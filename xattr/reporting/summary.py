@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from xattr.metrics.uncertainty import paired_difference
+from xattr.metrics.uncertainty import bootstrap_mean, paired_difference
 
 __all__ = [
     "EXPLAIN_COLUMNS",
@@ -22,11 +22,13 @@ __all__ = [
     "MethodSummary",
     "benchmark_markdown",
     "explain_markdown",
+    "faithfulness_table",
     "merged_notes",
     "metric_cell",
     "metrics_table",
     "paired_vs_reference",
     "per_text_values",
+    "verdicts_vs_reference",
 ]
 
 #: Headline metrics of the benchmark table, in table order: (key, label, better).
@@ -90,8 +92,12 @@ def explain_markdown(
     methods: Mapping[str, MethodSummary],
     top_words: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
     stages: Sequence[tuple[str, float, bool]],
+    verdicts: Sequence[Mapping[str, Any]] = (),
+    drivers: pd.DataFrame | None = None,
+    viewer: object | None = None,
+    top_drivers: int = 5,
 ) -> str:
-    """``summary.md`` of an explain run: faithfulness per method, top words, stage timings.
+    """``summary.md`` of an explain run: faithfulness per method, drivers per class, top words, stage timings.
 
     Args:
         run_id: The run's id.
@@ -104,20 +110,30 @@ def explain_markdown(
         top_words: Per method key, ``top`` (and for signed methods ``positive`` and ``negative``)
             word lists of :func:`xattr.reporting.words.top_word_lists`.
         stages: ``(stage, seconds, cached)`` in run order.
+        verdicts: ``method_verdicts`` rows (:func:`verdicts_vs_reference`): each method's primary
+            row fills its "vs random" cell, the reference's cell says "baseline".
+        drivers: The ``class_drivers`` table (:mod:`xattr.reporting.class_drivers`): its first
+            ``top_drivers`` per class are listed.
+        viewer: The explanation viewer's path, linked under the title.
+        top_drivers: Drivers listed per class.
 
     Returns:
         The markdown, ending with a newline.
     """
     nan = float("nan")
+    primary = {row["method"]: row for row in verdicts if row["primary"]}
+    references = {row["reference"] for row in verdicts}
+    labels = {k: label for k, label, _ in HEADLINE}
     lines = [
         f"# xattr run `{run_id}`",
         "",
         f"Model: `{model}`; corpus: `{corpus}` ({texts} texts).",
         "",
+        *([f"Explanation viewer: [{viewer}](file://{viewer})", ""] if viewer else []),
         f"## Faithfulness (replacement: `{replacement}`; CIs: bootstrap over texts; texts: {max_texts or 'all'})",
         "",
-        "| method | AOPC [95% CI] | AOPC sufficiency [95% CI] | log-odds [95% CI] | attribute s |",
-        "|---|---|---|---|---|",
+        "| method | AOPC [95% CI] | AOPC sufficiency [95% CI] | log-odds [95% CI] | vs random | attribute s |",
+        "|---|---|---|---|---|---|",
     ]
     for key, method in methods.items():
         m = method.metrics
@@ -125,7 +141,31 @@ def explain_markdown(
             f"{m.get(k, nan):.4f} [{m.get(k + '_ci_low', nan):.4f}, {m.get(k + '_ci_high', nan):.4f}]"
             for k in EXPLAIN_COLUMNS
         ]
-        lines.append(f"| {key} | {' | '.join(cells)} | {method.attribute_seconds:.1f} |")
+        verdict = "-"
+        if key in references:
+            verdict = "baseline"
+        elif key in primary:
+            row = primary[key]
+            word = "better" if row["better_than_reference"] else f"**not better than {row['reference']}**"
+            verdict = f"{word} ({labels[row['metric']]} {row['difference']:+.3f}, p={row['p_value']:.3g})"
+        lines.append(f"| {key} | {' | '.join(cells)} | {verdict} | {method.attribute_seconds:.1f} |")
+    if drivers is not None and len(drivers):
+        method = str(drivers["method"].iloc[0]) if "method" in drivers.columns else ""
+        lines += [
+            "",
+            f"## Drivers per predicted class ({method}; mean signed attribution, masked effect [95% CI])",
+            "",
+            "| class | texts | top drivers |",
+            "|---|---|---|",
+        ]
+        for name, rows in drivers.sort_values(["class_id", "rank"]).groupby("class", sort=False):
+            cells = []
+            for _, r in rows.head(top_drivers).iterrows():
+                effect = ""
+                if pd.notna(r["mean_effect"]):
+                    effect = f"; {r['mean_effect']:+.3f} [{r['effect_ci_low']:+.3f}, {r['effect_ci_high']:+.3f}]"
+                cells.append(f"{r['driver']} ({r['mean_attribution']:.3f}{effect})")
+            lines.append(f"| {name} | {int(rows['class_texts'].iloc[0])} | {', '.join(cells)} |")
     for key, entry in top_words.items():
         lines += [
             "",
@@ -266,6 +306,50 @@ def paired_vs_reference(
     return out
 
 
+def verdicts_vs_reference(
+    tests: Mapping[str, Mapping[str, float]], *, reference: str = "random", alpha: float = 0.05
+) -> list[dict[str, Any]]:
+    """Whether each method beats ``reference``, per tested headline metric: the ``method_verdicts`` rows.
+
+    A method is better than the reference on a metric when the mean paired difference points the
+    metric's better way (:data:`HEADLINE`) and its p-value is below ``alpha``. Each method's
+    ``primary`` row, the one its verdict is read from, is ``aopc`` when tested, else its first
+    tested headline metric.
+
+    Args:
+        tests: Per method, the ``vs_<reference>/<metric>_difference`` and ``_p`` values of
+            :func:`paired_vs_reference`.
+        reference: The method compared against.
+        alpha: The significance level.
+
+    Returns:
+        Rows ``method, reference, metric, better, difference, p_value, better_than_reference,
+        alpha, primary``, methods in ``tests`` order, metrics in :data:`HEADLINE` order.
+    """
+    prefix = f"vs_{reference}/"
+    rows: list[dict[str, Any]] = []
+    for method, found in tests.items():
+        tested = [(k, better) for k, _, better in HEADLINE if f"{prefix}{k}_p" in found]
+        primary = "aopc" if any(k == "aopc" for k, _ in tested) else (tested[0][0] if tested else None)
+        for metric, better in tested:
+            difference, p = found[f"{prefix}{metric}_difference"], found[f"{prefix}{metric}_p"]
+            right_way = difference > 0 if better == "higher" else difference < 0
+            rows.append(
+                {
+                    "method": method,
+                    "reference": reference,
+                    "metric": metric,
+                    "better": better,
+                    "difference": float(difference),
+                    "p_value": float(p),
+                    "better_than_reference": bool(right_way and p < alpha),
+                    "alpha": float(alpha),
+                    "primary": metric == primary,
+                }
+            )
+    return rows
+
+
 def merged_notes(method_notes: Sequence[tuple[str, Sequence[str]]], stated: Sequence[str] = ()) -> list[str]:
     """Evaluation notes, each once: prefixed "every method" when all methods gave it, else the method's key.
 
@@ -277,3 +361,78 @@ def merged_notes(method_notes: Sequence[tuple[str, Sequence[str]]], stated: Sequ
     merged = [f"every method: {n}" for n in shared]
     merged += [f"{key}: {n}" for key, notes in method_notes for n in notes if n not in everyone]
     return [n for n in merged if not any(line.startswith(n.removeprefix("every method: ")) for line in stated)]
+
+
+def faithfulness_table(
+    evaluation: pd.DataFrame, *, reference: str = "random", alpha: float = 0.05, seed: int = 0
+) -> pd.DataFrame:
+    """Per method and :data:`HEADLINE` metric: mean over texts, bootstrap CI, paired test against ``reference``.
+
+    The means and CIs are those of :func:`xattr.metrics.suite.evaluation_summary` (95% percentile
+    bootstrap over texts, ``seed``); the tests those of :func:`paired_vs_reference`. A method is
+    *not better than* ``reference`` on a metric unless its paired difference points the metric's
+    better way with ``p < alpha``; the method's flag is that of its first headline metric (AOPC
+    when present).
+
+    Args:
+        evaluation: ``evaluation`` artifact rows of one or more methods (``method, doc_id, metric,
+            fraction, value``).
+        reference: The baseline method (its own rows get no test and no flag).
+        alpha: Significance level of the flag.
+        seed: Bootstrap seed.
+
+    Returns:
+        ``method, metric, better, texts, mean, ci_low, ci_high, vs_random_difference, vs_random_p,
+        not_better_than_random`` (the test columns are NaN and the flag False for ``reference``
+        and when it is absent), methods in their order in ``evaluation``.
+    """
+    per_text = evaluation[evaluation["fraction"].isna() & evaluation["doc_id"].notna()]
+    methods = list(dict.fromkeys(per_text["method"]))
+    direction = {m: better for m, _, better in HEADLINE}
+    present: dict[str, dict[str, float]] = {}
+    records: list[dict[str, Any]] = []
+    for method in methods:
+        rows = per_text[per_text["method"] == method]
+        present[method] = {m: 1.0 for m in direction if (rows["metric"] == m).any()}
+    evaluations = {m: evaluation[evaluation["method"] == m] for m in methods}
+    tests = paired_vs_reference(present, evaluations, reference) if reference in present else {}
+    prefix = f"vs_{reference}/"
+    for method in methods:
+        rows = per_text[per_text["method"] == method]
+        first_flag: bool | None = None
+        for metric, _, better in HEADLINE:
+            values = rows.loc[rows["metric"] == metric, "value"].to_numpy(dtype=float)
+            if values.size == 0:
+                continue
+            low = high = float("nan")
+            if values.size >= 2:
+                estimate = bootstrap_mean(values, seed=seed)
+                low, high = estimate.low, estimate.high
+            found = tests.get(method, {})
+            difference = found.get(f"{prefix}{metric}_difference", float("nan"))
+            p_value = found.get(f"{prefix}{metric}_p", float("nan"))
+            flag = False
+            if method != reference and reference in present and metric in present[reference]:
+                towards = difference > 0 if better == "higher" else difference < 0
+                flag = not (towards and p_value < alpha)
+            if first_flag is None:
+                first_flag = flag
+            records.append(
+                {
+                    "method": method,
+                    "metric": metric,
+                    "better": better,
+                    "texts": int(values.size),
+                    "mean": float(values.mean()),
+                    "ci_low": low,
+                    "ci_high": high,
+                    "vs_random_difference": difference,
+                    "vs_random_p": p_value,
+                    "not_better_than_random": bool(first_flag),
+                }
+            )
+    columns = [
+        "method", "metric", "better", "texts", "mean", "ci_low", "ci_high",
+        "vs_random_difference", "vs_random_p", "not_better_than_random",
+    ]  # fmt: skip
+    return pd.DataFrame(records, columns=columns)

@@ -16,8 +16,40 @@ def normalise_word(word: str) -> str:
     return word.strip(_STRIP).lower()
 
 
+def word_table(attributions: pd.DataFrame, corpus: pd.DataFrame) -> pd.DataFrame:
+    """Sum word-piece scores into whitespace words, keeping where each word is in its text.
+
+    Args:
+        attributions: Rows of the ``token_attributions`` artifact (``doc_id, method, target,
+            word_index, score``).
+        corpus: Rows of the corpus artifact (``doc_id, text``; ``text_pair`` when present).
+
+    Returns:
+        ``doc_id, method, target, word_index, segment, char_start, char_end, surface, word, score``:
+        one row per (document, method, target, word) that has a piece, in the order of first
+        appearance; ``segment`` is 0 (text) or 1 (pair text), ``char_start``/``char_end`` the
+        word's characters within its segment, ``surface`` the word as written, ``word`` its
+        normalised form (:func:`normalise_word`; empty for punctuation-only words) and
+        ``score`` the sum over its pieces. Special tokens (word index -1) are dropped.
+    """
+    pieces = attributions[attributions["word_index"] >= 0]
+    summed = pieces.groupby(["doc_id", "method", "target", "word_index"], as_index=False, sort=False)["score"].sum()
+    pairs = corpus["text_pair"] if "text_pair" in corpus.columns else [None] * len(corpus)
+    spans: dict[str, list[tuple[int, int, int, str]]] = {}
+    for doc_id, text, pair in zip(corpus["doc_id"], corpus["text"], pairs, strict=True):
+        segments = [text] + ([pair] if isinstance(pair, str) else [])
+        spans[doc_id] = [(k, s, e, seg[s:e]) for k, seg in enumerate(segments) for s, e in word_spans(seg)]
+    located = [spans[d][w] for d, w in zip(summed["doc_id"], summed["word_index"], strict=True)]
+    summed.insert(4, "segment", [x[0] for x in located])
+    summed.insert(5, "char_start", [x[1] for x in located])
+    summed.insert(6, "char_end", [x[2] for x in located])
+    summed.insert(7, "surface", [x[3] for x in located])
+    summed.insert(8, "word", [normalise_word(x[3]) for x in located])
+    return summed
+
+
 def word_scores(attributions: pd.DataFrame, corpus: pd.DataFrame) -> pd.DataFrame:
-    """Sum word-piece scores into whitespace words.
+    """Sum word-piece scores into whitespace words (the rows of :func:`word_table` with a word).
 
     Args:
         attributions: Rows of the ``token_attributions`` artifact (``doc_id, method, target,
@@ -29,14 +61,9 @@ def word_scores(attributions: pd.DataFrame, corpus: pd.DataFrame) -> pd.DataFram
         word's pieces (the aggregation recorded with every word-level result); special tokens
         are dropped; ``word`` is the normalised word.
     """
-    pieces = attributions[attributions["word_index"] >= 0]
-    summed = pieces.groupby(["doc_id", "method", "target", "word_index"], as_index=False, sort=False)["score"].sum()
-    words: dict[str, list[str]] = {}
-    for doc_id, text, pair in corpus[["doc_id", "text", "text_pair"]].itertuples(index=False):
-        segments = [text] + ([pair] if isinstance(pair, str) else [])
-        words[doc_id] = [seg[s:e] for seg in segments for s, e in word_spans(seg)]
-    summed["word"] = [normalise_word(words[d][w]) for d, w in zip(summed["doc_id"], summed["word_index"], strict=True)]
-    return summed[summed["word"] != ""].reset_index(drop=True)
+    table = word_table(attributions, corpus)
+    table = table[table["word"] != ""]
+    return table[["doc_id", "method", "target", "word_index", "score", "word"]].reset_index(drop=True)
 
 
 def top_words(scores: pd.DataFrame, *, k: int = 10, min_count: int = 5, signed: bool = False) -> pd.DataFrame:

@@ -60,3 +60,23 @@ def test_missing_and_invalid_files(tmp_path: Path) -> None:
         load_settings(tmp_path / "none.yaml")
     with pytest.raises(SettingsError, match="not valid YAML"):
         load_settings(_write(tmp_path, "corpus: [unclosed\n"))
+
+
+def test_fine_tune_train_path_resolves_and_driver_and_viewer_settings_reach_the_library(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "corpus: {path: c.csv}\nmodel:\n  fine_tune: {train_path: data/train.csv}\n"
+        "drivers: {min_count: 3, top_k: 4, drop_numbers: false}\nviewer: {max_documents: 50}\n",
+    )
+    settings = load_settings(path)
+    assert settings.model.fine_tune is not None
+    assert settings.model.fine_tune.train_path == tmp_path / "data" / "train.csv"
+    drivers = settings.drivers.library(seed=7, batch_size=16)
+    assert (drivers.min_count, drivers.top_k, drivers.drop_numbers, drivers.seed, drivers.batch_size) == (
+        3, 4, False, 7, 16,
+    )  # fmt: skip
+    assert (drivers.drop_stop_words, drivers.min_chars, drivers.replacement) == (True, 2, "mask")  # defaults
+    viewer = settings.viewer.library(seed=1, title="t")
+    assert (viewer.max_documents, viewer.max_chars, viewer.seed, viewer.title) == (50, 1000, 1, "t")
+    with pytest.raises(SettingsError, match="drivers.min_count"):
+        load_settings(_write(tmp_path, "corpus: {path: c.csv}\nmodel: {path: m}\ndrivers: {min_count: 0}\n"))

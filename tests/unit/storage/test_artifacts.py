@@ -38,6 +38,7 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "gold_spans": [{"segment": 0, "start": 2, "end": 6}],
             "gold_word_scores": [0.0, 0.5, 1.0],
             "gold_unlocated": 1,
+            "label_name": "positive",
         },
         {
             "doc_id": "d1",
@@ -49,6 +50,7 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "gold_spans": None,
             "gold_word_scores": None,
             "gold_unlocated": None,
+            "label_name": None,
         },
         {
             "doc_id": "d2",
@@ -60,6 +62,7 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "gold_spans": [],
             "gold_word_scores": [],
             "gold_unlocated": 0,
+            "label_name": None,
         },
     ],
     "embeddings": [

@@ -46,6 +46,7 @@ EXPECTED = {
             ),
             pa.field("gold_word_scores", pa.list_(pa.field("element", pa.float64()))),
             pa.field("gold_unlocated", pa.int32()),
+            pa.field("label_name", pa.string()),
         ],
         metadata=_meta("corpus"),
     ),
@@ -95,6 +96,61 @@ EXPECTED = {
         ],
         metadata=_meta("evaluation"),
     ),
+    "predictions": pa.schema(
+        [
+            _req("doc_id", pa.string()),
+            _req("logits", pa.list_(pa.field("element", pa.float64()))),
+            pa.field("probabilities", pa.list_(pa.field("element", pa.float64()))),
+            pa.field("predicted_id", pa.int32()),
+            pa.field("predicted_label", pa.string()),
+            pa.field("predicted_probability", pa.float64()),
+            pa.field("gold_id", pa.int32()),
+            pa.field("gold_label", pa.string()),
+            pa.field("predicted_ids", pa.list_(pa.field("element", pa.int32()))),
+            pa.field("predicted_labels", pa.list_(pa.field("element", pa.string()))),
+            pa.field("gold_ids", pa.list_(pa.field("element", pa.int32()))),
+            pa.field("gold_labels", pa.list_(pa.field("element", pa.string()))),
+            pa.field("predicted_value", pa.float64()),
+            pa.field("gold_value", pa.float64()),
+        ],
+        metadata=_meta("predictions"),
+    ),
+    "method_verdicts": pa.schema(
+        [
+            _req("method", pa.string()),
+            _req("reference", pa.string()),
+            _req("metric", pa.string()),
+            _req("better", pa.string()),
+            _req("difference", pa.float64()),
+            _req("p_value", pa.float64()),
+            _req("better_than_reference", pa.bool_()),
+            _req("alpha", pa.float64()),
+            _req("primary", pa.bool_()),
+        ],
+        metadata=_meta("method_verdicts"),
+    ),
+    "class_drivers": pa.schema(
+        [
+            _req("class_id", pa.int64()),
+            _req("class", pa.string()),
+            _req("driver", pa.string()),
+            _req("kind", pa.string()),
+            _req("rank", pa.int64()),
+            _req("texts", pa.int64()),
+            _req("class_texts", pa.int64()),
+            pa.field("frequency", pa.float64()),
+            pa.field("mean_attribution", pa.float64()),
+            pa.field("attribution_ci_low", pa.float64()),
+            pa.field("attribution_ci_high", pa.float64()),
+            _req("masked", pa.bool_()),
+            pa.field("mean_effect", pa.float64()),
+            pa.field("effect_ci_low", pa.float64()),
+            pa.field("effect_ci_high", pa.float64()),
+            pa.field("mean_probability", pa.float64()),
+            _req("method", pa.string()),
+        ],
+        metadata=_meta("class_drivers"),
+    ),
 }
 
 
@@ -107,6 +163,9 @@ def test_kinds_and_versions() -> None:
         "token_attributions",
         "evaluation",
         "price_drivers",
+        "predictions",
+        "method_verdicts",
+        "class_drivers",
     )
     assert SCHEMA_VERSION == 1
     assert SCHEMA_VERSIONS == {kind: 1 for kind in KINDS}
@@ -137,7 +196,7 @@ def test_schema_for_unknown_kind_lists_valid_kinds() -> None:
     assert info.value.artifact == "vectors"
     assert info.value.problem == (
         "unknown artifact kind; valid kinds: corpus, embeddings, neighbours, "
-        "head_statistics, token_attributions, evaluation, price_drivers"
+        "head_statistics, token_attributions, evaluation, price_drivers, predictions, method_verdicts, class_drivers"
     )
 
 
@@ -202,6 +261,7 @@ def test_conform_reorders_casts_and_fills_nullable_columns() -> None:
             "gold_spans": None,
             "gold_word_scores": None,
             "gold_unlocated": None,
+            "label_name": None,
         }
     ]
 

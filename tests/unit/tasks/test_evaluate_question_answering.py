@@ -12,6 +12,7 @@ from prefect.logging import disable_run_logger
 
 from storage import read_artifact
 from tasks.attribute import attribute_stage
+from tasks.encode_corpus import encode_corpus_stage
 from tasks.evaluate import evaluate_stage
 from tasks.load_corpus import load_corpus_stage
 from tasks.results import RunContext
@@ -41,10 +42,24 @@ def test_precision_at_20_from_gold_spans_equals_a_direct_computation(qa_dir: Pat
     columns = CorpusColumns(text="question", pair="context")
     with disable_run_logger():
         corpus = load_corpus_stage.fn(corpus_file, columns, spec, "error", "error", context).refs["corpus"]
-        attributed = attribute_stage.fn(corpus, spec, "simple_grad", "simple_grad", {}, "predicted", 8, context)
+        predictions = encode_corpus_stage.fn(corpus, spec, -1, 8, context).refs["predictions"]
+        attributed = attribute_stage.fn(
+            corpus, spec, "simple_grad", "simple_grad", {}, "predicted", 8, context, predictions=predictions
+        )
         attributions = attributed.refs["attributions"]
         result = evaluate_stage.fn(
-            corpus, attributions, spec, "simple_grad", (0.5,), "mask", None, 0, 8, context, metrics=None
+            corpus,
+            attributions,
+            spec,
+            "simple_grad",
+            (0.5,),
+            "mask",
+            None,
+            0,
+            8,
+            context,
+            metrics=None,
+            predictions=predictions,
         )
     # Independent: the artifact's token scores against masks built from the raw character spans.
     loaded = load_model(qa_dir, device="cpu")

@@ -63,7 +63,7 @@ def test_merge_writes_the_shards_rows_in_order_as_a_new_artifact(tmp_path: Path)
                 "embeddings", "encode_corpus", f"embeddings-shard-{number}", table, metadata={"layer": "2"}, dim=2
             )
         )
-    result = merge_shards_stage.fn("encode_corpus", "embeddings", parts, RunContext(tmp_path, "run"))
+    result = merge_shards_stage.fn("encode_corpus", [{"embeddings": p} for p in parts], RunContext(tmp_path, "run"))
     merged = result.refs["embeddings"]
     assert result.stage == "encode_corpus" and merged.rows == 5
     table = read_artifact(merged)
@@ -72,5 +72,5 @@ def test_merge_writes_the_shards_rows_in_order_as_a_new_artifact(tmp_path: Path)
     assert artifact_metadata(merged) == {"layer": "2"}
     with pytest.raises(ValueError, match="mix artifact kinds: corpus, embeddings"):
         merge_shards_stage.fn(
-            "encode_corpus", "x", [parts[0], _corpus(tmp_path, ["a"], "other")], RunContext(tmp_path, "run")
+            "encode_corpus", [{"x": parts[0]}, {"x": _corpus(tmp_path, ["a"], "other")}], RunContext(tmp_path, "run")
         )

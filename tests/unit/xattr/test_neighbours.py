@@ -115,3 +115,36 @@ def test_dropping_the_query_itself_equals_the_row_by_row_rule() -> None:
         np.testing.assert_array_equal(got_d[row], dist[row][keep][:k])
     has_own = (ids == np.arange(m)[:, None]).any(axis=1)
     assert 10 < has_own.sum() < m - 10  # both cases occur
+
+
+def test_neighbours_of_outside_queries_come_from_the_reference_only() -> None:
+    from xattr.neighbours.selection import NeighbourRequest, select_neighbours
+
+    rng = np.random.default_rng(1)
+    reference = rng.normal(size=(40, 6)).astype(np.float32)
+    queries = rng.normal(size=(7, 6)).astype(np.float32)
+    queries[0] = reference[3]  # a query equal to a reference text keeps it as its nearest neighbour
+    request = NeighbourRequest(max_neighbours=4, epsilon_quantile=None)
+    selection = select_neighbours(build_index(reference), reference, request, queries=queries)
+    full = ((queries[:, None, :].astype(np.float64) - reference[None, :, :]) ** 2).sum(-1)
+    expected = np.argsort(full, axis=1, kind="stable")[:, :4]
+    assert [selection.neighbours[i] for i in range(7)] == expected.tolist()
+    assert selection.neighbours[0][0] == 3
+    groups = [i % 2 for i in range(40)]
+    filtered = select_neighbours(
+        build_index(reference),
+        reference,
+        NeighbourRequest(max_neighbours=3, epsilon_quantile=None, filter="label"),
+        groups=groups,
+        queries=queries,
+        query_groups=[1] * 7,
+    )
+    assert all(j % 2 == 1 for js in filtered.neighbours.values() for j in js)
+    with pytest.raises(ValueError, match="needs one label per query text"):
+        select_neighbours(
+            build_index(reference),
+            reference,
+            NeighbourRequest(filter="label"),
+            groups=groups,
+            queries=queries,
+        )

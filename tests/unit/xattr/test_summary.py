@@ -16,6 +16,7 @@ from xattr.reporting.summary import (
     metrics_table,
     paired_vs_reference,
     per_text_values,
+    verdicts_vs_reference,
 )
 
 METHODS = {
@@ -147,9 +148,9 @@ def test_explain_markdown() -> None:
                 "",
                 "## Faithfulness (replacement: `mask`; CIs: bootstrap over texts; texts: all)",
                 "",
-                "| method | AOPC [95% CI] | AOPC sufficiency [95% CI] | log-odds [95% CI] | attribute s |",
-                "|---|---|---|---|---|",
-                "| grad_input | 0.5000 [0.2500, 0.7500] | nan [nan, nan] | -1.0000 [nan, nan] | 2.0 |",
+                "| method | AOPC [95% CI] | AOPC sufficiency [95% CI] | log-odds [95% CI] | vs random | attribute s |",
+                "|---|---|---|---|---|---|",
+                "| grad_input | 0.5000 [0.2500, 0.7500] | nan [nan, nan] | -1.0000 [nan, nan] | - | 2.0 |",
                 "",
                 "## Top words: grad_input",
                 "",
@@ -225,6 +226,54 @@ def test_paired_p_value_of_two_texts_by_hand() -> None:
         "vs_random/aopc_p"
     ]
     assert p == pytest.approx(0.5, abs=0.04)
+
+
+def test_verdicts_flag_a_method_that_is_not_better_than_random() -> None:
+    # 12 texts; "good" beats random by 0.25 on every text, "noisy" differs by +-0.1 in turn (mean 0),
+    # "worse" is 0.25 below; log_odds is lower-better, so "good" is better there with a lower value.
+    ids = [f"t{i}" for i in range(12)]
+    base = {d: 0.5 for d in ids}
+    rows = {
+        "random": {d: (v, 0.0) for d, v in base.items()},
+        "good": {d: (v + 0.25, -0.5) for d, v in base.items()},
+        "noisy": {d: (v + (0.1 if i % 2 else -0.1), 0.0) for i, (d, v) in enumerate(base.items())},
+        "worse": {d: (v - 0.25, 0.5) for d, v in base.items()},
+    }
+    evaluations = {
+        key: _evaluation([(d, m, None, v[j]) for d, v in per.items() for j, m in enumerate(("aopc", "log_odds"))])
+        for key, per in rows.items()
+    }
+    tests = paired_vs_reference({key: {"aopc": 0.5, "log_odds": 0.0} for key in rows}, evaluations)
+    verdicts = verdicts_vs_reference(tests)
+    by = {(r["method"], r["metric"]): r for r in verdicts}
+    assert [(r["method"], r["metric"]) for r in verdicts] == [
+        (m, k) for m in ("good", "noisy", "worse") for k in ("aopc", "log_odds")
+    ]
+    # Constant differences: only the all-plus and all-minus flips are as extreme, p = (1 + ~2000/2048) / 2001.
+    assert by[("good", "aopc")]["p_value"] < 0.01 and by[("good", "aopc")]["better_than_reference"]
+    good_log_odds = by[("good", "log_odds")]
+    assert good_log_odds["difference"] == pytest.approx(-0.5) and good_log_odds["better_than_reference"]
+    assert by[("noisy", "aopc")]["difference"] == pytest.approx(0.0, abs=1e-15)
+    assert not by[("noisy", "aopc")]["better_than_reference"]  # p = 1
+    assert by[("worse", "aopc")]["p_value"] < 0.01 and not by[("worse", "aopc")]["better_than_reference"]
+    primary = {(r["method"], r["metric"]) for r in verdicts if r["primary"]}
+    assert primary == {(m, "aopc") for m in ("good", "noisy", "worse")}
+    assert all(r["reference"] == "random" and r["alpha"] == 0.05 for r in verdicts)
+    markdown = explain_markdown(
+        run_id="r",
+        model="m",
+        corpus="c",
+        texts=12,
+        replacement="mask",
+        max_texts=None,
+        methods={key: MethodSummary({"aopc": 0.5}, 1.0) for key in rows},
+        top_words={},
+        stages=[],
+        verdicts=verdicts,
+    )
+    assert "| random | " in markdown and "| baseline |" in markdown
+    assert "| good | " in markdown and "better (AOPC +0.250, p=" in markdown
+    assert markdown.count("**not better than random**") == 2  # noisy and worse
 
 
 def test_merged_notes() -> None:

@@ -1,0 +1,180 @@
+"""Stages: the per-class drivers and the explanation viewer of a run, built from its artifacts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+from prefect import task
+
+from storage import ArtifactRef, ArtifactStore, read_artifact
+from storage.text_files import write_text_file
+from tasks.attribute import stored_outputs
+from tasks.caching import stage_cache_key
+from tasks.corpus_io import read_corpus
+from tasks.models import loaded_model
+from tasks.progress import StageProgress
+from tasks.results import RunContext, StageResult
+from xattr.models.loading import ModelSpec
+from xattr.reporting.class_drivers import ClassDriverSettings, class_drivers
+from xattr.reporting.viewer import ViewerSettings, render_explanations
+from xattr.reporting.words import word_table
+
+
+@task(name="class_drivers", task_run_name="class_drivers", cache_key_fn=stage_cache_key, persist_result=True)
+def class_drivers_stage(
+    corpus: ArtifactRef,
+    predictions: ArtifactRef,
+    attributions: ArtifactRef,
+    model: ModelSpec,
+    label: str,
+    settings: ClassDriverSettings,
+    context: RunContext,
+) -> StageResult:
+    """Write the ``class_drivers`` artifact (:func:`xattr.reporting.class_drivers.class_drivers`).
+
+    The ranking uses method ``label``'s attributions, the classes and probabilities the
+    ``predictions`` artifact's logits; the masked effects run the model (one forward pass per
+    masked text of the top candidates). A question-answering model gets no artifact (a note).
+    """
+    started = time.perf_counter()
+    loaded = loaded_model(model)
+    if loaded.task == "question_answering":
+        note = "class drivers: not computed for a question-answering model"
+        return StageResult("class_drivers", {}, {}, {"method": label}, time.perf_counter() - started, (note,))
+    view = read_corpus(corpus, loaded)
+    logits = stored_outputs(predictions, view.doc_ids)
+    table = class_drivers(
+        loaded,
+        view.encoded,
+        view.frame,
+        read_artifact(attributions).to_pandas(),
+        logits,
+        settings,
+        method=label,
+        progress=StageProgress("class_drivers"),
+    )
+    ref = ArtifactStore(context.artifacts_root, context.run_id).write(
+        "class_drivers", "class_drivers", "class_drivers", pa.Table.from_pandas(table, preserve_index=False)
+    )
+    params = {k: str(v) for k, v in vars(settings).items()} | {"method": label}
+    return StageResult(
+        "class_drivers",
+        {"class_drivers": ref},
+        {"drivers": float(len(table)), "classes": float(table["class"].nunique())},
+        params,
+        time.perf_counter() - started,
+    )
+
+
+@dataclass(frozen=True)
+class ViewerInputs:
+    """The artifacts one run's viewer is built from (stored in ``summary.json`` under ``viewer``).
+
+    Attributes:
+        corpus: The corpus artifact.
+        predictions: The ``predictions`` artifact.
+        attributions: ``token_attributions`` per method label, in the order the rows are shown.
+        signed: Per method label, whether its scores are signed.
+        evaluations: The ``evaluation`` artifacts (``random``'s included).
+        drivers: The ``class_drivers`` artifact, if computed.
+    """
+
+    corpus: ArtifactRef
+    predictions: ArtifactRef
+    attributions: dict[str, ArtifactRef]
+    signed: dict[str, bool]
+    evaluations: tuple[ArtifactRef, ...] = ()
+    drivers: ArtifactRef | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "corpus": self.corpus.to_dict(),
+            "predictions": self.predictions.to_dict(),
+            "attributions": {k: r.to_dict() for k, r in self.attributions.items()},
+            "signed": dict(self.signed),
+            "evaluations": [r.to_dict() for r in self.evaluations],
+            "drivers": self.drivers.to_dict() if self.drivers is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, object]) -> ViewerInputs:
+        drivers = d.get("drivers")
+        return cls(
+            ArtifactRef.from_dict(d["corpus"]),  # type: ignore[arg-type]
+            ArtifactRef.from_dict(d["predictions"]),  # type: ignore[arg-type]
+            {k: ArtifactRef.from_dict(r) for k, r in d["attributions"].items()},  # type: ignore[attr-defined]
+            {k: bool(v) for k, v in d["signed"].items()},  # type: ignore[attr-defined]
+            tuple(ArtifactRef.from_dict(r) for r in d.get("evaluations", ())),  # type: ignore[union-attr]
+            ArtifactRef.from_dict(drivers) if drivers else None,  # type: ignore[arg-type]
+        )
+
+
+def explanations_page(
+    inputs: ViewerInputs,
+    settings: ViewerSettings,
+    *,
+    methods: Sequence[str] | None = None,
+    documents: Sequence[str] | None = None,
+    notes: Sequence[str] = (),
+) -> str:
+    """The viewer page of a run (:func:`xattr.reporting.viewer.render_explanations` over its artifacts).
+
+    Args:
+        inputs: The run's artifacts.
+        settings: Sample size, cut, seed and title.
+        methods: Show only these method rows (default: every method); the faithfulness table
+            keeps every evaluated method (``random`` included).
+        documents: List exactly these documents (default: the seeded stratified sample).
+        notes: Lines under the header.
+
+    Raises:
+        ValueError: A requested method that the run did not compute, or a document not in the
+            corpus (one line naming it and what exists).
+    """
+    chosen = list(methods) if methods else list(inputs.attributions)
+    unknown = [m for m in chosen if m not in inputs.attributions]
+    if unknown:
+        raise ValueError(
+            f"method {unknown[0]!r} was not computed in this run; computed: {', '.join(inputs.attributions)}"
+        )
+    corpus = read_artifact(inputs.corpus).to_pandas()
+    pieces = pd.concat([read_artifact(inputs.attributions[m]).to_pandas() for m in chosen], ignore_index=True)
+    evaluation = (
+        pd.concat([read_artifact(r).to_pandas() for r in inputs.evaluations], ignore_index=True)
+        if inputs.evaluations
+        else None
+    )
+    drivers = read_artifact(inputs.drivers).to_pandas() if inputs.drivers is not None else None
+    return render_explanations(
+        corpus,
+        word_table(pieces, corpus),
+        read_artifact(inputs.predictions).to_pandas(),
+        {m: inputs.signed[m] for m in chosen},
+        evaluation=evaluation,
+        drivers=drivers,
+        settings=settings,
+        notes=notes,
+        documents=documents,
+    )
+
+
+@task(name="viewer", task_run_name="viewer", cache_key_fn=stage_cache_key, persist_result=True)
+def viewer_stage(inputs: ViewerInputs, settings: ViewerSettings, context: RunContext) -> StageResult:
+    """Write the run's explanation viewer, ``<run>/viewer/explanations.html`` (one self-contained page)."""
+    started = time.perf_counter()
+    page = explanations_page(inputs, settings)
+    path = context.artifacts_root / context.run_id / "viewer" / "explanations.html"
+    write_text_file(Path(path), page, name="viewer/explanations.html")
+    return StageResult(
+        "viewer",
+        {},
+        {"bytes": float(len(page.encode()))},
+        {"max_documents": str(settings.max_documents), "max_chars": str(settings.max_chars)},
+        time.perf_counter() - started,
+        files={"viewer": str(path)},
+    )
