@@ -43,7 +43,7 @@ def test_every_method_has_a_listing_label() -> None:
 def test_registration_refuses_an_unknown_signedness() -> None:
     with pytest.raises(ValueError, match="signed must be True, False, 'reduction' or 'base'"):
 
-        @register_method("never_registered", summary="-", paper="-", signed="maybe")  # type: ignore[arg-type]
+        @register_method("never_registered", summary="-", paper="-", signed="maybe", cost="1 fwd")  # type: ignore[arg-type]
         class Never(AttributionMethod[MethodParams]):
             def attribute_batch(self, loaded, batch, targets, context):  # pragma: no cover
                 raise AssertionError
