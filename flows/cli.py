@@ -198,7 +198,6 @@ def _where(summary: dict[str, Any]) -> None:
     console.print(f"[bold]MLflow:[/]    run {summary['mlflow_run_id']} in {uri}")
     console.print(f"           open the UI with: {ui_command(uri)}  (then http://127.0.0.1:5000)", soft_wrap=True)
     console.print(f"[bold]Stages served from cache:[/] {summary['cache_hits']} of {len(summary['stages'])}")
-    _viewer_lines(summary)
 
 
 def _viewer_lines(summary: dict[str, Any]) -> None:
@@ -224,6 +223,7 @@ def run(
     summary = _run_flow(explain_corpus_with_runner, _load_config(load_settings, config, workdir), RunnerError)
     console.print(_metrics_table(summary))
     _where(summary)
+    _viewer_lines(summary)
 
 
 def _method_facts(cls: Any) -> dict[str, str]:
