@@ -94,7 +94,7 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
             }
             for method in methods
         }
-        drivers = run_class_drivers(run, settings, corpus, predictions, runs)
+        drivers = run_class_drivers(run, settings, corpus, predictions, runs, verdicts)
         inputs = ViewerInputs(
             corpus,
             predictions,
@@ -225,14 +225,37 @@ def neighbour_index(
     return embeddings, built.refs["index"], encoded.refs["predictions"]
 
 
+def drivers_method(methods: Sequence[MethodConfig], verdicts: Sequence[Mapping[str, Any]]) -> str:
+    """The method the class drivers rank by when ``drivers.method`` is not set.
+
+    The method most faithful against ``random`` (largest primary-metric gain among those better
+    than random), else the first signed method, else the first.
+    """
+    keys = {m.key for m in methods if m.name != "random"}
+    faithful = sorted(
+        (row for row in verdicts if row["primary"] and row["better_than_reference"] and row["method"] in keys),
+        key=lambda row: -abs(float(row["difference"])),
+    )
+    if faithful:
+        return str(faithful[0]["method"])
+    signed = [m.key for m in methods if m.name != "random" and method_signed(m.name, m.params)]
+    return signed[0] if signed else methods[0].key
+
+
 def run_class_drivers(
     run: FlowRun,
     settings: ExplainSettings,
     corpus: ArtifactRef,
     predictions: ArtifactRef,
     runs: Mapping[str, MethodRun],
+    verdicts: Sequence[Mapping[str, Any]] = (),
 ) -> ArtifactRef | None:
-    """The ``class_drivers`` artifact of the ``drivers:`` settings, or ``None`` (disabled, or a QA model)."""
+    """The ``class_drivers`` artifact of the ``drivers:`` settings, or ``None`` (disabled, or a QA model).
+
+    The drivers rank by ``drivers.method``, else by the method most faithful against ``random``
+    (largest primary-metric gain among those better than random: on AG News a signed Grad*Input that
+    scored below random ranked weekdays first), else by the first signed method.
+    """
     wanted = settings.drivers
     methods = settings.attribution.methods
     if not wanted.enabled:
@@ -240,8 +263,7 @@ def run_class_drivers(
     if wanted.method is not None and wanted.method not in runs:
         known = ", ".join(m.key for m in methods)
         raise ValueError(f"drivers.method {wanted.method!r} is not a method of this run; methods: {known}")
-    signed = [m.key for m in methods if m.name != "random" and method_signed(m.name, m.params)]
-    label = wanted.method or (signed[0] if signed else methods[0].key)
+    label = wanted.method or drivers_method(methods, verdicts)
     evaluation = settings.evaluation
     return run.stage(
         class_drivers_stage,

@@ -501,7 +501,8 @@ def render_explanations(
         f"{_agreement_html(agreement)}</section></div>"
     )
     header.append(
-        f"<section><h2>Drivers per predicted class (top {settings.top_drivers})</h2>"
+        f"<section><h2>{'Drivers per predicted class' if classifier else 'Drivers of the predicted value'}"
+        f" (top {settings.top_drivers})</h2>"
         f"{_drivers_html(drivers, settings.top_drivers)}</section>"
     )
     legend = (
