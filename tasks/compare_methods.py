@@ -5,15 +5,14 @@ from __future__ import annotations
 import time
 
 import pyarrow as pa
-from prefect import task
 
 from storage import ArtifactRef, ArtifactStore, read_artifact, schema_for
-from tasks.caching import stage_cache_key
+from tasks.caching import stage_task
 from tasks.results import RunContext, StageResult
 from xattr.reporting.summary import paired_vs_reference, verdicts_vs_reference
 
 
-@task(name="compare_methods", cache_key_fn=stage_cache_key, persist_result=True)
+@stage_task(name="compare_methods")
 def compare_methods_stage(
     evaluations: dict[str, ArtifactRef],
     metrics: dict[str, dict[str, float]],

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-from prefect import task
 
 from storage import ArtifactRef, ArtifactStore, read_artifact
 from storage.text_files import write_text_file
 from tasks.attribute import stored_outputs
-from tasks.caching import stage_cache_key
+from tasks.caching import stage_task
 from tasks.corpus_io import read_corpus
 from tasks.models import loaded_model
 from tasks.progress import StageProgress
@@ -25,7 +24,7 @@ from xattr.reporting.viewer import ViewerSettings, render_explanations
 from xattr.reporting.words import word_table
 
 
-@task(name="class_drivers", task_run_name="class_drivers", cache_key_fn=stage_cache_key, persist_result=True)
+@stage_task(name="class_drivers", task_run_name="class_drivers")
 def class_drivers_stage(
     corpus: ArtifactRef,
     predictions: ArtifactRef,
@@ -163,7 +162,7 @@ def explanations_page(
     )
 
 
-@task(name="viewer", task_run_name="viewer", cache_key_fn=stage_cache_key, persist_result=True)
+@stage_task(name="viewer", task_run_name="viewer")
 def viewer_stage(inputs: ViewerInputs, settings: ViewerSettings, context: RunContext) -> StageResult:
     """Write the run's explanation viewer, ``<run>/viewer/explanations.html`` (one self-contained page)."""
     started = time.perf_counter()
