@@ -195,7 +195,7 @@ def _where(summary: dict[str, Any]) -> None:
     uri = summary["tracking_uri"]
     console.print(f"[bold]Artifacts:[/] {summary['artifacts_dir']}", soft_wrap=True)
     console.print(f"[bold]Summary:[/]   {summary['summary_path']}", soft_wrap=True)
-    console.print(f"[bold]MLflow:[/]    run {summary['mlflow_run_id']} in {uri}")
+    console.print(f"[bold]MLflow:[/]    run {summary['mlflow_run_id']} in {uri}", soft_wrap=True)
     console.print(f"           open the UI with: {ui_command(uri)}  (then http://127.0.0.1:5000)", soft_wrap=True)
     console.print(f"[bold]Stages served from cache:[/] {summary['cache_hits']} of {len(summary['stages'])}")
 
@@ -203,8 +203,9 @@ def _where(summary: dict[str, Any]) -> None:
 def _viewer_lines(summary: dict[str, Any]) -> None:
     """The run's explanation viewer and how to open MLflow on its workdir (the last lines of run and demo)."""
     workdir = Path(summary["artifacts_dir"]).parent.parent
-    console.print(f"[bold]Viewer:[/]    {summary['viewer']}")
-    console.print(f"[bold]MLflow UI:[/] xattr ui --workdir {workdir}")
+    # soft_wrap: a path is never broken across lines (it is copied from the terminal).
+    console.print(f"[bold]Viewer:[/]    {summary['viewer']}", soft_wrap=True)
+    console.print(f"[bold]MLflow UI:[/] xattr ui --workdir {workdir}", soft_wrap=True)
 
 
 @app.command()

@@ -299,7 +299,11 @@ class DriverSettings(StrictSettings):
     enabled: bool = Field(
         True, description="compute the class_drivers artifact (needs one extra forward pass per text)"
     )
-    method: str | None = Field(None, description="method label whose scores rank words; default: the method most faithful against random (else the first signed one)")
+    method: str | None = Field(
+        None,
+        description="method label whose scores rank words; default: the method most faithful against random "
+        "(else the first signed one)",
+    )
     top_k: int = Field(10, ge=0, description="top candidates per class whose masked effect is measured")
     min_count: int = Field(5, ge=1, description="candidates in fewer texts of a class are left out")
     drop_stop_words: bool = Field(True, description="leave out English stop words (spaCy's list)")

@@ -137,3 +137,21 @@ def test_benchmark_command_help_and_bad_config(tmp_path: Path) -> None:
     result = runner.invoke(app, ["benchmark", str(config)], env={"COLUMNS": "300"})
     assert result.exit_code == 2
     assert "evaluation.replacement" in result.output
+
+
+def test_the_viewer_and_ui_lines_never_break_a_path_at_80_columns(tmp_path) -> None:
+    from rich.console import Console
+
+    from flows import cli
+
+    deep = tmp_path / ("w" * 40) / "artifacts" / ("r" * 40)
+    summary = {"artifacts_dir": str(deep), "viewer": str(deep / "viewer" / "explanations.html")}
+    narrow = Console(width=80, record=True)
+    original, cli.console = cli.console, narrow
+    try:
+        cli._viewer_lines(summary)
+    finally:
+        cli.console = original
+    lines = narrow.export_text().splitlines()
+    assert any(line.endswith(summary["viewer"]) for line in lines)
+    assert any(line.endswith(f"xattr ui --workdir {tmp_path / ('w' * 40)}") for line in lines)
