@@ -665,8 +665,17 @@ def report_explanations(
         Path | None, typer.Option(help="the new HTML file; default <run dir>/viewer/explanations-<UTC time>.html")
     ] = None,
     max_documents: Annotated[int, typer.Option(min=1, help="documents listed at most (a seeded sample)")] = 200,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="show the drivers normally even when the classifier is not better than the majority class"
+        ),
+    ] = False,
 ) -> None:
-    """Re-render a run's explanation viewer from its artifacts (no model needed)."""
+    """Re-render a run's explanation viewer from its artifacts (no model needed).
+
+    Example: xattr report explanations xattr-demo/artifacts/RUN_ID --method integrated_gradients --max-documents 50
+    """
     from storage.errors import StorageError
     from storage.text_files import write_text_file
     from tasks.explanations import ViewerInputs, explanations_page
@@ -683,7 +692,9 @@ def report_explanations(
             soft_wrap=True,
         )
         raise typer.Exit(1) from None
-    settings = ViewerSettings(max_documents=max_documents, title=f"xattr explanations: {run_dir.name}")
+    settings = ViewerSettings(
+        max_documents=max_documents, title=f"xattr explanations: {run_dir.name}", show_untrusted=force
+    )
     try:
         page = explanations_page(inputs, settings, methods=method, documents=doc)
     except (ValueError, OSError) as error:

@@ -63,7 +63,11 @@ def test_version_and_every_help_page_has_an_example() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output == f"xattr {__version__}\n"
     names = [c.name or c.callback.__name__ for c in app.registered_commands]
-    commands = [[], *([n] for n in names), ["report"], ["report", "price-drivers"]]
+    from flows.cli import report_app
+
+    reports = [["report", c.name or c.callback.__name__] for c in report_app.registered_commands]
+    assert ["report", "explanations"] in reports and ["report", "price-drivers"] in reports
+    commands = [[], *([n] for n in names), ["report"], *reports]
     for command in commands:
         result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
         assert result.exit_code == 0 and "Usage" in result.output, command
