@@ -265,8 +265,8 @@ class TrainResult:
         stopped_early: Whether early stopping ended training before ``epochs``.
         seconds: Wall time up to the save.
         metrics: The best epoch's validation metrics (``loss``, then per task: ``accuracy``,
-            ``macro_f1``, ``majority_class`` and ``majority_accuracy``; ``micro_f1`` and ``macro_f1``; ``r2``, ``rmse`` and, with ``log_target``,
-            ``mape_price``), empty without validation rows.
+            ``macro_f1``, ``majority_class`` and ``majority_accuracy``; ``micro_f1`` and ``macro_f1``;
+            ``r2``, ``rmse`` and, with ``log_target``, ``mape_price``), empty without validation rows.
         history: Every epoch.
         num_labels: Outputs of the head.
         id2label: Class names saved in the model config (empty when none were given).
