@@ -19,7 +19,7 @@ from tasks.models import loaded_model
 from tasks.progress import StageProgress
 from tasks.results import RunContext, StageResult
 from xattr.models.loading import ModelSpec
-from xattr.reporting.baseline import ClassifierQuality
+from xattr.reporting.baseline import ClassifierQuality, fine_tune_quality
 from xattr.reporting.class_drivers import ClassDriverSettings, class_drivers
 from xattr.reporting.viewer import ViewerSettings, render_explanations
 from xattr.reporting.words import word_table
@@ -92,7 +92,7 @@ class ViewerInputs:
     signed: dict[str, bool]
     evaluations: tuple[ArtifactRef, ...] = ()
     drivers: ArtifactRef | None = None
-    quality: dict[str, float | str] | None = None
+    quality: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -119,49 +119,36 @@ class ViewerInputs:
         )
 
 
-def held_out_quality(fine_tune: Mapping[str, object] | None) -> dict[str, float | str] | None:
-    """A fine-tuned classifier's validation accuracy next to the majority class's, for the viewer.
+def held_out_quality(fine_tune: Mapping[str, object] | None) -> dict[str, float] | None:
+    """A fine-tuned classifier's validation metrics the viewer's verdict needs (JSON for ``summary.json``).
 
     Args:
         fine_tune: The flow's fine-tune summary (``tasks.fine_tune.fine_tune_summary``) when the
             model was fine-tuned on the corpus it explains, else ``None``.
 
     Returns:
-        ``accuracy``, ``majority_accuracy``, ``majority_class`` (index), ``rows`` and ``where``, or
-        ``None`` without validation rows or classification metrics.
+        ``accuracy``, ``majority_accuracy``, ``majority_class`` and ``rows``, or ``None`` when
+        :func:`xattr.reporting.baseline.fine_tune_quality` finds no verdict in them.
     """
     if not fine_tune:
         return None
-    metrics = fine_tune.get("metrics") or {}
+    metrics = dict(fine_tune.get("metrics") or {})  # type: ignore[call-overload]
     rows = int(fine_tune.get("validation_rows") or 0)  # type: ignore[call-overload]
-    if rows < 1 or not {"accuracy", "majority_accuracy", "majority_class"} <= set(metrics):  # type: ignore[arg-type]
+    if fine_tune_quality(metrics, rows) is None:
         return None
-    return {
-        "accuracy": float(metrics["accuracy"]),  # type: ignore[index]
-        "majority_accuracy": float(metrics["majority_accuracy"]),  # type: ignore[index]
-        "majority_class": float(metrics["majority_class"]),  # type: ignore[index]
-        "rows": float(rows),
-        "where": f"the {rows} validation rows held out of the fine-tune",
-    }
+    return {k: float(metrics[k]) for k in ("accuracy", "majority_accuracy", "majority_class")} | {"rows": float(rows)}
 
 
-def _quality(quality: Mapping[str, float | str] | None, predictions: pd.DataFrame) -> ClassifierQuality | None:
+def _quality(quality: Mapping[str, float] | None, predictions: pd.DataFrame) -> ClassifierQuality | None:
     """The held-out quality with its majority class named as the predictions name it."""
     if not quality:
         return None
-    index = int(float(quality["majority_class"]))
     names: dict[int, str] = {}
     for ids, labels in (("predicted_id", "predicted_label"), ("gold_id", "gold_label")):
         if ids in predictions and labels in predictions:
             pairs = predictions[[ids, labels]].dropna().drop_duplicates(ids)
             names.update({int(i): str(n) for i, n in zip(pairs[ids], pairs[labels], strict=True)})
-    return ClassifierQuality(
-        float(quality["accuracy"]),
-        float(quality["majority_accuracy"]),
-        names.get(index, str(index)),
-        int(float(quality["rows"])),
-        str(quality["where"]),
-    )
+    return fine_tune_quality(quality, int(quality["rows"]), names)
 
 
 def explanations_page(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +27,7 @@ __all__ = [
     "LinearBaseline",
     "ModelVerdict",
     "classifier_quality",
+    "fine_tune_quality",
     "fit_linear_baseline",
     "VERDICT_CSS",
     "majority_verdict",
@@ -223,6 +224,32 @@ def classifier_quality(gold: Sequence[object], predicted: Sequence[object], *, w
     label = min(c for c, n in counts.items() if n == top)
     right = sum(g == p for g, p in pairs)
     return ClassifierQuality(right / len(pairs), top / len(pairs), label, len(pairs), where)
+
+
+def fine_tune_quality(
+    metrics: Mapping[str, float], rows: int, names: Mapping[int, str] | None = None
+) -> ClassifierQuality | None:
+    """The quality a fine-tune measured on its validation rows (the trainer's classification metrics).
+
+    Args:
+        metrics: ``accuracy``, ``majority_accuracy`` and ``majority_class`` (the class index), as
+            :func:`xattr.training.recipe.classification_metrics` gives them.
+        rows: The validation rows they were measured on.
+        names: Class names by index (default: the index as text).
+
+    Returns:
+        The :class:`ClassifierQuality`, or ``None`` without validation rows or those metrics.
+    """
+    if rows < 1 or not {"accuracy", "majority_accuracy", "majority_class"} <= set(metrics):
+        return None
+    index = int(metrics["majority_class"])
+    return ClassifierQuality(
+        float(metrics["accuracy"]),
+        float(metrics["majority_accuracy"]),
+        (names or {}).get(index, str(index)),
+        int(rows),
+        f"the {int(rows)} validation rows held out of the fine-tune",
+    )
 
 
 def majority_verdict(quality: ClassifierQuality, *, min_accuracy_gain: float = 0.0) -> ModelVerdict:
