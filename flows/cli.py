@@ -11,6 +11,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # The temporary server of an in-process run gets 20 s by default, too little on a busy machine.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
+import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -169,12 +171,27 @@ def _run_flow(flow_function: Callable[[Any], dict[str, Any]], settings: Any, *kn
         raise _fail(exc, 1) from exc
 
 
+def xattr_command() -> str:
+    """How to type this ``xattr`` in the user's shell: ``xattr`` when that name on PATH is this
+    script, else the script's path (``.venv/bin/xattr`` after ``make demo``, whose venv is not on PATH)."""
+    script = Path(sys.argv[0])
+    if script.name != "xattr":
+        return "xattr"  # python -m flows.cli, or a test runner
+    on_path = shutil.which("xattr")
+    if on_path and Path(on_path).resolve() == script.resolve():
+        return "xattr"
+    try:
+        return str(script.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(script.absolute())
+
+
 def ui_command(tracking_uri: str) -> str:
-    """The ``xattr ui`` command that serves the MLflow store ``tracking_uri``."""
+    """The ``xattr ui`` command that serves the MLflow store ``tracking_uri``, as the user can type it."""
     prefix = "sqlite:///"
     if tracking_uri.startswith(prefix) and tracking_uri.endswith("/mlflow.db"):
-        return f"xattr ui --workdir {Path(tracking_uri[len(prefix) :]).parent}"
-    return f"xattr ui --tracking-uri {tracking_uri}"
+        return f"{xattr_command()} ui --workdir {Path(tracking_uri[len(prefix) :]).parent}"
+    return f"{xattr_command()} ui --tracking-uri {tracking_uri}"
 
 
 def _metrics_table(summary: dict[str, Any]) -> Table:
@@ -202,10 +219,9 @@ def _where(summary: dict[str, Any]) -> None:
 
 def _viewer_lines(summary: dict[str, Any]) -> None:
     """The run's explanation viewer and how to open MLflow on its workdir (the last lines of run and demo)."""
-    workdir = Path(summary["artifacts_dir"]).parent.parent
     # soft_wrap: a path is never broken across lines (it is copied from the terminal).
     console.print(f"[bold]Viewer:[/]    {summary['viewer']}", soft_wrap=True)
-    console.print(f"[bold]MLflow UI:[/] xattr ui --workdir {workdir}", soft_wrap=True)
+    console.print(f"[bold]MLflow UI:[/] {ui_command(summary['tracking_uri'])}", soft_wrap=True)
 
 
 @app.command()
@@ -665,8 +681,17 @@ def report_explanations(
         Path | None, typer.Option(help="the new HTML file; default <run dir>/viewer/explanations-<UTC time>.html")
     ] = None,
     max_documents: Annotated[int, typer.Option(min=1, help="documents listed at most (a seeded sample)")] = 200,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="show the drivers normally even when the classifier is not better than the majority class"
+        ),
+    ] = False,
 ) -> None:
-    """Re-render a run's explanation viewer from its artifacts (no model needed)."""
+    """Re-render a run's explanation viewer from its artifacts (no model needed).
+
+    Example: xattr report explanations xattr-demo/artifacts/RUN_ID --method integrated_gradients --max-documents 50
+    """
     from storage.errors import StorageError
     from storage.text_files import write_text_file
     from tasks.explanations import ViewerInputs, explanations_page
@@ -683,7 +708,9 @@ def report_explanations(
             soft_wrap=True,
         )
         raise typer.Exit(1) from None
-    settings = ViewerSettings(max_documents=max_documents, title=f"xattr explanations: {run_dir.name}")
+    settings = ViewerSettings(
+        max_documents=max_documents, title=f"xattr explanations: {run_dir.name}", show_untrusted=force
+    )
     try:
         page = explanations_page(inputs, settings, methods=method, documents=doc)
     except (ValueError, OSError) as error:

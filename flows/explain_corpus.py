@@ -16,7 +16,7 @@ from storage import ArtifactRef, read_artifact
 from storage.text_files import write_text_file
 from tasks.build_index import build_index_stage
 from tasks.encode_corpus import encode_corpus_stage
-from tasks.explanations import ViewerInputs, class_drivers_stage, viewer_stage
+from tasks.explanations import ViewerInputs, class_drivers_stage, held_out_quality, viewer_stage
 from tasks.fine_tune import CorpusFile, fine_tune_summary
 from tasks.head_statistics import head_statistics_stage
 from tasks.layer_precision import layer_precision_stage
@@ -42,6 +42,7 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
     """
     logger = get_run_logger()
     with flow_run(settings, flow="explain-corpus") as run:
+        on_corpus = settings.model.fine_tune is not None and settings.model.fine_tune.train_path is None
         settings, trained = fine_tuned(run, settings)
         if settings.evaluation.random_baseline:
             settings = settings.model_copy(update={"attribution": with_random_baseline(settings.attribution)})
@@ -102,6 +103,8 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
             {m.key: method_signed(m.name, m.params) for m in methods},
             tuple(runs[m.key].evaluation for m in methods),
             drivers,
+            # Trained on this corpus: its labels are mostly training rows, so the verdict uses the held-out ones.
+            held_out_quality(trained) if on_corpus else None,
         )
         viewer = Path(
             run.stage(

@@ -325,6 +325,12 @@ class ViewerOptions(StrictSettings):
     least_confident: int = Field(20, ge=0, description="least confident documents always listed")
     max_chars: int = Field(1000, ge=1, description="characters of each text shown")
     top_drivers: int = Field(10, ge=1, description="drivers listed per class")
+    min_accuracy_gain: float = Field(
+        0.0,
+        description="a classifier is trusted only when its accuracy beats always predicting the majority class by "
+        "more than this (else a red banner and its drivers collapsed)",
+    )
+    show_untrusted: bool = Field(False, description="show an untrusted classifier's drivers normally")
 
     def library(self, seed: int, title: str) -> ViewerSettings:
         return ViewerSettings(**self.model_dump(), seed=seed, title=title)

@@ -19,6 +19,7 @@ from tasks.models import loaded_model
 from tasks.progress import StageProgress
 from tasks.results import RunContext, StageResult
 from xattr.models.loading import ModelSpec
+from xattr.reporting.baseline import ClassifierQuality, fine_tune_quality
 from xattr.reporting.class_drivers import ClassDriverSettings, class_drivers
 from xattr.reporting.viewer import ViewerSettings, render_explanations
 from xattr.reporting.words import word_table
@@ -81,6 +82,8 @@ class ViewerInputs:
         signed: Per method label, whether its scores are signed.
         evaluations: The ``evaluation`` artifacts (``random``'s included).
         drivers: The ``class_drivers`` artifact, if computed.
+        quality: A classifier's held-out quality for the viewer's verdict (:func:`held_out_quality`),
+            if the run has one; else the viewer uses the corpus's gold labels.
     """
 
     corpus: ArtifactRef
@@ -89,6 +92,7 @@ class ViewerInputs:
     signed: dict[str, bool]
     evaluations: tuple[ArtifactRef, ...] = ()
     drivers: ArtifactRef | None = None
+    quality: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -98,6 +102,7 @@ class ViewerInputs:
             "signed": dict(self.signed),
             "evaluations": [r.to_dict() for r in self.evaluations],
             "drivers": self.drivers.to_dict() if self.drivers is not None else None,
+            "quality": dict(self.quality) if self.quality is not None else None,
         }
 
     @classmethod
@@ -110,7 +115,40 @@ class ViewerInputs:
             {k: bool(v) for k, v in d["signed"].items()},  # type: ignore[attr-defined]
             tuple(ArtifactRef.from_dict(r) for r in d.get("evaluations", ())),  # type: ignore[union-attr]
             ArtifactRef.from_dict(drivers) if drivers else None,  # type: ignore[arg-type]
+            dict(d["quality"]) if d.get("quality") else None,  # type: ignore[call-overload]
         )
+
+
+def held_out_quality(fine_tune: Mapping[str, object] | None) -> dict[str, float] | None:
+    """A fine-tuned classifier's validation metrics the viewer's verdict needs (JSON for ``summary.json``).
+
+    Args:
+        fine_tune: The flow's fine-tune summary (``tasks.fine_tune.fine_tune_summary``) when the
+            model was fine-tuned on the corpus it explains, else ``None``.
+
+    Returns:
+        ``accuracy``, ``majority_accuracy``, ``majority_class`` and ``rows``, or ``None`` when
+        :func:`xattr.reporting.baseline.fine_tune_quality` finds no verdict in them.
+    """
+    if not fine_tune:
+        return None
+    metrics = dict(fine_tune.get("metrics") or {})  # type: ignore[call-overload]
+    rows = int(fine_tune.get("validation_rows") or 0)  # type: ignore[call-overload]
+    if fine_tune_quality(metrics, rows) is None:
+        return None
+    return {k: float(metrics[k]) for k in ("accuracy", "majority_accuracy", "majority_class")} | {"rows": float(rows)}
+
+
+def _quality(quality: Mapping[str, float] | None, predictions: pd.DataFrame) -> ClassifierQuality | None:
+    """The held-out quality with its majority class named as the predictions name it."""
+    if not quality:
+        return None
+    names: dict[int, str] = {}
+    for ids, labels in (("predicted_id", "predicted_label"), ("gold_id", "gold_label")):
+        if ids in predictions and labels in predictions:
+            pairs = predictions[[ids, labels]].dropna().drop_duplicates(ids)
+            names.update({int(i): str(n) for i, n in zip(pairs[ids], pairs[labels], strict=True)})
+    return fine_tune_quality(quality, int(quality["rows"]), names)
 
 
 def explanations_page(
@@ -149,16 +187,18 @@ def explanations_page(
         else None
     )
     drivers = read_artifact(inputs.drivers).to_pandas() if inputs.drivers is not None else None
+    predictions = read_artifact(inputs.predictions).to_pandas()
     return render_explanations(
         corpus,
         word_table(pieces, corpus),
-        read_artifact(inputs.predictions).to_pandas(),
+        predictions,
         {m: inputs.signed[m] for m in chosen},
         evaluation=evaluation,
         drivers=drivers,
         settings=settings,
         notes=notes,
         documents=documents,
+        quality=_quality(inputs.quality, predictions),
     )
 
 

@@ -183,6 +183,7 @@ def _check_viewer_and_drivers(summary: dict, client: MlflowClient, model_dir: Pa
         assert f"<div class='mname'>{label}" in page  # a highlighted row each
     assert "<script>alert" not in page and "&lt;script&gt;alert" in page
     assert "Drivers per predicted class" in page and "No class drivers given" not in page
+    assert "for always predicting the majority class" in page and "labelled documents of this corpus" in page
     logged = {a.path for a in client.list_artifacts(summary["mlflow_run_id"], "viewer")}
     assert logged == {"viewer/explanations.html"}
     assert f"Explanation viewer: [{page_path}]" in Path(summary["summary_path"]).read_text()
@@ -377,6 +378,12 @@ def test_model_fine_tune_trains_on_the_corpus_as_a_recorded_stage_and_reuses_the
     untrained = explain_corpus(_settings(tmp_path / "base", corpus_csv, tiny_classifier_dir))
     assert untrained["metrics"]["simple_grad"]["aopc"] != first["metrics"]["simple_grad"]["aopc"]
     second = explain_corpus(settings)
+    # The viewer's verdict uses the rows held out of the fine-tune, not the corpus it was trained on.
+    held = first["fine_tune"]["metrics"]
+    rows = first["fine_tune"]["validation_rows"]
+    page = Path(first["viewer"]).read_text()
+    assert f"accuracy {held['accuracy']:.3f} vs {held['majority_accuracy']:.3f} for always predicting" in page
+    assert f"on the {rows} validation rows held out of the fine-tune" in page
     assert second["fine_tune"]["path"] == str(trained) and second["fine_tune"]["reused"] is True
     assert second["cache_hits"] == len(STAGES) + 1
     assert second["metrics"] == first["metrics"]

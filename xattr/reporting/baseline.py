@@ -1,4 +1,4 @@
-"""The linear baseline a price model must be judged against: TF-IDF + ridge regression.
+"""The baselines a model must be judged against: TF-IDF + ridge for a regressor, the majority class for a classifier.
 
 METHOD-NOTES: a fine-tuned MiniLM on Walmart-Amazon titles was slightly *behind* TF-IDF + ridge,
 so a price-driver report states the model's quality next to this baseline; its coefficients are
@@ -16,13 +16,34 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
 
-__all__ = ["LinearBaseline", "ModelVerdict", "fit_linear_baseline", "model_verdict"]
+__all__ = [
+    "ClassifierQuality",
+    "LinearBaseline",
+    "ModelVerdict",
+    "classifier_quality",
+    "fine_tune_quality",
+    "fit_linear_baseline",
+    "VERDICT_CSS",
+    "majority_verdict",
+    "model_verdict",
+]
+
+#: How every report shows a :class:`ModelVerdict`: ``.banner`` (red: do not trust the drivers),
+#: ``.verdict-ok`` (green) and the collapsed ``details.untrusted`` drivers.
+VERDICT_CSS = """
+.banner { background: #fdecea; border: 2px solid #c62828; color: #7f1d1d; border-radius: 8px; padding: 12px 20px;
+          margin: 16px 0; font-size: 15px; }
+.banner strong { color: #b71c1c; }
+.verdict-ok { background: #edf7ee; border: 1px solid #2e7d32; color: #1b5e20; border-radius: 8px; padding: 10px 20px;
+              margin: 16px 0; }
+details.untrusted > summary { cursor: pointer; font-weight: 600; color: #7f1d1d; padding: 8px 0; }
+"""
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 
@@ -149,6 +170,110 @@ def model_verdict(
             False, f"The model is not better than the linear baseline: {' and '.join(problems)} ({numbers})."
         )
     return ModelVerdict(True, f"The model is better than the linear baseline ({numbers}).")
+
+
+@dataclass(frozen=True)
+class ClassifierQuality:
+    """A classifier's accuracy next to always predicting the most common gold class, on the same rows.
+
+    Attributes:
+        accuracy: Share of the rows predicted right.
+        majority_accuracy: Share of the rows whose gold class is the most common one.
+        majority_label: That class (its name, or index as text).
+        rows: Rows with a gold label.
+        where: Which rows, for the verdict's sentence (e.g. ``"400 held-out validation rows"``).
+    """
+
+    accuracy: float
+    majority_accuracy: float
+    majority_label: str
+    rows: int
+    where: str
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(vars(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> ClassifierQuality:
+        return cls(
+            float(d["accuracy"]),  # type: ignore[arg-type]
+            float(d["majority_accuracy"]),  # type: ignore[arg-type]
+            str(d["majority_label"]),
+            int(d["rows"]),  # type: ignore[call-overload]
+            str(d["where"]),
+        )
+
+
+def classifier_quality(gold: Sequence[object], predicted: Sequence[object], *, where: str) -> ClassifierQuality | None:
+    """Accuracy and the majority-class accuracy of the rows whose gold label is known.
+
+    Args:
+        gold: Gold class per row (``None``/NaN: unlabelled, left out).
+        predicted: Predicted class per row, comparable with ``gold``.
+        where: Which rows these are (shown in the verdict).
+
+    Returns:
+        The :class:`ClassifierQuality`, or ``None`` when no row is labelled. Ties for the most
+        common class go to the class that sorts first, so the result does not depend on row order.
+    """
+    pairs = [(str(g), str(p)) for g, p in zip(gold, predicted, strict=True) if not _missing(g)]
+    if not pairs:
+        return None
+    counts = Counter(g for g, _ in pairs)
+    top = max(counts.values())
+    label = min(c for c, n in counts.items() if n == top)
+    right = sum(g == p for g, p in pairs)
+    return ClassifierQuality(right / len(pairs), top / len(pairs), label, len(pairs), where)
+
+
+def fine_tune_quality(
+    metrics: Mapping[str, float], rows: int, names: Mapping[int, str] | None = None
+) -> ClassifierQuality | None:
+    """The quality a fine-tune measured on its validation rows (the trainer's classification metrics).
+
+    Args:
+        metrics: ``accuracy``, ``majority_accuracy`` and ``majority_class`` (the class index), as
+            :func:`xattr.training.recipe.classification_metrics` gives them.
+        rows: The validation rows they were measured on.
+        names: Class names by index (default: the index as text).
+
+    Returns:
+        The :class:`ClassifierQuality`, or ``None`` without validation rows or those metrics.
+    """
+    if rows < 1 or not {"accuracy", "majority_accuracy", "majority_class"} <= set(metrics):
+        return None
+    index = int(metrics["majority_class"])
+    return ClassifierQuality(
+        float(metrics["accuracy"]),
+        float(metrics["majority_accuracy"]),
+        (names or {}).get(index, str(index)),
+        int(rows),
+        f"the {int(rows)} validation rows held out of the fine-tune",
+    )
+
+
+def majority_verdict(quality: ClassifierQuality, *, min_accuracy_gain: float = 0.0) -> ModelVerdict:
+    """Trust a classifier only when it beats always predicting the majority class on the same rows.
+
+    Args:
+        quality: Accuracy and majority-class accuracy (:func:`classifier_quality`).
+        min_accuracy_gain: The model's accuracy must exceed the majority class's by more than this.
+
+    Returns:
+        The :class:`ModelVerdict` (a sentence with both numbers and the rows they come from).
+    """
+    numbers = (
+        f"accuracy {quality.accuracy:.3f} vs {quality.majority_accuracy:.3f} for always predicting the majority "
+        f"class {quality.majority_label!r}, on {quality.where}"
+    )
+    if quality.accuracy - quality.majority_accuracy > min_accuracy_gain:
+        return ModelVerdict(True, f"The model is better than the majority class ({numbers}).")
+    margin = f" by more than {min_accuracy_gain:g}" if min_accuracy_gain else ""
+    return ModelVerdict(False, f"The model is not better than the majority class{margin} ({numbers}).")
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _tfidf(texts: Sequence[str], index: dict[str, int], idf: np.ndarray) -> sparse.csr_matrix:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from xattr.data.products import PRICE_PROBLEMS
-from xattr.reporting.baseline import ModelVerdict
+from xattr.reporting.baseline import VERDICT_CSS, ModelVerdict
 from xattr.reporting.price_drivers import ALL_CATEGORIES, DriverOptions, PriceDriverAnalysis
 
 __all__ = [
@@ -134,12 +134,6 @@ img.chart { max-width: 100%; height: auto; display: block; margin: 8px 0; }
 .meta { color: #5b6477; font-size: 12px; }
 .note { color: #5b6477; font-size: 12.5px; }
 .legend span { padding: 2px 6px; border-radius: 3px; margin-right: 6px; font-size: 12px; }
-.banner { background: #fdecea; border: 2px solid #c62828; color: #7f1d1d; border-radius: 8px; padding: 12px 20px;
-          margin: 16px 0; font-size: 15px; }
-.banner strong { color: #b71c1c; }
-.verdict-ok { background: #edf7ee; border: 1px solid #2e7d32; color: #1b5e20; border-radius: 8px; padding: 10px 20px;
-              margin: 16px 0; }
-details.untrusted > summary { cursor: pointer; font-weight: 600; color: #7f1d1d; padding: 8px 0; }
 """
 
 
@@ -508,7 +502,7 @@ def render_price_report(data: PriceReportData, figures: dict[str, Any] | None = 
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(data.title)}</title><style>{_CSS}</style></head><body><main>",
+        f"<title>{html.escape(data.title)}</title><style>{_CSS}{VERDICT_CSS}</style></head><body><main>",
         f"<h1>{html.escape(data.title)}</h1>",
         *verdict,
         '<p class="lead">What pushes the model\'s predicted price up or down across the catalogue, overall and per '

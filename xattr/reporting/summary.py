@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from xattr.metrics.uncertainty import bootstrap_mean, paired_difference
+from xattr.reporting.baseline import fine_tune_quality, majority_verdict
 
 __all__ = [
     "EXPLAIN_COLUMNS",
@@ -222,6 +223,7 @@ def benchmark_markdown(
         "",
         f"Dataset `{dataset}` ({task}); model `{model}`" + trained,
         "",
+        *_fine_tune_verdict(fine_tune),
         f"Replacement `{replacement}`; removal fractions {', '.join(f'{f:g}' for f in fractions)}; "
         f"metrics: {', '.join(families)}. Values: mean over evaluated texts [95% percentile-bootstrap CI over texts].",
         "",
@@ -348,6 +350,16 @@ def verdicts_vs_reference(
                 }
             )
     return rows
+
+
+def _fine_tune_verdict(fine_tune: Mapping[str, Any]) -> list[str]:
+    """A fine-tuned classifier's verdict against the majority class on its validation rows (else nothing)."""
+    quality = fine_tune_quality(fine_tune.get("metrics") or {}, int(fine_tune.get("validation_rows") or 0))
+    if quality is None:
+        return []
+    verdict = majority_verdict(quality)
+    prefix = "**Verdict:**" if verdict.trusted else "**Do not trust these explanations:**"
+    return [f"{prefix} {verdict.reason}", ""]
 
 
 def merged_notes(method_notes: Sequence[tuple[str, Sequence[str]]], stated: Sequence[str] = ()) -> list[str]:

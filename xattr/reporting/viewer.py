@@ -4,6 +4,10 @@ The page needs no network (inline CSS and a small inline script; no fonts, image
 fetched) and escapes every text it shows, so a document holding ``<script>`` is displayed, never
 run. It has:
 
+- a verdict for a classifier with gold labels: its accuracy against always predicting the majority
+  class on the same rows (held-out rows when the flow gives them, else the labelled documents); a
+  model that is not better gets a red banner and its drivers collapsed behind it
+  (``show_untrusted`` shows them normally);
 - a header: the faithfulness table (mean and bootstrap CI per metric and method, the ``random``
   row, each method's paired test against random and a "not better than random" flag), the
   method-agreement matrix (Spearman rank correlation of the methods' word scores), the per-class
@@ -36,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from xattr.reporting.baseline import VERDICT_CSS, ClassifierQuality, ModelVerdict, classifier_quality, majority_verdict
 from xattr.reporting.summary import HEADLINE, faithfulness_table
 
 __all__ = [
@@ -67,6 +72,9 @@ class ViewerSettings:
         top_drivers: Drivers listed per class.
         seed: Seed of the sample.
         title: Page title.
+        min_accuracy_gain: A classifier is trusted only when its accuracy exceeds the majority
+            class's by more than this (:func:`xattr.reporting.baseline.majority_verdict`).
+        show_untrusted: Show an untrusted classifier's drivers normally, under the red banner.
     """
 
     max_documents: int = 200
@@ -77,6 +85,8 @@ class ViewerSettings:
     top_drivers: int = 10
     seed: int = 0
     title: str = "xattr explanations"
+    min_accuracy_gain: float = 0.0
+    show_untrusted: bool = False
 
     def __post_init__(self) -> None:
         if self.max_documents < 1:
@@ -364,6 +374,24 @@ def _drivers_html(drivers: pd.DataFrame | None, k: int) -> str:
     return f"<div class='drivers'>{''.join(parts)}</div>"
 
 
+def _verdict_html(verdict: ModelVerdict | None, show_untrusted: bool) -> list[str]:
+    """The classifier verdict's block under the title (nothing without a verdict)."""
+    if verdict is None:
+        return []
+    if verdict.trusted:
+        return [f"<div class='verdict-ok'><strong>Verdict:</strong> {_e(verdict.reason)}</div>"]
+    shown = (
+        "they are shown below because the viewer was forced (show_untrusted)"
+        if show_untrusted
+        else "they are collapsed below"
+    )
+    return [
+        "<div class='banner'><strong>Do not trust this model's explanations.</strong> "
+        f"{_e(verdict.reason)} Always predicting the majority class is at least as accurate, so the words the "
+        f"methods highlight and the class drivers describe a model that has not learned the task; {shown}.</div>"
+    ]
+
+
 def _highlighted(text: str, spans: Sequence[tuple[int, int, float]], signed: bool, max_chars: int) -> str:
     """``text`` escaped, its words wrapped in level classes; ``spans`` are ``(start, end, score)`` in text order."""
     largest = max((abs(s) for _, _, s in spans), default=0.0)
@@ -419,6 +447,7 @@ def render_explanations(
     notes: Sequence[str] = (),
     target_names: Mapping[int, str] | None = None,
     documents: Sequence[str] | None = None,
+    quality: ClassifierQuality | None = None,
 ) -> str:
     """The viewer page as one HTML string.
 
@@ -442,6 +471,8 @@ def render_explanations(
         notes: Lines shown under the header (e.g. "the model has no id2label: classes are ids").
         target_names: Names of explained outputs, shown when a document has several targets.
         documents: List exactly these documents, in this order (default: :func:`sample_documents`).
+        quality: A classifier's held-out accuracy and majority-class accuracy for the verdict
+            (default: computed on the documents with a gold label).
 
     Returns:
         The page.
@@ -486,6 +517,15 @@ def render_explanations(
         accuracy = 1.0 - predictions.loc[labelled, "_wrong"].mean()
         wrong = int(predictions["_wrong"].sum())
         counts += f"; accuracy {accuracy:.3f} on {int(labelled.sum())} labelled, {wrong} misclassified"
+        if quality is None:
+            quality = classifier_quality(
+                predictions["gold_label"].tolist(),
+                predictions["predicted_label"].tolist(),
+                where=f"the {int(labelled.sum())} labelled documents of this corpus",
+            )
+    verdict = (
+        majority_verdict(quality, min_accuracy_gain=settings.min_accuracy_gain) if classifier and quality else None
+    )
     listed = (
         f"all {len(shown)} listed"
         if len(shown) == len(doc_ids)
@@ -500,11 +540,16 @@ def render_explanations(
         "<section><h2>Method agreement (Spearman of |word score|, mean over documents)</h2>"
         f"{_agreement_html(agreement)}</section></div>"
     )
-    header.append(
-        f"<section><h2>{'Drivers per predicted class' if classifier else 'Drivers of the predicted value'}"
-        f" (top {settings.top_drivers})</h2>"
-        f"{_drivers_html(drivers, settings.top_drivers)}</section>"
-    )
+    header[1:1] = _verdict_html(verdict, settings.show_untrusted)
+    drivers_title = f"{'Drivers per predicted class' if classifier else 'Drivers of the predicted value'}"
+    drivers_body = f"{_drivers_html(drivers, settings.top_drivers)}"
+    if verdict is not None and not verdict.trusted and not settings.show_untrusted:
+        header.append(
+            f"<details class='untrusted'><summary>{drivers_title} (top {settings.top_drivers}): hidden, the model is "
+            f"not better than the majority class; open to show</summary>{drivers_body}</details>"
+        )
+    else:
+        header.append(f"<section><h2>{drivers_title} (top {settings.top_drivers})</h2>{drivers_body}</section>")
     legend = (
         "<div class='legend sub'>signed: <span class='p8'>towards the explained output</span>"
         "<span class='p3'>weakly</span> <span class='n3'>weakly</span><span class='n8'>against it</span> "
@@ -588,7 +633,7 @@ def render_explanations(
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'; "
         "script-src 'unsafe-inline'\">"
-        f"<title>{_e(settings.title)}</title><style>{_CSS}</style></head><body>"
+        f"<title>{_e(settings.title)}</title><style>{_CSS}{VERDICT_CSS}</style></head><body>"
         f"<header>{''.join(header)}</header>{''.join(nav)}<main>{''.join(cards)}</main>"
         f"<script type='application/json' id='viewer-meta'>{html.escape(meta, quote=False)}</script>"
         f"<script>{_JS}</script></body></html>"

@@ -310,8 +310,10 @@ def multi_hot(label_sets: Sequence[Sequence[int]], num_labels: int) -> np.ndarra
 
 
 def classification_metrics(predicted: np.ndarray, gold: np.ndarray, num_labels: int) -> dict[str, float]:
-    """Accuracy and macro-F1 (the mean over all ``num_labels`` classes of per-class F1; 0 for a class
-    never predicted nor present)."""
+    """Accuracy, macro-F1 (the mean over all ``num_labels`` classes of per-class F1; 0 for a class
+    never predicted nor present), and the majority-class baseline on the same rows:
+    ``majority_class`` (the most common gold class; the lowest index on a tie) and
+    ``majority_accuracy`` (the accuracy of always predicting it)."""
     predicted = np.asarray(predicted, dtype=np.int64)
     gold = np.asarray(gold, dtype=np.int64)
     f1s = []
@@ -320,7 +322,14 @@ def classification_metrics(predicted: np.ndarray, gold: np.ndarray, num_labels: 
         fp = float(((predicted == j) & (gold != j)).sum())
         fn = float(((predicted != j) & (gold == j)).sum())
         f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn > 0 else 0.0)
-    return {"accuracy": float((predicted == gold).mean()), "macro_f1": float(np.mean(f1s))}
+    counts = np.bincount(gold, minlength=num_labels)
+    majority = int(np.argmax(counts))  # argmax takes the first maximum: the lowest index on a tie
+    return {
+        "accuracy": float((predicted == gold).mean()),
+        "macro_f1": float(np.mean(f1s)),
+        "majority_class": float(majority),
+        "majority_accuracy": float(counts[majority] / max(gold.size, 1)),
+    }
 
 
 def multi_label_metrics(predicted: np.ndarray, gold: np.ndarray) -> dict[str, float]:

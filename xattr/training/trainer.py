@@ -264,9 +264,9 @@ class TrainResult:
         best_epoch: The epoch whose weights were saved (1-based; the last without validation).
         stopped_early: Whether early stopping ended training before ``epochs``.
         seconds: Wall time up to the save.
-        metrics: The best epoch's validation metrics (``loss``, then per task: ``accuracy`` and
-            ``macro_f1``; ``micro_f1`` and ``macro_f1``; ``r2``, ``rmse`` and, with ``log_target``,
-            ``mape_price``), empty without validation rows.
+        metrics: The best epoch's validation metrics (``loss``, then per task: ``accuracy``,
+            ``macro_f1``, ``majority_class`` and ``majority_accuracy``; ``micro_f1`` and ``macro_f1``;
+            ``r2``, ``rmse`` and, with ``log_target``, ``mape_price``), empty without validation rows.
         history: Every epoch.
         num_labels: Outputs of the head.
         id2label: Class names saved in the model config (empty when none were given).

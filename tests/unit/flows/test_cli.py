@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -63,7 +64,11 @@ def test_version_and_every_help_page_has_an_example() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output == f"xattr {__version__}\n"
     names = [c.name or c.callback.__name__ for c in app.registered_commands]
-    commands = [[], *([n] for n in names), ["report"], ["report", "price-drivers"]]
+    from flows.cli import report_app
+
+    reports = [["report", c.name or c.callback.__name__] for c in report_app.registered_commands]
+    assert ["report", "explanations"] in reports and ["report", "price-drivers"] in reports
+    commands = [[], *([n] for n in names), ["report"], *reports]
     for command in commands:
         result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
         assert result.exit_code == 0 and "Usage" in result.output, command
@@ -121,6 +126,25 @@ def test_ui_command_names_the_workdir() -> None:
     assert ui_command("sqlite:////tmp/w/other.db") == "xattr ui --tracking-uri sqlite:////tmp/w/other.db"
 
 
+def test_ui_command_is_typeable_when_the_venv_is_not_on_path(tmp_path: Path, monkeypatch) -> None:
+    from flows.cli import ui_command
+
+    # `make demo` runs .venv/bin/xattr without putting .venv/bin on PATH: a bare `xattr` is not found.
+    script = tmp_path / ".venv" / "bin" / "xattr"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(script), "demo"])
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert ui_command("sqlite:////tmp/w/mlflow.db") == ".venv/bin/xattr ui --workdir /tmp/w"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # not under the clone: the absolute path
+    assert ui_command("sqlite:////tmp/w/mlflow.db") == f"{script} ui --workdir /tmp/w"
+    monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin:/bin")  # activated venv: the bare name works
+    assert ui_command("sqlite:////tmp/w/mlflow.db") == "xattr ui --workdir /tmp/w"
+
+
 def test_bad_config_exits_2_naming_the_field(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("corpus: {path: c.csv, txt: 1}\nmodel: {path: m}\n")
@@ -145,7 +169,11 @@ def test_the_viewer_and_ui_lines_never_break_a_path_at_80_columns(tmp_path) -> N
     from flows import cli
 
     deep = tmp_path / ("w" * 40) / "artifacts" / ("r" * 40)
-    summary = {"artifacts_dir": str(deep), "viewer": str(deep / "viewer" / "explanations.html")}
+    summary = {
+        "artifacts_dir": str(deep),
+        "viewer": str(deep / "viewer" / "explanations.html"),
+        "tracking_uri": f"sqlite:///{tmp_path / ('w' * 40) / 'mlflow.db'}",
+    }
     narrow = Console(width=80, record=True)
     original, cli.console = cli.console, narrow
     try:

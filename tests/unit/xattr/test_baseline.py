@@ -109,3 +109,18 @@ def test_model_verdict_trusts_only_a_model_better_than_the_baseline() -> None:
     assert model_verdict({"r2": 0.5, "mape": 0.6}, {"r2": 0.3, "mape": 0.5}, max_mape_ratio=1.25).trusted
     assert not model_verdict({"r2": -133.9, "mape": 9.0}, {"r2": 0.3, "mape": 0.5}).trusted
     assert not model_verdict({"r2": float("nan"), "mape": 0.1}, {"r2": 0.3, "mape": 0.5}).trusted
+
+
+def test_classifier_quality_and_majority_verdict_by_hand() -> None:
+    from xattr.reporting.baseline import classifier_quality, majority_verdict
+
+    # 6 labelled rows (one None left out): gold b,b,a,a,b,c -> majority b at 3/6; predicted right on 4 of 6.
+    gold = ["b", "b", "a", None, "a", "b", "c"]
+    predicted = ["b", "a", "a", "c", "a", "b", "b"]
+    quality = classifier_quality(gold, predicted, where="6 rows")
+    assert (quality.accuracy, quality.majority_accuracy, quality.majority_label, quality.rows) == (4 / 6, 0.5, "b", 6)
+    assert majority_verdict(quality).trusted
+    assert not majority_verdict(quality, min_accuracy_gain=0.2).trusted  # 0.667 - 0.5 = 0.167 <= 0.2
+    tie = classifier_quality(["x", "y"], ["y", "y"], where="2 rows")
+    assert tie.majority_label == "x" and not majority_verdict(tie).trusted  # ties: the label sorting first
+    assert classifier_quality([None, float("nan")], ["a", "b"], where="none") is None

@@ -270,7 +270,7 @@ def test_classification_run(base_dir: Path, tmp_path: Path) -> None:
     config = _config(epochs=1, batch_size=16, max_length=32, validation_fraction=0.25)
     result = fine_tune(base_dir, TEXTS, labels, tmp_path / "clf", task="classification", config=config)
     assert result.task == "classification"
-    assert set(result.metrics) == {"loss", "accuracy", "macro_f1"}
+    assert set(result.metrics) == {"loss", "accuracy", "macro_f1", "majority_class", "majority_accuracy"}
     assert 0 <= result.metrics["accuracy"] <= 1
     # 12 validation rows: accuracy is a multiple of 1/12.
     assert result.metrics["accuracy"] * 12 == pytest.approx(round(result.metrics["accuracy"] * 12))

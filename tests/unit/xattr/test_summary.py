@@ -282,3 +282,22 @@ def test_merged_notes() -> None:
     assert merged_notes(notes, ["MAPE texts: 12 (pool of 40)"]) == ["a: cut"]
     assert merged_notes([("a", ("x", "y"))]) == ["a: x", "a: y"]  # one method: nothing is "every method"
     assert merged_notes([]) == []
+
+
+def test_benchmark_markdown_states_the_majority_class_verdict_of_a_fine_tuned_classifier() -> None:
+    def markdown(accuracy: float) -> list[str]:
+        fine_tune = {
+            "validation_rows": 40,
+            "metrics": {"accuracy": accuracy, "majority_accuracy": 0.55, "majority_class": 1.0, "macro_f1": 0.4},
+        }
+        return benchmark_markdown(
+            name="tiny", run_id="r", dataset="sst2", task="classification", model="/m", fine_tune=fine_tune,
+            replacement="mask", fractions=(0.1,), families=("aopc",), methods=METHODS, notes=[],
+        ).split("\n")  # fmt: skip
+
+    assert markdown(0.5)[4] == (
+        "**Do not trust these explanations:** The model is not better than the majority class (accuracy 0.500 vs "
+        "0.550 for always predicting the majority class '1', on the 40 validation rows held out of the fine-tune)."
+    )
+    assert markdown(0.8)[4].startswith("**Verdict:** The model is better than the majority class (accuracy 0.800")
+    assert markdown(0.8)[5] == "" and markdown(0.8)[6].startswith("Replacement `mask`")

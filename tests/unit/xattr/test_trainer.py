@@ -113,10 +113,20 @@ def test_metrics_equal_sklearn() -> None:
     ours = classification_metrics(predicted, gold, 4)
     assert ours["accuracy"] == pytest.approx(metrics.accuracy_score(gold, predicted), abs=1e-12)
     assert ours["macro_f1"] == pytest.approx(metrics.f1_score(gold, predicted, average="macro"), abs=1e-12)
+    dummy = pytest.importorskip("sklearn.dummy").DummyClassifier(strategy="most_frequent").fit(gold[:, None], gold)
+    assert ours["majority_class"] == float(dummy.predict(gold[:1, None])[0])
+    assert ours["majority_accuracy"] == pytest.approx(dummy.score(gold[:, None], gold), abs=1e-12)
     gold_m, predicted_m = rng.random((50, 5)) > 0.6, rng.random((50, 5)) > 0.5
     ours_m = multi_label_metrics(predicted_m, gold_m)
     assert ours_m["micro_f1"] == pytest.approx(metrics.f1_score(gold_m, predicted_m, average="micro"), abs=1e-12)
     assert ours_m["macro_f1"] == pytest.approx(metrics.f1_score(gold_m, predicted_m, average="macro"), abs=1e-12)
+
+
+def test_majority_class_by_hand() -> None:
+    # gold 2, 2, 0, 0, 1: classes 0 and 2 tie at 2 of 5; the lower index is the majority class.
+    ours = classification_metrics(np.array([2, 2, 2, 2, 2]), np.array([2, 2, 0, 0, 1]), 3)
+    assert ours["majority_class"] == 0.0 and ours["majority_accuracy"] == pytest.approx(0.4)
+    assert ours["accuracy"] == pytest.approx(0.4)
 
 
 def test_holdout_split_is_seeded_and_disjoint() -> None:

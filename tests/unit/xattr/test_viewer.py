@@ -210,3 +210,62 @@ def test_documents_lists_exactly_those_and_names_an_unknown_one() -> None:
     assert page.count("<div class='doc'") == 1 and "<span class='id'>doc-7</span>" in page
     with pytest.raises(ValueError, match=r"^viewer: document 'doc-99' is not in the corpus \(30 documents\)$"):
         render_explanations(corpus, words, predictions, {"ig": True, "simple_grad": False}, documents=["doc-99"])
+
+
+def _drivers_table() -> pd.DataFrame:
+    return pd.DataFrame(
+        {"class": ["World", "Sports"], "driver": ["oil", "match"], "texts": [9, 7], "mean_attribution": [0.4, 0.3]}
+    )
+
+
+def test_a_classifier_no_better_than_the_majority_class_gets_the_banner_and_collapsed_drivers() -> None:
+    corpus, words, predictions = _tables(40)
+    # Gold: 30 World, 10 Sports; the model predicts Sports for the first 20 documents, World after:
+    # 10 right among the first 20 (the Sports ones are ids 0-9), 20 right after: accuracy 30/40 = 0.75,
+    # exactly the majority class's 30/40, so it is not better.
+    gold = ["Sports"] * 10 + ["World"] * 30
+    predicted = ["Sports"] * 20 + ["World"] * 20
+    predictions = predictions.assign(gold_label=gold, predicted_label=predicted)
+    page = render_explanations(corpus, words, predictions, {"ig": True, "simple_grad": False}, drivers=_drivers_table())
+    assert "Do not trust this model's explanations." in page
+    assert "accuracy 0.750 vs 0.750 for always predicting the majority class &#x27;World&#x27;" in page
+    assert "on the 40 labelled documents of this corpus" in page
+    collapsed = page[page.index("<details class='untrusted'>") : page.index("</details>")]
+    assert "<td>oil</td>" in collapsed and "<td>match</td>" in collapsed
+    forced = render_explanations(
+        corpus, words, predictions, {"ig": True, "simple_grad": False}, drivers=_drivers_table(),
+        settings=ViewerSettings(show_untrusted=True),
+    )  # fmt: skip
+    assert "<details class='untrusted'>" not in forced and "Drivers per predicted class (top 10)</h2>" in forced
+    assert "shown below because the viewer was forced" in forced
+
+
+def test_a_better_classifier_gets_the_green_verdict_and_held_out_numbers_win() -> None:
+    from xattr.reporting.baseline import ClassifierQuality
+
+    corpus, words, predictions = _tables(40)
+    predictions = predictions.assign(gold_label=predictions["predicted_label"])  # every document right
+    page = render_explanations(corpus, words, predictions, {"ig": True, "simple_grad": False}, drivers=_drivers_table())
+    assert "class='verdict-ok'" in page and "class='banner'" not in page
+    assert "The model is better than the majority class (accuracy 1.000 vs" in page
+    # A held-out quality given by the flow replaces the corpus numbers (a model trained on this corpus).
+    held = ClassifierQuality(0.55, 0.6, "World", 120, "the 120 validation rows held out of the fine-tune")
+    page = render_explanations(
+        corpus, words, predictions, {"ig": True, "simple_grad": False}, drivers=_drivers_table(), quality=held
+    )
+    assert "accuracy 0.550 vs 0.600" in page and "the 120 validation rows held out of the fine-tune" in page
+    assert "class='banner'" in page and "<details class='untrusted'>" in page
+    strict = render_explanations(
+        corpus, words, predictions, {"ig": True, "simple_grad": False},
+        settings=ViewerSettings(min_accuracy_gain=0.5),
+        quality=ClassifierQuality(0.9, 0.6, "World", 120, "held-out rows"),
+    )  # fmt: skip
+    assert "not better than the majority class by more than 0.5" in strict
+
+
+def test_a_regressor_or_unlabelled_classifier_has_no_majority_verdict() -> None:
+    corpus, words, predictions = _tables(20)
+    unlabelled = render_explanations(
+        corpus, words, predictions.drop(columns="gold_label"), {"ig": True, "simple_grad": False}
+    )
+    assert "class='banner'" not in unlabelled and "class='verdict-ok'" not in unlabelled
