@@ -171,27 +171,29 @@ def _run_flow(flow_function: Callable[[Any], dict[str, Any]], settings: Any, *kn
         raise _fail(exc, 1) from exc
 
 
-def xattr_command() -> str:
-    """How to type this ``xattr`` in the user's shell: ``xattr`` when that name on PATH is this
-    script, else the script's path (``.venv/bin/xattr`` after ``make demo``, whose venv is not on PATH)."""
+def typeable(command: str = "xattr") -> str:
+    """How to type ``command`` (``xattr``, or ``prefect`` from the same venv) in the user's shell:
+    the bare name when that name on PATH is this venv's script, else the script's path
+    (``.venv/bin/xattr`` after ``make demo``, whose venv is not on PATH)."""
     script = Path(sys.argv[0])
     if script.name != "xattr":
-        return "xattr"  # python -m flows.cli, or a test runner
-    on_path = shutil.which("xattr")
-    if on_path and Path(on_path).resolve() == script.resolve():
-        return "xattr"
+        return command  # python -m flows.cli, or a test runner
+    sibling = script.with_name(command)
+    on_path = shutil.which(command)
+    if on_path and Path(on_path).resolve() == sibling.resolve():
+        return command
     try:
-        return str(script.absolute().relative_to(Path.cwd()))
+        return str(sibling.absolute().relative_to(Path.cwd()))
     except ValueError:
-        return str(script.absolute())
+        return str(sibling.absolute())
 
 
 def ui_command(tracking_uri: str) -> str:
     """The ``xattr ui`` command that serves the MLflow store ``tracking_uri``, as the user can type it."""
     prefix = "sqlite:///"
     if tracking_uri.startswith(prefix) and tracking_uri.endswith("/mlflow.db"):
-        return f"{xattr_command()} ui --workdir {Path(tracking_uri[len(prefix) :]).parent}"
-    return f"{xattr_command()} ui --tracking-uri {tracking_uri}"
+        return f"{typeable()} ui --workdir {Path(tracking_uri[len(prefix) :]).parent}"
+    return f"{typeable()} ui --tracking-uri {tracking_uri}"
 
 
 def _metrics_table(summary: dict[str, Any]) -> Table:
@@ -535,7 +537,7 @@ def deploy(
         crons = ", ".join(f"{c} ({tz})" for c, tz in plan.crons) or "no schedule"
         console.print(f"deployed [bold]{plan.name}[/] ({plan.entrypoint}, config {plan.config}): {crons}")
     pools = " ".join(sorted({p.work_pool for p in plans}))
-    console.print(f"start a worker to run them: prefect worker start --pool {pools}")
+    console.print(f"start a worker to run them: {typeable('prefect')} worker start --pool {pools}", soft_wrap=True)
 
 
 @app.command()
@@ -582,12 +584,16 @@ def ui(
         raise typer.Exit(1) from exc
     try:
         links = runs_table_urls(uri, f"http://127.0.0.1:{port}")
-        console.print(f"[bold]MLflow UI:[/] http://127.0.0.1:{port}  (store {uri}; server pid {server.pid})")
-        for name, link in links.items():
-            console.print(f"  experiment {name}: {link}")
+        # soft_wrap: a URL or path is never broken across lines (it is copied from the terminal).
         console.print(
-            "[bold]Prefect UI:[/] `prefect server start --host 127.0.0.1`, then open http://127.0.0.1:4200"
-            " (runs appear there when PREFECT_API_URL=http://127.0.0.1:4200/api is set)"
+            f"[bold]MLflow UI:[/] http://127.0.0.1:{port}  (store {uri}; server pid {server.pid})", soft_wrap=True
+        )
+        for name, link in links.items():
+            console.print(f"  experiment {name}: {link}", soft_wrap=True)
+        console.print(
+            f"[bold]Prefect UI:[/] `{typeable('prefect')} server start --host 127.0.0.1`, then open "
+            "http://127.0.0.1:4200 (runs appear there when PREFECT_API_URL=http://127.0.0.1:4200/api is set)",
+            soft_wrap=True,
         )
         console.print("Ctrl-C stops the MLflow server.")
         server.wait()

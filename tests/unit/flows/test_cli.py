@@ -143,6 +143,14 @@ def test_ui_command_is_typeable_when_the_venv_is_not_on_path(tmp_path: Path, mon
     assert ui_command("sqlite:////tmp/w/mlflow.db") == f"{script} ui --workdir /tmp/w"
     monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin:/bin")  # activated venv: the bare name works
     assert ui_command("sqlite:////tmp/w/mlflow.db") == "xattr ui --workdir /tmp/w"
+    from flows.cli import typeable
+
+    monkeypatch.chdir(tmp_path)
+    assert typeable("prefect") == ".venv/bin/prefect"  # no prefect script on PATH: the venv's, by path
+    prefect = script.with_name("prefect")
+    prefect.write_text("#!/bin/sh\n")
+    prefect.chmod(0o755)
+    assert typeable("prefect") == "prefect"
 
 
 def test_bad_config_exits_2_naming_the_field(tmp_path: Path) -> None:
