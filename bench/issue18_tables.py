@@ -28,8 +28,11 @@ from xattr.metrics.uncertainty import bootstrap_mean, paired_difference  # noqa:
 from xattr.reporting.summary import per_text_values  # noqa: E402
 
 
-def load_runs(run_dirs: list[Path]) -> tuple[dict[str, pd.DataFrame], dict[str, float]]:
-    """Per ``<run>:<label>``, its evaluation rows and attribute seconds, from the run's ``benchmark.csv``."""
+def load_runs(
+    run_dirs: list[Path], diagnostics: dict[str, dict[str, float]] | None = None
+) -> tuple[dict[str, pd.DataFrame], dict[str, float]]:
+    """Per ``<run>:<label>``, its evaluation rows and attribute seconds, from the run's ``benchmark.csv``;
+    with ``diagnostics`` given, each method's attribute-stage diagnostics (``attribute/<name>``) go into it."""
     evaluations: dict[str, pd.DataFrame] = {}
     seconds: dict[str, float] = {}
     for run in run_dirs:
@@ -46,6 +49,12 @@ def load_runs(run_dirs: list[Path]) -> tuple[dict[str, pd.DataFrame], dict[str, 
         ):
             evaluations[f"{run.name}:{label}"] = pq.read_table(path).to_pandas()
             seconds[f"{run.name}:{label}"] = float(value)
+        if diagnostics is not None:
+            columns = [c for c in table.columns if c.startswith("attribute/")]
+            for _, found in table.iterrows():
+                values = {c.removeprefix("attribute/"): float(found[c]) for c in columns if pd.notna(found[c])}
+                if values:
+                    diagnostics[f"{run.name}:{found['method']}"] = values
     return evaluations, seconds
 
 
@@ -93,6 +102,11 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="run directories <workdir>/artifacts/<run id> (alias=DIR)")
     parser.add_argument("--metrics", nargs="+", default=["gold_pearson", "aopc"])
     parser.add_argument("--row", action="append", default=[], help="variant=base, or variant alone")
+    parser.add_argument(
+        "--diagnostics",
+        action="store_true",
+        help="also print each row's attribute-stage diagnostics (kept heads, relevance shares, LAFA kernel spread)",
+    )
     args = parser.parse_args()
     run_dirs, run_names = [], {}
     for given in args.runs:
@@ -101,7 +115,8 @@ def main() -> None:
         run_dirs.append(directory)
         if alias:
             run_names[alias] = directory.name
-    evaluations, seconds = load_runs(run_dirs)
+    diagnostics: dict[str, dict[str, float]] = {}
+    evaluations, seconds = load_runs(run_dirs, diagnostics)
     header = ["variant", "base", *args.metrics, *(f"{m} vs base" for m in args.metrics), "attribute s"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
@@ -110,6 +125,13 @@ def main() -> None:
         v = resolve(variant, evaluations, run_names)
         b = resolve(base, evaluations, run_names) if base else None
         print("| " + " | ".join(row(v, b, evaluations, seconds, args.metrics)) + " |")
+    if args.diagnostics:
+        print("\n| variant | attribute-stage diagnostics |\n|---|---|")
+        for spec in dict.fromkeys(spec.partition("=")[0] for spec in args.row):
+            key = resolve(spec, evaluations, run_names)
+            if key in diagnostics:
+                shown = ", ".join(f"{k} {v:.4g}" for k, v in diagnostics[key].items())
+                print(f"| {key.split(':', 1)[1]} | {shown} |")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -13,13 +14,13 @@ from xattr.metrics.applicability import MetricNotApplicableError
 from xattr.metrics.suite import applicable_metrics
 
 REPO = Path(__file__).resolve().parents[3]
-CONFIGS = sorted((REPO / "configs" / "benchmarks").glob("*.yaml"))
+CONFIGS = sorted((REPO / "configs" / "benchmarks").rglob("*.yaml"))
 SHARED = REPO.parent / "shared" / "data"
 if not SHARED.is_dir():
     SHARED = REPO.parent.parent / "shared" / "data"
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+@pytest.mark.parametrize("config", CONFIGS, ids=[str(c.relative_to(REPO / "configs" / "benchmarks")) for c in CONFIGS])
 def test_shipped_configs_validate(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("XATTR_DATA_ROOT", raising=False)
     settings = load_benchmark_settings(config)
@@ -32,6 +33,19 @@ def test_shipped_configs_validate(config: Path, monkeypatch: pytest.MonkeyPatch)
         for part in (shared.dataset.train, shared.dataset.eval):
             if part is not None:
                 assert shared.data_file(part).is_file(), shared.data_file(part)
+
+
+def test_a_given_model_is_one_a_shipped_config_fine_tunes() -> None:
+    """A config naming ``model.path`` names the ``<task>-<key>`` directory that another shipped config's
+    fine_tune stage creates under its workdir's ``models/`` (run that config first), never a placeholder."""
+    settings = {config: load_benchmark_settings(config) for config in CONFIGS}
+    trained_here = {s.workdir / "models" for s in settings.values() if s.model.path is None}
+    for config, found in settings.items():
+        if found.model.path is None:
+            continue
+        path = Path(found.model.path)
+        assert path.parent in trained_here, f"{config.name}: model.path {path} is no shipped config's models/ directory"
+        assert re.fullmatch(rf"{found.dataset.task}-[0-9a-f]{{16}}", path.name), f"{config.name}: model.path {path}"
 
 
 def test_expected_configs_are_shipped() -> None:
