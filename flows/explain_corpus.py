@@ -62,7 +62,7 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
                 layer = int(precision.metrics["best_layer"])
                 logger.info("encode.layer auto: layer %d has the best neighbour precision", layer)
         shards = plan_shards(corpus, settings.sharding.shard_size) if settings.sharding.shard_size else None
-        embeddings, index, predictions = neighbour_index(
+        embeddings, index, predictions, tokens = neighbour_index(
             run, corpus, model, layer, settings.encode, settings.index, shards, methods=settings.attribution.methods
         )
         masked = any(method_requirements(m.name, m.params).head_masks for m in settings.attribution.methods)
@@ -79,6 +79,7 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
             head_masks=head_masks,
             shards=shards,
             predictions=predictions,
+            tokens=tokens,
         )
         methods = settings.attribution.methods
         tests, verdicts = compare_with_random(run, methods, runs)
@@ -194,8 +195,8 @@ def neighbour_index(
     index: IndexSettings,
     shards: list[Shard] | None = None,
     methods: Sequence[MethodConfig] = (),
-) -> tuple[ArtifactRef, ArtifactRef, ArtifactRef]:
-    """The ``encode_corpus`` (sharded when ``shards``) and ``build_index`` stages: embeddings, index, predictions.
+) -> tuple[ArtifactRef, ArtifactRef, ArtifactRef, ArtifactRef]:
+    """The ``encode_corpus`` (sharded when ``shards``) and ``build_index`` stages: embeddings, index, predictions, tokens.
 
     build_index searches as many neighbours per text as the neighbour-reading ``methods``
     examine, so that they read its table instead of searching again; the index type is
@@ -222,7 +223,7 @@ def neighbour_index(
         recall_queries=index.recall_queries,
         candidates=candidates,
     )
-    return embeddings, built.refs["index"], encoded.refs["predictions"]
+    return embeddings, built.refs["index"], encoded.refs["predictions"], encoded.refs["tokens"]
 
 
 def drivers_method(methods: Sequence[MethodConfig], verdicts: Sequence[Mapping[str, Any]]) -> str:

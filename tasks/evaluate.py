@@ -37,11 +37,13 @@ def evaluate_stage(
     mape_fractions: tuple[float, ...] = DEFAULT_MASK_FRACTIONS,
     mape_threshold: float = 0.01,
     predictions: ArtifactRef | None = None,
+    tokens: ArtifactRef | None = None,
 ) -> StageResult:
     """Write the ``evaluation`` artifact: per-text values and aggregate rows (``doc_id`` null).
 
     With ``predictions`` (the encode stage's artifact) the unperturbed texts are not predicted
-    again: their outputs come from it.
+    again: their outputs come from it; with ``tokens`` (the encode stage's too) the evaluated
+    texts are read from it instead of tokenised.
 
     ``metrics`` names the families to compute (``None``: every one that applies to the model's
     task); gold metrics are added whenever the corpus has gold columns
@@ -52,7 +54,7 @@ def evaluate_stage(
     loaded = loaded_model(model)
     # Only the evaluated sample is tokenised and its attribution rows converted (not the whole corpus).
     needed = evaluated_positions(loaded.task, metrics, corpus.rows, max_texts, seed)
-    view = read_corpus(corpus, loaded, only=needed)
+    view = read_corpus(corpus, loaded, only=needed, tokens=tokens)
     table = read_artifact(attributions)
     if needed is not None:
         wanted = pa.array([view.doc_ids[i] for i in needed], pa.string())
