@@ -253,9 +253,9 @@ def count(pattern: str, at_least: int) -> Callable[[Path], bool]:
 def case_kill(bench: Bench, name: str, ready: Callable[[Path], bool]) -> str:
     workdir = bench.base / name.replace(" ", "-")
     killed = bench.kill_when(workdir, ready)
-    shards = len(list((workdir / "artifacts").glob("*/*/*-shard-*.parquet")))
+    shards = len(list((workdir / "artifacts").glob("*/*/*/part-*.parquet")))
     code, line = bench.run(workdir)
-    return verdict(bench, workdir, code, line, f"{killed} with {shards} shard files written, then resumed")
+    return verdict(bench, workdir, code, line, f"{killed} with {shards} part files written, then resumed")
 
 
 def fill(directory: Path, leave_bytes: int) -> None:
@@ -410,14 +410,14 @@ def main() -> None:
         }
         print(f"uninterrupted run: {len(bench.reference['stages'])} stages, {headline}")
         cases: list[tuple[str, Callable[[], str]]] = [
-            ("kill -9 during encoding", lambda: case_kill(bench, "kill encode", count("*/encode_corpus/*-shard-*", 2))),
+            ("kill -9 during encoding", lambda: case_kill(bench, "kill encode", count("*/encode_corpus/embeddings/part-*", 2))),
             (
                 "kill -9 during attribution",
-                lambda: case_kill(bench, "kill attribute", count(f"*/{IG}/*-shard-*", 2)),
+                lambda: case_kill(bench, "kill attribute", count(f"*/{IG}/attributions/part-*", 2)),
             ),
             (
                 "kill -9 during evaluation",
-                lambda: case_kill(bench, "kill evaluate", count(f"*/{IG}/attributions.parquet", 1)),
+                lambda: case_kill(bench, "kill evaluate", count(f"*/{IG}/attributions/_manifest.json", 1)),
             ),
             ("disk full at store creation", lambda: case_disk_full(bench, "full store", STORE_ROOM, mountable)),
             (

@@ -66,7 +66,7 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
             run, corpus, model, layer, settings.encode, settings.index, shards, methods=settings.attribution.methods
         )
         masked = any(method_requirements(m.name, m.params).head_masks for m in settings.attribution.methods)
-        head_masks = run_head_statistics(run, settings, corpus).refs["statistics"] if masked else None
+        head_masks = run_head_statistics(run, settings, corpus, tokens).refs["statistics"] if masked else None
         evaluation = settings.evaluation
         runs = attribute_and_evaluate(
             run,
@@ -277,13 +277,19 @@ def run_class_drivers(
     ).refs.get("class_drivers")
 
 
-def run_head_statistics(run: FlowRun, settings: ExplainSettings, corpus: ArtifactRef) -> StageResult:
-    """The head-statistics stage with the ``heads:`` settings (the PNG goes to its MLflow run)."""
+def run_head_statistics(
+    run: FlowRun, settings: ExplainSettings, corpus: ArtifactRef, tokens: ArtifactRef | None = None
+) -> StageResult:
+    """The head-statistics stage with the ``heads:`` settings (the PNG goes to its MLflow run).
+
+    ``tokens``: the encode stage's artifact of ``corpus``, read instead of tokenising.
+    """
     return run.stage(
         head_statistics_stage,
         corpus=corpus,
         model=settings.model.spec(),
         seed=settings.evaluation.seed,
+        tokens=tokens,
         **settings.heads.stage_arguments(),
     )
 
@@ -366,6 +372,7 @@ def explain_corpus_from_config(config: str) -> dict[str, Any]:
 
 def explain_corpus_with_runner(settings: ExplainSettings) -> dict[str, Any]:
     """Run :func:`explain_corpus` on the task runner that ``settings.runner`` names."""
-    from flows.runners import build_task_runner
+    from flows.runners import build_task_runner, dask_limits
 
-    return explain_corpus.with_options(task_runner=build_task_runner(settings.runner))(settings)
+    with dask_limits(settings.runner):
+        return explain_corpus.with_options(task_runner=build_task_runner(settings.runner))(settings)

@@ -8,7 +8,8 @@ cluster's scheduler, workers and dashboard (``runner.host``), and Prefect's temp
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
@@ -67,6 +68,48 @@ def build_task_runner(settings: RunnerSettings) -> TaskRunner:
             "data": dict,
         },
     )
+
+
+@contextmanager
+def dask_limits(settings: RunnerSettings) -> Iterator[None]:
+    """Inside the block, a local Dask cluster's scheduler fails a task instead of waiting on dead workers.
+
+    distributed reruns a task whose worker died up to 3 times and keeps a task with no live
+    worker waiting forever: a run whose workers died (killed, out of memory, an import error)
+    printed nothing and hung. Here the first death fails the task (``allowed-failures: 0``;
+    :meth:`flows.runtime.StageRunner.run_sharded` turns it into one line naming the stage) and a
+    task left with no worker fails after ``worker_timeout`` seconds. The scheduler of a local
+    cluster reads this configuration when the flow starts it; a scheduler at ``address`` keeps
+    its own.
+    """
+    if settings.type != "dask":
+        yield
+        return
+    import dask
+
+    with dask.config.set(
+        {
+            "distributed.scheduler.allowed-failures": 0,
+            "distributed.scheduler.no-workers-timeout": f"{settings.worker_timeout}s",
+        }
+    ):
+        yield
+
+
+def worker_failure(exc: BaseException, stage: str) -> RunnerError | None:
+    """One-line :class:`RunnerError` for a shard whose Dask worker died (``None`` for any other error)."""
+    try:
+        from distributed.scheduler import KilledWorker
+    except ImportError:  # distributed is optional: without it no task ran on a worker
+        return None
+    if isinstance(exc, KilledWorker):
+        return RunnerError(
+            f"{stage}: the Dask worker running it died (killed or out of memory); the run stops here. "
+            "Finished shards are cached: run again to resume"
+        )
+    if isinstance(exc, TimeoutError) and "no-workers" in str(exc).lower().replace(" ", "-"):
+        return RunnerError(f"{stage}: no Dask worker was alive to run it ({' '.join(str(exc).split())[:200]})")
+    return None
 
 
 def start_prefect_api(log: Callable[[str], None] | None = None) -> str | None:

@@ -32,6 +32,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run as prefect_flow_run
 
 from flows.config_files import FlowSettingsBase, base_model_path
+from flows.runners import worker_failure
 from flows.settings import AttributionSettings
 from storage import ArtifactRef, TrackingStoreError, path_component, writable_directory
 from tasks import tracking
@@ -109,7 +110,15 @@ class StageRunner:
         all_cached = True
         for number, (key, hit) in enumerate(found):
             if hit is None:
-                result = futures[number].result()
+                try:
+                    result = futures[number].result()
+                except Exception as exc:
+                    label = f"-{kwargs['label']}" if "label" in kwargs else ""
+                    stage = f"{stage_task.name}{label}-{shards[number].name}"
+                    failure = worker_failure(exc, stage)
+                    if failure is None:
+                        raise
+                    raise failure from exc
                 self._save(key, result)
             else:
                 result = hit

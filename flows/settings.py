@@ -360,6 +360,12 @@ class RunnerSettings(StrictSettings):
         "127.0.0.1",
         description="local Dask cluster: interface its scheduler, workers and dashboard listen on (0.0.0.0: every one)",
     )
+    worker_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="local Dask cluster: seconds a task may wait with no live worker before the run fails "
+        "(a task whose worker dies fails the run at once)",
+    )
 
 
 class ExplainSettings(FlowSettingsBase):

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from storage import ArtifactRef, dataset_parts, read_artifact
+from storage import ArtifactRef, artifact_metadata, dataset_parts, read_artifact
 from xattr.models.encoding import EncodedCorpus, encode_texts
 from xattr.models.loading import LoadedModel
 
@@ -68,6 +68,12 @@ def read_corpus(
     frame = read_artifact(ref, rows=rows, columns=read_columns).to_pandas()
     positions = None if only is None else sorted(set(only))
     if tokens is not None:
+        check_tokens(tokens, loaded)
+        if tokens.rows != ref.rows:
+            raise ValueError(
+                f"the tokens artifact {tokens.path} does not hold the corpus' documents in order: "
+                f"{tokens.rows} texts, the corpus has {ref.rows}"
+            )
         encoded = read_tokens(tokens, frame["doc_id"], rows=rows, positions=positions, size=len(frame))
     else:
         chosen = frame if positions is None else frame.iloc[positions]
@@ -82,6 +88,31 @@ def read_corpus(
     if wanted is not None:
         frame = frame[[c for c in frame.columns if c in wanted]]
     return CorpusView(frame, encoded)
+
+
+def tokens_metadata(loaded: LoadedModel) -> dict[str, str]:
+    """What the ``tokens`` artifact records of its tokenizer (checked by :func:`check_tokens`).
+
+    Not the corpus' digest: a shard's part is reused while its own texts are unchanged (its cache
+    key), so parts of one dataset may come from corpora that differ elsewhere; the documents are
+    checked instead (:func:`read_tokens`).
+    """
+    return {"model": loaded.source, "max_length": str(loaded.max_length)}
+
+
+def check_tokens(tokens: ArtifactRef, loaded: LoadedModel) -> None:
+    """Check that ``tokens`` was written by ``loaded``'s tokenizer at its maximum length.
+
+    Raises:
+        ValueError: It records another model or maximum length (named).
+    """
+    stored = artifact_metadata(tokens)
+    for key, wanted in tokens_metadata(loaded).items():
+        if stored.get(key) != wanted:
+            raise ValueError(
+                f"the tokens artifact {tokens.path} was written for another {key} "
+                f"({stored.get(key)!r}; this stage reads {wanted!r})"
+            )
 
 
 def read_tokens(

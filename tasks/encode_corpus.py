@@ -11,7 +11,7 @@ from prefect.logging import get_run_logger
 
 from storage import ArtifactRef, ArtifactStore
 from tasks.caching import stage_task
-from tasks.corpus_io import read_corpus
+from tasks.corpus_io import read_corpus, tokens_metadata
 from tasks.models import loaded_model
 from tasks.progress import StageProgress
 from tasks.results import RunContext, Shard, StageResult, stage_suffix
@@ -73,7 +73,7 @@ def encode_corpus_stage(
         "encode_corpus",
         "tokens",
         encoded.to_arrow(view.doc_ids),
-        metadata={"model": loaded.source, "max_length": str(loaded.max_length)},
+        metadata=tokens_metadata(loaded),
         part=part,
     )
     predicted = store.write(

@@ -174,9 +174,9 @@ def test_killed_run_resumes_with_finished_shards_and_no_partial_artifact(
     corpus = _slow_corpus(tmp_path)
     workdir = tmp_path / "killed"
     process = _cli(_config(tmp_path, corpus, tiny_classifier_dir, workdir), prefect_api)
-    pattern = "*/attribute-integrated_gradients/attributions-shard-*.parquet"
+    pattern = "*/attribute-integrated_gradients/attributions/part-*.parquet"
     deadline = time.monotonic() + 300
-    # Two shard files: the first shard's task run has then finished, cache record included (one at a time).
+    # Two part files: the first shard's task run has then finished, cache record included (one at a time).
     while len(list((workdir / "artifacts").glob(pattern))) < 2:
         assert process.poll() is None, "the run ended before any attribution shard was written"
         assert time.monotonic() < deadline, "no attribution shard within 300 s"
