@@ -196,7 +196,9 @@ def neighbour_index(
     shards: list[Shard] | None = None,
     methods: Sequence[MethodConfig] = (),
 ) -> tuple[ArtifactRef, ArtifactRef, ArtifactRef, ArtifactRef]:
-    """The ``encode_corpus`` (sharded when ``shards``) and ``build_index`` stages: embeddings, index, predictions, tokens.
+    """The ``encode_corpus`` (sharded when ``shards``) and ``build_index`` stages.
+
+    Returns embeddings, index, predictions and tokens.
 
     build_index searches as many neighbours per text as the neighbour-reading ``methods``
     examine, so that they read its table instead of searching again; the index type is
@@ -309,6 +311,8 @@ def _summarise(
 
     ``summary.json`` keeps the viewer's inputs (``viewer``) for ``xattr report explanations``.
     """
+    logger = get_run_logger()
+    logger.info("summary: top words of %d methods over %d texts", len(per_method), corpus_ref.rows)
     corpus = read_artifact(corpus_ref).to_pandas()
     out_dir = context.artifacts_root / context.run_id / "summary"
     top = {
@@ -372,7 +376,6 @@ def explain_corpus_from_config(config: str) -> dict[str, Any]:
 
 def explain_corpus_with_runner(settings: ExplainSettings) -> dict[str, Any]:
     """Run :func:`explain_corpus` on the task runner that ``settings.runner`` names."""
-    from flows.runners import build_task_runner, dask_limits
+    from flows.runners import build_task_runner
 
-    with dask_limits(settings.runner):
-        return explain_corpus.with_options(task_runner=build_task_runner(settings.runner))(settings)
+    return explain_corpus.with_options(task_runner=build_task_runner(settings.runner))(settings)

@@ -29,6 +29,7 @@ from typing import Any
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.futures import as_completed
 from prefect.runtime import flow_run as prefect_flow_run
 
 from flows.config_files import FlowSettingsBase, base_model_path
@@ -102,28 +103,29 @@ class StageRunner:
             return self.run(stage_task, **kwargs)
         found = [self._cached(stage_task, {**kwargs, "shard": shard}) for shard in shards]
         futures = {
-            number: stage_task.submit(shard=shard, **kwargs)
+            stage_task.submit(shard=shard, **kwargs): number
             for number, (shard, (_, hit)) in enumerate(zip(shards, found, strict=True))
             if hit is None
         }
-        parts = []
-        all_cached = True
-        for number, (key, hit) in enumerate(found):
-            if hit is None:
-                try:
-                    result = futures[number].result()
-                except Exception as exc:
-                    label = f"-{kwargs['label']}" if "label" in kwargs else ""
-                    stage = f"{stage_task.name}{label}-{shards[number].name}"
-                    failure = worker_failure(exc, stage)
-                    if failure is None:
-                        raise
-                    raise failure from exc
-                self._save(key, result)
-            else:
-                result = hit
-            parts.append(self._record(result, cached=hit is not None))
-            all_cached = all_cached and hit is not None
+        computed: dict[int, StageResult] = {}
+        # As they finish, not in shard order: a failed shard (a dead Dask worker) stops the run at
+        # once, and every finished shard's cache entry is written before it (a re-run resumes).
+        for future in as_completed(list(futures)):
+            number = futures[future]
+            try:
+                computed[number] = future.result()
+            except Exception as exc:
+                label = f"-{kwargs['label']}" if "label" in kwargs else ""
+                failure = worker_failure(exc, f"{stage_task.name}{label}-{shards[number].name}")
+                if failure is None:
+                    raise
+                raise failure from exc
+            self._save(found[number][0], computed[number])
+        parts = [
+            self._record(computed[number] if hit is None else hit, cached=hit is not None)
+            for number, (_, hit) in enumerate(found)
+        ]
+        all_cached = not computed
         listed = self.run(
             shard_dataset_stage,
             stage=parts[0].stage.rsplit("-shard-", 1)[0],

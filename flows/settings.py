@@ -363,8 +363,8 @@ class RunnerSettings(StrictSettings):
     worker_timeout: float = Field(
         60.0,
         gt=0,
-        description="local Dask cluster: seconds a task may wait with no live worker before the run fails "
-        "(a task whose worker dies fails the run at once)",
+        description="local Dask cluster: seconds without a heartbeat after which a worker counts as dead; "
+        "a task whose worker dies fails the run at once, with one line naming the shard",
     )
 
 

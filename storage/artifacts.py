@@ -140,6 +140,7 @@ def write_artifact(
     *,
     name: str,
     metadata: dict[str, str] | None = None,
+    same_bytes_ok: bool = False,
     **schema_params: object,
 ) -> ArtifactRef:
     """Cast a table to its kind's schema and write it as an immutable Parquet file.
@@ -156,6 +157,8 @@ def write_artifact(
             nullable columns are filled with nulls.
         name: The artifact's name, recorded in the reference and used in error messages.
         metadata: User metadata, stored in the schema under keys prefixed ``xattr.meta.``.
+        same_bytes_ok: An existing file with exactly these bytes is kept instead of refused
+            (``storage._files.publish_file``).
         **schema_params: Schema parameters of the kind (``dim`` for ``embeddings``).
 
     Returns:
@@ -181,7 +184,7 @@ def write_artifact(
         except pa.ArrowException as exc:
             raise StorageError(name, f"cannot write Parquet to {temporary}: {exc}") from exc
 
-    digest = publish_file(target, write, artifact=name)
+    digest = publish_file(target, write, artifact=name, same_bytes_ok=same_bytes_ok)
     ref = ArtifactRef(
         name=name,
         kind=kind,
@@ -513,7 +516,9 @@ class ArtifactStore:
             table: The rows; see :func:`write_artifact`.
             metadata: User metadata; see :func:`write_artifact`.
             part: Write ``<stage>/<name>/part-<part>.parquet`` (a shard's rows), which
-                :meth:`write_dataset` then lists with the other parts.
+                :meth:`write_dataset` then lists with the other parts. A part already there
+                with exactly these bytes is kept: distributed runs a finished task again when
+                the worker holding its result dies, and that run writes the same part.
             **schema_params: Schema parameters of the kind (``dim`` for ``embeddings``).
 
         Returns:
@@ -526,7 +531,9 @@ class ArtifactStore:
             path, artifact = self.path_for(stage, name), f"{stage}/{name}"
         else:
             path, artifact = self.path_for(stage, name, "") / _part_file(part), f"{stage}/{name}/{_part_file(part)}"
-        return write_artifact(path, kind, table, name=artifact, metadata=metadata, **schema_params)
+        return write_artifact(
+            path, kind, table, name=artifact, metadata=metadata, same_bytes_ok=part is not None, **schema_params
+        )
 
     def write_dataset(self, stage: str, name: str, parts: list[ArtifactRef]) -> ArtifactRef:
         """List written parts, in row order, as the one dataset ``<stage>/<name>`` (no row is rewritten).

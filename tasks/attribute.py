@@ -134,9 +134,11 @@ def attribute_stage(
     requirements = attribution_method.requirements(attribution_method.params)
     loaded = loaded_model(model)
     masks = checked_head_masks(method, loaded, head_masks) if requirements.head_masks else None
-    # The labels and ids of every text (targets, neighbour groups); the texts are read below.
-    view = read_corpus(corpus, loaded, only=(), tokens=tokens, columns=("label", "label_set"))
     suffix = stage_suffix(shard)
+    progress = StageProgress(f"attribute-{label}{suffix}")
+    # The labels and ids of every text (targets, neighbour groups); the texts are read below.
+    with progress.phase("reading the corpus' ids and labels"):
+        view = read_corpus(corpus, loaded, only=(), tokens=tokens, columns=("label", "label_set"))
     inside = shard.positions if shard is not None else range(len(view.frame))
     filter_by_prediction = requirements.neighbours is not None and requirements.neighbours.filter == "prediction"
     needs_predictions = (target == "predicted" and loaded.task != "regression") or filter_by_prediction
@@ -169,9 +171,10 @@ def attribute_stage(
         groups = {"label": view.frame["label"].tolist()}
         if filter_by_prediction:
             groups["prediction"] = [int(np.argmax(row)) for row in logits]
-        selection = neighbour_selection(
-            requirements.neighbours, loaded, embeddings, index, groups, seed, doc_ids=view.doc_ids
-        )
+        with progress.phase("selecting neighbours"):
+            selection = neighbour_selection(
+                requirements.neighbours, loaded, embeddings, index, groups, seed, doc_ids=view.doc_ids
+            )
         counts = [len(selection.neighbours.get(i, ())) for i in inside]
         without = sum(count == 0 for count in counts)
         metrics = {
@@ -186,7 +189,8 @@ def attribute_stage(
     needed = set(inside)
     if selection is not None:
         needed.update(j for i in inside for j in selection.neighbours.get(i, ()))
-    encoded = read_corpus(corpus, loaded, only=sorted(needed), tokens=tokens, columns=()).encoded
+    with progress.phase(f"reading {len(needed)} texts" + (" (tokenising)" if tokens is None else "")):
+        encoded = read_corpus(corpus, loaded, only=sorted(needed), tokens=tokens, columns=()).encoded
     method_context = MethodContext(
         corpus=encoded,
         neighbours=selection.neighbours if selection else {},
@@ -200,22 +204,23 @@ def attribute_stage(
         targets,
         context=method_context,
         batch_size=batch_size,
-        progress=StageProgress(f"attribute-{label}{suffix}"),
+        progress=progress,
     )
-    table = attribution_table(view.doc_ids, encoded, loaded.tokenizer, results, label)
+    with progress.phase(f"writing the token rows of {len(results)} explanations"):
+        table = attribution_table(view.doc_ids, encoded, loaded.tokenizer, results, label)
+        ref = ArtifactStore(context.artifacts_root, context.run_id).write(
+            "token_attributions",
+            f"attribute-{label}",
+            "attributions",
+            table,
+            part=shard.number if shard is not None else None,
+            metadata={
+                "method": method,
+                "params": repr(sorted(attribution_method.params.model_dump().items())),
+                "target": target,
+            },
+        )
     seconds = time.perf_counter() - started
-    ref = ArtifactStore(context.artifacts_root, context.run_id).write(
-        "token_attributions",
-        f"attribute-{label}",
-        "attributions",
-        table,
-        part=shard.number if shard is not None else None,
-        metadata={
-            "method": method,
-            "params": repr(sorted(attribution_method.params.model_dump().items())),
-            "target": target,
-        },
-    )
     metrics |= attribution_method.diagnostics(method_context)
     run_params = {"method": method, "target": target, "batch_size": str(batch_size)}
     if shard is not None:

@@ -7,7 +7,7 @@ need from it (a shard's rows read one part of a sharded dataset) instead of toke
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from storage import ArtifactRef, artifact_metadata, dataset_parts, read_artifact
-from xattr.models.encoding import EncodedCorpus, encode_texts
+from xattr.models.encoding import EncodedCorpus, encode_corpus
 from xattr.models.loading import LoadedModel
 
 
@@ -42,6 +42,7 @@ def read_corpus(
     only: Sequence[int] | None = None,
     tokens: ArtifactRef | None = None,
     columns: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> CorpusView:
     """Read the corpus artifact (only positions ``rows`` when given) and its texts encoded for ``loaded``.
 
@@ -56,6 +57,7 @@ def read_corpus(
         only: Encode only these corpus positions.
         tokens: The ``tokens`` artifact of this corpus and model.
         columns: The corpus columns the frame needs (``doc_id`` always); default all.
+        progress: Called with ``(texts tokenised, texts)`` while tokenising.
 
     Raises:
         ValueError: ``tokens`` does not hold this corpus' documents in order.
@@ -78,13 +80,15 @@ def read_corpus(
     else:
         chosen = frame if positions is None else frame.iloc[positions]
         pairs = chosen["text_pair"].tolist() if chosen["text_pair"].notna().any() else None
-        texts = (
-            encode_texts(loaded.tokenizer, chosen["text"].tolist(), pairs, max_length=loaded.max_length)
-            if len(chosen)
-            else []
+        encoded = encode_corpus(
+            loaded.tokenizer,
+            chosen["text"].tolist(),
+            pairs,
+            max_length=loaded.max_length,
+            positions=None if positions is None else np.asarray(positions, np.int64),
+            size=len(frame),
+            progress=progress,
         )
-        held = None if positions is None else np.asarray(positions, np.int64)
-        encoded = EncodedCorpus.from_texts(texts, held, len(frame))
     if wanted is not None:
         frame = frame[[c for c in frame.columns if c in wanted]]
     return CorpusView(frame, encoded)

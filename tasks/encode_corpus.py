@@ -47,8 +47,13 @@ def encode_corpus_stage(
     """
     started = time.perf_counter()
     loaded = loaded_model(model)
-    view = read_corpus(corpus, loaded, rows=shard.positions if shard is not None else None)
     suffix = stage_suffix(shard)
+    view = read_corpus(
+        corpus,
+        loaded,
+        rows=shard.positions if shard is not None else None,
+        progress=StageProgress(f"encode_corpus{suffix} (tokenise)"),
+    )
     part = shard.number if shard is not None else None
     encoded = view.encoded
     truncated = int(encoded.truncated.sum())

@@ -52,14 +52,16 @@ def evaluate_stage(
     """
     started = time.perf_counter()
     loaded = loaded_model(model)
-    # Only the evaluated sample is tokenised and its attribution rows converted (not the whole corpus).
+    progress = StageProgress(f"evaluate-{label}")
+    # Only the evaluated sample is read and its attribution rows converted (not the whole corpus).
     needed = evaluated_positions(loaded.task, metrics, corpus.rows, max_texts, seed)
-    view = read_corpus(corpus, loaded, only=needed, tokens=tokens)
-    table = read_artifact(attributions)
-    if needed is not None:
-        wanted = pa.array([view.doc_ids[i] for i in needed], pa.string())
-        table = table.filter(pc.is_in(table.column("doc_id"), value_set=wanted))
-    table = table.to_pandas()
+    with progress.phase(f"reading {'every' if needed is None else len(needed)} texts and their attributions"):
+        view = read_corpus(corpus, loaded, only=needed, tokens=tokens)
+        table = read_artifact(attributions)
+        if needed is not None:
+            wanted = pa.array([view.doc_ids[i] for i in needed], pa.string())
+            table = table.filter(pc.is_in(table.column("doc_id"), value_set=wanted))
+        table = table.to_pandas()
     try:
         result = evaluate_attributions(
             loaded,
@@ -74,7 +76,7 @@ def evaluate_stage(
             batch_size=batch_size,
             mape_fractions=mape_fractions,
             mape_threshold=mape_threshold,
-            progress=StageProgress(f"evaluate-{label}"),
+            progress=progress,
             outputs=stored_outputs(predictions, view.doc_ids) if predictions is not None else None,
         )
     except MetricNotApplicableError:

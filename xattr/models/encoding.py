@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
 
@@ -78,6 +78,7 @@ def encode_texts(
     pairs: Sequence[str | None] | None = None,
     *,
     max_length: int,
+    warn_truncated: bool = True,
 ) -> list[EncodedText]:
     """Tokenise texts (and optional pair texts), truncating to ``max_length`` word pieces.
 
@@ -86,6 +87,7 @@ def encode_texts(
         texts: The texts.
         pairs: The second texts of sentence pairs, or ``None``.
         max_length: Longest sequence in word pieces, special tokens included.
+        warn_truncated: Log a warning counting the truncated texts.
 
     Returns:
         One :class:`EncodedText` per text, in order; ``truncated`` tells which were cut.
@@ -128,7 +130,7 @@ def encode_texts(
             )
         )
     n_truncated = sum(e.truncated for e in out)
-    if n_truncated:
+    if n_truncated and warn_truncated:
         logger.warning(
             "%d of %d texts were longer than %d word pieces and were truncated", n_truncated, len(out), max_length
         )
@@ -375,3 +377,67 @@ def text_lengths(encoded: Sequence[EncodedText], positions: Sequence[int]) -> di
     if isinstance(encoded, EncodedCorpus):
         return {p: encoded.length(p) for p in positions}
     return {p: len(encoded[p]) for p in positions}
+
+
+def encode_corpus(
+    tokenizer: object,
+    texts: Sequence[str],
+    pairs: Sequence[str | None] | None = None,
+    *,
+    max_length: int,
+    positions: np.ndarray | None = None,
+    size: int | None = None,
+    chunk_texts: int = 8192,
+    progress: Callable[[int, int], None] | None = None,
+) -> EncodedCorpus:
+    """:func:`encode_texts` of a whole corpus, as columns, ``chunk_texts`` texts at a time.
+
+    Each chunk's :class:`EncodedText` objects become columns before the next chunk is tokenised,
+    so memory holds one chunk of Python objects, not the corpus' (~17 KB per text at 64 pieces).
+
+    Args:
+        tokenizer: A Hugging Face fast tokenizer.
+        texts: The texts.
+        pairs: The second texts of sentence pairs, or ``None``.
+        max_length: Longest sequence in word pieces, special tokens included.
+        positions: The corpus positions of the texts (see :class:`EncodedCorpus`).
+        size: The corpus' length.
+        chunk_texts: Texts tokenised per call.
+        progress: Called with ``(texts tokenised, len(texts))`` after each chunk.
+
+    Raises:
+        ValueError: Some texts have a pair text and others do not (the first such row is named).
+    """
+    if pairs is not None and any(p is not None for p in pairs) and any(p is None for p in pairs):
+        missing = next(i for i, p in enumerate(pairs) if p is None)
+        raise ValueError(f"row {missing}: pair text is missing while other rows have one")
+    if pairs is not None and not any(p is not None for p in pairs):
+        pairs = None
+    parts = []
+    for start in range(0, len(texts), chunk_texts):
+        stop = min(start + chunk_texts, len(texts))
+        chunk = encode_texts(
+            tokenizer,
+            texts[start:stop],
+            pairs[start:stop] if pairs is not None else None,
+            max_length=max_length,
+            warn_truncated=False,
+        )
+        parts.append(EncodedCorpus.from_texts(chunk))
+        if progress is not None:
+            progress(stop, len(texts))
+    if not parts:
+        parts.append(EncodedCorpus.from_texts([]))
+    corpus = EncodedCorpus(
+        {name: np.concatenate([p.columns[name] for p in parts]) for name in TOKEN_COLUMNS},
+        np.concatenate([p.lengths for p in parts]),
+        np.concatenate([p.truncated for p in parts]),
+        positions,
+        size,
+    )
+    truncated = int(corpus.truncated.sum())
+    if truncated:
+        logger.warning(
+            "%d of %d texts were longer than %d word pieces and were truncated", truncated, len(texts), max_length
+        )
+    return corpus

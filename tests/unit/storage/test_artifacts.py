@@ -645,6 +645,14 @@ def test_dataset_lists_parts_without_rewriting_and_reads_row_ranges(tmp_path: Pa
     assert artifact_problem(ref) is None
     with pytest.raises(StorageError, match="already exists"):
         store.write_dataset("stage", "pairs", parts)
+    # A shard run again (its Dask worker died after it finished) writes the same part: kept as it is;
+    # a part with other rows is refused.
+    again = store.write("neighbours", "stage", "pairs", _neighbour_rows(3, 7), metadata={"m": "x"}, part=2)
+    assert again == parts[2] and Path(again.path).read_bytes() == part_bytes[2]
+    with pytest.raises(StorageError, match="already exists; artifacts are immutable"):
+        store.write("neighbours", "stage", "pairs", _neighbour_rows(3, 6), metadata={"m": "x"}, part=2)
+    assert Path(parts[2].path).read_bytes() == part_bytes[2]
+    assert [p.name for p in Path(ref.path).iterdir() if p.name.startswith(".")] == []
 
 
 def test_dataset_links_parts_of_an_earlier_run_and_detects_a_changed_part(tmp_path: Path) -> None:

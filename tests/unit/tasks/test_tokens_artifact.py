@@ -22,7 +22,7 @@ from tasks.results import RunContext
 from tasks.shards import plan_shards, shard_dataset_stage
 from tests.conftest import RecordingProgress
 from xattr.data.corpus import CorpusColumns
-from xattr.models.encoding import EncodedCorpus, collate, encode_texts
+from xattr.models.encoding import EncodedCorpus, collate, encode_corpus, encode_texts
 from xattr.models.loading import ModelSpec
 
 TEXTS = [
@@ -82,6 +82,18 @@ def test_columns_round_trip_to_the_tokenizers_encoding(tiny_tokenizer: object, p
         part[2]
 
 
+@pytest.mark.parametrize("pairs", [None, PAIRS])
+def test_tokenising_in_chunks_equals_one_call(tiny_tokenizer: object, pairs: list[str] | None) -> None:
+    seen: list[tuple[int, int]] = []
+    chunked = encode_corpus(
+        tiny_tokenizer, TEXTS, pairs, max_length=12, chunk_texts=3, progress=lambda d, t: seen.append((d, t))
+    )
+    assert list(chunked) == encode_texts(tiny_tokenizer, TEXTS, pairs, max_length=12)
+    assert seen == [(3, 7), (6, 7), (7, 7)]
+    with pytest.raises(ValueError, match="row 4: pair text is missing while other rows have one"):
+        encode_corpus(tiny_tokenizer, TEXTS, [*PAIRS[:4], None, *PAIRS[5:]], max_length=12, chunk_texts=3)
+
+
 def test_stages_read_the_tokens_instead_of_tokenising(tmp_path: Path, tiny_classifier_dir: Path) -> None:
     with disable_run_logger():
         corpus, context, spec = _corpus(tmp_path, tiny_classifier_dir, TEXTS, PAIRS)
@@ -91,8 +103,10 @@ def test_stages_read_the_tokens_instead_of_tokenising(tmp_path: Path, tiny_class
         assert tokens.rows == len(TEXTS)
         again = read_corpus(corpus, loaded)  # tokenised here
         read = read_corpus(corpus, loaded, tokens=tokens)
-        assert list(read.encoded) == list(again.encoded) == encode_texts(
-            loaded.tokenizer, TEXTS, PAIRS, max_length=loaded.max_length
+        assert (
+            list(read.encoded)
+            == list(again.encoded)
+            == encode_texts(loaded.tokenizer, TEXTS, PAIRS, max_length=loaded.max_length)
         )
         sample = read_corpus(corpus, loaded, only=[5, 0, 3], tokens=tokens)
         assert [sample.encoded[i] for i in (0, 3, 5)] == [again.encoded[i] for i in (0, 3, 5)]
