@@ -5,7 +5,7 @@ under a temporary Prefect server, with methods ``simple_grad`` and ``lafa`` (bas
 and ``evaluation.max_texts`` texts evaluated. Per stage it prints:
 
 - ``wall``: seconds from the previous stage's end to this stage's end, as the flow saw them
-  (shards of one stage summed; the merge of shards is its own row);
+  (shards of one stage summed; listing the shards' parts as one dataset is its own row);
 - ``floor``: what the stage cannot avoid, timed in the same process on the same batches after
   the flow: the model passes (encode: one forward per text; attribute-simple_grad and
   attribute-lafa: one forward + backward per text, since LAFA computes each text's base
@@ -144,10 +144,10 @@ def run_one(n: int, model_kind: str, shard_size: int | None, max_texts: int, wor
     """Run the flow on ``n`` texts and time every stage's floor afterwards; the measurements as a dict."""
     import numpy as np
     import torch
-    from prefect.testing.utilities import prefect_test_harness
 
     import flows.runtime as runtime
     from flows.explain_corpus import explain_corpus
+    from flows.runners import prefect_api
     from flows.settings import ExplainSettings
     from storage import ArtifactRef, read_artifact, read_index
     from tasks.models import loaded_model
@@ -179,7 +179,8 @@ def run_one(n: int, model_kind: str, shard_size: int | None, max_texts: int, wor
     runtime.tracking.log_stage = timed_log_stage
     sampler = RssSampler()
     sampler.start()
-    with prefect_test_harness(server_startup_timeout=600):
+    # The temporary server waits up to 600 s to start on a loaded machine.
+    with prefect_api(work / "prefect-home", startup_timeout=600):
         started = time.perf_counter()
         summary = explain_corpus(settings)
         flow_seconds = time.perf_counter() - started

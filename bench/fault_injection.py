@@ -23,12 +23,10 @@ import os
 import pickle
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -71,48 +69,13 @@ class Planted:
         return (Path.touch, (self.marker,))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def prefect_server(home: Path) -> Iterator[str]:
-    """A Prefect server on 127.0.0.1 with its own PREFECT_HOME, stopped by its process id."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env.pop("PREFECT_API_URL", None)
-    home.mkdir(parents=True, exist_ok=True)
-    with (home / "server.log").open("wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the Prefect server did not start; see {home / 'server.log'}")
-            time.sleep(0.5)
+    """A Prefect server on 127.0.0.1 with its own PREFECT_HOME (``flows.runners.prefect_api``), stopped at the end."""
+    from flows.runners import prefect_api
+
+    with prefect_api(home, startup_timeout=240) as url:
         yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
 
 
 class Bench:
@@ -253,9 +216,9 @@ def count(pattern: str, at_least: int) -> Callable[[Path], bool]:
 def case_kill(bench: Bench, name: str, ready: Callable[[Path], bool]) -> str:
     workdir = bench.base / name.replace(" ", "-")
     killed = bench.kill_when(workdir, ready)
-    shards = len(list((workdir / "artifacts").glob("*/*/*-shard-*.parquet")))
+    shards = len(list((workdir / "artifacts").glob("*/*/*/part-*.parquet")))
     code, line = bench.run(workdir)
-    return verdict(bench, workdir, code, line, f"{killed} with {shards} shard files written, then resumed")
+    return verdict(bench, workdir, code, line, f"{killed} with {shards} part files written, then resumed")
 
 
 def fill(directory: Path, leave_bytes: int) -> None:
@@ -410,14 +373,17 @@ def main() -> None:
         }
         print(f"uninterrupted run: {len(bench.reference['stages'])} stages, {headline}")
         cases: list[tuple[str, Callable[[], str]]] = [
-            ("kill -9 during encoding", lambda: case_kill(bench, "kill encode", count("*/encode_corpus/*-shard-*", 2))),
+            (
+                "kill -9 during encoding",
+                lambda: case_kill(bench, "kill encode", count("*/encode_corpus/embeddings/part-*", 2)),
+            ),
             (
                 "kill -9 during attribution",
-                lambda: case_kill(bench, "kill attribute", count(f"*/{IG}/*-shard-*", 2)),
+                lambda: case_kill(bench, "kill attribute", count(f"*/{IG}/attributions/part-*", 2)),
             ),
             (
                 "kill -9 during evaluation",
-                lambda: case_kill(bench, "kill evaluate", count(f"*/{IG}/attributions.parquet", 1)),
+                lambda: case_kill(bench, "kill evaluate", count(f"*/{IG}/attributions/_manifest.json", 1)),
             ),
             ("disk full at store creation", lambda: case_disk_full(bench, "full store", STORE_ROOM, mountable)),
             (

@@ -134,6 +134,7 @@ def _benchmark(settings: BenchmarkSettings, run: FlowRun) -> dict[str, Any]:
     searched = pool[0] if pool is not None else corpus
     indexes: dict[int, tuple[ArtifactRef, ArtifactRef]] = {}
     predictions: ArtifactRef | None = None
+    tokens: ArtifactRef | None = None
     pool_predictions: ArtifactRef | None = None
     # The last layer's encode stage always runs: its predictions (one pass with the embeddings) are
     # what the attribute and evaluate stages read instead of predicting the corpus again.
@@ -144,7 +145,7 @@ def _benchmark(settings: BenchmarkSettings, run: FlowRun) -> dict[str, Any]:
             encoded = run.stage(
                 encode_corpus_stage, corpus=corpus, model=model, layer=layer, batch_size=32, context=where
             )
-            predictions = encoded.refs["predictions"]
+            predictions, tokens = encoded.refs["predictions"], encoded.refs["tokens"]
             if layer not in neighbour_layers:
                 continue
         if layer != -1 or pool is not None:  # neighbours are searched in the pool, encoded beside the corpus
@@ -173,6 +174,7 @@ def _benchmark(settings: BenchmarkSettings, run: FlowRun) -> dict[str, Any]:
         head_masks=head_masks[0] if head_masks is not None else None,
         neighbour_pool=(*pool, pool_predictions) if pool is not None else None,
         predictions=predictions,
+        tokens=tokens,
     )
     per_method: dict[str, dict[str, Any]] = {}
     method_notes: list[tuple[str, tuple[str, ...]]] = []

@@ -63,11 +63,11 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
                 layer = int(precision.metrics["best_layer"])
                 logger.info("encode.layer auto: layer %d has the best neighbour precision", layer)
         shards = plan_shards(corpus, settings.sharding.shard_size) if settings.sharding.shard_size else None
-        embeddings, index, predictions = neighbour_index(
+        embeddings, index, predictions, tokens = neighbour_index(
             run, corpus, model, layer, settings.encode, settings.index, shards, methods=settings.attribution.methods
         )
         masked = any(method_requirements(m.name, m.params).head_masks for m in settings.attribution.methods)
-        head_masks = run_head_statistics(run, settings, corpus).refs["statistics"] if masked else None
+        head_masks = run_head_statistics(run, settings, corpus, tokens).refs["statistics"] if masked else None
         evaluation = settings.evaluation
         runs = attribute_and_evaluate(
             run,
@@ -80,6 +80,7 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
             head_masks=head_masks,
             shards=shards,
             predictions=predictions,
+            tokens=tokens,
         )
         methods = settings.attribution.methods
         tests, verdicts = compare_with_random(run, methods, runs)
@@ -197,8 +198,10 @@ def neighbour_index(
     index: IndexSettings,
     shards: list[Shard] | None = None,
     methods: Sequence[MethodConfig] = (),
-) -> tuple[ArtifactRef, ArtifactRef, ArtifactRef]:
-    """The ``encode_corpus`` (sharded when ``shards``) and ``build_index`` stages: embeddings, index, predictions.
+) -> tuple[ArtifactRef, ArtifactRef, ArtifactRef, ArtifactRef]:
+    """The ``encode_corpus`` (sharded when ``shards``) and ``build_index`` stages.
+
+    Returns embeddings, index, predictions and tokens.
 
     build_index searches as many neighbours per text as the neighbour-reading ``methods``
     examine, so that they read its table instead of searching again; the index type is
@@ -225,7 +228,7 @@ def neighbour_index(
         recall_queries=index.recall_queries,
         candidates=candidates,
     )
-    return embeddings, built.refs["index"], encoded.refs["predictions"]
+    return embeddings, built.refs["index"], encoded.refs["predictions"], encoded.refs["tokens"]
 
 
 def drivers_method(methods: Sequence[MethodConfig], verdicts: Sequence[Mapping[str, Any]]) -> str:
@@ -279,13 +282,19 @@ def run_class_drivers(
     ).refs.get("class_drivers")
 
 
-def run_head_statistics(run: FlowRun, settings: ExplainSettings, corpus: ArtifactRef) -> StageResult:
-    """The head-statistics stage with the ``heads:`` settings (the PNG goes to its MLflow run)."""
+def run_head_statistics(
+    run: FlowRun, settings: ExplainSettings, corpus: ArtifactRef, tokens: ArtifactRef | None = None
+) -> StageResult:
+    """The head-statistics stage with the ``heads:`` settings (the PNG goes to its MLflow run).
+
+    ``tokens``: the encode stage's artifact of ``corpus``, read instead of tokenising.
+    """
     return run.stage(
         head_statistics_stage,
         corpus=corpus,
         model=settings.model.spec(),
         seed=settings.evaluation.seed,
+        tokens=tokens,
         **settings.heads.stage_arguments(),
     )
 
@@ -305,6 +314,8 @@ def _summarise(
 
     ``summary.json`` keeps the viewer's inputs (``viewer``) for ``xattr report explanations``.
     """
+    logger = get_run_logger()
+    logger.info("summary: top words of %d methods over %d texts", len(per_method), corpus_ref.rows)
     corpus = read_artifact(corpus_ref).to_pandas()
     out_dir = context.artifacts_root / context.run_id / "summary"
     top = {

@@ -84,9 +84,9 @@ def price_drivers(settings: PriceDriverSettings) -> dict[str, Any]:
             )
             model_path = trained.params["model_path"]
         model = settings.model.spec(model_path)
-        embeddings = index = predictions = None
+        embeddings = index = predictions = tokens = None
         if method_requirements(method.name, method.params).neighbours is not None:
-            embeddings, index, predictions = neighbour_index(
+            embeddings, index, predictions, tokens = neighbour_index(
                 run, corpus, model, settings.encode.layer, settings.encode, settings.index, methods=[method]
             )
         attributed = run.stage(
@@ -102,6 +102,7 @@ def price_drivers(settings: PriceDriverSettings) -> dict[str, Any]:
             index=index,
             seed=settings.drivers.seed,
             predictions=predictions,
+            tokens=tokens,
         )
         d = settings.drivers
         result = run.stage(

@@ -8,7 +8,12 @@ cluster's scheduler, workers and dashboard (``runner.host``), and Prefect's temp
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
@@ -65,7 +70,64 @@ def build_task_runner(settings: RunnerSettings) -> TaskRunner:
             # package is importable only through the editable install's finder (ImportError:
             # cannot import name 'ArtifactRef' from 'storage' (unknown location)).
             "data": dict,
+            # A worker's death fails the task it ran at once (distributed's default reruns it on 3
+            # more workers, each of which may die the same way, and a run whose workers died of an
+            # import error printed nothing and hung); StageRunner.run_sharded says so in one line.
+            # A worker silent for worker_timeout seconds (hung, its machine lost) counts as dead.
+            "scheduler_kwargs": {"allowed_failures": 0, "worker_ttl": settings.worker_timeout},
         },
+    )
+
+
+def worker_failure(exc: BaseException, stage: str) -> RunnerError | None:
+    """One-line :class:`RunnerError` for a shard whose Dask worker died (``None`` for any other error)."""
+    try:
+        from distributed.scheduler import KilledWorker
+    except ImportError:  # distributed is optional: without it no task ran on a worker
+        return None
+    if isinstance(exc, KilledWorker):
+        return RunnerError(
+            f"{stage}: the Dask worker running it died (killed or out of memory); the run stops here. "
+            "Finished shards are cached: run again to resume"
+        )
+    return None
+
+
+#: Run by ``sys.executable -c`` beside a temporary Prefect server: stops the server when the process
+#: that started it is gone. Prefect stops its temporary server at exit (``atexit``), which a SIGKILL
+#: or a lost terminal never runs, and nothing else knows the server; no library offers a parent-death
+#: signal for a process it does not spawn itself, hence these lines.
+_SERVER_WATCHDOG = """
+import os, signal, sys, time
+parent, server = int(sys.argv[1]), int(sys.argv[2])
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+while alive(server) and os.getppid() == parent:
+    time.sleep(0.5)
+if alive(server):
+    os.kill(server, signal.SIGTERM)
+    for _ in range(20):
+        time.sleep(0.25)
+        if not alive(server):
+            break
+    else:
+        os.kill(server, signal.SIGKILL)
+"""
+
+
+def _watch_server(server: object) -> None:
+    process = getattr(server, "server_process", None)
+    if process is None:
+        return
+    subprocess.Popen(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-c", _SERVER_WATCHDOG, str(os.getpid()), str(process.pid)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -76,7 +138,8 @@ def start_prefect_api(log: Callable[[str], None] | None = None) -> str | None:
     fresh ``PREFECT_HOME`` under load, can give up with "Timed out while attempting to connect to
     ephemeral Prefect API server". Started here, a first failure is stopped and retried once with
     twice the time (``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``); the flow then uses this
-    server (Prefect keeps one per process).
+    server (Prefect keeps one per process). Prefect stops it when this process exits normally or
+    on an exception (Ctrl-C included); a watchdog process stops it when this process is killed.
 
     Returns:
         The temporary server's API URL, or ``None`` when a server is configured.
@@ -95,6 +158,7 @@ def start_prefect_api(log: Callable[[str], None] | None = None) -> str | None:
         server = SubprocessASGIServer()
         try:
             server.start(timeout=timeout * attempt)
+            _watch_server(server)
             return str(server.api_url)
         except Exception as exc:  # noqa: BLE001 - Prefect raises RuntimeError or HTTP errors; all mean "not up"
             cause = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)[:300]
@@ -107,3 +171,57 @@ def start_prefect_api(log: Callable[[str], None] | None = None) -> str | None:
                 ) from exc
             log(f"the temporary Prefect server did not start within {timeout} s ({cause}); retrying once")
     return None
+
+
+@contextmanager
+def prefect_api(
+    home: Path | None = None, log: Callable[[str], None] | None = None, *, startup_timeout: int | None = None
+) -> Iterator[str]:
+    """A temporary Prefect server for this block, shared with the processes it starts.
+
+    Started by :func:`start_prefect_api` (with its own ``PREFECT_HOME`` when ``home`` is given,
+    whatever ``PREFECT_API_URL`` said before); inside the block ``PREFECT_API_URL`` names it, in
+    this process' settings and environment (CLI subprocesses, Dask workers); on any exit it is
+    stopped and both are restored. What benches and tests use for a standing server.
+
+    Args:
+        home: The server's ``PREFECT_HOME`` (its database); default the configured one.
+        log: Where a first failed start is reported (default a logging warning).
+        startup_timeout: Seconds the first start may take (the second gets twice as long);
+            default ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``.
+
+    Yields:
+        The server's API URL.
+    """
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_HOME,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
+
+    saved = {key: os.environ.get(key) for key in ("PREFECT_API_URL", "PREFECT_HOME")}
+    os.environ.pop("PREFECT_API_URL", None)
+    updates: dict = {}
+    if home is not None:
+        home.mkdir(parents=True, exist_ok=True)
+        os.environ["PREFECT_HOME"] = str(home)
+        updates[PREFECT_HOME] = str(home)
+    if startup_timeout is not None:
+        updates[PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS] = startup_timeout
+    try:
+        with temporary_settings(updates=updates, restore_defaults={PREFECT_API_URL}):
+            url = start_prefect_api(log)
+        if url is None:  # PREFECT_API_URL is unset above, so only a changed Prefect could get here
+            raise RunnerError("Prefect reported a configured server where none was set")
+        os.environ["PREFECT_API_URL"] = url
+        with temporary_settings(updates={**updates, PREFECT_API_URL: url}):
+            yield url
+    finally:
+        SubprocessASGIServer().stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -29,9 +29,11 @@ from typing import Any
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.futures import as_completed
 from prefect.runtime import flow_run as prefect_flow_run
 
 from flows.config_files import FlowSettingsBase, base_model_path
+from flows.runners import worker_failure
 from flows.settings import AttributionSettings
 from storage import ArtifactRef, TrackingStoreError, path_component, writable_directory
 from tasks import tracking
@@ -40,7 +42,7 @@ from tasks.caching import StageCache, task_cache_key
 from tasks.evaluate import evaluate_stage
 from tasks.fine_tune import CorpusFile, fine_tune_stage
 from tasks.results import RunContext, Shard, StageResult
-from tasks.shards import merge_shards_stage
+from tasks.shards import shard_dataset_stage
 from xattr.methods import method_requirements
 from xattr.models.loading import ModelSpec
 from xattr.neighbours.selection import NeighbourRequest
@@ -62,7 +64,7 @@ class StageRunner:
     Attributes:
         results: Every stage run so far, with whether it was served from cache.
         last_cached: Whether the last :meth:`run` or :meth:`run_sharded` was served from cache
-            (sharded: every shard and the merge).
+            (sharded: every shard and the dataset listing).
     """
 
     def __init__(self, cache: StageCache, tracking_uri: str, parent_run_id: str) -> None:
@@ -90,42 +92,52 @@ class StageRunner:
         return self._record(result, cached=False)
 
     def run_sharded(self, stage_task: Any, shards: Sequence[Shard] | None, **kwargs: Any) -> StageResult:
-        """Run ``stage_task`` on the whole corpus, or once per shard (in parallel) and merge.
+        """Run ``stage_task`` on the whole corpus, or once per shard (in parallel) and list the parts.
 
-        Shards with a valid cache entry are not submitted. The merged result is named like the
-        whole stage and carries each artifact the shards wrote, merged, under its short name; its
-        seconds are the shards' summed compute time.
+        Shards with a valid cache entry are not submitted. The result is named like the whole
+        stage and carries each artifact the shards wrote as one dataset of their parts
+        (``tasks.shards.shard_dataset_stage``) under its short name; its seconds are the shards'
+        summed compute time.
         """
         if not shards:
             return self.run(stage_task, **kwargs)
         found = [self._cached(stage_task, {**kwargs, "shard": shard}) for shard in shards]
         futures = {
-            number: stage_task.submit(shard=shard, **kwargs)
+            stage_task.submit(shard=shard, **kwargs): number
             for number, (shard, (_, hit)) in enumerate(zip(shards, found, strict=True))
             if hit is None
         }
-        parts = []
-        all_cached = True
-        for number, (key, hit) in enumerate(found):
-            if hit is None:
-                result = futures[number].result()
-                self._save(key, result)
-            else:
-                result = hit
-            parts.append(self._record(result, cached=hit is not None))
-            all_cached = all_cached and hit is not None
-        merged = self.run(
-            merge_shards_stage,
+        computed: dict[int, StageResult] = {}
+        # As they finish, not in shard order: a failed shard (a dead Dask worker) stops the run at
+        # once, and every finished shard's cache entry is written before it (a re-run resumes).
+        for future in as_completed(list(futures)):
+            number = futures[future]
+            try:
+                computed[number] = future.result()
+            except Exception as exc:
+                label = f"-{kwargs['label']}" if "label" in kwargs else ""
+                failure = worker_failure(exc, f"{stage_task.name}{label}-{shards[number].name}")
+                if failure is None:
+                    raise
+                raise failure from exc
+            self._save(found[number][0], computed[number])
+        parts = [
+            self._record(computed[number] if hit is None else hit, cached=hit is not None)
+            for number, (_, hit) in enumerate(found)
+        ]
+        all_cached = not computed
+        listed = self.run(
+            shard_dataset_stage,
             stage=parts[0].stage.rsplit("-shard-", 1)[0],
             shards=[p.refs for p in parts],
             context=kwargs["context"],
         )
         self.last_cached = all_cached and self.last_cached
-        # One shard's metrics (a method's diagnostics) hold for the merged artifact as they are.
+        # One shard's metrics (a method's diagnostics) hold for the dataset as they are.
         single = len(parts) == 1
-        metrics = {**parts[0].metrics, **merged.metrics} if single else merged.metrics
-        notes = parts[0].notes if single else merged.notes
-        return dataclasses.replace(merged, seconds=sum(p.seconds for p in parts), metrics=metrics, notes=notes)
+        metrics = {**parts[0].metrics, **listed.metrics} if single else listed.metrics
+        notes = parts[0].notes if single else listed.notes
+        return dataclasses.replace(listed, seconds=sum(p.seconds for p in parts), metrics=metrics, notes=notes)
 
     def _save(self, key: str | None, result: StageResult) -> None:
         if key is not None:
@@ -244,7 +256,7 @@ class MethodRun:
     """What :func:`attribute_and_evaluate` returns per method.
 
     Attributes:
-        attributed: The attribute stage's result (merged over shards when sharded).
+        attributed: The attribute stage's result (one dataset of the shards' parts when sharded).
         evaluated: The evaluate stage's result.
         cached: Whether both stages were served from cache.
     """
@@ -300,6 +312,7 @@ def attribute_and_evaluate(
     shards: Sequence[Shard] | None = None,
     neighbour_pool: tuple[ArtifactRef, Shard, ArtifactRef | None] | None = None,
     predictions: ArtifactRef | None = None,
+    tokens: ArtifactRef | None = None,
 ) -> dict[str, MethodRun]:
     """For each configured method: its attribute stage (sharded when ``shards``), then its evaluate stage.
 
@@ -314,13 +327,15 @@ def attribute_and_evaluate(
         index_for: The neighbour index for a method's request (each method declares whether it
             needs one: ``xattr.methods.method_requirements``).
         head_masks: The head-statistics artifact, given to the methods that need head masks.
-        shards: Run attribute stages per shard and merge.
+        shards: Run attribute stages per shard, each writing its part of one dataset.
         neighbour_pool: ``(pool, shard, pool predictions)``: methods that need neighbours run on
             the ``pool`` corpus (``index_for`` must serve indexes built on it), explaining only the
             ``shard`` of its positions that holds ``corpus``'s texts in order, reading the pool's
             predictions; they are evaluated on ``corpus``.
         predictions: The encode stage's ``predictions`` artifact: the outputs the attribute
             stages explain and the evaluate stages start from (the corpus is predicted once).
+        tokens: The encode stage's ``tokens`` artifact of ``corpus``: the texts the attribute and
+            evaluate stages read instead of tokenising (the corpus is tokenised once).
 
     Raises:
         ValueError: A method needs neighbours or head masks and none were given.
@@ -353,6 +368,7 @@ def attribute_and_evaluate(
             seed=seed,
             head_masks=head_masks if needs.head_masks else None,
             predictions=neighbour_pool[2] if pooled else predictions,  # type: ignore[index]
+            tokens=None if pooled else tokens,
         )
         attribute_cached = run.stages.last_cached
         evaluated = run.stage(
@@ -362,6 +378,7 @@ def attribute_and_evaluate(
             model=model,
             label=method.key,
             predictions=predictions,
+            tokens=tokens,
             **({"seed": seed} | dict(evaluation)),
         )
         out[method.key] = MethodRun(attributed, evaluated, attribute_cached and run.stages.last_cached)

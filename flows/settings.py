@@ -366,6 +366,12 @@ class RunnerSettings(StrictSettings):
         "127.0.0.1",
         description="local Dask cluster: interface its scheduler, workers and dashboard listen on (0.0.0.0: every one)",
     )
+    worker_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="local Dask cluster: seconds without a heartbeat after which a worker counts as dead; "
+        "a task whose worker dies fails the run at once, with one line naming the shard",
+    )
 
 
 class ExplainSettings(FlowSettingsBase):

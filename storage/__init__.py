@@ -7,10 +7,12 @@ names the artifact.
 from __future__ import annotations
 
 from storage.artifacts import (
+    DATASET_MANIFEST,
     ArtifactRef,
     ArtifactStore,
     artifact_metadata,
     artifact_problem,
+    dataset_parts,
     file_sha256,
     read_artifact,
     read_artifact_path,
@@ -22,6 +24,7 @@ from storage.paths import UnsafePathError, inside, path_component, writable_dire
 from storage.schemas import KINDS, SCHEMA_VERSIONS, schema_for
 
 __all__ = [
+    "DATASET_MANIFEST",
     "KINDS",
     "SCHEMA_VERSIONS",
     "ArtifactRef",
@@ -32,6 +35,7 @@ __all__ = [
     "UnsafePathError",
     "artifact_metadata",
     "artifact_problem",
+    "dataset_parts",
     "file_sha256",
     "inside",
     "path_component",

@@ -108,7 +108,7 @@ def _discard(path: Path) -> None:
         logger.warning("could not remove temporary file %s: %s", path, exc)
 
 
-def publish_file(target: Path, write: Callable[[Path], object], *, artifact: str) -> str:
+def publish_file(target: Path, write: Callable[[Path], object], *, artifact: str, same_bytes_ok: bool = False) -> str:
     """Write a file next to ``target`` and link it into place without ever overwriting.
 
     ``write`` fills a fresh temporary file in ``target``'s directory, named
@@ -122,6 +122,9 @@ def publish_file(target: Path, write: Callable[[Path], object], *, artifact: str
         write: Fills the file at the path it is given. It should raise :class:`StorageError`
             for its own failures; an ``OSError`` it raises is wrapped.
         artifact: The artifact's name, for error messages.
+        same_bytes_ok: A file already at ``target`` with exactly the bytes ``write`` produced is
+            kept and counts as published (a task run again after its worker died writes the same
+            part again); one with other bytes is still refused.
 
     Returns:
         The SHA-256 of the published file.
@@ -130,7 +133,8 @@ def publish_file(target: Path, write: Callable[[Path], object], *, artifact: str
         StorageError: If ``target`` already exists (checked before writing and again at the
             link), or creating, writing, syncing or linking fails.
     """
-    refuse_existing(target, artifact=artifact)
+    if not same_bytes_ok:
+        refuse_existing(target, artifact=artifact)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -150,6 +154,9 @@ def publish_file(target: Path, write: Callable[[Path], object], *, artifact: str
         try:
             os.link(temporary, target)
         except FileExistsError as exc:
+            if same_bytes_ok and file_sha256(target) == digest:
+                logger.debug("%s already holds the same bytes; kept", target)
+                return digest
             raise StorageError(artifact, f"{target} already exists; artifacts are immutable") from exc
         except OSError as exc:
             raise StorageError(artifact, f"cannot link {temporary} to {target}: {exc}") from exc

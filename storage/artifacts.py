@@ -8,9 +8,11 @@ file's SHA-256, kind, schema version and schema before returning the table.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage._files import file_sha256, publish_file, read_verified
+from storage._files import file_sha256, publish_file, read_verified, refuse_existing
 from storage.errors import StorageError
 from storage.paths import path_component
 from storage.schemas import (
@@ -33,9 +35,11 @@ from storage.schemas import (
 )
 
 __all__ = [
+    "DATASET_MANIFEST",
     "ArtifactRef",
     "ArtifactStore",
     "artifact_metadata",
+    "dataset_parts",
     "artifact_problem",
     "file_sha256",
     "read_artifact",
@@ -46,6 +50,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+#: The file in a dataset directory that lists its parts (a leading ``_``: Parquet readers skip it).
+DATASET_MANIFEST = "_manifest.json"
+_DATASET_FORMAT = "xattr.dataset"
 _STRING_FIELDS = ("name", "kind", "path", "sha256")
 _INTEGER_FIELDS = ("schema_version", "rows")
 
@@ -133,6 +140,7 @@ def write_artifact(
     *,
     name: str,
     metadata: dict[str, str] | None = None,
+    same_bytes_ok: bool = False,
     **schema_params: object,
 ) -> ArtifactRef:
     """Cast a table to its kind's schema and write it as an immutable Parquet file.
@@ -149,6 +157,8 @@ def write_artifact(
             nullable columns are filled with nulls.
         name: The artifact's name, recorded in the reference and used in error messages.
         metadata: User metadata, stored in the schema under keys prefixed ``xattr.meta.``.
+        same_bytes_ok: An existing file with exactly these bytes is kept instead of refused
+            (``storage._files.publish_file``).
         **schema_params: Schema parameters of the kind (``dim`` for ``embeddings``).
 
     Returns:
@@ -174,7 +184,7 @@ def write_artifact(
         except pa.ArrowException as exc:
             raise StorageError(name, f"cannot write Parquet to {temporary}: {exc}") from exc
 
-    digest = publish_file(target, write, artifact=name)
+    digest = publish_file(target, write, artifact=name, same_bytes_ok=same_bytes_ok)
     ref = ArtifactRef(
         name=name,
         kind=kind,
@@ -194,11 +204,13 @@ def _parquet_file(source: pa.NativeFile, artifact: str, path: Path) -> pq.Parque
         raise StorageError(artifact, f"cannot read Parquet file {path}: {exc}") from exc
 
 
-def _read_table(source: pa.NativeFile, kind: str, artifact: str, path: Path) -> pa.Table:
+def _read_table(
+    source: pa.NativeFile, kind: str, artifact: str, path: Path, columns: list[str] | None = None
+) -> pa.Table:
     parquet = _parquet_file(source, artifact, path)
     check_schema(parquet.schema_arrow, kind, artifact=artifact)
     try:
-        return parquet.read()
+        return parquet.read(columns=columns)
     except (pa.ArrowException, OSError) as exc:
         raise StorageError(artifact, f"cannot read Parquet file {path}: {exc}") from exc
 
@@ -226,35 +238,106 @@ def _check_table_ref(ref: ArtifactRef) -> None:
         )
 
 
-def read_artifact(ref: ArtifactRef, *, verify_hash: bool = True) -> pa.Table:
-    """Read and validate a Parquet artifact.
-
-    With ``verify_hash`` the file is read into memory once and those bytes are both hashed
-    and parsed, so the table returned is exactly the content that was verified.
-
-    Args:
-        ref: The reference returned when the artifact was written.
-        verify_hash: Whether to check the file's SHA-256 against ``ref.sha256``.
-
-    Returns:
-        The table, with the kind's schema and the stored metadata.
-
-    Raises:
-        StorageError: If the file is missing, its hash differs, its kind or schema version is
-            not the reference's, its schema drifted from the kind's schema, or its row count is
-            not the reference's.
-    """
-    _check_table_ref(ref)
+def _read_file(ref: ArtifactRef, verify_hash: bool, columns: list[str] | None) -> pa.Table:
     path = Path(ref.path)
     if verify_hash:
         source: pa.NativeFile = pa.BufferReader(read_verified(path, ref.sha256, artifact=ref.name))
     else:
         source = _open_local(path, ref.name)
     with source:
-        table = _read_table(source, ref.kind, ref.name, path)
+        table = _read_table(source, ref.kind, ref.name, path, columns)
     if table.num_rows != ref.rows:
         raise StorageError(ref.name, f"row count mismatch: reference records {ref.rows}, file has {table.num_rows}")
     return table
+
+
+def read_artifact(
+    ref: ArtifactRef, *, verify_hash: bool = True, rows: range | None = None, columns: list[str] | None = None
+) -> pa.Table:
+    """Read and validate a Parquet artifact: one file, or a dataset of parts (:meth:`ArtifactStore.write_dataset`).
+
+    With ``verify_hash`` the file is read into memory once and those bytes are both hashed
+    and parsed, so the table returned is exactly the content that was verified. Of a dataset
+    only the parts that overlap ``rows`` are read (a shard's rows cost one part, not the corpus).
+
+    Args:
+        ref: The reference returned when the artifact was written.
+        verify_hash: Whether to check the file's SHA-256 against ``ref.sha256`` (a dataset: its
+            manifest's and each part's read).
+        rows: Only these rows (a step-1 range within ``0..ref.rows``); default every row.
+        columns: Only these columns, in this order; default every column.
+
+    Returns:
+        The table, with the kind's schema and the stored metadata.
+
+    Raises:
+        StorageError: If the file is missing, its hash differs, its kind or schema version is
+            not the reference's, its schema drifted from the kind's schema, its row count is
+            not the reference's, or ``rows`` is outside the artifact.
+    """
+    _check_table_ref(ref)
+    if rows is not None and (rows.step != 1 or rows.start < 0 or rows.stop > ref.rows or rows.start > rows.stop):
+        raise StorageError(ref.name, f"rows {rows.start}..{rows.stop} are outside the artifact's {ref.rows} rows")
+    if not Path(ref.path).is_dir():
+        table = _read_file(ref, verify_hash, columns)
+        return table if rows is None else table.slice(rows.start, len(rows))
+    wanted = rows if rows is not None else range(ref.rows)
+    tables = []
+    start = 0
+    for part in dataset_parts(ref, verify_hash=verify_hash):
+        stop = start + part.rows
+        if start < wanted.stop and wanted.start < stop:
+            table = _read_file(part, verify_hash, columns)
+            low, high = max(wanted.start, start) - start, min(wanted.stop, stop) - start
+            tables.append(table.slice(low, max(high - low, 0)))
+        start = stop
+    if start != ref.rows:
+        raise StorageError(ref.name, f"row count mismatch: reference records {ref.rows}, the parts hold {start}")
+    if not tables:
+        first = dataset_parts(ref, verify_hash=verify_hash)[0]
+        return _read_file(first, verify_hash, columns).slice(0, 0)
+    return pa.concat_tables(tables)
+
+
+def dataset_parts(ref: ArtifactRef, *, verify_hash: bool = True) -> list[ArtifactRef]:
+    """The part files of a dataset artifact, in row order, from its manifest.
+
+    Raises:
+        StorageError: The manifest is missing, its hash is not the reference's (with
+            ``verify_hash``), it does not parse, or it names another kind or a part outside the
+            dataset's directory.
+    """
+    directory = Path(ref.path)
+    manifest = directory / DATASET_MANIFEST
+    if verify_hash:
+        data = read_verified(manifest, ref.sha256, artifact=ref.name)
+    else:
+        try:
+            data = manifest.read_bytes()
+        except OSError as exc:
+            raise StorageError(ref.name, f"cannot read {manifest}: {exc}") from exc
+    try:
+        record = json.loads(data)
+        if record.get("format") != _DATASET_FORMAT or record.get("kind") != ref.kind:
+            raise ValueError(f"not an xattr dataset of kind {ref.kind!r}")
+        parts = []
+        for number, part in enumerate(record["parts"]):
+            file = part["file"]
+            if not isinstance(file, str) or Path(file).name != file or file.startswith((".", "_")):
+                raise ValueError(f"part {number + 1} names an unsafe file {file!r}")
+            parts.append(
+                ArtifactRef(
+                    name=f"{ref.name}/{file}",
+                    kind=ref.kind,
+                    path=str(directory / file),
+                    schema_version=ref.schema_version,
+                    sha256=part["sha256"],
+                    rows=part["rows"],
+                )
+            )
+    except (ValueError, KeyError, TypeError, AttributeError, StorageError) as exc:
+        raise StorageError(ref.name, f"invalid dataset manifest {manifest}: {exc}") from exc
+    return parts
 
 
 def read_artifact_path(path: Path | str, kind: str) -> pa.Table:
@@ -295,6 +378,11 @@ def artifact_metadata(ref: ArtifactRef) -> dict[str, str]:
     """
     _check_table_ref(ref)
     path = Path(ref.path)
+    if path.is_dir():
+        parts = dataset_parts(ref, verify_hash=False)
+        if not parts:
+            return {}
+        path = Path(parts[0].path)
     with _open_local(path, ref.name) as source:
         schema = _parquet_file(source, ref.name, path).schema_arrow
     check_schema(schema, ref.kind, artifact=ref.name)
@@ -321,15 +409,29 @@ def artifact_problem(ref: ArtifactRef) -> str | None:
     """
     from storage.faiss_io import FAISS_INDEX_KIND, INDEX_FILENAME
 
+    if ref.kind != FAISS_INDEX_KIND and Path(ref.path).is_dir():
+        manifest = Path(ref.path) / DATASET_MANIFEST
+        problem = _file_problem(manifest, ref.sha256)
+        if problem is not None:
+            return problem
+        try:
+            parts = dataset_parts(ref)
+        except StorageError as exc:
+            return exc.problem
+        return next((p for p in map(artifact_problem, parts) if p is not None), None)
     path = Path(ref.path) / INDEX_FILENAME if ref.kind == FAISS_INDEX_KIND else Path(ref.path)
+    return _file_problem(path, ref.sha256)
+
+
+def _file_problem(path: Path, sha256: str) -> str | None:
     if not path.is_file():
         return f"{path} does not exist"
     try:
         actual = file_sha256(path)
     except StorageError as exc:
         return exc.problem
-    if actual != ref.sha256:
-        return f"sha256 of {path} differs from the recorded one (recorded {ref.sha256[:12]}, file has {actual[:12]})"
+    if actual != sha256:
+        return f"sha256 of {path} differs from the recorded one (recorded {sha256[:12]}, file has {actual[:12]})"
     return None
 
 
@@ -402,9 +504,10 @@ class ArtifactStore:
         table: pa.Table,
         *,
         metadata: dict[str, str] | None = None,
+        part: int | None = None,
         **schema_params: object,
     ) -> ArtifactRef:
-        """Write a stage's Parquet artifact as ``<stage>/<name>``.
+        """Write a stage's Parquet artifact as ``<stage>/<name>`` (or part ``part`` of the dataset ``<stage>/<name>``).
 
         Args:
             kind: The artifact kind, one of :data:`storage.schemas.KINDS`.
@@ -412,19 +515,93 @@ class ArtifactStore:
             name: The artifact name within the stage, a safe path component.
             table: The rows; see :func:`write_artifact`.
             metadata: User metadata; see :func:`write_artifact`.
+            part: Write ``<stage>/<name>/part-<part>.parquet`` (a shard's rows), which
+                :meth:`write_dataset` then lists with the other parts. A part already there
+                with exactly these bytes is kept: distributed runs a finished task again when
+                the worker holding its result dies, and that run writes the same part.
             **schema_params: Schema parameters of the kind (``dim`` for ``embeddings``).
 
         Returns:
-            The reference, named ``f"{stage}/{name}"``.
+            The reference, named ``f"{stage}/{name}"`` (a part: ``f"{stage}/{name}/part-<part>"``).
 
         Raises:
             StorageError: As :meth:`path_for` and :func:`write_artifact` do.
         """
+        if part is None:
+            path, artifact = self.path_for(stage, name), f"{stage}/{name}"
+        else:
+            path, artifact = self.path_for(stage, name, "") / _part_file(part), f"{stage}/{name}/{_part_file(part)}"
         return write_artifact(
-            self.path_for(stage, name),
-            kind,
-            table,
-            name=f"{stage}/{name}",
-            metadata=metadata,
-            **schema_params,
+            path, kind, table, name=artifact, metadata=metadata, same_bytes_ok=part is not None, **schema_params
         )
+
+    def write_dataset(self, stage: str, name: str, parts: list[ArtifactRef]) -> ArtifactRef:
+        """List written parts, in row order, as the one dataset ``<stage>/<name>`` (no row is rewritten).
+
+        The dataset is the directory ``<stage>/<name>/`` holding ``part-<i>.parquet`` and a
+        manifest (:data:`DATASET_MANIFEST`: each part's file, rows and SHA-256); Parquet readers
+        given the directory read the parts in order. A part written elsewhere (a shard reused from
+        an earlier run's cache) is hard-linked in (copied where links are not possible), so the
+        directory is complete and outlives the run it came from.
+
+        Args:
+            stage: The stage name, a safe path component.
+            name: The artifact name within the stage, a safe path component.
+            parts: The parts' references (:meth:`write` with ``part``), one kind and schema version.
+
+        Returns:
+            The dataset's reference: its path the directory, its SHA-256 the manifest's, its rows
+            the parts' sum.
+
+        Raises:
+            StorageError: No parts, mixed kinds, a part whose bytes are not the recorded ones, or
+                a dataset already listed there.
+        """
+        artifact = f"{stage}/{name}"
+        if not parts:
+            raise StorageError(artifact, "a dataset needs at least one part")
+        kinds = sorted({part.kind for part in parts})
+        if len(kinds) != 1:
+            raise StorageError(artifact, f"the parts mix artifact kinds: {', '.join(kinds)}")
+        _check_table_ref(parts[0])
+        directory = self.path_for(stage, name, "")
+        manifest = directory / DATASET_MANIFEST
+        refuse_existing(manifest, artifact=artifact)
+        listed = []
+        for number, part in enumerate(parts):
+            target = directory / _part_file(number)
+            source = Path(part.path)
+            if source.absolute() != target.absolute():
+                _link_part(source, target, artifact)
+            problem = _file_problem(target, part.sha256)
+            if problem is not None:
+                raise StorageError(artifact, f"part {number + 1}: {problem}")
+            listed.append({"file": target.name, "rows": part.rows, "sha256": part.sha256})
+        record = {
+            "format": _DATASET_FORMAT,
+            "kind": parts[0].kind,
+            "schema_version": parts[0].schema_version,
+            "rows": sum(part.rows for part in parts),
+            "parts": listed,
+        }
+        payload = json.dumps(record, indent=1).encode()
+        digest = publish_file(manifest, lambda temporary: temporary.write_bytes(payload), artifact=artifact)
+        kind, version, rows = parts[0].kind, parts[0].schema_version, int(record["rows"])
+        return ArtifactRef(artifact, kind, str(directory.absolute()), version, digest, rows)
+
+
+def _part_file(number: int) -> str:
+    return f"part-{number:05d}.parquet"
+
+
+def _link_part(source: Path, target: Path, artifact: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        return  # checked against the part's digest by the caller
+    try:
+        os.link(source, target)
+    except OSError:
+        try:
+            shutil.copyfile(source, target)
+        except OSError as exc:
+            raise StorageError(artifact, f"cannot link or copy part {source} to {target}: {exc}") from exc

@@ -41,6 +41,7 @@ ArtifactKind = Literal[
     "predictions",
     "method_verdicts",
     "class_drivers",
+    "tokens",
 ]
 #: Every tabular artifact kind, in the order of :data:`ArtifactKind`.
 KINDS: tuple[str, ...] = get_args(ArtifactKind)
@@ -255,6 +256,28 @@ def _class_drivers_fields() -> list[pa.Field]:
     ]
 
 
+def _tokens_fields() -> list[pa.Field]:
+    # One row per text as the encode stage tokenised it (xattr.models.encoding.EncodedCorpus):
+    # later stages read these instead of tokenising again. Every list holds ``length`` values.
+    return [
+        _required("doc_id", pa.string()),
+        # Word pieces, special tokens included (the attention length).
+        _required("length", pa.int32()),
+        # Whether the text was cut to the model's maximum length.
+        _required("truncated", pa.bool_()),
+        _required("input_ids", _list_of(pa.int32())),
+        _required("token_type_ids", _list_of(pa.int8())),
+        # Characters of each token within its own segment.
+        _required("char_start", _list_of(pa.int32())),
+        _required("char_end", _list_of(pa.int32())),
+        # 0 text, 1 pair text, -1 special token.
+        _required("segments", _list_of(pa.int8())),
+        # Whitespace word of each token, -1 for special tokens.
+        _required("word_index", _list_of(pa.int32())),
+        _required("special", _list_of(pa.bool_())),
+    ]
+
+
 _PLAIN_FIELDS: dict[str, Callable[[], list[pa.Field]]] = {
     "corpus": _corpus_fields,
     "neighbours": _neighbours_fields,
@@ -265,6 +288,7 @@ _PLAIN_FIELDS: dict[str, Callable[[], list[pa.Field]]] = {
     "predictions": _predictions_fields,
     "method_verdicts": _method_verdicts_fields,
     "class_drivers": _class_drivers_fields,
+    "tokens": _tokens_fields,
 }
 
 

@@ -6,19 +6,18 @@ import time
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 from prefect.logging import get_run_logger
 
 from storage import ArtifactRef, ArtifactStore, read_artifact, read_index, read_index_manifest
 from tasks.build_index import neighbour_candidates
 from tasks.caching import stage_task
-from tasks.corpus_io import CorpusView, read_corpus
+from tasks.corpus_io import read_corpus
 from tasks.head_statistics import checked_head_masks
 from tasks.models import loaded_model
 from tasks.progress import StageProgress
 from tasks.results import RunContext, Shard, StageResult, stage_suffix
 from xattr.ldav.vectors import ldav_vectors_for
-from xattr.methods import MethodContext, TokenAttribution, attribute_corpus, get_method
+from xattr.methods import MethodContext, attribute_corpus, get_method
 from xattr.methods.runner import attribution_table
 from xattr.models.loading import LoadedModel, ModelSpec
 from xattr.models.targets import TargetPolicy, resolve_targets
@@ -88,11 +87,6 @@ def stored_outputs(predictions: ArtifactRef, doc_ids: list[str]) -> np.ndarray:
     return np.asarray(logits.flatten(), dtype=np.float64).reshape(len(stored), -1)
 
 
-def attributions_table(view: CorpusView, loaded: LoadedModel, results: list[TokenAttribution], label: str) -> pa.Table:
-    """The ``token_attributions`` table of ``results``: one row per token of each explained (text, target)."""
-    return attribution_table(view.doc_ids, view.encoded, loaded.tokenizer, results, label)
-
-
 def _run_name() -> str:
     from prefect.runtime import task_run
 
@@ -116,6 +110,7 @@ def attribute_stage(
     head_masks: ArtifactRef | None = None,
     shard: Shard | None = None,
     predictions: ArtifactRef | None = None,
+    tokens: ArtifactRef | None = None,
 ) -> StageResult:
     """Write the ``token_attributions`` artifact for method ``method`` under the name ``label``.
 
@@ -127,18 +122,24 @@ def attribute_stage(
     The method's context holds what its requirements name: neighbours selected from the index, the
     masks of the ``head_masks`` artifact (from the head-statistics stage) after they are checked
     against the model's layers and heads, the model's LDAV vectors. Run on a ``shard``, only the
-    shard's texts are explained (artifact ``attributions-<shard>``, stage
-    ``attribute-<label>-<shard>``); the whole corpus is still in the method's context, so row
-    positions are corpus positions and neighbours come from the whole corpus.
+    shard's texts are explained (stage ``attribute-<label>-<shard>``; the artifact is the shard's
+    part of the dataset ``attribute-<label>/attributions``); row positions are corpus positions
+    and neighbours come from the whole corpus.
+
+    The texts come from the encode stage's ``tokens`` artifact when given (else they are
+    tokenised): only the explained texts and their neighbours are read, never the whole corpus.
     """
     started = time.perf_counter()
     attribution_method = get_method(method, params)
     requirements = attribution_method.requirements(attribution_method.params)
     loaded = loaded_model(model)
     masks = checked_head_masks(method, loaded, head_masks) if requirements.head_masks else None
-    view = read_corpus(corpus, loaded)
     suffix = stage_suffix(shard)
-    inside = shard.positions if shard is not None else range(len(view.encoded))
+    progress = StageProgress(f"attribute-{label}{suffix}")
+    # The labels and ids of every text (targets, neighbour groups); the texts are read below.
+    with progress.phase("reading the corpus' ids and labels"):
+        view = read_corpus(corpus, loaded, only=(), tokens=tokens, columns=("label", "label_set"))
+    inside = shard.positions if shard is not None else range(len(view.frame))
     filter_by_prediction = requirements.neighbours is not None and requirements.neighbours.filter == "prediction"
     needs_predictions = (target == "predicted" and loaded.task != "regression") or filter_by_prediction
     if needs_predictions and predictions is None:
@@ -149,7 +150,7 @@ def attribute_stage(
     logits = stored_outputs(predictions, view.doc_ids) if predictions is not None else None
     frame = view.frame.iloc[inside.start : inside.stop]
     if logits is None:  # every target is known without a prediction: the regression output or the gold label
-        logits = np.zeros((len(view.encoded), loaded.num_outputs))
+        logits = np.zeros((len(view.frame), loaded.num_outputs))
     label_sets = frame["label_set"].tolist() if target == "label" else None
     scoped_targets = resolve_targets(
         loaded.task,
@@ -158,7 +159,7 @@ def attribute_stage(
         labels=frame["label"].tolist(),
         label_sets=label_sets,
     )
-    targets: list[list[int]] = [[] for _ in view.encoded]
+    targets: list[list[int]] = [[] for _ in range(len(view.frame))]
     for position, row_targets in zip(inside, scoped_targets, strict=True):
         targets[position] = list(row_targets)
     notes: list[str] = []
@@ -170,9 +171,10 @@ def attribute_stage(
         groups = {"label": view.frame["label"].tolist()}
         if filter_by_prediction:
             groups["prediction"] = [int(np.argmax(row)) for row in logits]
-        selection = neighbour_selection(
-            requirements.neighbours, loaded, embeddings, index, groups, seed, doc_ids=view.doc_ids
-        )
+        with progress.phase("selecting neighbours"):
+            selection = neighbour_selection(
+                requirements.neighbours, loaded, embeddings, index, groups, seed, doc_ids=view.doc_ids
+            )
         counts = [len(selection.neighbours.get(i, ())) for i in inside]
         without = sum(count == 0 for count in counts)
         metrics = {
@@ -184,8 +186,13 @@ def attribute_stage(
             metrics["epsilon"] = selection.epsilon
         if without:
             notes.append(f"{without} texts had no neighbour inside the cut-off; base attribution kept")
+    needed = set(inside)
+    if selection is not None:
+        needed.update(j for i in inside for j in selection.neighbours.get(i, ()))
+    with progress.phase(f"reading {len(needed)} texts" + (" (tokenising)" if tokens is None else "")):
+        encoded = read_corpus(corpus, loaded, only=sorted(needed), tokens=tokens, columns=()).encoded
     method_context = MethodContext(
-        corpus=view.encoded,
+        corpus=encoded,
         neighbours=selection.neighbours if selection else {},
         head_masks=masks,
         ldav_vectors=ldav_vectors_for(loaded) if requirements.ldav_vectors else None,
@@ -193,25 +200,27 @@ def attribute_stage(
     results = attribute_corpus(
         attribution_method,
         loaded,
-        view.encoded,
+        encoded,
         targets,
         context=method_context,
         batch_size=batch_size,
-        progress=StageProgress(f"attribute-{label}{suffix}"),
+        progress=progress,
     )
-    table = attributions_table(view, loaded, results, label)
+    with progress.phase(f"writing the token rows of {len(results)} explanations"):
+        table = attribution_table(view.doc_ids, encoded, loaded.tokenizer, results, label)
+        ref = ArtifactStore(context.artifacts_root, context.run_id).write(
+            "token_attributions",
+            f"attribute-{label}",
+            "attributions",
+            table,
+            part=shard.number if shard is not None else None,
+            metadata={
+                "method": method,
+                "params": repr(sorted(attribution_method.params.model_dump().items())),
+                "target": target,
+            },
+        )
     seconds = time.perf_counter() - started
-    ref = ArtifactStore(context.artifacts_root, context.run_id).write(
-        "token_attributions",
-        f"attribute-{label}",
-        f"attributions{suffix}",
-        table,
-        metadata={
-            "method": method,
-            "params": repr(sorted(attribution_method.params.model_dump().items())),
-            "target": target,
-        },
-    )
     metrics |= attribution_method.diagnostics(method_context)
     run_params = {"method": method, "target": target, "batch_size": str(batch_size)}
     if shard is not None:

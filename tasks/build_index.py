@@ -47,7 +47,7 @@ def build_index_stage(
     logger.info("%s index over %d vectors: recall@10 vs exact %.4f", index_type, index.ntotal, recall)
     searched = max(neighbours, candidates)
     logger.info("searching the %d nearest neighbours of %d texts", searched, index.ntotal)
-    dist, nn = nearest_neighbours(index, vectors, searched)
+    dist, nn = nearest_neighbours(index, vectors, searched, progress=StageProgress("build_index (search)"))
     rows, cols = np.nonzero(nn >= 0)
     table = pa.table(
         {

@@ -113,7 +113,8 @@ def stage_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     shards changed (and a run killed mid-way resumes where it stopped). The whole corpus'
     ``predictions`` are left out too: they are the model's outputs on the texts, so the model and
     the shard's content key them (a method that filters neighbours by prediction also has the
-    whole corpus' embeddings and index in its key). Everything else (model, method settings,
+    whole corpus' embeddings and index in its key), and so are its ``tokens`` (the model's
+    tokenizer on the texts). Everything else (model, method settings,
     neighbour index and embeddings when given) counts as for the whole corpus.
     """
     task_name = context.task.name
@@ -122,6 +123,7 @@ def stage_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     if isinstance(shard, Shard):
         params.pop("corpus", None)
         params.pop("predictions", None)
+        params.pop("tokens", None)
         params["shard"] = shard.content_sha256
     payload = json.dumps(
         {"task": task_name, "code": code_version(), "parameters": canonical(params)}, sort_keys=True, default=str

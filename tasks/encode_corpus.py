@@ -11,7 +11,7 @@ from prefect.logging import get_run_logger
 
 from storage import ArtifactRef, ArtifactStore
 from tasks.caching import stage_task
-from tasks.corpus_io import read_corpus
+from tasks.corpus_io import read_corpus, tokens_metadata
 from tasks.models import loaded_model
 from tasks.progress import StageProgress
 from tasks.results import RunContext, Shard, StageResult, stage_suffix
@@ -35,22 +35,31 @@ def encode_corpus_stage(
     context: RunContext,
     shard: Shard | None = None,
 ) -> StageResult:
-    """Write the ``embeddings`` and ``predictions`` artifacts of the corpus or of ``shard``, in one pass.
+    """Write the ``tokens``, ``embeddings`` and ``predictions`` artifacts of the corpus or of ``shard``, in one pass.
 
-    ``embeddings``: one float32 vector per document. ``predictions``: the model's outputs,
-    probabilities and predicted and gold labels per document (:func:`predictions_frame`), read
-    by the attribute and evaluate stages instead of predicting again. Run on a shard, the
-    artifacts are ``encode_corpus/embeddings-<shard>`` and ``predictions-<shard>`` and the stage
-    ``encode_corpus-<shard>``; ``merge_shards_stage`` joins the shards' artifacts.
+    ``tokens``: the texts as the model's tokenizer encoded them (word-piece ids, character
+    offsets, words, lengths: :class:`xattr.models.encoding.EncodedCorpus`), read by the later
+    stages instead of tokenising again. ``embeddings``: one float32 vector per document.
+    ``predictions``: the model's outputs, probabilities and predicted and gold labels per document
+    (:func:`predictions_frame`), read by the attribute and evaluate stages instead of predicting
+    again. Run on a shard (stage ``encode_corpus-<shard>``), each artifact is the shard's part of
+    a dataset (``encode_corpus/<name>/part-<shard>.parquet``) that ``shard_dataset_stage`` lists.
     """
     started = time.perf_counter()
     loaded = loaded_model(model)
-    view = read_corpus(corpus, loaded, rows=shard.positions if shard is not None else None)
     suffix = stage_suffix(shard)
-    truncated = sum(e.truncated for e in view.encoded)
+    view = read_corpus(
+        corpus,
+        loaded,
+        rows=shard.positions if shard is not None else None,
+        progress=StageProgress(f"encode_corpus{suffix} (tokenise)"),
+    )
+    part = shard.number if shard is not None else None
+    encoded = view.encoded
+    truncated = int(encoded.truncated.sum())
     if truncated:
         get_run_logger().warning(
-            "%d of %d texts exceed %d word pieces and were truncated", truncated, len(view.encoded), loaded.max_length
+            "%d of %d texts exceed %d word pieces and were truncated", truncated, len(encoded), loaded.max_length
         )
     vectors, outputs = pooled_states_and_outputs(
         loaded, view.encoded, layer=layer, batch_size=batch_size, progress=StageProgress(f"encode_corpus{suffix}")
@@ -64,19 +73,29 @@ def encode_corpus_stage(
     )
     layer_index = layer if layer >= 0 else loaded.num_layers + 1 + layer
     store = ArtifactStore(context.artifacts_root, context.run_id)
+    tokens = store.write(
+        "tokens",
+        "encode_corpus",
+        "tokens",
+        encoded.to_arrow(view.doc_ids),
+        metadata=tokens_metadata(loaded),
+        part=part,
+    )
     predicted = store.write(
         "predictions",
         "encode_corpus",
-        f"predictions{suffix}",
+        "predictions",
         predictions_frame(loaded, view.frame, outputs),
         metadata={"model": loaded.source, "task": loaded.task},
+        part=part,
     )
     ref = store.write(
         "embeddings",
         "encode_corpus",
-        f"embeddings{suffix}",
+        "embeddings",
         table,
         metadata={"model": loaded.source, "layer": str(layer_index), "pooling": "mean"},
+        part=part,
         dim=dim,
     )
     params = {"layer": str(layer_index), "batch_size": str(batch_size), "max_length": str(loaded.max_length)}
@@ -84,7 +103,7 @@ def encode_corpus_stage(
         params.update(start=str(shard.start), stop=str(shard.stop))
     return StageResult(
         f"encode_corpus{suffix}",
-        {"embeddings": ref, "predictions": predicted},
+        {"embeddings": ref, "predictions": predicted, "tokens": tokens},
         {"rows": float(ref.rows), "dim": float(dim), "truncated_texts": float(truncated)},
         params,
         time.perf_counter() - started,

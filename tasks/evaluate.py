@@ -37,11 +37,13 @@ def evaluate_stage(
     mape_fractions: tuple[float, ...] = DEFAULT_MASK_FRACTIONS,
     mape_threshold: float = 0.01,
     predictions: ArtifactRef | None = None,
+    tokens: ArtifactRef | None = None,
 ) -> StageResult:
     """Write the ``evaluation`` artifact: per-text values and aggregate rows (``doc_id`` null).
 
     With ``predictions`` (the encode stage's artifact) the unperturbed texts are not predicted
-    again: their outputs come from it.
+    again: their outputs come from it; with ``tokens`` (the encode stage's too) the evaluated
+    texts are read from it instead of tokenised.
 
     ``metrics`` names the families to compute (``None``: every one that applies to the model's
     task); gold metrics are added whenever the corpus has gold columns
@@ -50,14 +52,16 @@ def evaluate_stage(
     """
     started = time.perf_counter()
     loaded = loaded_model(model)
-    # Only the evaluated sample is tokenised and its attribution rows converted (not the whole corpus).
+    progress = StageProgress(f"evaluate-{label}")
+    # Only the evaluated sample is read and its attribution rows converted (not the whole corpus).
     needed = evaluated_positions(loaded.task, metrics, corpus.rows, max_texts, seed)
-    view = read_corpus(corpus, loaded, only=needed)
-    table = read_artifact(attributions)
-    if needed is not None:
-        wanted = pa.array([view.doc_ids[i] for i in needed], pa.string())
-        table = table.filter(pc.is_in(table.column("doc_id"), value_set=wanted))
-    table = table.to_pandas()
+    with progress.phase(f"reading {'every' if needed is None else len(needed)} texts and their attributions"):
+        view = read_corpus(corpus, loaded, only=needed, tokens=tokens)
+        table = read_artifact(attributions)
+        if needed is not None:
+            wanted = pa.array([view.doc_ids[i] for i in needed], pa.string())
+            table = table.filter(pc.is_in(table.column("doc_id"), value_set=wanted))
+        table = table.to_pandas()
     try:
         result = evaluate_attributions(
             loaded,
@@ -72,7 +76,7 @@ def evaluate_stage(
             batch_size=batch_size,
             mape_fractions=mape_fractions,
             mape_threshold=mape_threshold,
-            progress=StageProgress(f"evaluate-{label}"),
+            progress=progress,
             outputs=stored_outputs(predictions, view.doc_ids) if predictions is not None else None,
         )
     except MetricNotApplicableError:

@@ -51,20 +51,22 @@ def head_statistics_stage(
     ignore_special_keys: bool = True,
     batch_size: int = 32,
     seed: int = 0,
+    tokens: ArtifactRef | None = None,
 ) -> StageResult:
     """Write the ``head_statistics`` artifact (statistics and masks) and the masks' heatmap PNG.
 
-    At most ``max_sentences`` texts are used (a seeded sample, in corpus order). The stored
+    At most ``max_sentences`` texts are used (a seeded sample, in corpus order); only they are
+    encoded, read from the encode stage's ``tokens`` artifact when given. The stored
     ``mask`` rows hold the masks at ``xi_synt`` / ``xi_pos``; the metadata records the model's
     shape, thresholds, parser and the parse and model seconds.
     """
     started = time.perf_counter()
     logger = get_run_logger()
     loaded = loaded_model(model)
-    view = read_corpus(corpus, loaded)
-    positions = list(range(len(view.encoded)))
+    positions = list(range(corpus.rows))
     if max_sentences is not None and len(positions) > max_sentences:
         positions = sorted(np.random.default_rng(seed).choice(len(positions), max_sentences, replace=False).tolist())
+    view = read_corpus(corpus, loaded, only=positions, tokens=tokens)
     texts = [view.frame["text"].iloc[i] for i in positions]
     pair_column = view.frame["text_pair"]
     pairs = [pair_column.iloc[i] for i in positions] if pair_column.notna().any() else None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
@@ -39,3 +41,11 @@ class StageProgress:
                 update_progress_artifact(self._artifact_id, progress=percent)
             except Exception:  # noqa: BLE001
                 self._artifact_id = None
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Log a phase that has no count (reading, selecting, writing): when it starts and its seconds."""
+        started = time.perf_counter()
+        self._logger.info("%s: %s ...", self.label, name)
+        yield
+        self._logger.info("%s: %s done in %.1f s", self.label, name, time.perf_counter() - started)

@@ -1,13 +1,13 @@
-"""Sharding: contiguous slices of the corpus, and the stage that merges the shards' artifacts.
+"""Sharding: contiguous slices of the corpus, and the stage that lists the shards' parts as one dataset.
 
 The encode and attribute stages take an optional ``shard`` (``tasks.results.Shard``); run on a
 shard they compute its rows only and write one artifact per shard. A shard's cache key holds the
 shard's content (doc ids, texts, labels), not the whole corpus (``tasks.caching.stage_cache_key``),
 so a re-run reuses every finished shard and a run killed mid-way resumes where it stopped.
 Methods that read neighbours select them over the whole corpus from the merged embeddings and
-index, which are then part of the key too. The merge stage writes the shards' rows as one
-artifact (new file, never overwriting), so downstream stages are the same with and without
-sharding.
+index, which are then part of the key too. Each shard writes its part of one Parquet dataset
+per artifact; the dataset stage lists the parts (no row rewritten), and every reader reads a
+dataset as it reads one file, so downstream stages are the same with and without sharding.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ import hashlib
 import json
 import time
 
-import pyarrow as pa
-
-from storage import ArtifactRef, ArtifactStore, artifact_metadata, read_artifact
+from storage import ArtifactRef, ArtifactStore, read_artifact
 from tasks.caching import stage_task
 from tasks.results import RunContext, Shard, StageResult
 
@@ -44,16 +42,17 @@ def plan_shards(corpus: ArtifactRef, shard_size: int) -> list[Shard]:
     return shards
 
 
-@stage_task(name="merge_shards", task_run_name="merge-{stage}")
-def merge_shards_stage(stage: str, shards: list[dict[str, ArtifactRef]], context: RunContext) -> StageResult:
-    """Write each artifact the shards wrote (by short name), rows in shard order, as one artifact ``<stage>/<name>``.
+@stage_task(name="shard_dataset", task_run_name="dataset-{stage}")
+def shard_dataset_stage(stage: str, shards: list[dict[str, ArtifactRef]], context: RunContext) -> StageResult:
+    """List each artifact the shards wrote (by short name), parts in shard order, as one dataset ``<stage>/<name>``.
 
-    The kind and user metadata of a merged artifact are the first shard's; every shard must
-    have written the same names, each of one kind and schema.
+    No row is read or rewritten: the dataset is the directory of the shards' part files and a
+    manifest (``storage.ArtifactStore.write_dataset``); a part reused from an earlier run is
+    hard-linked in. Every shard must have written the same names, each of one kind.
     """
     started = time.perf_counter()
     if not shards:
-        raise ValueError(f"stage {stage!r} has no shards to merge")
+        raise ValueError(f"stage {stage!r} has no shards to list")
     names = list(shards[0])
     if any(list(part) != names for part in shards):
         written = sorted({n for part in shards for n in part})
@@ -65,11 +64,6 @@ def merge_shards_stage(stage: str, shards: list[dict[str, ArtifactRef]], context
         kinds = {ref.kind for ref in parts}
         if len(kinds) != 1:
             raise ValueError(f"shards of stage {stage!r} mix artifact kinds: {', '.join(sorted(kinds))}")
-        table = pa.concat_tables([read_artifact(ref) for ref in parts])
-        kind = parts[0].kind
-        schema_params: dict[str, object] = {}
-        if kind == "embeddings":
-            schema_params["dim"] = table.schema.field("embedding").type.list_size
-        refs[name] = store.write(kind, stage, name, table, metadata=artifact_metadata(parts[0]), **schema_params)
+        refs[name] = store.write_dataset(stage, name, parts)
     metrics = {"shards": float(len(shards)), "rows": float(refs[names[0]].rows)}
     return StageResult(stage, refs, metrics, {}, time.perf_counter() - started)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -69,8 +71,15 @@ class RecordingProgress:
     def __init__(self, label: str) -> None:
         self.label = label
 
+    phases: ClassVar[list[str]] = []
+
     def __call__(self, done: int, total: int) -> None:
         self.calls.append((done, total))
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self.phases.append(f"{self.label}: {name}")
+        yield
 
 
 @pytest.fixture(scope="session")

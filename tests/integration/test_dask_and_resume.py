@@ -1,8 +1,9 @@
-"""On a standing Prefect server: a 2-worker local Dask run equals the in-process run, and a run
-killed during attribution resumes with its finished shards reused and no corrupt artifact.
+"""On a standing Prefect server: a 2-worker local Dask run equals the in-process run, a run
+killed during attribution resumes with its finished shards reused and no corrupt artifact, a
+killed Dask worker fails a fresh-clone run (no PYTHONPATH) with one line, and Ctrl-C stops it.
 
-A standing ``prefect server start`` (own PREFECT_HOME under tmp) lets the Dask workers and the
-CLI subprocesses share one API instead of each starting a temporary server (STACK.md).
+A standing server (``flows.runners.prefect_api``, own PREFECT_HOME under tmp) lets the Dask
+workers and the CLI subprocesses share one API instead of each starting a temporary server.
 """
 
 from __future__ import annotations
@@ -11,18 +12,16 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from flows import runners
 from flows.explain_corpus import explain_corpus, explain_corpus_with_runner
 from flows.settings import RunnerSettings
 from storage import ArtifactRef, read_artifact, read_artifact_path
@@ -31,20 +30,6 @@ from tests.integration.test_sharded_flow import TEXTS, assert_same_results, sett
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def _drain_prefect_workers() -> None:
@@ -60,45 +45,12 @@ def _drain_prefect_workers() -> None:
 
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory):
-    """A Prefect server on 127.0.0.1, stopped by its process id at the end of the module."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env.pop("PREFECT_API_URL", None)
-    log = (home / "server.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while not _healthy(url):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Prefect server did not start; see {home / 'server.log'}")
-            time.sleep(0.5)
-        previous = os.environ.get("PREFECT_API_URL")
-        os.environ["PREFECT_API_URL"] = url  # inherited by Dask worker processes
-        with temporary_settings({PREFECT_API_URL: url}):
-            yield url
-            # Prefect's log and event workers are process-wide singletons bound to this server: drain
-            # and stop them while it still answers, or a later test harness waits on them forever.
-            _drain_prefect_workers()
-        if previous is None:
-            os.environ.pop("PREFECT_API_URL", None)
-        else:
-            os.environ["PREFECT_API_URL"] = previous
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        log.close()
+    """A Prefect server on 127.0.0.1 with its own PREFECT_HOME (``flows.runners.prefect_api``), for the module."""
+    with runners.prefect_api(tmp_path_factory.mktemp("prefect-home"), startup_timeout=180) as url:
+        yield url
+        # Prefect's log and event workers are process-wide singletons bound to this server: drain
+        # and stop them while it still answers, or a later test harness waits on them forever.
+        _drain_prefect_workers()
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +86,7 @@ def _slow_corpus(directory: Path) -> Path:
     return path
 
 
-def _config(directory: Path, corpus: Path, model: Path, workdir: Path) -> Path:
+def _config(directory: Path, corpus: Path, model: Path, workdir: Path, **more: object) -> Path:
     config = directory / f"{workdir.name}.yaml"
     config.write_text(
         json.dumps(
@@ -145,6 +97,7 @@ def _config(directory: Path, corpus: Path, model: Path, workdir: Path) -> Path:
                 "attribution": {"methods": [{"name": "integrated_gradients", "params": {"steps": 256}}]},
                 "evaluation": {"max_texts": 6},
                 "sharding": {"shard_size": 3},
+                **more,
             }
         )
     )
@@ -174,9 +127,9 @@ def test_killed_run_resumes_with_finished_shards_and_no_partial_artifact(
     corpus = _slow_corpus(tmp_path)
     workdir = tmp_path / "killed"
     process = _cli(_config(tmp_path, corpus, tiny_classifier_dir, workdir), prefect_api)
-    pattern = "*/attribute-integrated_gradients/attributions-shard-*.parquet"
+    pattern = "*/attribute-integrated_gradients/attributions/part-*.parquet"
     deadline = time.monotonic() + 300
-    # Two shard files: the first shard's task run has then finished, cache record included (one at a time).
+    # Two part files: the first shard's task run has then finished, cache record included (one at a time).
     while len(list((workdir / "artifacts").glob(pattern))) < 2:
         assert process.poll() is None, "the run ended before any attribution shard was written"
         assert time.monotonic() < deadline, "no attribution shard within 300 s"
@@ -222,3 +175,120 @@ def test_killed_run_resumes_with_finished_shards_and_no_partial_artifact(
                 read_artifact(ArtifactRef.from_dict(ref))
     leftovers = [p for p in (workdir / "artifacts").rglob("*") if p.is_file() and p.name.startswith(".")]
     assert all(re.fullmatch(r"\..+\.[0-9a-f]{16}\.tmp", p.name) for p in leftovers), leftovers
+
+
+def _fresh_clone_cli(config: Path, api: str, output: Path) -> subprocess.Popen:
+    """``python -m flows.cli run`` from the repository root with no PYTHONPATH, as in a fresh clone."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PREFECT_API_URL": api, "COLUMNS": "400"}
+    with output.open("wb") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "run", str(config)],
+            cwd=REPO,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _dask_workers(process: subprocess.Popen, deadline: float) -> list:
+    """The local cluster's worker processes under ``process`` (multiprocessing children, not its tracker)."""
+    import psutil
+
+    while time.monotonic() < deadline:
+        workers = [
+            child
+            for child in psutil.Process(process.pid).children(recursive=True)
+            if "multiprocessing" in " ".join(child.cmdline()) and "resource_tracker" not in " ".join(child.cmdline())
+        ]
+        if len(workers) >= 2:
+            return workers
+        time.sleep(0.2)
+    raise AssertionError("no two Dask worker processes appeared")
+
+
+def _wait_for_parts(workdir: Path, process: subprocess.Popen, output: Path) -> None:
+    pattern = "*/attribute-integrated_gradients/attributions/part-*.parquet"
+    deadline = time.monotonic() + 420
+    while not list((workdir / "artifacts").glob(pattern)):
+        assert process.poll() is None, output.read_text(errors="replace")[-2000:]
+        assert time.monotonic() < deadline, "no attribution part within 420 s"
+        time.sleep(0.1)
+
+
+def _session_left(process: subprocess.Popen) -> list[str]:
+    """Processes still running in the run's session (its Dask workers, a temporary Prefect server)."""
+    import psutil
+
+    left = []
+    for other in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if other.pid != os.getpid() and os.getsid(other.pid) == process.pid:
+                left.append(" ".join(other.info["cmdline"] or [])[:120])
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return left
+
+
+def _wait_session_empty(process: subprocess.Popen, seconds: float) -> list[str]:
+    deadline = time.monotonic() + seconds
+    while (left := _session_left(process)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+def test_a_killed_dask_worker_fails_the_run_with_one_line_within_the_timeout(
+    prefect_api: str, tmp_path: Path, tiny_classifier_dir: Path
+) -> None:
+    corpus = _slow_corpus(tmp_path)
+    workdir = tmp_path / "dead-worker"
+    runner = {"type": "dask", "workers": 2, "worker_timeout": 30}
+    output = tmp_path / "dead-worker.log"
+    config = _config(tmp_path, corpus, tiny_classifier_dir, workdir, runner=runner)
+    process = _fresh_clone_cli(config, prefect_api, output)
+    try:
+        _wait_for_parts(workdir, process, output)
+        victim = _dask_workers(process, time.monotonic() + 60)[0]
+        victim.kill()
+        killed = time.monotonic()
+        code = process.wait(timeout=30 + 90)
+        took = time.monotonic() - killed
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    text = output.read_text(errors="replace")
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert code == 1, text[-3000:]
+    assert len(errors) == 1, text[-3000:]
+    assert re.fullmatch(
+        r"error: attribute-integrated_gradients-shard-\d{5}: the Dask worker running it died \(killed or out of "
+        r"memory\); the run stops here\. Finished shards are cached: run again to resume",
+        errors[0],
+    ), errors[0]
+    # The run's last word is that line (Prefect's own flow-run log above it keeps its traceback;
+    # only the killed worker's multiprocessing resource tracker may warn after it).
+    said = [line for line in text.splitlines() if line.strip() and "resource_tracker" not in line]
+    assert said[-1] == errors[0]
+    assert took < 30 + 60, f"the run failed {took:.0f} s after the kill"
+    assert _wait_session_empty(process, 30) == []
+
+
+def test_ctrl_c_stops_a_dask_run_and_leaves_no_process(
+    prefect_api: str, tmp_path: Path, tiny_classifier_dir: Path
+) -> None:
+    corpus = _slow_corpus(tmp_path)
+    workdir = tmp_path / "interrupted"
+    output = tmp_path / "interrupted.log"
+    config = _config(tmp_path, corpus, tiny_classifier_dir, workdir, runner={"type": "dask", "workers": 2})
+    process = _fresh_clone_cli(config, prefect_api, output)
+    try:
+        _wait_for_parts(workdir, process, output)
+        os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole foreground group
+        interrupted = time.monotonic()
+        code = process.wait(timeout=90)
+        took = time.monotonic() - interrupted
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert code != 0 and took < 90
+    assert _wait_session_empty(process, 30) == [], output.read_text(errors="replace")[-2000:]

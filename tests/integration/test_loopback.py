@@ -7,18 +7,25 @@ the local Dask cluster (scheduler, workers, dashboard) of ``runner.type: dask``.
 from __future__ import annotations
 
 import ipaddress
+import os
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from flows.runners import RunnerError, build_task_runner, start_prefect_api
+from flows.runners import RunnerError, build_task_runner, prefect_api, start_prefect_api
 from flows.settings import RunnerSettings
 from flows.tracking_ui import free_port, start_mlflow_server, stop_server
 from tasks import tracking
 
 pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def listening(pid: int) -> set[tuple[str, int]]:
@@ -106,3 +113,57 @@ def test_temporary_prefect_server_failing_twice_is_one_line(no_prefect_api, monk
         start_prefect_api(lambda line: None)
     message = str(caught.value)
     assert "\n" not in message and "did not start (twice" in message and "PREFECT_API_URL" in message
+
+
+def _gone(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_prefect_api_serves_the_block_with_its_own_home_and_stops_on_any_exit(tmp_path: Path) -> None:
+    from prefect.server.api.server import SubprocessASGIServer
+
+    before = os.environ.get("PREFECT_API_URL")
+    with pytest.raises(KeyboardInterrupt), prefect_api(tmp_path / "home", startup_timeout=180) as url:
+        assert url.startswith("http://127.0.0.1:") and PREFECT_API_URL.value() == url
+        assert os.environ["PREFECT_API_URL"] == url  # what CLI subprocesses and Dask workers inherit
+        with urllib.request.urlopen(f"{url}/health", timeout=10) as response:
+            assert response.status == 200
+        pid = SubprocessASGIServer().server_process.pid
+        assert_loopback(listening(pid))
+        assert (tmp_path / "home").is_dir()
+        raise KeyboardInterrupt  # Ctrl-C inside the block
+    assert _gone(pid, 30), "the temporary server outlived its block"
+    assert os.environ.get("PREFECT_API_URL") == before
+
+
+def test_temporary_prefect_server_stops_when_the_process_that_started_it_is_killed(tmp_path: Path) -> None:
+    code = (
+        "import sys, time\n"
+        "from prefect.server.api.server import SubprocessASGIServer\n"
+        "from flows.runners import start_prefect_api\n"
+        "start_prefect_api()\n"
+        "print(SubprocessASGIServer().server_process.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {
+        "PREFECT_HOME": str(tmp_path / "home"),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    }
+    starter = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        line = starter.stdout.readline()
+        server = int(line)
+        assert psutil.pid_exists(server)
+        starter.kill()  # SIGKILL: no atexit handler runs
+        starter.wait()
+        assert _gone(server, 30), "the temporary server outlived the killed process that started it"
+    finally:
+        if starter.poll() is None:
+            starter.kill()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -14,7 +13,7 @@ import torch
 from xattr.ldav.vectors import ldav_vectors_for
 from xattr.methods.base import AttributionMethod
 from xattr.methods.context import MethodContext
-from xattr.models.encoding import EncodedText, collate
+from xattr.models.encoding import EncodedCorpus, EncodedText, collate, text_lengths
 from xattr.models.forward import DeviceRows, pad_id
 from xattr.models.loading import LoadedModel
 from xattr.models.targets import span_output_indices
@@ -89,13 +88,14 @@ def attribute_corpus(
         raise ValueError(f"{len(encoded)} texts but {len(targets)} target lists")
     context = run_context(method, loaded, encoded, context)
     rows = [(i, t) for i, ts in enumerate(targets) for t in ts]
-    order = sorted(range(len(rows)), key=lambda r: len(encoded[rows[r][0]]))
+    lengths = text_lengths(encoded, sorted({i for i, _ in rows}))
+    order = sorted(range(len(rows)), key=lambda r: lengths[rows[r][0]])
     results: dict[int, TokenAttribution] = {}
 
     def store(chunk: list[int], scores: np.ndarray) -> None:
         for k, r in enumerate(chunk):
             position, target = rows[r]
-            n = len(encoded[position])
+            n = lengths[position]
             results[r] = TokenAttribution(position, target, scores[k, :n].copy())
 
     pending = DeviceRows(store)
@@ -144,15 +144,13 @@ def attribution_table(
         ``doc_id, method, target, token_index, token, word_index, char_start, char_end, score``,
         in ``results`` order.
     """
-    rows = [encoded[r.position] for r in results]
-    lengths = np.fromiter((len(e) for e in rows), np.int64, len(rows))
+    if not isinstance(encoded, EncodedCorpus):
+        held = sorted({r.position for r in results})
+        encoded = EncodedCorpus.from_texts([encoded[p] for p in held], np.asarray(held, np.int64), len(encoded))
+    tokens = encoded.token_rows([r.position for r in results])
+    lengths = np.fromiter((encoded.length(r.position) for r in results), np.int64, len(results))
     total = int(lengths.sum())
-
-    def flat(field: str, dtype: type = np.int32) -> np.ndarray:
-        return np.fromiter(chain.from_iterable(getattr(e, field) for e in rows), dtype, total)
-
-    ids = flat("input_ids", np.int64)
-    offsets = np.fromiter(chain.from_iterable(chain.from_iterable(e.offsets for e in rows)), np.int32, 2 * total)
+    ids = encoded.columns["input_ids"][tokens].astype(np.int64)
     distinct, inverse = np.unique(ids, return_inverse=True)
     vocabulary = pa.array(tokenizer.convert_ids_to_tokens(distinct.tolist()), pa.string())
     positions = np.fromiter((r.position for r in results), np.int64, len(results))
@@ -167,9 +165,9 @@ def attribution_table(
             "target": pa.array(targets[row_of_token], pa.int32()),
             "token_index": pa.array((np.arange(total) - starts[row_of_token]).astype(np.int32), pa.int32()),
             "token": vocabulary.take(pa.array(inverse.reshape(-1))),
-            "word_index": pa.array(flat("word_index"), pa.int32()),
-            "char_start": pa.array(offsets[0::2], pa.int32()),
-            "char_end": pa.array(offsets[1::2], pa.int32()),
+            "word_index": pa.array(encoded.columns["word_index"][tokens], pa.int32()),
+            "char_start": pa.array(encoded.columns["char_start"][tokens], pa.int32()),
+            "char_end": pa.array(encoded.columns["char_end"][tokens], pa.int32()),
             "score": pa.array(np.concatenate(scores).astype(np.float32) if scores else [], pa.float32()),
         }
     )

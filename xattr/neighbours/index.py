@@ -288,6 +288,8 @@ def nearest_neighbours(
     *,
     exclude_self: bool = True,
     device: torch.device | str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    block_rows: int = 16_384,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest indexed texts of each query.
 
@@ -299,6 +301,9 @@ def nearest_neighbours(
         exclude_self: Drop each query's own position from its result.
         device: Where exact search runs (see :func:`search_index`); ``None`` for CUDA when
             available. Approximate indexes always search with FAISS on the CPU.
+        progress: Called with ``(queries searched, m)``; the queries are then searched in blocks
+            of ``block_rows`` (each query's result does not depend on the others in its call).
+        block_rows: Queries per search call when ``progress`` is given.
 
     Returns:
         ``(distances, ids)``, each ``(m, k')``; distances are squared L2 (approximate for
@@ -309,9 +314,20 @@ def nearest_neighbours(
         return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     searcher = search_index(index, device)
+    wanted = k + 1 if exclude_self else k
+    if progress is None or len(queries) <= block_rows:
+        found = searcher.search(queries, wanted)
+        if progress is not None:
+            progress(len(queries), len(queries))
+    else:
+        blocks = []
+        for start in range(0, len(queries), block_rows):
+            blocks.append(searcher.search(queries[start : start + block_rows], wanted))
+            progress(min(start + block_rows, len(queries)), len(queries))
+        found = (np.concatenate([d for d, _ in blocks]), np.concatenate([i for _, i in blocks]))
     if not exclude_self:
-        return searcher.search(queries, k)
-    return _drop_own(*searcher.search(queries, k + 1), np.arange(len(queries)), k)
+        return found
+    return _drop_own(*found, np.arange(len(queries)), k)
 
 
 class TorchExactIndex:

@@ -4,6 +4,7 @@ import dataclasses
 import hashlib
 import os
 import pickle
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,12 @@ import pytest
 import storage
 import storage._files
 from storage import (
+    DATASET_MANIFEST,
     ArtifactRef,
     ArtifactStore,
     StorageError,
     artifact_metadata,
+    artifact_problem,
     file_sha256,
     read_artifact,
     read_artifact_path,
@@ -133,6 +136,20 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "fraction": 0.1,
             "value": -0.05,
             "replacement": "pad",
+        },
+    ],
+    "tokens": [
+        {
+            "doc_id": "d0",
+            "length": 3,
+            "truncated": False,
+            "input_ids": [101, 2023, 102],
+            "token_type_ids": [0, 0, 0],
+            "char_start": [0, 0, 0],
+            "char_end": [0, 4, 0],
+            "segments": [-1, 0, -1],
+            "word_index": [-1, 0, -1],
+            "special": [True, False, True],
         },
     ],
 }
@@ -585,7 +602,86 @@ def test_package_exports() -> None:
             "TrackingStoreError",
             "WorkdirError",
             "writable_directory",
+            "dataset_parts",
+            "DATASET_MANIFEST",
         ]
     )
     for name in storage.__all__:
         assert getattr(storage, name) is not None
+
+
+def _neighbour_rows(start: int, stop: int) -> pa.Table:
+    rows = [
+        {"doc_id": f"d{i}", "rank": 0, "neighbour_id": f"d{i + 1}", "distance": float(i)} for i in range(start, stop)
+    ]
+    return pa.Table.from_pylist(rows, schema=schema_for("neighbours"))
+
+
+def test_dataset_lists_parts_without_rewriting_and_reads_row_ranges(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path, "run")
+    bounds = [(0, 3), (3, 3), (3, 7), (7, 8)]
+    parts = [
+        store.write("neighbours", "stage", "pairs", _neighbour_rows(a, b), metadata={"m": "x"}, part=number)
+        for number, (a, b) in enumerate(bounds)
+    ]
+    part_bytes = [Path(p.path).read_bytes() for p in parts]
+    ref = store.write_dataset("stage", "pairs", parts)
+    directory = tmp_path / "run" / "stage" / "pairs"
+    assert ref.path == str(directory) and ref.rows == 8
+    # The parts are the files the shards wrote, untouched; no merged copy beside them.
+    assert _entries(directory) == [DATASET_MANIFEST] + [f"part-{i:05d}.parquet" for i in range(4)]
+    assert [Path(p.path).read_bytes() for p in parts] == part_bytes
+    assert _entries(tmp_path / "run" / "stage") == ["pairs"]
+    whole = _neighbour_rows(0, 8).to_pylist()
+    assert read_artifact(ref).to_pylist() == whole
+    # pyarrow reads the directory as one dataset (the manifest is skipped).
+    assert pq.read_table(directory).to_pylist() == whole
+    for rows in (range(0, 0), range(2, 5), range(3, 7), range(6, 8), range(0, 8), range(7, 8)):
+        assert read_artifact(ref, rows=rows).to_pylist() == whole[rows.start : rows.stop]
+    assert read_artifact(ref, rows=range(2, 5), columns=["doc_id"]).column_names == ["doc_id"]
+    with pytest.raises(StorageError, match="outside the artifact's 8 rows"):
+        read_artifact(ref, rows=range(5, 9))
+    assert artifact_metadata(ref) == {"m": "x"}
+    assert artifact_problem(ref) is None
+    with pytest.raises(StorageError, match="already exists"):
+        store.write_dataset("stage", "pairs", parts)
+    # A shard run again (its Dask worker died after it finished) writes the same part: kept as it is;
+    # a part with other rows is refused.
+    again = store.write("neighbours", "stage", "pairs", _neighbour_rows(3, 7), metadata={"m": "x"}, part=2)
+    assert again == parts[2] and Path(again.path).read_bytes() == part_bytes[2]
+    with pytest.raises(StorageError, match="already exists; artifacts are immutable"):
+        store.write("neighbours", "stage", "pairs", _neighbour_rows(3, 6), metadata={"m": "x"}, part=2)
+    assert Path(parts[2].path).read_bytes() == part_bytes[2]
+    assert [p.name for p in Path(ref.path).iterdir() if p.name.startswith(".")] == []
+
+
+def test_dataset_links_parts_of_an_earlier_run_and_detects_a_changed_part(tmp_path: Path) -> None:
+    earlier = ArtifactStore(tmp_path, "earlier")
+    reused = earlier.write("neighbours", "stage", "pairs", _neighbour_rows(0, 2), part=0)
+    store = ArtifactStore(tmp_path, "run")
+    fresh = store.write("neighbours", "stage", "pairs", _neighbour_rows(2, 5), part=1)
+    ref = store.write_dataset("stage", "pairs", [reused, fresh])
+    linked = tmp_path / "run" / "stage" / "pairs" / "part-00000.parquet"
+    assert os.path.samefile(linked, reused.path)  # a hard link: no bytes copied
+    shutil.rmtree(tmp_path / "earlier")  # pruning the earlier run keeps this run's dataset whole
+    assert read_artifact(ref).to_pylist() == _neighbour_rows(0, 5).to_pylist()
+    os.chmod(linked, 0o644)
+    pq.write_table(_neighbour_rows(0, 3), linked)
+    assert "differs from the recorded one" in artifact_problem(ref)
+    with pytest.raises(StorageError, match="sha256 mismatch"):
+        read_artifact(ref)
+
+
+def test_dataset_refuses_mixed_kinds_and_a_tampered_manifest(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path, "run")
+    pairs = store.write("neighbours", "stage", "x", _neighbour_rows(0, 1), part=0)
+    corpus = store.write("corpus", "stage", "x", _table("corpus"), part=1)
+    with pytest.raises(StorageError, match="mix artifact kinds: corpus, neighbours"):
+        store.write_dataset("stage", "x", [pairs, corpus])
+    ref = store.write_dataset("stage", "y", [pairs])
+    manifest = Path(ref.path) / DATASET_MANIFEST
+    os.chmod(manifest, 0o644)
+    manifest.write_text(manifest.read_text().replace('"rows": 1', '"rows": 2'))
+    assert "differs from the recorded one" in artifact_problem(ref)
+    with pytest.raises(StorageError, match="sha256 mismatch"):
+        read_artifact(ref)

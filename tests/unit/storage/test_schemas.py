@@ -151,6 +151,21 @@ EXPECTED = {
         ],
         metadata=_meta("class_drivers"),
     ),
+    "tokens": pa.schema(
+        [
+            _req("doc_id", pa.string()),
+            _req("length", pa.int32()),
+            _req("truncated", pa.bool_()),
+            _req("input_ids", pa.list_(pa.field("element", pa.int32()))),
+            _req("token_type_ids", pa.list_(pa.field("element", pa.int8()))),
+            _req("char_start", pa.list_(pa.field("element", pa.int32()))),
+            _req("char_end", pa.list_(pa.field("element", pa.int32()))),
+            _req("segments", pa.list_(pa.field("element", pa.int8()))),
+            _req("word_index", pa.list_(pa.field("element", pa.int32()))),
+            _req("special", pa.list_(pa.field("element", pa.bool_()))),
+        ],
+        metadata=_meta("tokens"),
+    ),
 }
 
 
@@ -166,6 +181,7 @@ def test_kinds_and_versions() -> None:
         "predictions",
         "method_verdicts",
         "class_drivers",
+        "tokens",
     )
     assert SCHEMA_VERSION == 1
     assert SCHEMA_VERSIONS == {kind: 1 for kind in KINDS}
@@ -196,7 +212,8 @@ def test_schema_for_unknown_kind_lists_valid_kinds() -> None:
     assert info.value.artifact == "vectors"
     assert info.value.problem == (
         "unknown artifact kind; valid kinds: corpus, embeddings, neighbours, "
-        "head_statistics, token_attributions, evaluation, price_drivers, predictions, method_verdicts, class_drivers"
+        "head_statistics, token_attributions, evaluation, price_drivers, predictions, method_verdicts, class_drivers, "
+        "tokens"
     )
 
 

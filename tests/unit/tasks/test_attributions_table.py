@@ -8,16 +8,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from tasks.attribute import attributions_table
 from tasks.corpus_io import CorpusView
 from tests.conftest import write_tiny_tokenizer
-from xattr.models.encoding import encode_texts
+from xattr.methods.runner import attribution_table
+from xattr.models.encoding import EncodedCorpus, encode_texts
 from xattr.types import TokenAttribution
-
-
-class _Loaded:
-    def __init__(self, tokenizer: object) -> None:
-        self.tokenizer = tokenizer
 
 
 def _reference(view: CorpusView, tokenizer: object, results: list[TokenAttribution], label: str) -> pd.DataFrame:
@@ -59,14 +54,20 @@ def test_table_equals_token_by_token_reference(tmp_path: Path) -> None:
         TokenAttribution(p, t, rng.normal(size=len(view.encoded[p])))
         for p, t in [(3, 0), (0, 1), (0, 0), (4, 1), (1, 0)]
     ]
-    table = attributions_table(view, _Loaded(tokenizer), results, "simple_grad")
+    table = attribution_table(view.doc_ids, view.encoded, tokenizer, results, "simple_grad")
     assert table.schema.field("doc_id").type == pa.string() and table.schema.field("score").type == pa.float32()
     pd.testing.assert_frame_equal(table.to_pandas(), _reference(view, tokenizer, results, "simple_grad"))
-    empty = attributions_table(view, _Loaded(tokenizer), [], "simple_grad")
+    # From the columns the encode stage writes, held in part (texts 0, 1, 3, 4), the same table.
+    held = [0, 1, 3, 4]
+    columns = EncodedCorpus.from_texts([view.encoded[p] for p in held], np.asarray(held), len(texts))
+    pd.testing.assert_frame_equal(
+        attribution_table(view.doc_ids, columns, tokenizer, results, "simple_grad").to_pandas(), table.to_pandas()
+    )
+    empty = attribution_table(view.doc_ids, view.encoded, tokenizer, [], "simple_grad")
     assert empty.num_rows == 0 and empty.schema == table.schema
 
 
 def test_doc_ids_are_built_once(tmp_path: Path) -> None:
     view = CorpusView(pd.DataFrame({"doc_id": ["a", "b"]}), [])
     assert view.doc_ids == ["a", "b"]
-    assert view.doc_ids is view.doc_ids  # rebuilt per call made attributions_table n x O(n)
+    assert view.doc_ids is view.doc_ids  # rebuilt per call made the attribute stage n x O(n)

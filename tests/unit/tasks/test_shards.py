@@ -10,7 +10,7 @@ import pytest
 from storage import ArtifactRef, ArtifactStore, artifact_metadata, read_artifact
 from tasks.caching import stage_cache_key
 from tasks.results import RunContext, Shard
-from tasks.shards import merge_shards_stage, plan_shards
+from tasks.shards import plan_shards, shard_dataset_stage
 
 
 def _corpus(tmp_path: Path, texts: list[str], run: str = "run") -> ArtifactRef:
@@ -47,7 +47,7 @@ def test_shard_key_ignores_corpus_and_position_but_not_content_or_settings() -> 
     assert base.startswith("attribute_shard-")
 
 
-def test_merge_writes_the_shards_rows_in_order_as_a_new_artifact(tmp_path: Path) -> None:
+def test_dataset_lists_the_shards_parts_in_order_without_rewriting_them(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path, "run")
     vectors = np.arange(10, dtype=np.float32).reshape(5, 2)
     parts = []
@@ -59,18 +59,20 @@ def test_merge_writes_the_shards_rows_in_order_as_a_new_artifact(tmp_path: Path)
             }
         )
         parts.append(
-            store.write(
-                "embeddings", "encode_corpus", f"embeddings-shard-{number}", table, metadata={"layer": "2"}, dim=2
-            )
+            store.write("embeddings", "encode_corpus", "embeddings", table, metadata={"layer": "2"}, part=number, dim=2)
         )
-    result = merge_shards_stage.fn("encode_corpus", [{"embeddings": p} for p in parts], RunContext(tmp_path, "run"))
-    merged = result.refs["embeddings"]
-    assert result.stage == "encode_corpus" and merged.rows == 5
-    table = read_artifact(merged)
+    before = [Path(p.path).stat().st_mtime_ns for p in parts]
+    result = shard_dataset_stage.fn("encode_corpus", [{"embeddings": p} for p in parts], RunContext(tmp_path, "run"))
+    listed = result.refs["embeddings"]
+    assert result.stage == "encode_corpus" and listed.rows == 5
+    table = read_artifact(listed)
     assert table.column("doc_id").to_pylist() == [f"d{i}" for i in range(5)]
     np.testing.assert_array_equal(np.asarray(table.column("embedding").to_pylist(), dtype=np.float32), vectors)
-    assert artifact_metadata(merged) == {"layer": "2"}
+    assert artifact_metadata(listed) == {"layer": "2"}
+    # The parts are the dataset: no merged file beside them, nothing rewritten.
+    assert sorted(p.name for p in (tmp_path / "run" / "encode_corpus").iterdir()) == ["embeddings"]
+    assert [Path(p.path).stat().st_mtime_ns for p in parts] == before
     with pytest.raises(ValueError, match="mix artifact kinds: corpus, embeddings"):
-        merge_shards_stage.fn(
+        shard_dataset_stage.fn(
             "encode_corpus", [{"x": parts[0]}, {"x": _corpus(tmp_path, ["a"], "other")}], RunContext(tmp_path, "run")
         )

@@ -81,6 +81,21 @@ def test_flat_neighbours_equal_brute_force_and_nprobe_trades_recall(vectors: np.
     assert 0.85 < one < four
 
 
+@pytest.mark.parametrize(("index_type", "params"), [(c[0], c[1]) for c in CASES[:3]], ids=[c[0] for c in CASES[:3]])
+def test_searching_in_blocks_with_progress_equals_one_search(
+    vectors: np.ndarray, index_type: str, params: IndexParams
+) -> None:
+    index = build_index(vectors, index_type, params)  # type: ignore[arg-type]
+    whole = nearest_neighbours(index, vectors, 7)
+    seen: list[tuple[int, int]] = []
+    blocked = nearest_neighbours(
+        index, vectors, 7, progress=lambda done, total: seen.append((done, total)), block_rows=700
+    )
+    np.testing.assert_array_equal(blocked[1], whole[1])
+    np.testing.assert_array_equal(blocked[0], whole[0])
+    assert seen == [(700, 3000), (1400, 3000), (2100, 3000), (2800, 3000), (3000, 3000)]
+
+
 def test_recall_at_k_by_hand() -> None:
     exact = np.array([[1, 2, 3], [4, 5, 6]])
     found = np.array([[3, 9, 1], [-1, -1, 4]])
