@@ -7,9 +7,8 @@ and ``evaluation.max_texts`` texts evaluated. Per stage it prints:
 - ``wall``: seconds from the previous stage's end to this stage's end, as the flow saw them
   (shards of one stage summed; listing the shards' parts as one dataset is its own row);
 - ``floor``: what the stage cannot avoid, timed in the same process on the same batches after
-  the flow: the model passes (encode: one forward per text; attribute-simple_grad and
-  attribute-lafa: one forward + backward per text, since LAFA computes each text's base
-  attribution once per run; evaluate: one forward per evaluated text and removal fraction),
+  the flow: the model passes (encode: one forward per text; attribute-simple_grad: one forward
+  + backward per text; evaluate: one forward per evaluated text and removal fraction),
   build_index: FAISS's own add + k-NN search of every text, plus the bytes the stage wrote at the
   disk speed measured here (write + fsync);
 - ``ratio`` = wall / floor, and ``peak RSS`` of the process during the stage (sampled every 20 ms).
@@ -135,6 +134,44 @@ def disk_speed(directory: Path, size: int = 128 << 20) -> float:
     return size / seconds
 
 
+def lafa_floor(loaded, encoded, batches, max_neighbours: int) -> float:  # noqa: ANN001
+    """Seconds of LAFA's Eq. 6-7 arithmetic alone (:func:`lafa_aggregate_batch`, default cosine kernel) on
+    ``batches``, each text with ``max_neighbours`` neighbours of the corpus' own lengths (texts i+1..i+M);
+    the padded inputs are built outside the timer."""
+    import torch
+
+    from xattr.methods.lafa import lafa_aggregate_batch
+
+    table = loaded.model.get_input_embeddings().weight.detach()
+    n, seconds = len(encoded), 0.0
+    for b in batches:
+        rows, width = b.input_ids.shape
+        content = torch.zeros(rows, width, dtype=torch.bool)
+        pools = []
+        for r, i in enumerate(b.indices):
+            text = encoded[i]
+            content[r, : len(text)] = ~torch.tensor(text.special)
+            pieces = [
+                (k, t) for k in range(max_neighbours) for t, s in zip(encoded[(i + 1 + k) % n].input_ids,
+                encoded[(i + 1 + k) % n].special, strict=True) if not s
+            ]  # fmt: skip
+            pools.append(pieces)
+        size = max(len(p) for p in pools)
+        pool_ids = torch.zeros(rows, size, dtype=torch.long)
+        pool_of = torch.full((rows, size), -1, dtype=torch.long)
+        for r, pieces in enumerate(pools):
+            pool_of[r, : len(pieces)] = torch.tensor([k for k, _ in pieces])
+            pool_ids[r, : len(pieces)] = torch.tensor([t for _, t in pieces])
+        base, pool_scores = torch.randn(rows, width), torch.randn(rows, size)
+        counts = torch.full((rows,), max_neighbours)
+        t = time.perf_counter()
+        lafa_aggregate_batch(
+            base, table[b.input_ids], content, pool_scores, table[pool_ids], pool_of, counts, lam=1.0, kernel="cosine"
+        )
+        seconds += time.perf_counter() - t
+    return seconds
+
+
 def stage_group(stage: str) -> str:
     """Shards of one stage count as that stage (``attribute-lafa-shard-3`` -> ``attribute-lafa``)."""
     return stage.split("-shard-")[0]
@@ -146,7 +183,7 @@ def run_one(n: int, model_kind: str, shard_size: int | None, max_texts: int, wor
     import torch
 
     import flows.runtime as runtime
-    from flows.explain_corpus import explain_corpus
+    from flows.explain_corpus import explain_corpus_with_runner
     from flows.runners import prefect_api
     from flows.settings import ExplainSettings
     from storage import ArtifactRef, read_artifact, read_index
@@ -182,7 +219,7 @@ def run_one(n: int, model_kind: str, shard_size: int | None, max_texts: int, wor
     # The temporary server waits up to 600 s to start on a loaded machine.
     with prefect_api(work / "prefect-home", startup_timeout=600):
         started = time.perf_counter()
-        summary = explain_corpus(settings)
+        summary = explain_corpus_with_runner(settings)
         flow_seconds = time.perf_counter() - started
     sampler.stopped.set()
     runtime.tracking.log_stage = log_stage
@@ -229,6 +266,7 @@ def run_one(n: int, model_kind: str, shard_size: int | None, max_texts: int, wor
 
     attribution_batches = list(iter_batches(encoded, settings.attribution.batch_size, pad_id(loaded)))
     grad_seconds = backward_floor(attribution_batches)
+    lafa_seconds = lafa_floor(loaded, encoded, attribution_batches, max_neighbours=10)
     rng = np.random.default_rng(0)
     chosen = sorted(rng.choice(len(encoded), size=min(max_texts, len(encoded)), replace=False).tolist())
     mask = loaded.tokenizer.mask_token_id
@@ -262,7 +300,8 @@ def run_one(n: int, model_kind: str, shard_size: int | None, max_texts: int, wor
         "encode_corpus": forward_floor(batches),
         "build_index": index_seconds,
         "attribute-simple_grad": grad_seconds,
-        "attribute-lafa": grad_seconds,
+        # LAFA reads simple_grad's attributions (configured too): its own work is Eq. 6-7's arithmetic.
+        "attribute-lafa": lafa_seconds,
         "evaluate-simple_grad": eval_seconds,
         "evaluate-lafa": eval_seconds,
     }

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.comparison import compare_with_random, log_method_runs, with_random_baseline, write_curve_figures
 from flows.runtime import FlowRun, MethodRun, attribute_and_evaluate, fine_tune, flow_run, publish_markdown
@@ -30,7 +31,9 @@ from xattr.reporting.summary import MethodSummary, explain_markdown, metrics_tab
 from xattr.reporting.words import top_word_lists, word_scores
 
 
-@flow(name="explain-corpus", log_prints=True)
+# Shards run one at a time unless the settings' runner says otherwise (explain_corpus_with_runner):
+# Prefect's default pool would run every shard at once, holding all their texts in memory together.
+@flow(name="explain-corpus", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
 def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
     """Explain every text of a corpus with each configured method and measure faithfulness.
 

@@ -20,6 +20,7 @@ flows that score methods.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ from tasks.evaluate import evaluate_stage
 from tasks.fine_tune import CorpusFile, fine_tune_stage
 from tasks.results import RunContext, Shard, StageResult
 from tasks.shards import shard_dataset_stage
-from xattr.methods import method_requirements
+from xattr.methods import method_params, method_requirements
 from xattr.models.loading import ModelSpec
 from xattr.neighbours.selection import NeighbourRequest
 from xattr.training.trainer import TrainConfig
@@ -344,22 +345,32 @@ def attribute_and_evaluate(
         Per method key, its stage results, in configuration order.
     """
     out: dict[str, MethodRun] = {}
-    for method in attribution.methods:
-        needs = method_requirements(method.name, method.params)
+    # Attribute stages by (method, validated parameters): a method that is also another's base
+    # (LAFA's) runs once, and its attributions are given to the other.
+    attributed: dict[tuple[str, str], StageResult] = {}
+
+    def identity_of(name: str, params: Mapping[str, Any]) -> tuple[str, str]:
+        return name, json.dumps(method_params(name, dict(params)).model_dump(), sort_keys=True, default=str)
+
+    def attribute(name: str, params: Mapping[str, Any], label: str, base: ArtifactRef | None = None) -> StageResult:
+        identity = identity_of(name, params)
+        if identity in attributed:
+            return attributed[identity]
+        needs = method_requirements(name, dict(params))
         if needs.neighbours is not None and index_for is None:
-            raise ValueError(f"method {method.key!r} needs a neighbour index and the flow built none")
+            raise ValueError(f"method {label!r} needs a neighbour index and the flow built none")
         if needs.head_masks and head_masks is None:
-            raise ValueError(f"method {method.key!r} needs head masks and the flow mined none")
+            raise ValueError(f"method {label!r} needs head masks and the flow mined none")
         embeddings, index = index_for(needs.neighbours) if needs.neighbours is not None and index_for else (None, None)
         pooled = needs.neighbours is not None and neighbour_pool is not None
-        attributed = run.stages.run_sharded(
+        result = run.stages.run_sharded(
             attribute_stage,
             [neighbour_pool[1]] if pooled else shards,  # type: ignore[index]
             corpus=neighbour_pool[0] if pooled else corpus,  # type: ignore[index]
             model=model,
-            method=method.name,
-            label=method.key,
-            params=method.params,
+            method=name,
+            label=label,
+            params=dict(params),
             target=attribution.target,
             batch_size=attribution.batch_size,
             context=run.context,
@@ -369,19 +380,37 @@ def attribute_and_evaluate(
             head_masks=head_masks if needs.head_masks else None,
             predictions=neighbour_pool[2] if pooled else predictions,  # type: ignore[index]
             tokens=None if pooled else tokens,
+            **({"base_attributions": base} if base is not None else {}),
         )
+        if not pooled:
+            attributed[identity] = result
+        return result
+
+    for method in attribution.methods:
+        needs = method_requirements(method.name, method.params)
+        base = None
+        if needs.base is not None and not (needs.neighbours is not None and neighbour_pool is not None):
+            # The base attributions of the whole corpus once, when the run computes them anyway (the
+            # base method is configured too) or when shards would each recompute their neighbours'.
+            base_name, base_params = needs.base
+            wanted = identity_of(base_name, base_params)
+            twin = next((m for m in attribution.methods if identity_of(m.name, m.params) == wanted), None)
+            if twin is not None or (shards is not None and len(shards) > 1):
+                label = twin.key if twin is not None else f"{method.key}-base"
+                base = attribute(base_name, base_params, label).refs["attributions"]
+        attributed_result = attribute(method.name, method.params, method.key, base)
         attribute_cached = run.stages.last_cached
         evaluated = run.stage(
             evaluate_stage,
             corpus=corpus,
-            attributions=attributed.refs["attributions"],
+            attributions=attributed_result.refs["attributions"],
             model=model,
             label=method.key,
             predictions=predictions,
             tokens=tokens,
             **({"seed": seed} | dict(evaluation)),
         )
-        out[method.key] = MethodRun(attributed, evaluated, attribute_cached and run.stages.last_cached)
+        out[method.key] = MethodRun(attributed_result, evaluated, attribute_cached and run.stages.last_cached)
     return out
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import torch
 from prefect.logging import get_run_logger
 
-from storage import ArtifactRef, ArtifactStore, read_artifact, read_index, read_index_manifest
+from storage import ArtifactRef, ArtifactStore, dataset_parts, read_artifact, read_index, read_index_manifest
 from tasks.build_index import neighbour_candidates
 from tasks.caching import stage_task
 from tasks.corpus_io import read_corpus
@@ -87,6 +91,33 @@ def stored_outputs(predictions: ArtifactRef, doc_ids: list[str]) -> np.ndarray:
     return np.asarray(logits.flatten(), dtype=np.float64).reshape(len(stored), -1)
 
 
+def stored_scores(
+    attributions: ArtifactRef, doc_ids: Sequence[str], wanted: Iterable[tuple[int, int]]
+) -> dict[tuple[int, int], torch.Tensor]:
+    """The scores a ``token_attributions`` artifact holds for the (corpus position, target) pairs ``wanted``.
+
+    Read part by part (a dataset's parts one at a time, four columns of each), keeping only the
+    wanted explanations: memory holds what is asked for, not the artifact. Pairs the artifact does
+    not hold are absent from the result.
+    """
+    wanted = set(wanted)
+    position_of = {doc_ids[p]: p for p, _ in wanted}
+    parts = dataset_parts(attributions) if Path(attributions.path).is_dir() else [attributions]
+    out: dict[tuple[int, int], torch.Tensor] = {}
+    for part in parts:
+        table = read_artifact(part, columns=["doc_id", "target", "token_index", "score"])
+        starts = np.flatnonzero(table.column("token_index").to_numpy() == 0)
+        ends = np.append(starts[1:], table.num_rows)
+        targets = table.column("target").to_numpy()[starts].tolist()
+        scores = table.column("score").to_numpy()
+        ids = table.column("doc_id").take(pa.array(starts)).to_pylist()
+        for doc_id, target, start, end in zip(ids, targets, starts.tolist(), ends.tolist(), strict=True):
+            key = (position_of.get(doc_id, -1), target)
+            if key in wanted:
+                out[key] = torch.from_numpy(scores[start:end].copy())
+    return out
+
+
 def _run_name() -> str:
     from prefect.runtime import task_run
 
@@ -111,6 +142,7 @@ def attribute_stage(
     shard: Shard | None = None,
     predictions: ArtifactRef | None = None,
     tokens: ArtifactRef | None = None,
+    base_attributions: ArtifactRef | None = None,
 ) -> StageResult:
     """Write the ``token_attributions`` artifact for method ``method`` under the name ``label``.
 
@@ -128,6 +160,12 @@ def attribute_stage(
 
     The texts come from the encode stage's ``tokens`` artifact when given (else they are
     tokenised): only the explained texts and their neighbours are read, never the whole corpus.
+
+    ``base_attributions``: the ``token_attributions`` of the method's base method
+    (``Requirements.base``, LAFA's) on the whole corpus, with the same targets; the method reads
+    the base scores of its texts and their neighbours from there and computes only the pairs it
+    does not hold (a neighbour explained for another output). Not used for question answering,
+    whose stored rows sum the start and end explanations.
     """
     started = time.perf_counter()
     attribution_method = get_method(method, params)
@@ -191,11 +229,22 @@ def attribute_stage(
         needed.update(j for i in inside for j in selection.neighbours.get(i, ()))
     with progress.phase(f"reading {len(needed)} texts" + (" (tokenising)" if tokens is None else "")):
         encoded = read_corpus(corpus, loaded, only=sorted(needed), tokens=tokens, columns=()).encoded
+    base_scores: dict[tuple[int, int], torch.Tensor] = {}
+    if base_attributions is not None and requirements.base is not None and loaded.task != "question_answering":
+        explained = [(i, t) for i in inside for t in targets[i]]
+        near = selection.neighbours if selection is not None else {}
+        wanted = explained + [(j, t) for i, t in explained for j in near.get(i, ())]
+        with progress.phase(f"reading the stored {requirements.base[0]} scores of {len(set(wanted))} explanations"):
+            base_scores = stored_scores(base_attributions, view.doc_ids, wanted)
+        dtype = loaded.model.get_input_embeddings().weight.dtype
+        base_scores = {key: value.to(dtype) for key, value in base_scores.items()}
+        metrics["base_scores_stored"] = float(len(base_scores))
     method_context = MethodContext(
         corpus=encoded,
         neighbours=selection.neighbours if selection else {},
         head_masks=masks,
         ldav_vectors=ldav_vectors_for(loaded) if requirements.ldav_vectors else None,
+        base_scores=base_scores,
     )
     results = attribute_corpus(
         attribution_method,

@@ -151,3 +151,24 @@ def test_shards_running_in_parallel_on_one_model_give_the_whole_run_for_hooked_m
     whole = explain_corpus(settings_for(tmp_path / "whole", corpus_csv, tiny_classifier_dir, None, methods))
     sharded = explain_corpus(settings_for(tmp_path / "sharded", corpus_csv, tiny_classifier_dir, 3, methods))
     assert_same_results(sharded, whole, labels)
+
+
+def test_sharded_lafa_reads_base_attributions_computed_once_for_the_corpus(
+    harness, tmp_path: Path, corpus_csv: Path, tiny_classifier_dir: Path
+) -> None:
+    lafa = [METHODS[2]]
+    whole = explain_corpus(settings_for(tmp_path / "whole", corpus_csv, tiny_classifier_dir, None, lafa))
+    sharded = explain_corpus(settings_for(tmp_path / "sharded", corpus_csv, tiny_classifier_dir, 5, lafa))
+    names = [s["stage"] for s in sharded["stages"]]
+    # Without simple_grad configured, its attributions of every text run once, as their own sharded stage ...
+    base = [*(f"attribute-lafa-base-shard-{i:05d}" for i in range(4)), "attribute-lafa-base"]
+    assert [n for n in names if n.startswith("attribute-lafa-base")] == base
+    assert names.index("attribute-lafa-base") < names.index("attribute-lafa-shard-00000")
+    assert not any(n.startswith("attribute-lafa-base") for n in (s["stage"] for s in whole["stages"]))
+    assert "lafa-base" not in sharded["metrics"]  # not evaluated: it is LAFA's input, not a configured method
+    assert_same_results(sharded, whole, ["lafa"])
+    # ... and with simple_grad configured, LAFA reads simple_grad's: no extra stage.
+    both = explain_corpus(settings_for(tmp_path / "both", corpus_csv, tiny_classifier_dir, 5, [METHODS[0], *lafa]))
+    assert not any("lafa-base" in s["stage"] for s in both["stages"])
+    assert [s["stage"] for s in both["stages"]].count("attribute-simple_grad") == 1
+    assert_same_results(both, whole, ["lafa"])

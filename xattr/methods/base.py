@@ -127,9 +127,9 @@ class AttributionMethod(ABC, Generic[P]):
             return {}
         return {"fallbacks": float(context.counter(self.name, "fallbacks"))}
 
-    def count_fallback(self, context: MethodContext) -> None:
-        """Count one row that needed neighbours but had none (reported as ``fallbacks``)."""
-        context.count(self.name, "fallbacks")
+    def count_fallback(self, context: MethodContext, rows: int = 1) -> None:
+        """Count ``rows`` rows that needed neighbours but had none (reported as ``fallbacks``)."""
+        context.count(self.name, "fallbacks", rows)
 
     @abstractmethod
     def attribute_batch(

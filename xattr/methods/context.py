@@ -13,12 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xattr.heads.masks import HeadMasks
 from xattr.ldav.vectors import LdavVectors
 from xattr.models.encoding import Batch, EncodedText
 from xattr.neighbours.selection import NeighbourRequest
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -30,11 +33,15 @@ class Requirements:
             references), or ``None`` when the method uses none.
         head_masks: Whether it needs the kept attention heads of the head-statistics stage.
         ldav_vectors: Whether it needs the model's LDAV class vectors.
+        base: ``(name, params)`` of the method whose attributions this one smooths over other texts
+            (LAFA's base method), or ``None``. A caller may give those attributions precomputed
+            (``MethodContext.base_scores``); the method computes the ones it is not given.
     """
 
     neighbours: NeighbourRequest | None = None
     head_masks: bool = False
     ldav_vectors: bool = False
+    base: tuple[str, Mapping[str, Any]] | None = None
 
     def missing_from(self, context: MethodContext) -> list[str]:
         """The resources required here that ``context`` lacks, named for an error message."""
@@ -58,6 +65,11 @@ class MethodContext:
         head_masks: Kept attention heads (Mask-LRP), or ``None``.
         ldav_vectors: The model's LDAV class vectors on its device and dtype
             (:func:`xattr.ldav.vectors.ldav_vectors_for`), or ``None``.
+        base_scores: Attributions of the method's base method (:attr:`Requirements.base`) already
+            computed, by (corpus position, target): ``(tokens,)`` scores of the whole text. A method
+            that smooths its base method's scores over other texts (LAFA) takes them from here
+            instead of computing them (the corpus' base attributions once per run, not once per
+            shard that needs them).
         scratch: The run's mutable workspace, owned by the caller and fresh in every context: per
             method name, the caches and counters a method keeps for this run only (read them
             through :meth:`workspace` and :meth:`counter`).
@@ -67,6 +79,7 @@ class MethodContext:
     neighbours: Mapping[int, Sequence[int]] = field(default_factory=dict)
     head_masks: HeadMasks | None = None
     ldav_vectors: LdavVectors | None = None
+    base_scores: Mapping[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
     scratch: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     def workspace(self, owner: str) -> dict[str, Any]:

@@ -13,13 +13,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from pydantic import Field, model_validator
 
 from xattr.methods.base import AttributionMethod, get_method, method_requirements, method_signed, register_method
 from xattr.methods.context import MethodContext, Requirements
 from xattr.methods.lafa_kernels import KernelName, KernelParams, kernel_matrix
-from xattr.models.encoding import Batch, collate
+from xattr.models.encoding import Batch, EncodedCorpus, EncodedText, collate, text_lengths
 from xattr.models.forward import pad_id
 from xattr.models.loading import LoadedModel
 from xattr.neighbours.selection import NeighbourFilter, NeighbourRequest
@@ -72,19 +73,18 @@ def lafa_aggregate(
     kernel_params: KernelParams | None = None,
     centre: torch.Tensor | None = None,
     normalise: str = "none",
-    record: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
+    record: Callable[[dict[str, torch.Tensor]], None] | None = None,
 ) -> torch.Tensor:
-    """Eq. 6-7: ``M_LAFA(X0)_t = M(X0)_t + lam * E(w_t; Xsim)``.
+    """Eq. 6-7 for one text: ``M_LAFA(X0)_t = M(X0)_t + lam * E(w_t; Xsim)``.
 
     ``E(w; Xsim) = 1/|Xsim| sum_i sum_k m_ik k(h, h_ik) / T_i`` over the neighbours' content
     (non-special) word pieces, ``T_i`` their count, ``h`` word-piece embeddings (layer 0). Special
-    tokens of ``X0`` get no neighbour term.
+    tokens of ``X0`` get no neighbour term. :func:`lafa_aggregate_batch` for one row.
 
     Variants (not the paper's): ``centre`` ``(d,)`` is subtracted from every embedding before the
     kernel; ``normalise="l1"`` divides ``M(X0)`` (over its content pieces) and each neighbour's
-    scores by their sum of absolute values first. ``record``, when given, receives the kernel
-    matrix, the base scores and the neighbour term ``lam * E`` of the content pieces (spread
-    diagnostics).
+    scores by their sum of absolute values first. ``record``, when given, receives the spread
+    diagnostics (:func:`lafa_aggregate_batch`).
 
     Args:
         base_scores: ``(T0,)`` base attribution ``M(X0)``.
@@ -99,31 +99,125 @@ def lafa_aggregate(
     Returns:
         ``(T0,)`` smoothed scores; ``base_scores`` unchanged when there are no neighbours.
     """
-    out = base_scores.clone()
-    if normalise == "l1":
-        out[content] = _l1_normalised(out[content])
-        neighbour_scores = [_l1_normalised(s) for s in neighbour_scores]
-    elif normalise != "none":
+    sizes = [len(s) for s in neighbour_scores]
+    pool_of = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes, dtype=torch.long))
+    d = embeddings.shape[-1]
+    pool = torch.cat(list(neighbour_embeddings)) if sizes else embeddings.new_zeros(0, d)
+    scores = torch.cat(list(neighbour_scores)) if sizes else base_scores.new_zeros(0)
+    out = lafa_aggregate_batch(
+        base_scores[None],
+        embeddings[None],
+        content[None],
+        scores[None],
+        pool[None],
+        pool_of[None],
+        torch.tensor([len(sizes)]),
+        lam=lam,
+        kernel=kernel,
+        kernel_params=kernel_params,
+        centre=centre,
+        normalise=normalise,
+        record=record,
+    )
+    return out[0]
+
+
+def lafa_aggregate_batch(
+    base_scores: torch.Tensor,
+    embeddings: torch.Tensor,
+    content: torch.Tensor,
+    pool_scores: torch.Tensor,
+    pool_embeddings: torch.Tensor,
+    pool_of: torch.Tensor,
+    neighbour_counts: torch.Tensor,
+    *,
+    lam: float,
+    kernel: str,
+    kernel_params: KernelParams | None = None,
+    centre: torch.Tensor | None = None,
+    normalise: str = "none",
+    record: Callable[[dict[str, torch.Tensor]], None] | None = None,
+) -> torch.Tensor:
+    """Eq. 6-7 (:func:`lafa_aggregate`) for a batch of texts at once.
+
+    Written with padded tensors and one batched kernel instead of a loop over texts and their
+    neighbours: per text that loop made ~50 small tensor operations, which cost ~15x the base
+    attribution's backward pass on a corpus of short texts (issue 19's profile).
+
+    Args:
+        base_scores: ``(B, S)`` base attributions ``M(X0)`` (anything past a text's length).
+        embeddings: ``(B, S, d)`` word-piece embeddings of the explained texts.
+        content: ``(B, S)`` bool, their content (non-special, non-padding) pieces.
+        pool_scores: ``(B, P)`` base scores of each row's neighbours' content pieces, one
+            neighbour after another (right-padded).
+        pool_embeddings: ``(B, P, d)`` their embeddings.
+        pool_of: ``(B, P)`` long: which of the row's neighbours (0-based) each piece belongs to,
+            ``-1`` for padding.
+        neighbour_counts: ``(B,)`` neighbours per row (``|Xsim|``; a row without any keeps its
+            base attribution).
+        lam, kernel, kernel_params, centre, normalise: As :func:`lafa_aggregate`.
+        record: Called once with, per row that has neighbours (``lam != 0``), the mean and
+            population SD of the kernel over its (content piece, neighbour piece) pairs
+            (``kernel_mean``, ``kernel_sd``), the SDs over its content pieces of the base scores
+            (after ``normalise``) and of the neighbour term ``lam * E`` (``base_sd``, ``term_sd``),
+            and its content pieces (``pieces``).
+
+    Returns:
+        ``(B, S)`` smoothed scores.
+    """
+    if normalise not in ("none", "l1"):
         raise ValueError(f"unknown normalise {normalise!r}; valid: none, l1")
-    if not neighbour_scores or lam == 0.0:
+    rows, m_max = base_scores.shape[0], int(neighbour_counts.max()) if len(neighbour_counts) else 0
+    real = pool_of >= 0
+    slot = pool_of.clamp_min(0)
+    # Per (row, neighbour): content pieces T_i and, for "l1", the sum of |scores|.
+    counts = torch.zeros(rows, max(m_max, 1), dtype=base_scores.dtype, device=base_scores.device)
+    counts.scatter_add_(1, slot, real.to(base_scores.dtype))
+    out = base_scores.clone()
+    pool_scores = torch.where(real, pool_scores, 0.0)
+    if normalise == "l1":
+        own = torch.where(content, out, 0.0).abs().sum(dim=1, keepdim=True)
+        out = torch.where(content & (own > 0), out / own.clamp_min(torch.finfo(out.dtype).tiny), out)
+        sums = torch.zeros_like(counts).scatter_add_(1, slot, pool_scores.abs())
+        total = sums.gather(1, slot)
+        pool_scores = torch.where(total > 0, pool_scores / total.clamp_min(torch.finfo(out.dtype).tiny), pool_scores)
+    active = (neighbour_counts > 0) & (lam != 0.0)
+    if not bool(active.any()) or pool_scores.shape[1] == 0:
         return out
-    weights = torch.cat([s / len(s) for s in neighbour_scores]) / len(neighbour_scores)  # (sum T_i,)
-    pool = torch.cat(list(neighbour_embeddings))  # (sum T_i, d)
-    own = embeddings[content]
+    n = neighbour_counts.to(base_scores.dtype).clamp_min(1)[:, None]
+    weights = torch.where(real, pool_scores / counts.gather(1, slot).clamp_min(1) / n, 0.0)  # (B, P)
+    own_embeddings, pool = embeddings, pool_embeddings
     if centre is not None:
-        own, pool = own - centre, pool - centre
-    k = kernel_matrix(kernel, own, pool, kernel_params or KernelParams())  # (T0 content, sum T_i)
-    term = lam * (k @ weights)  # (T0 content,)
+        own_embeddings, pool = own_embeddings - centre, pool - centre
+    k = kernel_matrix(kernel, own_embeddings, pool, kernel_params or KernelParams())  # (B, S, P)
+    k = torch.where(real[:, None, :], k, 0.0)
+    term = lam * torch.bmm(k, weights[:, :, None])[:, :, 0]  # (B, S)
+    use = content & active[:, None]
     if record is not None:
-        record(k, out[content], term)
-    out[content] = out[content] + term
-    return out
+        record(_spread(k, out, term, content & active[:, None], real))
+    return torch.where(use, out + term, out)
 
 
-def _l1_normalised(scores: torch.Tensor) -> torch.Tensor:
-    """``scores / sum |scores|`` (unchanged when all are 0)."""
-    total = scores.abs().sum()
-    return scores / total if bool(total > 0) else scores.clone()
+def _spread(
+    k: torch.Tensor, base: torch.Tensor, term: torch.Tensor, content: torch.Tensor, real: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Per row with content pieces and neighbour pieces: the mean and population SD of the kernel over its
+    (content piece, neighbour piece) pairs, and the SDs over its content pieces of the base scores and the
+    neighbour term (``texts``: how many rows these are)."""
+    pairs = content[:, :, None] & real[:, None, :]
+    n_pairs = pairs.sum(dim=(1, 2))
+    rows = n_pairs > 0
+    pairs, n_pairs, content = pairs[rows], n_pairs[rows].to(k.dtype), content[rows]
+    k, base, term = k[rows], base[rows], term[rows]
+    k_mean = torch.where(pairs, k, 0.0).sum(dim=(1, 2)) / n_pairs
+    k_sd = (torch.where(pairs, k - k_mean[:, None, None], 0.0).pow(2).sum(dim=(1, 2)) / n_pairs).sqrt()
+    pieces = content.sum(dim=1)
+
+    def sd(x: torch.Tensor) -> torch.Tensor:
+        mean = torch.where(content, x, 0.0).sum(dim=1) / pieces
+        return (torch.where(content, x - mean[:, None], 0.0).pow(2).sum(dim=1) / pieces).sqrt()
+
+    return {"kernel_mean": k_mean, "kernel_sd": k_sd, "base_sd": sd(base), "term_sd": sd(term), "pieces": pieces}
 
 
 @register_method(
@@ -155,11 +249,13 @@ class Lafa(AttributionMethod[LafaParams]):
 
     @classmethod
     def requirements(cls, params: LafaParams) -> Requirements:
-        """The neighbour search of Eq. 4 (``M``, cut-off quantile, filter, layer) and what the base method needs."""
+        """The neighbour search of Eq. 4 (``M``, cut-off quantile, filter, layer), what the base method needs,
+        and the base method itself (whose stored attributions a run may give)."""
         request = NeighbourRequest(
             params.max_neighbours, params.epsilon_quantile, params.neighbour_filter, params.layer
         )
-        return replace(method_requirements(params.base, params.base_params), neighbours=request)
+        base = (params.base, dict(params.base_params))
+        return replace(method_requirements(params.base, params.base_params), neighbours=request, base=base)
 
     def diagnostics(self, context: MethodContext) -> dict[str, float]:
         """``fallbacks`` (texts without neighbours), ``base_computations`` (base attributions computed) and the
@@ -178,28 +274,37 @@ class Lafa(AttributionMethod[LafaParams]):
                 out["term_to_base_sd"] = spread["term_to_base_sd"] / spread["ratio_texts"]
         return out
 
-    def _record_spread(self, context: MethodContext) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]:
+    def _record_spread(self, context: MethodContext) -> Callable[[dict[str, torch.Tensor]], None]:
         spread = context.workspace(self.name).setdefault(
             "spread", {"texts": 0, "kernel_mean": 0.0, "kernel_sd": 0.0, "term_to_base_sd": 0.0, "ratio_texts": 0}
         )
 
-        def record(k: torch.Tensor, base: torch.Tensor, term: torch.Tensor) -> None:
-            spread["texts"] += 1
-            spread["kernel_mean"] += float(k.mean())
-            spread["kernel_sd"] += float(k.std(unbiased=False))
-            base_sd = float(base.std(unbiased=False))
-            if base.numel() > 1 and base_sd > 0:
-                spread["term_to_base_sd"] += float(term.std(unbiased=False)) / base_sd
-                spread["ratio_texts"] += 1
+        def record(stats: dict[str, torch.Tensor]) -> None:
+            spread["texts"] += len(stats["kernel_mean"])
+            spread["kernel_mean"] += float(stats["kernel_mean"].sum())
+            spread["kernel_sd"] += float(stats["kernel_sd"].sum())
+            ratio = (stats["pieces"] > 1) & (stats["base_sd"] > 0)
+            spread["term_to_base_sd"] += float((stats["term_sd"][ratio] / stats["base_sd"][ratio]).sum())
+            spread["ratio_texts"] += int(ratio.sum())
 
         return record
 
     def base_scores(
         self, loaded: LoadedModel, wanted: Sequence[tuple[int, int]], batch_size: int, context: MethodContext
     ) -> dict[tuple[int, int], torch.Tensor]:
-        """The run's cache of base scores by (position, target), filled with those of ``wanted`` not computed yet."""
+        """The run's cache of base scores by (position, target), filled with those of ``wanted`` not computed yet.
+
+        Scores the context holds already (``context.base_scores``: the base method's stored
+        attributions of the corpus) are taken from there, not computed again.
+        """
         cache: dict[tuple[int, int], torch.Tensor] = context.workspace(self.name).setdefault("base_scores", {})
-        missing = sorted({w for w in wanted if w not in cache}, key=lambda w: len(context.text(w[0])))
+        stored = context.base_scores
+        unknown = {w for w in wanted if w not in cache}
+        for key in [w for w in unknown if w in stored]:
+            cache[key] = stored[key].to(loaded.device)
+            unknown.discard(key)
+        lengths = text_lengths(context.corpus, sorted({pos for pos, _ in unknown}))
+        missing = sorted(unknown, key=lambda w: (lengths[w[0]], w))
         pid = pad_id(loaded)
         for start in range(0, len(missing), batch_size):
             chunk = missing[start : start + batch_size]
@@ -207,45 +312,72 @@ class Lafa(AttributionMethod[LafaParams]):
             targets = torch.tensor([t for _, t in chunk], device=loaded.device)
             scores = self.base_method.attribute_batch(loaded, batch, targets, context).detach()  # (batch, seq)
             for row, key in enumerate(chunk):
-                cache[key] = scores[row, : len(context.text(key[0]))]
+                cache[key] = scores[row, : lengths[key[0]]]
             context.count(self.name, "base_computations", len(chunk))
         return cache
 
     def attribute_batch(
         self, loaded: LoadedModel, batch: Batch, targets: torch.Tensor, context: MethodContext
     ) -> torch.Tensor:
-        """Scores ``(batch, seq)`` of Eq. 6 for each row's target."""
+        """Scores ``(batch, seq)`` of Eq. 6 for each row's target (:func:`lafa_aggregate_batch`)."""
         texts = context.batch_texts(batch, self.name)
         rows = [(int(pos), int(t)) for pos, t in zip(batch.indices, targets.tolist(), strict=True)]
-        wanted = list(rows) + [(j, t) for pos, t in rows for j in context.neighbours.get(pos, ())]
-        cache = self.base_scores(loaded, wanted, max(len(rows), 1), context)
-        table = loaded.model.get_input_embeddings().weight
-        centre = table.detach().mean(dim=0) if self.params.centre_embeddings else None  # (d,)
-        record = self._record_spread(context)
-        out = torch.zeros(batch.input_ids.shape, dtype=table.dtype, device=loaded.device)
-        for r, ((pos, target), text) in enumerate(zip(rows, texts, strict=True)):
-            ids = torch.tensor(text.input_ids, device=loaded.device)
-            content = ~torch.tensor(text.special, device=loaded.device)
-            n_scores, n_embeddings = [], []
-            for j in context.neighbours.get(pos, ()):
-                neighbour = context.text(j)
-                keep = ~torch.tensor(neighbour.special, device=loaded.device)
-                n_scores.append(cache[(j, target)][keep])
-                n_embeddings.append(table[torch.tensor(neighbour.input_ids, device=loaded.device)[keep]].detach())
-            if not n_scores:
-                self.count_fallback(context)
-            scores = lafa_aggregate(
-                cache[(pos, target)],
-                table[ids].detach(),
-                content,
-                n_scores,
-                n_embeddings,
-                lam=self.params.lam,
-                kernel=self.params.kernel,
-                kernel_params=self.params,
-                centre=centre,
-                normalise=self.params.normalise,
-                record=record,
-            )
-            out[r, : len(text)] = scores
-        return out
+        neighbours = [tuple(context.neighbours.get(pos, ())) for pos, _ in rows]
+        pairs = [(j, t) for (_, t), near in zip(rows, neighbours, strict=True) for j in near]
+        cache = self.base_scores(loaded, rows + pairs, max(len(rows), 1), context)
+        self.count_fallback(context, sum(not near for near in neighbours))
+        table = loaded.model.get_input_embeddings().weight.detach()
+        device, width = loaded.device, batch.input_ids.shape[1]
+        base = torch.zeros(batch.input_ids.shape, dtype=table.dtype, device=device)
+        special = np.ones(batch.input_ids.shape, dtype=np.bool_)
+        for r, (key, text) in enumerate(zip(rows, texts, strict=True)):
+            base[r, : len(text)] = cache[key]
+            special[r, : len(text)] = text.special
+        content = ~torch.from_numpy(special).to(device)
+        # The neighbours' content pieces, row after row, padded to the row with the most.
+        ids, piece_special, lengths = _pieces(context.corpus, [j for j, _ in pairs])
+        scores = torch.cat([cache[key] for key in pairs]) if pairs else base.new_zeros(0)
+        keep = torch.from_numpy(~piece_special).to(device)
+        pair_row = np.repeat(np.arange(len(rows)), [len(near) for near in neighbours])
+        pair_slot = np.concatenate([np.arange(len(near)) for near in neighbours]) if pairs else pair_row
+        of_piece = np.repeat(np.arange(len(pairs)), lengths)[~piece_special]
+        row_of = torch.from_numpy(pair_row[of_piece]).to(device)
+        per_row = np.bincount(pair_row[of_piece], minlength=len(rows))
+        first = np.concatenate([[0], np.cumsum(per_row)[:-1]])
+        column = torch.from_numpy(np.arange(len(of_piece)) - first[pair_row[of_piece]]).to(device)
+        size = max(int(per_row.max()) if len(per_row) else 0, 1)
+        pool_scores = base.new_zeros(len(rows), size)
+        pool_scores[row_of, column] = scores[keep]
+        pool_ids = torch.zeros(len(rows), size, dtype=torch.long, device=device)
+        pool_ids[row_of, column] = torch.from_numpy(ids[~piece_special]).to(device)
+        pool_of = torch.full((len(rows), size), -1, dtype=torch.long, device=device)
+        pool_of[row_of, column] = torch.from_numpy(pair_slot[of_piece]).to(device)
+        centre = table.mean(dim=0) if self.params.centre_embeddings else None  # (d,)
+        out = lafa_aggregate_batch(
+            base,
+            table[batch.input_ids],
+            content,
+            pool_scores,
+            table[pool_ids],
+            pool_of,
+            torch.tensor([len(near) for near in neighbours], device=device),
+            lam=self.params.lam,
+            kernel=self.params.kernel,
+            kernel_params=self.params,
+            centre=centre,
+            normalise=self.params.normalise,
+            record=self._record_spread(context),
+        )
+        return out[:, :width]
+
+
+def _pieces(corpus: Sequence[EncodedText], positions: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Token ids, special flags and lengths of the texts at ``positions``, one text after another."""
+    if isinstance(corpus, EncodedCorpus):
+        rows = corpus.token_rows(positions)
+        lengths = corpus.lengths[corpus.rows_of(positions)]
+        return corpus.columns["input_ids"][rows].astype(np.int64), corpus.columns["special"][rows], lengths
+    texts = [corpus[p] for p in positions]
+    ids = np.fromiter((i for t in texts for i in t.input_ids), np.int64)
+    special = np.fromiter((f for t in texts for f in t.special), np.bool_)
+    return ids, special, np.fromiter((len(t) for t in texts), np.int64, len(texts))

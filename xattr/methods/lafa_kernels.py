@@ -1,7 +1,8 @@
 """The six kernels of LAFA Appendix E, between word-piece embeddings.
 
-Each kernel maps ``a: (n, d)`` and ``b: (m, d)`` to the ``(n, m)`` matrix ``k(a_i, b_j)``.
-Defaults are the paper's numerical-study values.
+Each kernel maps ``a: (..., n, d)`` and ``b: (..., m, d)`` to the ``(..., n, m)`` matrix
+``k(a_i, b_j)``: one pair of texts, or a batch of them (leading dimensions broadcast). Defaults are
+the paper's numerical-study values.
 """
 
 from __future__ import annotations
@@ -43,13 +44,13 @@ def rbf(a: torch.Tensor, b: torch.Tensor, p: KernelParams) -> torch.Tensor:
 
 def cubic(a: torch.Tensor, b: torch.Tensor, p: KernelParams) -> torch.Tensor:
     """``(gamma a^T b + c0)^d`` with ``gamma = 7, c0 = 0, d = 3``."""
-    return (p.cubic_gamma * a @ b.T + p.cubic_c0).pow(p.cubic_degree)
+    return (p.cubic_gamma * a @ b.mT + p.cubic_c0).pow(p.cubic_degree)
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor, p: KernelParams) -> torch.Tensor:
     """``a^T b / (||a|| ||b||)``; no parameter."""
-    norms = a.norm(dim=1, keepdim=True) * b.norm(dim=1, keepdim=True).T
-    return (a @ b.T) / norms.clamp_min(torch.finfo(a.dtype).tiny)
+    norms = a.norm(dim=-1, keepdim=True) * b.norm(dim=-1, keepdim=True).mT
+    return (a @ b.mT) / norms.clamp_min(torch.finfo(a.dtype).tiny)
 
 
 def laplacian(a: torch.Tensor, b: torch.Tensor, p: KernelParams) -> torch.Tensor:
@@ -64,7 +65,7 @@ def clipped_l2(a: torch.Tensor, b: torch.Tensor, p: KernelParams) -> torch.Tenso
 
 def indicator(a: torch.Tensor, b: torch.Tensor, p: KernelParams) -> torch.Tensor:
     """``I(a, b)``: 1 for identical embeddings (the same word piece), else 0."""
-    return (a.unsqueeze(1) == b.unsqueeze(0)).all(dim=-1).to(a.dtype)
+    return (a.unsqueeze(-2) == b.unsqueeze(-3)).all(dim=-1).to(a.dtype)
 
 
 _BY_NAME: dict[str, Callable[[torch.Tensor, torch.Tensor, KernelParams], torch.Tensor]] = {
@@ -78,7 +79,7 @@ _BY_NAME: dict[str, Callable[[torch.Tensor, torch.Tensor, KernelParams], torch.T
 
 
 def kernel_matrix(name: str, a: torch.Tensor, b: torch.Tensor, params: KernelParams | None = None) -> torch.Tensor:
-    """``(n, m)`` kernel values between rows of ``a`` and ``b``.
+    """``(..., n, m)`` kernel values between rows of ``a`` ``(..., n, d)`` and ``b`` ``(..., m, d)``.
 
     Raises:
         ValueError: Unknown kernel name (the valid names are listed).

@@ -287,6 +287,20 @@ class EncodedCorpus(Sequence[EncodedText]):
             raise IndexError(f"corpus position {position} is not held (this part holds {len(self.positions)} texts)")
         return row
 
+    def rows_of(self, positions: Sequence[int]) -> np.ndarray:
+        """The rows holding corpus ``positions`` (one vectorised :meth:`row_of`).
+
+        Raises:
+            IndexError: A position is outside the corpus or not held (the first is named).
+        """
+        wanted = np.asarray(positions, dtype=np.int64).reshape(-1)
+        rows = np.searchsorted(self.positions, wanted)
+        held = rows < len(self.positions)
+        held[held] = self.positions[rows[held]] == wanted[held]
+        if not bool(held.all()):
+            self.row_of(int(wanted[~held][0]))
+        return rows
+
     def holds(self, position: int) -> bool:
         """Whether corpus ``position`` is held."""
         row = int(np.searchsorted(self.positions, position))
@@ -321,7 +335,7 @@ class EncodedCorpus(Sequence[EncodedText]):
 
     def token_rows(self, positions: Sequence[int]) -> np.ndarray:
         """``(tokens,)`` indices into the token columns of the texts at ``positions``, one text after another."""
-        rows = np.fromiter((self.row_of(p) for p in positions), np.int64, len(positions))
+        rows = self.rows_of(positions)
         lengths = self.lengths[rows]
         starts = self.starts[rows]
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
@@ -330,7 +344,7 @@ class EncodedCorpus(Sequence[EncodedText]):
 
     def collate(self, indices: Sequence[int], pad_id: int) -> Batch:
         """:func:`collate` straight from the columns (no :class:`EncodedText` is built)."""
-        rows = np.fromiter((self.row_of(p) for p in indices), np.int64, len(indices))
+        rows = self.rows_of(indices)
         lengths = self.lengths[rows]
         width = int(lengths.max())
         ids = np.full((len(rows), width), pad_id, dtype=np.int64)
@@ -375,7 +389,7 @@ class EncodedCorpus(Sequence[EncodedText]):
 def text_lengths(encoded: Sequence[EncodedText], positions: Sequence[int]) -> dict[int, int]:
     """Tokens per text at ``positions`` (from the columns when ``encoded`` is an :class:`EncodedCorpus`)."""
     if isinstance(encoded, EncodedCorpus):
-        return {p: encoded.length(p) for p in positions}
+        return dict(zip(positions, encoded.lengths[encoded.rows_of(positions)].tolist(), strict=True))
     return {p: len(encoded[p]) for p in positions}
 
 

@@ -71,3 +71,34 @@ def test_doc_ids_are_built_once(tmp_path: Path) -> None:
     view = CorpusView(pd.DataFrame({"doc_id": ["a", "b"]}), [])
     assert view.doc_ids == ["a", "b"]
     assert view.doc_ids is view.doc_ids  # rebuilt per call made the attribute stage n x O(n)
+
+
+def test_stored_scores_of_a_dataset_are_exactly_the_wanted_explanations(tmp_path: Path) -> None:
+    from storage import ArtifactStore
+    from tasks.attribute import stored_scores
+
+    tokenizer = write_tiny_tokenizer(tmp_path / "tok")
+    texts = ["the movie was great", "not fun", "awful", "very good film and boring plot !", "zzz unknown"]
+    doc_ids = [f"d{i}" for i in range(len(texts))]
+    encoded = EncodedCorpus.from_texts(encode_texts(tokenizer, texts, None, max_length=16))
+    rng = np.random.default_rng(0)
+    # two targets for text 1, none for text 2 (a multi-label text with no label)
+    explained = [(0, 0), (1, 0), (1, 1), (3, 1), (4, 0)]
+    results = [TokenAttribution(p, t, rng.normal(size=encoded.length(p)).astype(np.float32)) for p, t in explained]
+    store = ArtifactStore(tmp_path / "art", "run")
+    parts = [
+        store.write("token_attributions", "attribute-m", "attributions", table, part=number)
+        for number, table in enumerate(
+            [
+                attribution_table(doc_ids, encoded, tokenizer, results[:3], "m"),
+                attribution_table(doc_ids, encoded, tokenizer, results[3:], "m"),
+            ]
+        )
+    ]
+    dataset = store.write_dataset("attribute-m", "attributions", parts)
+    got = stored_scores(dataset, doc_ids, [(1, 1), (3, 1), (4, 0), (4, 1), (2, 0), (1, 1)])
+    assert sorted(got) == [(1, 1), (3, 1), (4, 0)]  # (4, 1) and (2, 0) were never explained
+    by_key = {(r.position, r.target): r.scores for r in results}
+    for key, scores in got.items():
+        np.testing.assert_array_equal(scores.numpy(), by_key[key])
+    assert stored_scores(parts[0], doc_ids, [(0, 0)])[(0, 0)].numpy().tolist() == by_key[(0, 0)].tolist()

@@ -177,3 +177,31 @@ def test_selection_from_a_search_already_made_equals_searching() -> None:
         select_neighbours(
             None, x, NeighbourRequest(4, None, "label"), groups=groups, candidates=nearest_neighbours(index, x, 10)
         )
+
+
+def test_stored_base_scores_are_used_and_only_missing_ones_computed(loaded) -> None:
+    encoded = encode_texts(loaded.tokenizer, TEXTS, max_length=64)
+    base = {(r.position, 1): torch.from_numpy(r.scores) for r in _base(loaded)}
+    _, _, computed = _run(loaded, {"kernel": "rbf"}, NEIGHBOURS)
+    # every base score given: none computed, same scores
+    method = get_method("lafa", {"kernel": "rbf"})
+    context = MethodContext(corpus=encoded, neighbours=NEIGHBOURS, base_scores=base)
+    given = attribute_corpus(method, loaded, encoded, [[1]] * len(TEXTS), context=context)
+    assert method.diagnostics(context)["base_computations"] == 0
+    for a, b in zip(given, computed, strict=True):
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-12)
+    # scores it is not given (text 3, the neighbour of text 2) are computed, once
+    partial = {k: v for k, v in base.items() if k[0] != 3}
+    context = MethodContext(corpus=encoded, neighbours=NEIGHBOURS, base_scores=partial)
+    again = attribute_corpus(method, loaded, encoded, [[1]] * len(TEXTS), context=context)
+    assert method.diagnostics(context)["base_computations"] == 1
+    for a, b in zip(again, computed, strict=True):
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-12)
+
+
+def test_requirements_name_the_base_method() -> None:
+    assert method_requirements("lafa", {"base": "grad_input", "base_params": {"reduction": "sum"}}).base == (
+        "grad_input",
+        {"reduction": "sum"},
+    )
+    assert method_requirements("simple_grad").base is None
