@@ -189,8 +189,7 @@ def lafa_aggregate_batch(
     own_embeddings, pool = embeddings, pool_embeddings
     if centre is not None:
         own_embeddings, pool = own_embeddings - centre, pool - centre
-    k = kernel_matrix(kernel, own_embeddings, pool, kernel_params or KernelParams())  # (B, S, P)
-    k = torch.where(real[:, None, :], k, 0.0)
+    k = kernel_matrix(kernel, own_embeddings, pool, kernel_params or KernelParams())  # (B, S, P), padding included
     term = lam * torch.bmm(k, weights[:, :, None])[:, :, 0]  # (B, S)
     use = content & active[:, None]
     if record is not None:
@@ -203,21 +202,30 @@ def _spread(
 ) -> dict[str, torch.Tensor]:
     """Per row with content pieces and neighbour pieces: the mean and population SD of the kernel over its
     (content piece, neighbour piece) pairs, and the SDs over its content pieces of the base scores and the
-    neighbour term (``texts``: how many rows these are)."""
-    pairs = content[:, :, None] & real[:, None, :]
-    n_pairs = pairs.sum(dim=(1, 2))
+    neighbour term (sums in float64; ``real`` leaves the padding pieces out)."""
+    pool = real.to(k.dtype)[:, :, None]  # (B, P, 1)
+    own = content.to(torch.float64)
+    n_pairs = own.sum(dim=1) * pool[:, :, 0].to(torch.float64).sum(dim=1)
     rows = n_pairs > 0
-    pairs, n_pairs, content = pairs[rows], n_pairs[rows].to(k.dtype), content[rows]
-    k, base, term = k[rows], base[rows], term[rows]
-    k_mean = torch.where(pairs, k, 0.0).sum(dim=(1, 2)) / n_pairs
-    k_sd = (torch.where(pairs, k - k_mean[:, None, None], 0.0).pow(2).sum(dim=(1, 2)) / n_pairs).sqrt()
-    pieces = content.sum(dim=1)
+    k_sum = (torch.bmm(k, pool)[:, :, 0].to(torch.float64) * own).sum(dim=1)
+    k_squares = (torch.bmm(k * k, pool)[:, :, 0].to(torch.float64) * own).sum(dim=1)
+    pieces = own.sum(dim=1)
+    k_mean = k_sum[rows] / n_pairs[rows]
+    k_sd = (k_squares[rows] / n_pairs[rows] - k_mean.pow(2)).clamp_min(0).sqrt()
 
     def sd(x: torch.Tensor) -> torch.Tensor:
-        mean = torch.where(content, x, 0.0).sum(dim=1) / pieces
-        return (torch.where(content, x - mean[:, None], 0.0).pow(2).sum(dim=1) / pieces).sqrt()
+        x = x.to(torch.float64)[rows]
+        w, n = own[rows], pieces[rows]
+        mean = (x * w).sum(dim=1) / n
+        return ((x - mean[:, None]).pow(2) * w).sum(dim=1) / n
 
-    return {"kernel_mean": k_mean, "kernel_sd": k_sd, "base_sd": sd(base), "term_sd": sd(term), "pieces": pieces}
+    return {
+        "kernel_mean": k_mean,
+        "kernel_sd": k_sd,
+        "base_sd": sd(base).sqrt(),
+        "term_sd": sd(term).sqrt(),
+        "pieces": pieces[rows],
+    }
 
 
 @register_method(
