@@ -106,11 +106,14 @@ def _embeddings_fields(dim: int) -> list[pa.Field]:
 
 
 def _neighbours_fields() -> list[pa.Field]:
+    # The corpus positions too: readers take one shard's rows and never map ids.
     return [
         _required("doc_id", pa.string()),
         _required("rank", pa.int32()),
         _required("neighbour_id", pa.string()),
         _required("distance", pa.float32()),
+        _required("position", pa.int64()),
+        _required("neighbour_position", pa.int64()),
     ]
 
 

@@ -39,12 +39,13 @@ def neighbour_selection(
     index_ref: ArtifactRef,
     groups: dict[str, list],
     seed: int,
-    doc_ids: list[str] | None = None,
+    rows: range | None = None,
 ) -> NeighbourSelection:
     """Neighbours by corpus position as a method's ``request`` asks, after checking the index.
 
-    The candidates are the build_index stage's neighbours table (the corpus is searched once);
-    the index itself is loaded and searched only when that table holds too few per text.
+    The candidates are the build_index stage's neighbours table (the corpus is searched once), of
+    the texts at ``rows`` only (default all); the index itself is loaded and searched only when
+    that table holds too few per text.
     """
     manifest = read_index_manifest(index_ref)
     if manifest.get("model") and manifest["model"] != loaded.source:
@@ -63,14 +64,15 @@ def neighbour_selection(
     vectors = np.asarray(table.column("embedding").combine_chunks().flatten(), dtype=np.float32).reshape(
         table.num_rows, -1
     )
-    ids = doc_ids if doc_ids is not None else table.column("doc_id").to_pylist()
-    candidates = neighbour_candidates(index_ref, ids)
+    size = table.num_rows
+    candidates = neighbour_candidates(index_ref, size, rows)
     index = None
-    if candidates is None or candidates[1].shape[1] < min(len(ids) - 1, candidates_needed(request)):
+    if candidates is None or candidates[1].shape[1] < min(size - 1, candidates_needed(request)):
         get_run_logger().info("the neighbours table holds too few candidates per text; searching the index")
         index = read_index(index_ref)[0]
+        candidates = None
     return select_neighbours(
-        index, vectors, request, groups=groups.get(request.filter), seed=seed, candidates=candidates
+        index, vectors, request, groups=groups.get(request.filter), seed=seed, candidates=candidates, rows=rows
     )
 
 
@@ -211,7 +213,7 @@ def attribute_stage(
             groups["prediction"] = [int(np.argmax(row)) for row in logits]
         with progress.phase("selecting neighbours"):
             selection = neighbour_selection(
-                requirements.neighbours, loaded, embeddings, index, groups, seed, doc_ids=view.doc_ids
+                requirements.neighbours, loaded, embeddings, index, groups, seed, rows=inside
             )
         counts = [len(selection.neighbours.get(i, ())) for i in inside]
         without = sum(count == 0 for count in counts)

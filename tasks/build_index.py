@@ -6,7 +6,6 @@ import dataclasses
 import time
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 from prefect.logging import get_run_logger
 
@@ -55,6 +54,8 @@ def build_index_stage(
             "rank": pa.array(cols.astype(np.int32)),
             "neighbour_id": ids.take(pa.array(nn[rows, cols])),
             "distance": pa.array(dist[rows, cols].astype(np.float32)),
+            "position": pa.array(rows.astype(np.int64)),
+            "neighbour_position": pa.array(nn[rows, cols].astype(np.int64)),
         }
     )
     store = ArtifactStore(context.artifacts_root, context.run_id)
@@ -90,23 +91,30 @@ def build_index_stage(
     )
 
 
-def neighbour_candidates(index: ArtifactRef, doc_ids: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
-    """The search build_index made, as ``(squared distances, corpus positions)``, ``(n, k)``, nearest first.
+def neighbour_candidates(
+    index: ArtifactRef, size: int, rows: range | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The search build_index made, as ``(squared distances, corpus positions)``, nearest first.
 
-    ``doc_ids`` is the corpus in order (the embeddings' order); empty slots are ``-1`` (distance
-    ``inf``). ``None`` for an index written without a neighbours table.
+    Of the corpus' ``size`` texts, only those at positions ``rows`` (default all), one row each in
+    that order: ``(len(rows), k)``. Empty slots are ``-1`` (distance ``inf``). Only the table's
+    numeric columns are read. ``None`` for an index written without a neighbours table.
     """
     manifest = read_index_manifest(index)
     if "neighbours" not in manifest:
         return None
-    table = read_artifact(ArtifactRef.from_dict(manifest["neighbours"]))
-    position = pd.Index(doc_ids)
-    rows = position.get_indexer(table.column("doc_id").to_numpy())
-    found = position.get_indexer(table.column("neighbour_id").to_numpy())
+    table = read_artifact(
+        ArtifactRef.from_dict(manifest["neighbours"]), columns=["position", "rank", "neighbour_position", "distance"]
+    )
+    rows = rows if rows is not None else range(size)
+    position = table.column("position").to_numpy()
+    low, high = np.searchsorted(position, [rows.start, rows.stop])  # the table is in position order
+    position = position[low:high] - rows.start
     ranks = table.column("rank").to_numpy()
     width = int(ranks.max()) + 1 if len(ranks) else 0
-    squared = np.full((len(doc_ids), width), np.inf, np.float32)
-    positions = np.full((len(doc_ids), width), -1, np.int64)
-    squared[rows, ranks] = table.column("distance").to_numpy()
-    positions[rows, ranks] = found
+    ranks = ranks[low:high]
+    squared = np.full((len(rows), width), np.inf, np.float32)
+    positions = np.full((len(rows), width), -1, np.int64)
+    squared[position, ranks] = table.column("distance").to_numpy()[low:high]
+    positions[position, ranks] = table.column("neighbour_position").to_numpy()[low:high]
     return squared, positions

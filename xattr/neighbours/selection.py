@@ -109,6 +109,7 @@ def select_neighbours(
     device: torch.device | str | None = None,
     queries: np.ndarray | None = None,
     query_groups: Sequence[object] | None = None,
+    rows: range | None = None,
 ) -> NeighbourSelection:
     """Neighbours of every indexed text (LAFA Eq. 4), excluding the text itself, or of other query texts.
 
@@ -129,6 +130,8 @@ def select_neighbours(
             indexed texts are wanted (``None``: the indexed texts themselves, each excluding
             itself). ``epsilon`` is always a quantile of the indexed texts' pairwise distances.
         query_groups: Per query, its group when ``queries`` and a filter are given.
+        rows: Only the neighbours of the indexed texts at these positions (one shard), without
+            ``queries``; ``candidates``, when given, then hold these rows only, in order.
 
     Returns:
         The selection, keyed by indexed position (or query row with ``queries``); texts without
@@ -164,22 +167,27 @@ def select_neighbours(
             squared, ids = candidates[0][:, :fetch], candidates[1][:, :fetch]
         elif index is not None:
             squared, ids = nearest_neighbours(index, vectors, fetch, device=device)
+            if rows is not None:
+                squared, ids = squared[rows.start : rows.stop], ids[rows.start : rows.stop]
         else:
             raise ValueError(f"{fetch} neighbour candidates per text are needed; give an index or that many candidates")
         own_groups = groups
+    keys = rows if rows is not None and queries is None else range(len(ids))
+    if len(keys) != len(ids):
+        raise ValueError(f"neighbour candidates for {len(ids)} texts, but {len(keys)} rows are asked for")
     out: dict[int, list[int]] = {}
     empty = 0
-    for row in range(len(ids)):
+    for row, key in enumerate(keys):
         chosen: list[int] = []
         for dist2, j in zip(squared[row], ids[row], strict=True):
             if j < 0 or len(chosen) == m:
                 break
             if epsilon is not None and np.sqrt(max(float(dist2), 0.0)) >= epsilon:
                 break  # nearest first: every later candidate is farther
-            if request.filter != "none" and groups[int(j)] != own_groups[row]:  # type: ignore[index]
+            if request.filter != "none" and groups[int(j)] != own_groups[key]:  # type: ignore[index]
                 continue
             chosen.append(int(j))
-        out[row] = chosen
+        out[key] = chosen
         empty += not chosen
     if empty:
         logger.warning(

@@ -73,8 +73,8 @@ ROWS: dict[str, list[dict[str, Any]]] = {
         {"doc_id": "d1", "embedding": [0.0, 2.0, -0.125]},
     ],
     "neighbours": [
-        {"doc_id": "d0", "rank": 0, "neighbour_id": "d1", "distance": 0.75},
-        {"doc_id": "d0", "rank": 1, "neighbour_id": "d2", "distance": 1.5},
+        {"doc_id": "d0", "rank": 0, "neighbour_id": "d1", "distance": 0.75, "position": 0, "neighbour_position": 1},
+        {"doc_id": "d0", "rank": 1, "neighbour_id": "d2", "distance": 1.5, "position": 0, "neighbour_position": 2},
     ],
     "head_statistics": [
         {
@@ -612,7 +612,15 @@ def test_package_exports() -> None:
 
 def _neighbour_rows(start: int, stop: int) -> pa.Table:
     rows = [
-        {"doc_id": f"d{i}", "rank": 0, "neighbour_id": f"d{i + 1}", "distance": float(i)} for i in range(start, stop)
+        {
+            "doc_id": f"d{i}",
+            "rank": 0,
+            "neighbour_id": f"d{i + 1}",
+            "distance": float(i),
+            "position": i,
+            "neighbour_position": i + 1,
+        }
+        for i in range(start, stop)
     ]
     return pa.Table.from_pylist(rows, schema=schema_for("neighbours"))
 

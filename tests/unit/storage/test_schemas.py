@@ -56,6 +56,8 @@ EXPECTED = {
             _req("rank", pa.int32()),
             _req("neighbour_id", pa.string()),
             _req("distance", pa.float32()),
+            _req("position", pa.int64()),
+            _req("neighbour_position", pa.int64()),
         ],
         metadata=_meta("neighbours"),
     ),
@@ -257,13 +259,15 @@ def test_conform_reorders_casts_and_fills_nullable_columns() -> None:
             "neighbour_id": ["b", "a"],
             "rank": pa.array([1, 2], pa.int64()),
             "doc_id": ["a", "b"],
+            "neighbour_position": pa.array([1, 0], pa.int32()),
+            "position": [0, 1],
         }
     )
     result = conform_table(table, schema_for("neighbours"), artifact="n")
     assert result.schema.equals(EXPECTED["neighbours"], check_metadata=True)
     assert result.to_pylist() == [
-        {"doc_id": "a", "rank": 1, "neighbour_id": "b", "distance": 0.5},
-        {"doc_id": "b", "rank": 2, "neighbour_id": "a", "distance": 1.25},
+        {"doc_id": "a", "rank": 1, "neighbour_id": "b", "distance": 0.5, "position": 0, "neighbour_position": 1},
+        {"doc_id": "b", "rank": 2, "neighbour_id": "a", "distance": 1.25, "position": 1, "neighbour_position": 0},
     ]
 
     corpus = conform_table(pa.table({"text": ["t"], "doc_id": ["d"]}), schema_for("corpus"), artifact="c")
@@ -304,19 +308,38 @@ def test_conform_names_missing_and_extra_columns() -> None:
         conform_table(table, schema_for("neighbours"), artifact="n")
     assert info.value.artifact == "n"
     assert info.value.problem == (
-        "missing column(s): 'neighbour_id', 'distance'; unexpected column(s): 'note', 'other'"
+        "missing column(s): 'neighbour_id', 'distance', 'position', 'neighbour_position'; "
+        "unexpected column(s): 'note', 'other'"
     )
 
 
 def test_conform_names_uncastable_column() -> None:
-    table = pa.table({"doc_id": ["a"], "rank": ["first"], "neighbour_id": ["b"], "distance": [0.5]})
+    table = pa.table(
+        {
+            "doc_id": ["a"],
+            "rank": ["first"],
+            "neighbour_id": ["b"],
+            "distance": [0.5],
+            "position": [0],
+            "neighbour_position": [1],
+        }
+    )
     with pytest.raises(StorageError) as info:
         conform_table(table, schema_for("neighbours"), artifact="n")
     assert info.value.problem.startswith("column 'rank': cannot cast string to int32 (")
 
 
 def test_conform_refuses_overflowing_cast() -> None:
-    table = pa.table({"doc_id": ["a"], "rank": [2**40], "neighbour_id": ["b"], "distance": [0.5]})
+    table = pa.table(
+        {
+            "doc_id": ["a"],
+            "rank": [2**40],
+            "neighbour_id": ["b"],
+            "distance": [0.5],
+            "position": [0],
+            "neighbour_position": [1],
+        }
+    )
     with pytest.raises(StorageError, match="column 'rank': cannot cast int64 to int32"):
         conform_table(table, schema_for("neighbours"), artifact="n")
 
@@ -377,7 +400,8 @@ def test_check_schema_reports_drift() -> None:
     with pytest.raises(StorageError) as info:
         check_schema(schema, "neighbours", artifact="n")
     assert info.value.problem == (
-        "schema drift: missing column(s): 'neighbour_id'; unexpected column(s): 'extra'; "
+        "schema drift: missing column(s): 'neighbour_id', 'position', 'neighbour_position'; "
+        "unexpected column(s): 'extra'; "
         "column 'rank': expected int32 not null, found int64 not null; "
         "column 'distance': expected float not null, found float"
     )
@@ -389,8 +413,8 @@ def test_check_schema_reports_column_order() -> None:
     with pytest.raises(StorageError) as info:
         check_schema(schema, "neighbours", artifact="n")
     assert info.value.problem == (
-        "schema drift: columns out of order: expected 'doc_id', 'rank', 'neighbour_id', "
-        "'distance', found 'rank', 'doc_id', 'neighbour_id', 'distance'"
+        "schema drift: columns out of order: expected 'doc_id', 'rank', 'neighbour_id', 'distance', 'position', "
+        "'neighbour_position', found 'rank', 'doc_id', 'neighbour_id', 'distance', 'position', 'neighbour_position'"
     )
 
 

@@ -72,7 +72,11 @@ def test_stage_searches_the_candidates_methods_need_and_reads_them_back(tmp_path
             embeddings, "flat_l2", 3, RunContext(tmp_path / "artifacts", "run-1"), candidates=12
         )
     assert result.params["searched_neighbours"] == "12" and result.metrics["neighbour_rows"] == 50 * 12
-    squared, ids = neighbour_candidates(result.refs["index"], [f"doc-{i}" for i in range(50)])
+    squared, ids = neighbour_candidates(result.refs["index"], 50)
     expected_d, expected_i = nearest_neighbours(build_index(vectors), vectors, 12)
     np.testing.assert_array_equal(ids, expected_i)
     np.testing.assert_array_equal(squared, expected_d)
+    # one shard's rows only, in order
+    squared, ids = neighbour_candidates(result.refs["index"], 50, range(20, 35))
+    np.testing.assert_array_equal(ids, expected_i[20:35])
+    np.testing.assert_array_equal(squared, expected_d[20:35])

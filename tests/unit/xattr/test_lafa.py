@@ -177,6 +177,15 @@ def test_selection_from_a_search_already_made_equals_searching() -> None:
         select_neighbours(
             None, x, NeighbourRequest(4, None, "label"), groups=groups, candidates=nearest_neighbours(index, x, 10)
         )
+    # one shard's rows, from that shard's candidates or by searching: the whole selection's rows
+    shard = range(30, 55)
+    for request in (NeighbourRequest(5, 0.3), NeighbourRequest(4, None, "label")):
+        whole = select_neighbours(index, x, request, groups=groups)
+        rows = {i: whole.neighbours[i] for i in shard}
+        part = (wide[0][30:55], wide[1][30:55])
+        assert select_neighbours(None, x, request, groups=groups, candidates=part, rows=shard).neighbours == rows
+        assert select_neighbours(index, x, request, groups=groups, rows=shard).neighbours == rows
+        assert select_neighbours(None, x, request, groups=groups, candidates=part, rows=shard).epsilon == whole.epsilon
 
 
 def test_stored_base_scores_are_used_and_only_missing_ones_computed(loaded) -> None:
