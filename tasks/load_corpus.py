@@ -14,6 +14,7 @@ from tasks.caching import stage_task
 from tasks.models import loaded_model
 from tasks.results import RunContext, StageResult
 from xattr.data.corpus import CLASS_TASKS, CorpusColumns, OnProblem, load_corpus
+from xattr.models.encoding import has_word_pieces
 from xattr.models.loading import ModelSpec
 from xattr.reporting.predictions import class_names
 
@@ -44,7 +45,7 @@ def load_corpus_stage(
         empty_texts=empty_texts,
         missing_labels=missing_labels,
         classes=classes,
-        has_tokens=lambda texts: [bool(ids) for ids in loaded.tokenizer(texts, add_special_tokens=False)["input_ids"]],
+        has_tokens=lambda texts: has_word_pieces(loaded.tokenizer, texts, max_length=loaded.max_length),
     )
     frame = corpus.frame
     if loaded.task == "classification" and frame["label"].notna().any():

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -105,6 +106,25 @@ def encode_texts(
 _SPACE = np.array([chr(c).isspace() for c in range(0x3001)], dtype=np.bool_)
 
 
+def _backend(tokenizer: object, max_length: int) -> Any:
+    """The fast tokenizer's Rust backend, truncating (longest first) to ``max_length`` without padding.
+
+    Its settings are changed in place, as the tokenizer's own ``__call__`` does before each call.
+    """
+    backend = tokenizer.backend_tokenizer  # type: ignore[attr-defined]
+    if backend.padding is not None:
+        backend.no_padding()
+    wanted = {"max_length": max_length, "stride": 0, "strategy": "longest_first", "direction": "right"}
+    if backend.truncation != wanted:
+        backend.enable_truncation(max_length, stride=0, strategy="longest_first", direction="right")
+    return backend
+
+
+def has_word_pieces(tokenizer: object, texts: Sequence[str], *, max_length: int) -> list[bool]:
+    """Whether each text tokenises to at least one word piece (special tokens not counted)."""
+    return [bool(e.ids) for e in _backend(tokenizer, max_length).encode_batch(list(texts), add_special_tokens=False)]
+
+
 def encode_columns(
     tokenizer: object, texts: Sequence[str], pairs: Sequence[str | None] | None = None, *, max_length: int
 ) -> EncodedCorpus:
@@ -128,13 +148,7 @@ def encode_columns(
     if pair_list is not None and any(p is None for p in pair_list):
         missing = next(i for i, p in enumerate(pair_list) if p is None)
         raise ValueError(f"row {missing}: pair text is missing while other rows have one")
-    # The backend's truncation and padding are set in place, as the tokenizer's own __call__ does.
-    backend = tokenizer.backend_tokenizer  # type: ignore[attr-defined]
-    if backend.padding is not None:
-        backend.no_padding()
-    wanted = {"max_length": max_length, "stride": 0, "strategy": "longest_first", "direction": "right"}
-    if backend.truncation != wanted:
-        backend.enable_truncation(max_length, stride=0, strategy="longest_first", direction="right")
+    backend = _backend(tokenizer, max_length)
     inputs = list(zip(texts, pair_list, strict=True)) if pair_list is not None else list(texts)
     encodings = backend.encode_batch(inputs, add_special_tokens=True) if inputs else []
     lengths = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))

@@ -90,3 +90,13 @@ def test_word_indices_follow_whitespace_words_across_segments(tmp_path: Path) ->
     words = [w for w, s in zip(e.word_index, e.special, strict=True) if not s]
     assert words[0] == 0 and words[-1] == 5  # "good" is word 0 (no-break space splits words); "plot" is word 5
     assert np.all(np.diff(words) >= 0)
+
+
+def test_has_word_pieces_equals_the_tokenizers_own_count(tmp_path: Path) -> None:
+    from xattr.models.encoding import has_word_pieces
+
+    texts = ["", "   ", "\u200b", "!!", "good film", "\u3000", "zzz", "\t\n"]
+    for tokenizer in _tokenizers(tmp_path):
+        expected = [bool(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        assert has_word_pieces(tokenizer, texts, max_length=8) == expected
+        assert any(expected) and not all(expected)
