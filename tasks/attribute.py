@@ -15,7 +15,7 @@ from prefect.logging import get_run_logger
 from storage import ArtifactRef, ArtifactStore, dataset_parts, read_artifact, read_index, read_index_manifest
 from tasks.build_index import neighbour_candidates
 from tasks.caching import stage_task
-from tasks.corpus_io import read_corpus
+from tasks.corpus_io import read_corpus, read_positions
 from tasks.head_statistics import checked_head_masks
 from tasks.models import loaded_model
 from tasks.progress import StageProgress
@@ -25,7 +25,14 @@ from xattr.methods import MethodContext, attribute_corpus, get_method
 from xattr.methods.runner import attribution_table
 from xattr.models.loading import LoadedModel, ModelSpec
 from xattr.models.targets import TargetPolicy, resolve_targets
-from xattr.neighbours.selection import NeighbourRequest, NeighbourSelection, candidates_needed, select_neighbours
+from xattr.neighbours.selection import (
+    NeighbourRequest,
+    NeighbourSelection,
+    candidates_needed,
+    cutoff_pairs,
+    distance_cutoff,
+    select_neighbours,
+)
 
 
 class IndexMismatchError(ValueError):
@@ -60,20 +67,40 @@ def neighbour_selection(
                 f"the method asks for neighbours in layer {wanted}, but the index {index_ref.path} "
                 f"was built on layer {manifest.get('layer')}; set encode.layer: {wanted}"
             )
-    table = read_artifact(embeddings)
-    vectors = np.asarray(table.column("embedding").combine_chunks().flatten(), dtype=np.float32).reshape(
-        table.num_rows, -1
-    )
-    size = table.num_rows
+    size = embeddings.rows
     candidates = neighbour_candidates(index_ref, size, rows)
     index = None
+    epsilon = None
     if candidates is None or candidates[1].shape[1] < min(size - 1, candidates_needed(request)):
         get_run_logger().info("the neighbours table holds too few candidates per text; searching the index")
         index = read_index(index_ref)[0]
         candidates = None
+        vectors = _vectors(read_artifact(embeddings))
+    else:  # the candidates serve: only the embeddings of the cut-off's sampled pairs are read
+        vectors = np.zeros((size, 0), np.float32)
+        if request.epsilon_quantile and size > 1:
+            i, j = cutoff_pairs(size, seed=seed)
+            sampled, inverse = np.unique(np.concatenate([i, j]), return_inverse=True)
+            pairs = (inverse[: len(i)], inverse[len(i) :])
+            epsilon = distance_cutoff(
+                _vectors(read_positions(embeddings, sampled)), request.epsilon_quantile, pairs=pairs
+            )
     return select_neighbours(
-        index, vectors, request, groups=groups.get(request.filter), seed=seed, candidates=candidates, rows=rows
+        index,
+        vectors,
+        request,
+        groups=groups.get(request.filter),
+        seed=seed,
+        candidates=candidates,
+        rows=rows,
+        epsilon=epsilon,
     )
+
+
+def _vectors(table: pa.Table) -> np.ndarray:
+    """The ``(rows, dim)`` float32 vectors of an ``embeddings`` table."""
+    flat = table.column("embedding").combine_chunks().flatten()
+    return np.asarray(flat, dtype=np.float32).reshape(table.num_rows, -1)
 
 
 def stored_outputs(predictions: ArtifactRef, doc_ids: list[str]) -> np.ndarray:

@@ -62,14 +62,36 @@ class NeighbourSelection:
     max_neighbours: int = 0
 
 
-def distance_cutoff(vectors: np.ndarray, quantile: float, *, sample_pairs: int = 20_000, seed: int = 0) -> float:
+def cutoff_pairs(n: int, *, sample_pairs: int = 20_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs of distinct texts (positions ``i``, ``j``) whose distances :func:`distance_cutoff` takes.
+
+    Every pair when there are at most ``sample_pairs``, else a seeded draw of that many.
+    """
+    if n * (n - 1) // 2 <= sample_pairs:
+        return np.triu_indices(n, k=1)
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, n, size=sample_pairs)
+    j = (i + rng.integers(1, n, size=sample_pairs)) % n  # never equal to i
+    return i, j
+
+
+def distance_cutoff(
+    vectors: np.ndarray,
+    quantile: float,
+    *,
+    sample_pairs: int = 20_000,
+    seed: int = 0,
+    pairs: tuple[np.ndarray, np.ndarray] | None = None,
+) -> float:
     """``epsilon``: the ``quantile`` of L2 distances between random pairs of distinct texts.
 
     Args:
-        vectors: ``(n, dim)`` text embeddings.
+        vectors: ``(n, dim)`` text embeddings; with ``pairs``, the rows those pairs index.
         quantile: In (0, 1].
-        sample_pairs: Pairs drawn (all pairs when there are fewer).
+        sample_pairs: Pairs drawn (all pairs when there are fewer): :func:`cutoff_pairs`.
         seed: Seed of the draw.
+        pairs: The pairs already drawn, as indices into ``vectors`` (a caller that reads only the
+            sampled rows of a large corpus).
 
     Raises:
         ValueError: Fewer than two texts or a quantile outside (0, 1].
@@ -79,12 +101,7 @@ def distance_cutoff(vectors: np.ndarray, quantile: float, *, sample_pairs: int =
         raise ValueError("a distance cut-off needs at least two texts")
     if not 0.0 < quantile <= 1.0:
         raise ValueError(f"epsilon quantile must be in (0, 1], got {quantile}")
-    if n * (n - 1) // 2 <= sample_pairs:
-        i, j = np.triu_indices(n, k=1)
-    else:
-        rng = np.random.default_rng(seed)
-        i = rng.integers(0, n, size=sample_pairs)
-        j = (i + rng.integers(1, n, size=sample_pairs)) % n  # never equal to i
+    i, j = pairs if pairs is not None else cutoff_pairs(n, sample_pairs=sample_pairs, seed=seed)
     diff = vectors[i].astype(np.float64) - vectors[j].astype(np.float64)
     return float(np.quantile(np.sqrt((diff**2).sum(axis=1)), quantile))
 
@@ -110,6 +127,7 @@ def select_neighbours(
     queries: np.ndarray | None = None,
     query_groups: Sequence[object] | None = None,
     rows: range | None = None,
+    epsilon: float | None = None,
 ) -> NeighbourSelection:
     """Neighbours of every indexed text (LAFA Eq. 4), excluding the text itself, or of other query texts.
 
@@ -132,6 +150,9 @@ def select_neighbours(
         query_groups: Per query, its group when ``queries`` and a filter are given.
         rows: Only the neighbours of the indexed texts at these positions (one shard), without
             ``queries``; ``candidates``, when given, then hold these rows only, in order.
+        epsilon: The cut-off already computed (:func:`distance_cutoff` of ``vectors``); then
+            ``vectors`` may hold no columns (only its length, the corpus size, is read) when
+            ``candidates`` serve the selection.
 
     Returns:
         The selection, keyed by indexed position (or query row with ``queries``); texts without
@@ -152,9 +173,10 @@ def select_neighbours(
     m = min(request.max_neighbours, available)
     if m < request.max_neighbours:
         logger.warning("M=%d neighbours asked but the corpus has %d texts; using %d", request.max_neighbours, n, m)
-    epsilon = (
-        distance_cutoff(vectors, request.epsilon_quantile, seed=seed) if request.epsilon_quantile and n > 1 else None
-    )
+    if epsilon is None and request.epsilon_quantile and n > 1:
+        epsilon = distance_cutoff(vectors, request.epsilon_quantile, seed=seed)
+    elif not request.epsilon_quantile:
+        epsilon = None
     # With a filter, fetch more candidates so that M of the right group can remain.
     fetch = min(available, candidates_needed(dataclasses.replace(request, max_neighbours=m)))
     if queries is not None:

@@ -14,7 +14,7 @@ from xattr.methods.lafa_kernels import KernelParams, kernel_matrix
 from xattr.models.encoding import encode_texts
 from xattr.models.loading import load_model
 from xattr.neighbours.index import build_index, nearest_neighbours
-from xattr.neighbours.selection import NeighbourRequest, distance_cutoff, select_neighbours
+from xattr.neighbours.selection import NeighbourRequest, cutoff_pairs, distance_cutoff, select_neighbours
 
 A = torch.tensor([[1.0, 0.0], [0.5, -2.0]], dtype=torch.float64)
 B = torch.tensor([[1.0, 0.0], [0.0, 3.0], [-1.0, 1.0]], dtype=torch.float64)
@@ -145,6 +145,15 @@ def test_distance_cutoff_is_the_quantile_of_pairwise_distances() -> None:
     i, j = np.triu_indices(30, k=1)
     expected = np.quantile(np.linalg.norm(x[i].astype(np.float64) - x[j], axis=1), 0.2)
     assert distance_cutoff(x, 0.2) == pytest.approx(expected, rel=1e-12)
+
+
+def test_cutoff_from_the_sampled_rows_only_equals_the_whole_corpus_cutoff() -> None:
+    x = np.random.default_rng(1).normal(size=(400, 5)).astype(np.float32)
+    i, j = cutoff_pairs(400, sample_pairs=300, seed=3)
+    sampled, inverse = np.unique(np.concatenate([i, j]), return_inverse=True)
+    assert len(sampled) < 400
+    part = distance_cutoff(x[sampled], 0.1, pairs=(inverse[:300], inverse[300:]))
+    assert part == distance_cutoff(x, 0.1, sample_pairs=300, seed=3)
 
 
 def test_selection_applies_cutoff_m_and_label_filter() -> None:
