@@ -15,6 +15,7 @@ from scipy.stats import spearmanr
 from xattr.reporting.viewer import (
     ViewerSettings,
     agreement_matrix,
+    listed_documents,
     render_explanations,
     sample_documents,
     viewer_predictions,
@@ -269,3 +270,40 @@ def test_a_regressor_or_unlabelled_classifier_has_no_majority_verdict() -> None:
         corpus, words, predictions.drop(columns="gold_label"), {"ig": True, "simple_grad": False}
     )
     assert "class='banner'" not in unlabelled and "class='verdict-ok'" not in unlabelled
+
+
+def test_the_page_from_the_listed_documents_words_and_a_given_agreement_is_the_same_page() -> None:
+    """What ``explanations_page`` does at corpus scale (reads only the listed rows) changes nothing on the page."""
+    corpus, words, predictions = _tables(600)
+    settings = ViewerSettings(max_documents=40)
+    signed = {"ig": True, "simple_grad": False}
+    full = render_explanations(corpus, words, predictions, signed, settings=settings)
+    listed = listed_documents(corpus["doc_id"].tolist(), predictions, settings)
+    assert listed == sample_documents(predictions, settings) and len(listed) == 40
+    part = words[words["doc_id"].isin(set(listed))]
+    page = render_explanations(
+        corpus,
+        part,
+        predictions,
+        signed,
+        settings=settings,
+        documents=listed,
+        methods=["ig", "simple_grad"],
+        agreement=agreement_matrix(words),
+    )
+    assert page == full
+    assert page != render_explanations(corpus, part, predictions, signed, settings=settings, documents=listed)
+
+
+def test_agreement_does_not_depend_on_how_document_ids_are_stored() -> None:
+    """Integer-coded ids inside agreement_matrix: the same matrix as a hand loop of scipy's Spearman."""
+    _, words, _ = _tables(120)
+    matrix = agreement_matrix(words.assign(doc_id=words["doc_id"].astype("string[pyarrow]")))
+    rhos = []
+    for _, doc in words.groupby("doc_id"):
+        a = doc[doc["method"] == "ig"].set_index("word_index")["score"].abs()
+        b = doc[doc["method"] == "simple_grad"].set_index("word_index")["score"].abs()
+        a, b = a.groupby(level=0).sum(), b.groupby(level=0).sum()
+        if len(a) >= 3 and a.nunique() > 1 and b.nunique() > 1:
+            rhos.append(spearmanr(a, b.loc[a.index]).statistic)
+    assert matrix.loc["ig", "simple_grad"] == pytest.approx(np.mean(rhos), abs=1e-12)
