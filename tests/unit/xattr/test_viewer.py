@@ -307,3 +307,51 @@ def test_agreement_does_not_depend_on_how_document_ids_are_stored() -> None:
         if len(a) >= 3 and a.nunique() > 1 and b.nunique() > 1:
             rhos.append(spearmanr(a, b.loc[a.index]).statistic)
     assert matrix.loc["ig", "simple_grad"] == pytest.approx(np.mean(rhos), abs=1e-12)
+
+
+def _pandas_agreement(words: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """The agreement matrix as computed before, grouping on the document ids themselves (strings)."""
+    frame = words[words["method"].isin(methods)]
+    if "target" in frame.columns:
+        first = frame.groupby("doc_id")["target"].transform("first")
+        frame = frame[frame["target"] == first]
+    wide = frame.assign(score=frame["score"].abs()).pivot_table(
+        index=["doc_id", "word_index"], columns="method", values="score", aggfunc="sum"
+    )
+    out = pd.DataFrame(np.eye(len(methods)), index=methods, columns=methods)
+    ranks = wide.groupby(wide.index.get_level_values("doc_id")).rank()
+    for i, a in enumerate(methods):
+        for b in methods[i + 1 :]:
+            pair = ranks[[a, b]].dropna()
+            f = pd.DataFrame({"x": pair[a].to_numpy(), "y": pair[b].to_numpy(), "doc": pair.index.get_level_values(0)})
+            g = f.groupby("doc")
+            dx, dy = f["x"] - g["x"].transform("mean"), f["y"] - g["y"].transform("mean")
+            parts = pd.DataFrame(
+                {"doc": f["doc"], "xy": dx * dy, "xx": dx * dx, "yy": dy * dy, "n": g["x"].transform("size")}
+            )
+            sums = parts.groupby("doc").agg(xy=("xy", "sum"), xx=("xx", "sum"), yy=("yy", "sum"), n=("n", "first"))
+            ok = (sums["n"] >= 3) & (sums["xx"] > 0) & (sums["yy"] > 0)
+            rho = sums.loc[ok, "xy"] / np.sqrt(sums.loc[ok, "xx"] * sums.loc[ok, "yy"])
+            out.loc[a, b] = out.loc[b, a] = float(rho.mean()) if ok.any() else np.nan
+    return out
+
+
+def test_agreement_on_integer_coded_ids_is_the_computation_on_the_ids_bit_for_bit() -> None:
+    """Ties, words one method lacks, several targets, duplicate rows, shuffled ids: the same float64s."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for d in rng.permutation(300):
+        n = int(rng.integers(1, 25))
+        targets = [0, 1] if d % 7 == 0 else [int(d % 2)]
+        for t in targets:
+            for m in ("ig", "lafa", "grad"):
+                for w in range(n):
+                    if m == "grad" and rng.random() < 0.2:
+                        continue  # a word this method has no score for
+                    score = float(rng.integers(-3, 4)) if m == "lafa" else float(rng.normal())  # lafa: many ties
+                    rows.append((f"doc-{d}", m, t, w, score))
+                    if rng.random() < 0.05:
+                        rows.append((f"doc-{d}", m, t, w, float(rng.normal())))  # a second piece of the word
+    words = pd.DataFrame(rows, columns=["doc_id", "method", "target", "word_index", "score"])
+    methods = ["ig", "lafa", "grad"]
+    pd.testing.assert_frame_equal(agreement_matrix(words, methods), _pandas_agreement(words, methods), check_exact=True)
