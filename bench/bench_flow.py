@@ -263,13 +263,16 @@ def run_one(n: int, model_kind: str, shard_size: int | None, max_texts: int, wor
     nearest_neighbours(index, vectors, settings.index.neighbours)
     index_seconds = time.perf_counter() - t
     # class_drivers: one forward per masked text, on the masked texts and batches the stage predicted.
-    viewer_inputs = summary["viewer"]["inputs"]
+    stored = json.loads(Path(summary["summary_path"]).with_name("summary.json").read_text())
+    viewer_inputs = stored["viewer"]["inputs"]
     drivers_ref = viewer_inputs.get("drivers")
     masked_seconds = 0.0
     if drivers_ref:
         drivers = read_artifact(ArtifactRef.from_dict(drivers_ref)).to_pandas()
         frame = table.to_pandas()
-        logits = stored_outputs(ArtifactRef.from_dict(viewer_inputs["predictions"]), frame["doc_id"].astype(str).tolist())
+        logits = stored_outputs(
+            ArtifactRef.from_dict(viewer_inputs["predictions"]), frame["doc_id"].astype(str).tolist()
+        )
         cd_settings = settings.drivers.library(settings.evaluation.seed, settings.evaluation.batch_size)
         masked = class_masked_texts(loaded, encoded, frame, logits, drivers, cd_settings)
         chunk = cd_settings.batch_size * 8  # the stage's chunks (driver_occurrences' chunk), then its batches
@@ -279,7 +282,7 @@ def run_one(n: int, model_kind: str, shard_size: int | None, max_texts: int, wor
         masked_seconds = time.perf_counter() - t
     # The viewer writes a page (no artifact ref): its bytes; it makes no model pass.
     if "viewer" in stages:
-        stages["viewer"]["bytes"] += Path(summary["viewer"]["path"]).stat().st_size
+        stages["viewer"]["bytes"] += Path(stored["viewer"]["path"]).stat().st_size
     compute = {
         "class_drivers": masked_seconds,
         "encode_corpus": forward_floor(batches),
