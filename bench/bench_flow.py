@@ -7,10 +7,16 @@ and ``evaluation.max_texts`` texts evaluated. Per stage it prints:
 - ``wall``: seconds from the previous stage's end to this stage's end, as the flow saw them
   (shards of one stage summed; listing the shards' parts as one dataset is its own row);
 - ``floor``: what the stage cannot avoid, timed in the same process on the same batches after
-  the flow: the model passes (encode: one forward per text; attribute-simple_grad: one forward
+  the flow: the model passes (encode: one forward per text, plus the tokenizer backend's own
+  encode of every text; attribute-simple_grad: one forward
   + backward per text; evaluate: one forward per evaluated text and removal fraction),
-  build_index: FAISS's own add + k-NN search of every text, plus the bytes the stage wrote at the
-  disk speed measured here (write + fsync);
+  build_index: FAISS's own add + k-NN search of every text; class_drivers: one forward per masked
+  text of its top drivers, on the texts and batches the stage predicted
+  (:func:`xattr.reporting.class_drivers.class_masked_texts`); the viewer: none), plus the bytes the
+  stage wrote at the disk speed measured here (write + fsync; the viewer's page counts).
+  attribute-lafa reads simple_grad's attributions (both are configured, so each text's base
+  attribution is computed once, in simple_grad's stage): its floor is Eq. 6-7's arithmetic alone
+  on the same batches (:func:`lafa_floor`);
 - ``ratio`` = wall / floor, and ``peak RSS`` of the process during the stage (sampled every 20 ms).
 
 Then the flow's wall time against the sum of floors, and with two or more sizes the log-log slope
@@ -187,11 +193,13 @@ def run_one(n: int, model_kind: str, shard_size: int | None, max_texts: int, wor
     from flows.runners import prefect_api
     from flows.settings import ExplainSettings
     from storage import ArtifactRef, read_artifact, read_index
+    from tasks.attribute import stored_outputs
     from tasks.models import loaded_model
     from xattr.models.encoding import encode_texts, iter_batches
-    from xattr.models.forward import output_logits, pad_id
+    from xattr.models.forward import output_logits, pad_id, predict_logits
     from xattr.models.loading import ModelSpec
     from xattr.neighbours.index import build_index, nearest_neighbours
+    from xattr.reporting.class_drivers import class_masked_texts
 
     work.mkdir(parents=True, exist_ok=True)
     model_dir = (tiny_model if model_kind == "tiny" else minilm_model)(work / "model")
@@ -296,8 +304,34 @@ def run_one(n: int, model_kind: str, shard_size: int | None, max_texts: int, wor
     index = build_index(vectors, index_type)
     nearest_neighbours(index, vectors, settings.index.neighbours)
     index_seconds = time.perf_counter() - t
+    # class_drivers: one forward per masked text, on the masked texts and batches the stage predicted.
+    stored = json.loads(Path(summary["summary_path"]).with_name("summary.json").read_text())
+    viewer_inputs = stored["viewer"]["inputs"]
+    drivers_ref = viewer_inputs.get("drivers")
+    masked_seconds = 0.0
+    if drivers_ref:
+        drivers = read_artifact(ArtifactRef.from_dict(drivers_ref)).to_pandas()
+        frame = table.to_pandas()
+        logits = stored_outputs(
+            ArtifactRef.from_dict(viewer_inputs["predictions"]), frame["doc_id"].astype(str).tolist()
+        )
+        cd_settings = settings.drivers.library(settings.evaluation.seed, settings.evaluation.batch_size)
+        masked = class_masked_texts(loaded, encoded, frame, logits, drivers, cd_settings)
+        chunk = cd_settings.batch_size * 8  # the stage's chunks (driver_occurrences' chunk), then its batches
+        t = time.perf_counter()
+        for start in range(0, len(masked), chunk):
+            predict_logits(loaded, masked[start : start + chunk], batch_size=cd_settings.batch_size)
+        masked_seconds = time.perf_counter() - t
+    # The viewer writes a page (no artifact ref): its bytes; it makes no model pass.
+    if "viewer" in stages:
+        stages["viewer"]["bytes"] += Path(stored["viewer"]["path"]).stat().st_size
+    # encode_corpus also tokenises every text: the tokenizer's own (Rust) encode of the corpus.
+    t = time.perf_counter()
+    loaded.tokenizer.backend_tokenizer.encode_batch(table.column("text").to_pylist())
+    tokenise_seconds = time.perf_counter() - t
     compute = {
-        "encode_corpus": forward_floor(batches),
+        "class_drivers": masked_seconds,
+        "encode_corpus": tokenise_seconds + forward_floor(batches),
         "build_index": index_seconds,
         "attribute-simple_grad": grad_seconds,
         # LAFA reads simple_grad's attributions (configured too): its own work is Eq. 6-7's arithmetic.

@@ -99,7 +99,7 @@ def explain_corpus(settings: ExplainSettings) -> dict[str, Any]:
             }
             for method in methods
         }
-        drivers = run_class_drivers(run, settings, corpus, predictions, runs, verdicts)
+        drivers = run_class_drivers(run, settings, corpus, predictions, runs, verdicts, tokens)
         inputs = ViewerInputs(
             corpus,
             predictions,
@@ -258,8 +258,11 @@ def run_class_drivers(
     predictions: ArtifactRef,
     runs: Mapping[str, MethodRun],
     verdicts: Sequence[Mapping[str, Any]] = (),
+    tokens: ArtifactRef | None = None,
 ) -> ArtifactRef | None:
     """The ``class_drivers`` artifact of the ``drivers:`` settings, or ``None`` (disabled, or a QA model).
+
+    ``tokens``: the encode stage's artifact of ``corpus``, read instead of tokenising.
 
     The drivers rank by ``drivers.method``, else by the method most faithful against ``random``
     (largest primary-metric gain among those better than random: on AG News a signed Grad*Input that
@@ -282,6 +285,7 @@ def run_class_drivers(
         model=settings.model.spec(),
         label=label,
         settings=wanted.library(evaluation.seed, evaluation.batch_size),
+        tokens=tokens,
     ).refs.get("class_drivers")
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from storage import ArtifactRef, ArtifactStore, read_artifact
 from storage.text_files import write_text_file
@@ -21,8 +22,11 @@ from tasks.results import RunContext, StageResult
 from xattr.models.loading import ModelSpec
 from xattr.reporting.baseline import ClassifierQuality, fine_tune_quality
 from xattr.reporting.class_drivers import ClassDriverSettings, class_drivers
-from xattr.reporting.viewer import ViewerSettings, render_explanations
-from xattr.reporting.words import word_table
+from xattr.reporting.viewer import ViewerSettings, agreement_matrix, listed_documents, render_explanations
+from xattr.reporting.words import word_sums, word_table
+
+#: The ``token_attributions`` columns the viewer reads.
+_PIECE_COLUMNS = ("doc_id", "method", "target", "word_index", "score")
 
 
 @stage_task(name="class_drivers", task_run_name="class_drivers")
@@ -34,19 +38,21 @@ def class_drivers_stage(
     label: str,
     settings: ClassDriverSettings,
     context: RunContext,
+    tokens: ArtifactRef | None = None,
 ) -> StageResult:
     """Write the ``class_drivers`` artifact (:func:`xattr.reporting.class_drivers.class_drivers`).
 
     The ranking uses method ``label``'s attributions, the classes and probabilities the
     ``predictions`` artifact's logits; the masked effects run the model (one forward pass per
-    masked text of the top candidates). A question-answering model gets no artifact (a note).
+    masked text of the top candidates). ``tokens``: the encode stage's artifact of ``corpus``,
+    read instead of tokenising. A question-answering model gets no artifact (a note).
     """
     started = time.perf_counter()
     loaded = loaded_model(model)
     if loaded.task == "question_answering":
         note = "class drivers: not computed for a question-answering model"
         return StageResult("class_drivers", {}, {}, {"method": label}, time.perf_counter() - started, (note,))
-    view = read_corpus(corpus, loaded)
+    view = read_corpus(corpus, loaded, tokens=tokens, columns=["text", "text_pair"])
     logits = stored_outputs(predictions, view.doc_ids)
     table = class_drivers(
         loaded,
@@ -180,25 +186,35 @@ def explanations_page(
             f"method {unknown[0]!r} was not computed in this run; computed: {', '.join(inputs.attributions)}"
         )
     corpus = read_artifact(inputs.corpus).to_pandas()
-    pieces = pd.concat([read_artifact(inputs.attributions[m]).to_pandas() for m in chosen], ignore_index=True)
+    predictions = read_artifact(inputs.predictions).to_pandas()
+    shown = listed_documents(corpus["doc_id"].astype(str).tolist(), predictions, settings, documents)
+    # The listed documents' rows only, and of every document the word sums the agreement matrix needs.
+    pieces, sums = [], []
+    for m in chosen:
+        table = read_artifact(inputs.attributions[m], columns=list(_PIECE_COLUMNS))
+        listed = pa.array(shown, type=table.schema.field("doc_id").type)
+        pieces.append(table.filter(pc.is_in(table["doc_id"], value_set=listed)).to_pandas())
+        sums.append(word_sums(table.to_pandas()))
     evaluation = (
         pd.concat([read_artifact(r).to_pandas() for r in inputs.evaluations], ignore_index=True)
         if inputs.evaluations
         else None
     )
     drivers = read_artifact(inputs.drivers).to_pandas() if inputs.drivers is not None else None
-    predictions = read_artifact(inputs.predictions).to_pandas()
+    listed_corpus = corpus[corpus["doc_id"].astype(str).isin(set(shown))]
     return render_explanations(
         corpus,
-        word_table(pieces, corpus),
+        word_table(pd.concat(pieces, ignore_index=True), listed_corpus),
         predictions,
         {m: inputs.signed[m] for m in chosen},
         evaluation=evaluation,
         drivers=drivers,
         settings=settings,
         notes=notes,
-        documents=documents,
+        documents=shown,
         quality=_quality(inputs.quality, predictions),
+        methods=chosen,
+        agreement=agreement_matrix(pd.concat(sums, ignore_index=True), chosen),
     )
 
 

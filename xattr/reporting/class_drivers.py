@@ -37,7 +37,14 @@ from xattr.models.loading import LoadedModel
 from xattr.models.loading import class_names as model_class_names
 from xattr.models.replacement import replacement_id
 from xattr.reporting.phrases import Unit, extract_units, load_spacy, noun_chunk_spans
-from xattr.reporting.price_drivers import Progress, aggregate_drivers, driver_occurrences, word_score_table
+from xattr.reporting.price_drivers import (
+    ALL_CATEGORIES,
+    Progress,
+    aggregate_drivers,
+    driver_occurrences,
+    masked_encodings,
+    word_score_table,
+)
 from xattr.types import ReplacementPolicy
 
 __all__ = [
@@ -45,6 +52,7 @@ __all__ = [
     "REGRESSION_GROUP",
     "ClassDriverSettings",
     "class_drivers",
+    "class_masked_texts",
     "class_probabilities",
     "driver_units",
     "top_class_drivers",
@@ -162,6 +170,13 @@ def driver_units(
         nlp = load_spacy(settings.spacy_model)
         chunks = noun_chunk_spans(nlp, list(texts))
         pair_chunks = noun_chunk_spans(nlp, [p if isinstance(p, str) else "" for p in pairs]) if pairs else None
+    decided: dict[str, bool] = {}  # a corpus repeats its words: each key's filters run once
+
+    def kept(key: str) -> bool:
+        if key not in decided:
+            decided[key] = _kept(key, settings, stop_words)
+        return decided[key]
+
     out: list[list[Unit]] = []
     for i, text in enumerate(texts):
         units = extract_units(text, rules=(), chunks=chunks[i] if chunks is not None else ())
@@ -175,7 +190,7 @@ def driver_units(
                 old = merged.get(u.key)
                 merged[u.key] = Unit(u.key, u.kind, tuple(sorted(set(shifted) | set(old.words if old else ()))))
             units = list(merged.values())
-        out.append([u for u in units if u.kind != "attribute" and _kept(u.key, settings, stop_words)])
+        out.append([u for u in units if u.kind != "attribute" and kept(u.key)])
     return out
 
 
@@ -239,10 +254,9 @@ def class_drivers(
     scores = word_score_table(attributions, doc_ids)
     if regression:  # one group; the "probability" is the predicted value on the label's scale
         probabilities = to_quantity(np.asarray(logits, dtype=np.float64)[:, :1], loaded.output_transform)
-        predicted = np.zeros(n, dtype=np.int64)
     else:
         probabilities = class_probabilities(loaded, logits)
-        predicted = np.argmax(logits, axis=1)
+    predicted = _groups(loaded, logits)
     token = replacement_id(loaded.tokenizer, settings.replacement)
     frames = []
     classes = sorted(int(c) for c in np.unique(predicted))
@@ -260,13 +274,17 @@ def class_drivers(
         enc_c = [encoded[i] for i in rows]
         units_c = [units[i] for i in rows]
         occurrences = driver_occurrences(
-            ids_c, [name] * len(rows), enc_c, units_c, scores, outputs, None, effect="attribution", **common
+            ids_c, [None] * len(rows), enc_c, units_c, scores, outputs, None, effect="attribution", **common
         )
-        aggregate = dict(min_texts=settings.min_count, confidence=settings.confidence, seed=settings.seed)
-        ranked = aggregate_drivers(occurrences, {name: len(rows)}, resamples=settings.resamples, **aggregate)
-        ranked = ranked[ranked["scope"] == "category"].sort_values(
-            ["mean_attribution", "driver"], ascending=[False, True], kind="stable"
+        # One group (the class's texts, no categories): the "overall" scope, each driver's CI once.
+        aggregate = dict(
+            min_texts=settings.min_count,
+            confidence=settings.confidence,
+            seed=settings.seed,
+            resamples=settings.resamples,
         )
+        ranked = aggregate_drivers(occurrences, {ALL_CATEGORIES: len(rows)}, intervals=("attribution",), **aggregate)
+        ranked = ranked.sort_values(["mean_attribution", "driver"], ascending=[False, True], kind="stable")
         ranked = ranked.reset_index(drop=True)
         ranked["rank"] = np.arange(1, len(ranked) + 1)
         candidates = set(ranked["driver"].head(settings.top_k))
@@ -281,11 +299,10 @@ def class_drivers(
 
             top_units = [[u for u in doc if u.key in candidates] for doc in units_c]
             masked = driver_occurrences(
-                ids_c, [name] * len(rows), enc_c, top_units, scores, outputs, predict, effect="mask",
+                ids_c, [None] * len(rows), enc_c, top_units, scores, outputs, predict, effect="mask",
                 progress=progress, **common,
             )  # fmt: skip
-            effects = aggregate_drivers(masked, {name: len(rows)}, resamples=settings.resamples, **aggregate)
-            effects = effects[effects["scope"] == "category"]
+            effects = aggregate_drivers(masked, {ALL_CATEGORIES: len(rows)}, intervals=("effect",), **aggregate)
         merged = ranked.merge(
             effects[["driver", "kind", "mean_effect", "effect_ci_low", "effect_ci_high"]],
             on=["driver", "kind"],
@@ -322,6 +339,41 @@ def class_drivers(
     for column in ("mean_effect", "effect_ci_low", "effect_ci_high"):
         table[column] = table[column].astype(np.float64)
     return table[list(CLASS_DRIVER_COLUMNS)]
+
+
+def _groups(loaded: LoadedModel, logits: np.ndarray) -> np.ndarray:
+    """The group of each text: its predicted class (a regressor's texts: all group 0)."""
+    if loaded.task == "regression":
+        return np.zeros(len(logits), dtype=np.int64)
+    return np.argmax(logits, axis=1)
+
+
+def class_masked_texts(
+    loaded: LoadedModel,
+    encoded: Sequence[EncodedText],
+    corpus: pd.DataFrame,
+    logits: np.ndarray,
+    drivers: pd.DataFrame,
+    settings: ClassDriverSettings | None = None,
+) -> list[EncodedText]:
+    """The masked texts :func:`class_drivers` predicted for ``drivers`` (its table), class after class.
+
+    For measuring the stage's floor: one forward pass per masked text (``bench/bench_flow.py``).
+    Arguments as :func:`class_drivers`'s, with its result ``drivers``.
+    """
+    settings = settings or ClassDriverSettings()
+    pairs = corpus["text_pair"].tolist() if "text_pair" in corpus.columns else None
+    units = driver_units(corpus["text"].tolist(), pairs, settings)
+    predicted = _groups(loaded, logits)
+    token = replacement_id(loaded.tokenizer, settings.replacement)
+    out: list[EncodedText] = []
+    for c in sorted(int(c) for c in np.unique(predicted)):
+        rows = np.flatnonzero(predicted == c)
+        candidates = set(drivers.loc[(drivers["class_id"] == c) & drivers["masked"], "driver"])
+        if candidates:
+            top_units = [[u for u in units[i] if u.key in candidates] for i in rows]
+            out += masked_encodings([encoded[i] for i in rows], top_units, token, min_texts=settings.min_count)
+    return out
 
 
 def top_class_drivers(drivers: pd.DataFrame, k: int = 5) -> dict[str, list[str]]:

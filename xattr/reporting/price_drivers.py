@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,7 +34,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from xattr.metrics.perturbation import remove_tokens
-from xattr.metrics.uncertainty import bootstrap_mean
+from xattr.metrics.uncertainty import bootstrap_means
 from xattr.models.encoding import EncodedText
 from xattr.models.forward import predict_logits
 from xattr.models.loading import LoadedModel
@@ -66,6 +66,7 @@ __all__ = [
     "example_positions",
     "holdout_mask",
     "listing_units",
+    "masked_encodings",
     "regression_quality",
     "to_price",
     "truth_recovery",
@@ -118,10 +119,16 @@ def word_score_table(attributions: pd.DataFrame, doc_ids: Sequence[str]) -> dict
         ``{doc_id: {word_index: score}}``; words without a token (truncated away) are absent.
     """
     pieces = attributions[(attributions["word_index"] >= 0) & attributions["doc_id"].isin(set(doc_ids))]
-    summed = pieces.groupby(["doc_id", "word_index"], sort=False)["score"].sum()
+    # Integer keys: grouping a million string ids, and iterating the result's MultiIndex, cost seconds.
+    codes, uniques = pd.factorize(pieces["doc_id"])
+    coded = pd.DataFrame({"doc": codes, "word": pieces["word_index"].to_numpy(), "score": pieces["score"].to_numpy()})
+    summed = coded.groupby(["doc", "word"], sort=False, as_index=False)["score"].sum()
     out: dict[str, dict[int, float]] = {d: {} for d in doc_ids}
-    for (doc_id, word), score in summed.items():
-        out[doc_id][int(word)] = float(score)
+    names = list(uniques)
+    for doc, word, score in zip(
+        summed["doc"].tolist(), summed["word"].tolist(), summed["score"].tolist(), strict=True
+    ):  # fmt: skip
+        out[names[doc]][int(word)] = float(score)
     return out
 
 
@@ -142,6 +149,41 @@ def _masked_outputs(
         if progress is not None:
             progress(start + len(part), len(jobs))
     return out
+
+
+def _occurrence_rows(
+    encoded: Sequence[EncodedText], units: Sequence[Sequence[Unit]], min_texts: int
+) -> list[tuple[int, Unit, tuple[int, ...]]]:
+    """``(text position, unit, token positions)`` of every unit occurrence :func:`driver_occurrences` keeps.
+
+    A unit is kept when its key occurs in at least ``min_texts`` texts and none of its words was
+    cut off by truncation.
+    """
+    texts_per_key = Counter(u.key for doc_units in units for u in {x.key: x for x in doc_units}.values())
+    rows: list[tuple[int, Unit, tuple[int, ...]]] = []
+    for position, doc_units in enumerate(units):
+        enc = encoded[position]
+        tokens_of: dict[int, list[int]] = {}
+        for t, w in enumerate(enc.word_index):
+            if w >= 0 and not enc.special[t]:
+                tokens_of.setdefault(w, []).append(t)
+        for unit in doc_units:
+            if texts_per_key[unit.key] < min_texts or any(w not in tokens_of for w in unit.words):
+                continue
+            rows.append((position, unit, tuple(t for w in unit.words for t in tokens_of[w])))
+    return rows
+
+
+def masked_encodings(
+    encoded: Sequence[EncodedText], units: Sequence[Sequence[Unit]], replacement: int | None, *, min_texts: int
+) -> list[EncodedText]:
+    """The masked texts :func:`driver_occurrences` predicts with ``effect="mask"``, in its order.
+
+    For measuring the stage's floor (its forward passes on these texts, as ``bench/bench_flow.py`` does).
+    """
+    return [
+        remove_tokens(encoded[p], tokens, replacement) for p, _, tokens in _occurrence_rows(encoded, units, min_texts)
+    ]
 
 
 def driver_occurrences(
@@ -193,20 +235,10 @@ def driver_occurrences(
         raise ValueError("effect 'mask' needs a predictor for the masked listings")
     if effect not in ("mask", "attribution"):
         raise ValueError(f"unknown effect source {effect!r}; valid: mask, attribution")
-    texts_per_key = Counter(u.key for doc_units in units for u in {x.key: x for x in doc_units}.values())
-    rows: list[tuple[int, Unit, tuple[int, ...], float]] = []
-    for position, (doc_id, doc_units) in enumerate(zip(doc_ids, units, strict=True)):
-        enc = encoded[position]
-        tokens_of: dict[int, list[int]] = {}
-        for t, w in enumerate(enc.word_index):
-            if w >= 0 and not enc.special[t]:
-                tokens_of.setdefault(w, []).append(t)
-        scores = word_scores.get(doc_id, {})
-        for unit in doc_units:
-            if texts_per_key[unit.key] < min_texts or any(w not in tokens_of for w in unit.words):
-                continue
-            tokens = tuple(t for w in unit.words for t in tokens_of[w])
-            rows.append((position, unit, tokens, math.fsum(scores.get(w, 0.0) for w in unit.words)))
+    rows = [
+        (p, unit, tokens, math.fsum(word_scores.get(doc_ids[p], {}).get(w, 0.0) for w in unit.words))
+        for p, unit, tokens in _occurrence_rows(encoded, units, min_texts)
+    ]
     attribution = np.array([r[3] for r in rows], dtype=np.float64)
     full = outputs[[r[0] for r in rows]] if rows else np.empty(0)
     if effect == "mask" and rows:
@@ -232,14 +264,26 @@ def driver_occurrences(
     )
 
 
-def _estimate(values: np.ndarray, confidence: float, resamples: int, seed: int) -> tuple[float, float, float]:
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return math.nan, math.nan, math.nan
-    if finite.size == 1:
-        return float(finite[0]), math.nan, math.nan
-    e = bootstrap_mean(finite, confidence=confidence, resamples=resamples, seed=seed)
-    return e.mean, e.low, e.high
+def _estimates(
+    columns: Sequence[tuple[np.ndarray, bool]], confidence: float, resamples: int, seed: int
+) -> list[tuple[float, float, float]]:
+    """``(mean, low, high)`` of each ``(values, with_interval)`` column's finite values (NaN CI without).
+
+    Columns with as many finite values share one index draw (:func:`~xattr.metrics.uncertainty.bootstrap_means`):
+    with the same seed each gets the interval its own :func:`~xattr.metrics.uncertainty.bootstrap_mean` gives.
+    """
+    out: list[tuple[float, float, float]] = []
+    by_size: dict[int, list[tuple[int, np.ndarray]]] = {}
+    for i, (values, with_interval) in enumerate(columns):
+        finite = values[np.isfinite(values)]
+        out.append((float(finite.mean()) if finite.size else math.nan, math.nan, math.nan))
+        if with_interval and finite.size > 1:
+            by_size.setdefault(finite.size, []).append((i, finite))
+    for group in by_size.values():
+        estimates = bootstrap_means([f for _, f in group], confidence=confidence, resamples=resamples, seed=seed)
+        for (i, _), e in zip(group, estimates, strict=True):
+            out[i] = (e.mean, e.low, e.high)
+    return out
 
 
 def aggregate_drivers(
@@ -250,6 +294,7 @@ def aggregate_drivers(
     confidence: float = 0.95,
     resamples: int = 1000,
     seed: int = 0,
+    intervals: Collection[str] = ("effect", "attribution"),
 ) -> pd.DataFrame:
     """Mean effects per driver, overall and per category, with bootstrap CIs over listings.
 
@@ -261,6 +306,8 @@ def aggregate_drivers(
         confidence: Coverage of the CIs.
         resamples: Bootstrap resamples per CI.
         seed: Bootstrap seed (the same for every driver: results do not depend on row order).
+        intervals: The CIs computed, of ``effect`` and/or ``attribution`` (the others are NaN; the
+            means are always computed): the bootstrap is most of this function's time.
 
     Returns:
         ``scope`` (``"overall"``/``"category"``), ``category`` (:data:`ALL_CATEGORIES` for overall),
@@ -297,8 +344,9 @@ def aggregate_drivers(
             texts = int(rows["doc_id"].nunique())
             if texts < min_texts:
                 continue
-            effect = _estimate(rows["effect"].to_numpy(), confidence, resamples, seed)
-            attribution = _estimate(rows["attribution"].to_numpy(), confidence, resamples, seed)
+            effect, attribution = _estimates(
+                [(rows[c].to_numpy(), c in intervals) for c in ("effect", "attribution")], confidence, resamples, seed
+            )
             relative = rows["relative_effect"].to_numpy()
             records.append(
                 {

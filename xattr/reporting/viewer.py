@@ -47,6 +47,7 @@ __all__ = [
     "PAGE_BOUND_NOTE",
     "ViewerSettings",
     "agreement_matrix",
+    "listed_documents",
     "render_explanations",
     "sample_documents",
     "viewer_predictions",
@@ -188,6 +189,62 @@ def sample_documents(predictions: pd.DataFrame, settings: ViewerSettings) -> lis
     return [ids[i] for i in sorted(chosen)]
 
 
+def _corpus_predictions(predictions: pd.DataFrame, doc_ids: Sequence[str], settings: ViewerSettings) -> pd.DataFrame:
+    """The viewer's predictions (:func:`viewer_predictions`) in corpus order, with the ``_wrong`` and ``_low`` flags.
+
+    Raises:
+        ValueError: A corpus document without a prediction (named).
+    """
+    predictions = viewer_predictions(predictions)
+    predictions = predictions.assign(doc_id=predictions["doc_id"].astype(str)).drop_duplicates("doc_id")
+    predicted_ids = set(predictions["doc_id"])
+    missing = [d for d in doc_ids if d not in predicted_ids]
+    if missing:
+        raise ValueError(f"viewer: no prediction for document {missing[0]!r}")
+    predictions = predictions.set_index("doc_id").loc[list(doc_ids)].reset_index()
+    predictions["_wrong"] = _misclassified(predictions).to_numpy()
+    predictions["_low"] = _low_confidence(predictions, settings.low_confidence_quantile).to_numpy()
+    return predictions
+
+
+def _listed(
+    doc_ids: Sequence[str], predictions: pd.DataFrame, settings: ViewerSettings, documents: Sequence[str] | None
+) -> list[str]:
+    """``documents`` (checked against the corpus), else :func:`sample_documents` of the corpus predictions."""
+    if documents is not None:
+        known = set(doc_ids)
+        absent = [d for d in documents if str(d) not in known]
+        if absent:
+            raise ValueError(f"viewer: document {absent[0]!r} is not in the corpus ({len(doc_ids)} documents)")
+        return [str(d) for d in documents]
+    return sample_documents(predictions, settings)
+
+
+def listed_documents(
+    doc_ids: Sequence[str],
+    predictions: pd.DataFrame,
+    settings: ViewerSettings | None = None,
+    documents: Sequence[str] | None = None,
+) -> list[str]:
+    """The documents :func:`render_explanations` lists for this corpus, before any word score is read.
+
+    A caller reading scores from disk reads only these documents' rows (plus what the
+    whole-corpus tables need: :func:`agreement_matrix`).
+
+    Args:
+        doc_ids: The corpus' documents, in order.
+        predictions: As :func:`render_explanations` takes them.
+        settings: Sample size and seed (:class:`ViewerSettings`).
+        documents: The documents asked for (checked), else the seeded sample (:func:`sample_documents`).
+
+    Raises:
+        ValueError: A corpus document without a prediction, or a requested document not in the corpus.
+    """
+    settings = settings or ViewerSettings()
+    ids = [str(d) for d in doc_ids]
+    return _listed(ids, _corpus_predictions(predictions, ids, settings), settings, documents)
+
+
 def agreement_matrix(words: pd.DataFrame, methods: Sequence[str] | None = None) -> pd.DataFrame:
     """Spearman rank correlation between methods' word scores, mean over documents.
 
@@ -205,12 +262,23 @@ def agreement_matrix(words: pd.DataFrame, methods: Sequence[str] | None = None) 
     """
     methods = list(methods) if methods is not None else list(dict.fromkeys(words["method"]))
     frame = words[words["method"].isin(methods)]
+    # Documents as integer codes in sorted order: every groupby and the pivot below see the groups
+    # in the order the ids themselves would sort to (so the mean adds the same numbers in the same
+    # order), without hashing a million string keys several times.
+    codes, _ = pd.factorize(frame["doc_id"], sort=True)
+    frame = pd.DataFrame(
+        {
+            "doc_id": codes,
+            "method": frame["method"].to_numpy(),
+            "word_index": frame["word_index"].to_numpy(),
+            "score": np.abs(frame["score"].to_numpy()),
+        }
+        | ({"target": frame["target"].to_numpy()} if "target" in frame.columns else {})
+    )
     if "target" in frame.columns:
         first = frame.groupby("doc_id")["target"].transform("first")
         frame = frame[frame["target"] == first]
-    wide = frame.assign(score=frame["score"].abs()).pivot_table(
-        index=["doc_id", "word_index"], columns="method", values="score", aggfunc="sum"
-    )
+    wide = frame.pivot_table(index=["doc_id", "word_index"], columns="method", values="score", aggfunc="sum")
     out = pd.DataFrame(np.eye(len(methods)), index=methods, columns=methods)
     if wide.empty:
         return out.where(out == 1.0)
@@ -448,6 +516,8 @@ def render_explanations(
     target_names: Mapping[int, str] | None = None,
     documents: Sequence[str] | None = None,
     quality: ClassifierQuality | None = None,
+    methods: Sequence[str] | None = None,
+    agreement: pd.DataFrame | None = None,
 ) -> str:
     """The viewer page as one HTML string.
 
@@ -473,6 +543,10 @@ def render_explanations(
         documents: List exactly these documents, in this order (default: :func:`sample_documents`).
         quality: A classifier's held-out accuracy and majority-class accuracy for the verdict
             (default: computed on the documents with a gold label).
+        methods: The method rows, in order (default: the order the methods first appear in ``words``).
+        agreement: The method-agreement matrix (:func:`agreement_matrix` of every document's word
+            scores); when given, ``words`` needs only the listed documents' rows
+            (:func:`listed_documents`): a caller reading a large corpus from disk reads no more.
 
     Returns:
         The page.
@@ -483,7 +557,7 @@ def render_explanations(
             in the corpus (each named).
     """
     settings = settings or ViewerSettings()
-    methods = list(dict.fromkeys(words["method"]))
+    methods = list(methods) if methods is not None else list(dict.fromkeys(words["method"]))
     unknown = [m for m in methods if m not in signed]
     if unknown:
         raise ValueError(f"viewer: no signedness given for method(s) {', '.join(map(str, unknown))}")
@@ -492,24 +566,13 @@ def render_explanations(
     stray = sorted(set(words["doc_id"].astype(str)) - known)
     if stray:
         raise ValueError(f"viewer: word scores of document {stray[0]!r}, which is not in the corpus")
-    if documents is not None:
-        absent = [d for d in documents if str(d) not in known]
-        if absent:
-            raise ValueError(f"viewer: document {absent[0]!r} is not in the corpus ({len(doc_ids)} documents)")
-    predictions = viewer_predictions(predictions)
-    predictions = predictions.assign(doc_id=predictions["doc_id"].astype(str)).drop_duplicates("doc_id")
-    predicted_ids = set(predictions["doc_id"])
-    missing = [d for d in doc_ids if d not in predicted_ids]
-    if missing:
-        raise ValueError(f"viewer: no prediction for document {missing[0]!r}")
-    predictions = predictions.set_index("doc_id").loc[doc_ids].reset_index()
-    predictions["_wrong"] = _misclassified(predictions).to_numpy()
-    predictions["_low"] = _low_confidence(predictions, settings.low_confidence_quantile).to_numpy()
-    shown = [str(d) for d in documents] if documents is not None else sample_documents(predictions, settings)
+    predictions = _corpus_predictions(predictions, doc_ids, settings)
+    shown = _listed(doc_ids, predictions, settings, documents)
     classifier = _is_classifier(predictions)
 
     faithfulness = faithfulness_table(evaluation) if evaluation is not None and len(evaluation) else pd.DataFrame()
-    agreement = agreement_matrix(words, methods)
+    if agreement is None:
+        agreement = agreement_matrix(words, methods)
     header = [f"<h1>{_e(settings.title)}</h1>"]
     counts = f"{len(doc_ids)} documents"
     if classifier and "gold_label" in predictions.columns and predictions["gold_label"].notna().any():

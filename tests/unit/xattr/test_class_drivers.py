@@ -9,12 +9,14 @@ import pandas as pd
 import pytest
 import torch
 
+from xattr.metrics.uncertainty import bootstrap_mean
 from xattr.models import encode_texts, load_model, predict_logits
 from xattr.reporting.class_drivers import (
     CLASS_DRIVER_COLUMNS,
     REGRESSION_GROUP,
     ClassDriverSettings,
     class_drivers,
+    class_masked_texts,
     driver_units,
 )
 
@@ -146,3 +148,35 @@ def test_regressor_has_one_group_and_the_drop_of_the_predicted_value(setup, tiny
         drops.append(float(value[0] - value[1]))
     assert top["texts"] == len(having)
     assert top["mean_effect"] == pytest.approx(np.mean(drops), abs=1e-5)
+
+
+def test_masked_texts_are_the_ones_predicted_and_the_cis_are_their_bootstraps(setup) -> None:
+    """``class_masked_texts`` (the bench's floor) re-predicted give the table's effects; CIs are bootstrap_mean's."""
+    loaded, encoded, logits, corpus, attributions = setup
+    settings = ClassDriverSettings(top_k=2, min_count=2, resamples=150, seed=3)
+    table = class_drivers(loaded, encoded, corpus, attributions, logits, settings)
+    masked = class_masked_texts(loaded, encoded, corpus, logits, table, settings)
+    assert len(masked) == int(table.loc[table["masked"], "texts"].sum())
+    probabilities = predict_logits(loaded, masked)
+    predicted = logits.argmax(axis=1)
+    position = 0
+    for c in sorted(np.unique(predicted)):
+        members = np.flatnonzero(predicted == c)
+        p = torch.tensor(logits[members]).double().softmax(-1).numpy()[:, c]
+        rows = table[(table["class_id"] == c)]
+        units = driver_units([TEXTS[i] for i in members], None, settings)
+        # The masked texts come in the occurrences' order: text by text, unit by unit.
+        drops: dict[str, list[float]] = {}
+        for k, doc in enumerate(units):
+            for u in doc:
+                if u.key in set(rows.loc[rows["masked"], "driver"]):
+                    q = torch.tensor(probabilities[position]).double().softmax(-1).numpy()[c]
+                    drops.setdefault(u.key, []).append(float(p[k] - q))
+                    position += 1
+        for driver, values in drops.items():
+            r = rows[rows["driver"] == driver].iloc[0]
+            expected = bootstrap_mean(np.array(values), confidence=0.95, resamples=150, seed=3)
+            assert r["mean_effect"] == pytest.approx(expected.mean, abs=1e-9)
+            assert r["effect_ci_low"] == pytest.approx(expected.low, abs=1e-9)
+            assert r["effect_ci_high"] == pytest.approx(expected.high, abs=1e-9)
+    assert position == len(masked)

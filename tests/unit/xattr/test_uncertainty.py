@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from xattr.metrics.uncertainty import Estimate, PairedComparison, bootstrap_mean, paired_difference
+from xattr.metrics.uncertainty import Estimate, PairedComparison, bootstrap_mean, bootstrap_means, paired_difference
 
 
 def _hand_interval(
@@ -146,3 +146,31 @@ def test_errors() -> None:
         paired_difference(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0]))
     with pytest.raises(ValueError, match="empty"):
         paired_difference(np.array([]), np.array([]))
+
+
+def test_chunked_draws_equal_one_index_matrix(monkeypatch) -> None:
+    """Resamples drawn in chunks (here 7 of them) give exactly one ``(resamples, n)`` matrix's interval and state."""
+    import xattr.metrics.uncertainty as uncertainty
+
+    values = np.random.default_rng(4).normal(size=301)
+    rng = np.random.default_rng(9)
+    index = rng.integers(0, values.size, size=(200, values.size))  # the documented single draw, int64
+    means = values[index].mean(axis=1)
+    alpha = 1.0 - 0.95  # as documented: the (1 - confidence) / 2 quantiles, computed this way
+    low, high = np.quantile(means, [alpha / 2.0, 1.0 - alpha / 2.0])
+    after = rng.random()
+    monkeypatch.setattr(uncertainty, "_CHUNK_DRAWS", values.size * 30)
+    chunked = np.random.default_rng(9)
+    assert uncertainty._bootstrap_interval(values, 0.95, 200, chunked) == (low, high)
+    assert chunked.random() == after  # the Generator is where one draw leaves it (paired tests draw on)
+
+
+def test_bootstrap_means_equal_separate_bootstrap_means() -> None:
+    rng = np.random.default_rng(2)
+    columns = [rng.normal(size=40), rng.exponential(size=40), np.arange(40.0)]
+    shared = bootstrap_means(columns, confidence=0.9, resamples=300, seed=5)
+    assert shared == [bootstrap_mean(c, confidence=0.9, resamples=300, seed=5) for c in columns]
+    with pytest.raises(ValueError, match="different lengths"):
+        bootstrap_means([columns[0], columns[1][:10]])
+    with pytest.raises(ValueError, match="at least one column"):
+        bootstrap_means([])

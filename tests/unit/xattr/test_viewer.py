@@ -15,6 +15,7 @@ from scipy.stats import spearmanr
 from xattr.reporting.viewer import (
     ViewerSettings,
     agreement_matrix,
+    listed_documents,
     render_explanations,
     sample_documents,
     viewer_predictions,
@@ -269,3 +270,88 @@ def test_a_regressor_or_unlabelled_classifier_has_no_majority_verdict() -> None:
         corpus, words, predictions.drop(columns="gold_label"), {"ig": True, "simple_grad": False}
     )
     assert "class='banner'" not in unlabelled and "class='verdict-ok'" not in unlabelled
+
+
+def test_the_page_from_the_listed_documents_words_and_a_given_agreement_is_the_same_page() -> None:
+    """What ``explanations_page`` does at corpus scale (reads only the listed rows) changes nothing on the page."""
+    corpus, words, predictions = _tables(600)
+    settings = ViewerSettings(max_documents=40)
+    signed = {"ig": True, "simple_grad": False}
+    full = render_explanations(corpus, words, predictions, signed, settings=settings)
+    listed = listed_documents(corpus["doc_id"].tolist(), predictions, settings)
+    assert listed == sample_documents(predictions, settings) and len(listed) == 40
+    part = words[words["doc_id"].isin(set(listed))]
+    page = render_explanations(
+        corpus,
+        part,
+        predictions,
+        signed,
+        settings=settings,
+        documents=listed,
+        methods=["ig", "simple_grad"],
+        agreement=agreement_matrix(words),
+    )
+    assert page == full
+    assert page != render_explanations(corpus, part, predictions, signed, settings=settings, documents=listed)
+
+
+def test_agreement_does_not_depend_on_how_document_ids_are_stored() -> None:
+    """Integer-coded ids inside agreement_matrix: the same matrix as a hand loop of scipy's Spearman."""
+    _, words, _ = _tables(120)
+    matrix = agreement_matrix(words.assign(doc_id=words["doc_id"].astype("string[pyarrow]")))
+    rhos = []
+    for _, doc in words.groupby("doc_id"):
+        a = doc[doc["method"] == "ig"].set_index("word_index")["score"].abs()
+        b = doc[doc["method"] == "simple_grad"].set_index("word_index")["score"].abs()
+        a, b = a.groupby(level=0).sum(), b.groupby(level=0).sum()
+        if len(a) >= 3 and a.nunique() > 1 and b.nunique() > 1:
+            rhos.append(spearmanr(a, b.loc[a.index]).statistic)
+    assert matrix.loc["ig", "simple_grad"] == pytest.approx(np.mean(rhos), abs=1e-12)
+
+
+def _pandas_agreement(words: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """The agreement matrix as computed before, grouping on the document ids themselves (strings)."""
+    frame = words[words["method"].isin(methods)]
+    if "target" in frame.columns:
+        first = frame.groupby("doc_id")["target"].transform("first")
+        frame = frame[frame["target"] == first]
+    wide = frame.assign(score=frame["score"].abs()).pivot_table(
+        index=["doc_id", "word_index"], columns="method", values="score", aggfunc="sum"
+    )
+    out = pd.DataFrame(np.eye(len(methods)), index=methods, columns=methods)
+    ranks = wide.groupby(wide.index.get_level_values("doc_id")).rank()
+    for i, a in enumerate(methods):
+        for b in methods[i + 1 :]:
+            pair = ranks[[a, b]].dropna()
+            f = pd.DataFrame({"x": pair[a].to_numpy(), "y": pair[b].to_numpy(), "doc": pair.index.get_level_values(0)})
+            g = f.groupby("doc")
+            dx, dy = f["x"] - g["x"].transform("mean"), f["y"] - g["y"].transform("mean")
+            parts = pd.DataFrame(
+                {"doc": f["doc"], "xy": dx * dy, "xx": dx * dx, "yy": dy * dy, "n": g["x"].transform("size")}
+            )
+            sums = parts.groupby("doc").agg(xy=("xy", "sum"), xx=("xx", "sum"), yy=("yy", "sum"), n=("n", "first"))
+            ok = (sums["n"] >= 3) & (sums["xx"] > 0) & (sums["yy"] > 0)
+            rho = sums.loc[ok, "xy"] / np.sqrt(sums.loc[ok, "xx"] * sums.loc[ok, "yy"])
+            out.loc[a, b] = out.loc[b, a] = float(rho.mean()) if ok.any() else np.nan
+    return out
+
+
+def test_agreement_on_integer_coded_ids_is_the_computation_on_the_ids_bit_for_bit() -> None:
+    """Ties, words one method lacks, several targets, duplicate rows, shuffled ids: the same float64s."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for d in rng.permutation(300):
+        n = int(rng.integers(1, 25))
+        targets = [0, 1] if d % 7 == 0 else [int(d % 2)]
+        for t in targets:
+            for m in ("ig", "lafa", "grad"):
+                for w in range(n):
+                    if m == "grad" and rng.random() < 0.2:
+                        continue  # a word this method has no score for
+                    score = float(rng.integers(-3, 4)) if m == "lafa" else float(rng.normal())  # lafa: many ties
+                    rows.append((f"doc-{d}", m, t, w, score))
+                    if rng.random() < 0.05:
+                        rows.append((f"doc-{d}", m, t, w, float(rng.normal())))  # a second piece of the word
+    words = pd.DataFrame(rows, columns=["doc_id", "method", "target", "word_index", "score"])
+    methods = ["ig", "lafa", "grad"]
+    pd.testing.assert_frame_equal(agreement_matrix(words, methods), _pandas_agreement(words, methods), check_exact=True)

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from xattr.reporting.words import normalise_word, top_word_lists, top_words, word_scores
+from xattr.reporting.words import normalise_word, top_word_lists, top_words, word_scores, word_sums
 
 
 def _attributions(rows: list[tuple[str, int, float]]) -> pd.DataFrame:
@@ -83,3 +84,22 @@ def test_top_word_lists_add_signed_rankings_for_signed_methods() -> None:
     unsigned = top_word_lists(scores, signed=False, k=1, min_count=2)
     assert unsigned == {"top": [{"word": "bad", "mean_share": 0.5, "texts": 2}]}
     assert top_word_lists(scores, signed=False, min_count=3) == {"top": []}
+
+
+def test_word_sums_equal_grouping_on_the_columns_themselves() -> None:
+    """Integer-coded keys: the same groups, order, dtypes and sums as a plain groupby on the columns."""
+    rng = np.random.default_rng(1)
+    n = 3000
+    pieces = pd.DataFrame(
+        {
+            "doc_id": pd.array([f"d{i}" for i in rng.integers(0, 200, n)], dtype="string[pyarrow]"),
+            "method": rng.choice(["ig", "lafa"], n),
+            "target": rng.integers(0, 2, n),
+            "word_index": rng.integers(-1, 12, n),
+            "score": rng.normal(size=n),
+            "token_index": np.arange(n),
+        }
+    )
+    keys = ["doc_id", "method", "target", "word_index"]
+    reference = pieces[pieces["word_index"] >= 0].groupby(keys, as_index=False, sort=False)["score"].sum()
+    pd.testing.assert_frame_equal(word_sums(pieces), reference, check_exact=True)
