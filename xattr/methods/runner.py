@@ -87,7 +87,14 @@ def attribute_corpus(
     if len(targets) != len(encoded):
         raise ValueError(f"{len(encoded)} texts but {len(targets)} target lists")
     context = run_context(method, loaded, encoded, context)
-    rows = [(i, t) for i, ts in enumerate(targets) for t in ts]
+    # A corpus held in part (one shard's texts) can only be attributed where it is held: look there,
+    # not at every position of the corpus (a shard of a million-text corpus has ~1% of them).
+    candidates = encoded.positions.tolist() if isinstance(encoded, EncodedCorpus) else range(len(targets))
+    rows = [(i, t) for i in candidates for t in targets[i]]
+    if len(rows) != sum(map(len, targets)):  # a target for a text the corpus does not hold
+        held = set(candidates)
+        missing = next(i for i, ts in enumerate(targets) if ts and i not in held)
+        encoded[missing]  # raises the IndexError that names the position
     lengths = text_lengths(encoded, sorted({i for i, _ in rows}))
     order = sorted(range(len(rows)), key=lambda r: lengths[rows[r][0]])
     results: dict[int, TokenAttribution] = {}

@@ -59,7 +59,9 @@ def _corpus(tmp_path: Path, model_dir: Path, texts: list[str], pairs: list[str] 
 
 
 @pytest.mark.parametrize("pairs", [None, PAIRS])
-def test_columns_round_trip_to_the_tokenizers_encoding(tiny_tokenizer: object, pairs: list[str] | None) -> None:
+def test_columns_round_trip_to_the_tokenizers_encoding(
+    tiny_tokenizer: object, pairs: list[str] | None, tiny_classifier_dir: Path
+) -> None:
     reference = encode_texts(tiny_tokenizer, TEXTS, pairs, max_length=12)
     assert any(e.truncated for e in reference) and any(not e.truncated for e in reference)
     columns = EncodedCorpus.from_texts(reference)
@@ -80,6 +82,18 @@ def test_columns_round_trip_to_the_tokenizers_encoding(tiny_tokenizer: object, p
     assert len(part) == 7 and part[5] == reference[5] and part[-2] == reference[5]
     with pytest.raises(IndexError, match="corpus position 2 is not held"):
         part[2]
+    # Attributing it: the held texts with targets are attributed; a target for a text not held is refused.
+    from xattr.methods import attribute_corpus, get_method
+
+    random, loaded = get_method("random"), loaded_model(ModelSpec(str(tiny_classifier_dir)))
+    targets = [[], [0], [], [], [], [1, 0], []]
+    held = attribute_corpus(random, loaded, part, targets)
+    whole = attribute_corpus(random, loaded, reference, targets)
+    assert [(r.position, r.target) for r in held] == [(1, 0), (5, 1), (5, 0)]
+    for a, b in zip(held, whole, strict=True):
+        np.testing.assert_array_equal(a.scores, b.scores)
+    with pytest.raises(IndexError, match="corpus position 3 is not held"):
+        attribute_corpus(random, loaded, part, [[], [0], [], [0], [], [], []])
 
 
 @pytest.mark.parametrize("pairs", [None, PAIRS])
