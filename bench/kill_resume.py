@@ -132,6 +132,7 @@ def main() -> None:
     parser.add_argument("--kill-after", type=int, default=3, help="LAFA parts written before the kill")
     parser.add_argument("--base", type=Path, required=True)
     parser.add_argument("--skip-reference", action="store_true", help="no uninterrupted run")
+    parser.add_argument("--reference-only", action="store_true", help="only the uninterrupted run")
     args = parser.parse_args()
     import yaml
     from bench_flow import synthetic_corpus, tiny_model
@@ -171,6 +172,8 @@ def main() -> None:
                 f"uninterrupted: {seconds:.1f} s, peak RSS {peak / 2**30:.2f} GiB, "
                 f"artifacts {artifact_bytes(whole) / 1e6:.1f} MB"
             )
+        if args.reference_only:
+            return
         work = base / "killed"
         process = start(config(work), api, base / "killed.log")
         seconds, peak, killed = watched(

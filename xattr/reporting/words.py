@@ -109,7 +109,8 @@ def top_words(scores: pd.DataFrame, *, k: int = 10, min_count: int = 5, signed: 
     if scores.empty:
         return pd.DataFrame({"word": [], "mean_share": [], "texts": []})
     frame = scores.copy()
-    totals = frame.groupby(["doc_id", "target"])["score"].transform(lambda s: s.abs().sum())
+    # One grouped sum (not a Python call per text: ~100 us each, minutes over a million texts).
+    totals = frame["score"].abs().groupby([frame["doc_id"], frame["target"]], sort=False).transform("sum")
     frame["share"] = frame["score"] / totals.where(totals > 0, 1.0)
     if not signed:
         frame["share"] = frame["share"].abs()
