@@ -345,15 +345,17 @@ def attribute_and_evaluate(
         Per method key, its stage results, in configuration order.
     """
     out: dict[str, MethodRun] = {}
-    # Attribute stages by (method, validated parameters): a method that is also another's base
-    # (LAFA's) runs once, and its attributions are given to the other.
-    attributed: dict[tuple[str, str], StageResult] = {}
+    # Attribute stages by (method, validated parameters, label): a configured method that is also
+    # another's base (LAFA's) runs once, and its attributions are given to the other; a base stage
+    # of its own (no such method configured) runs once for every method sharing that base.
+    attributed: dict[tuple[str, str, str], StageResult] = {}
+    bases: dict[tuple[str, str], str] = {}
 
     def identity_of(name: str, params: Mapping[str, Any]) -> tuple[str, str]:
         return name, json.dumps(method_params(name, dict(params)).model_dump(), sort_keys=True, default=str)
 
     def attribute(name: str, params: Mapping[str, Any], label: str, base: ArtifactRef | None = None) -> StageResult:
-        identity = identity_of(name, params)
+        identity = (*identity_of(name, params), label)
         if identity in attributed:
             return attributed[identity]
         needs = method_requirements(name, dict(params))
@@ -396,7 +398,7 @@ def attribute_and_evaluate(
             wanted = identity_of(base_name, base_params)
             twin = next((m for m in attribution.methods if identity_of(m.name, m.params) == wanted), None)
             if twin is not None or (shards is not None and len(shards) > 1):
-                label = twin.key if twin is not None else f"{method.key}-base"
+                label = twin.key if twin is not None else bases.setdefault(wanted, f"{method.key}-base")
                 base = attribute(base_name, base_params, label).refs["attributions"]
         attributed_result = attribute(method.name, method.params, method.key, base)
         attribute_cached = run.stages.last_cached
