@@ -103,18 +103,26 @@ def _vectors(table: pa.Table) -> np.ndarray:
     return np.asarray(flat, dtype=np.float32).reshape(table.num_rows, -1)
 
 
-def stored_outputs(predictions: ArtifactRef, doc_ids: list[str]) -> np.ndarray:
+def stored_outputs(
+    predictions: ArtifactRef, doc_ids: Sequence[str] | pa.Array, rows: range | None = None
+) -> np.ndarray:
     """The ``(n, num_outputs)`` model outputs of the ``predictions`` artifact, checked against the corpus' documents.
+
+    Args:
+        predictions: The ``predictions`` artifact of the corpus.
+        doc_ids: The corpus' documents (of ``rows`` when given), in corpus order.
+        rows: Only these corpus positions (of a dataset, only the parts holding them are read).
 
     Raises:
         ValueError: The artifact's documents are not the corpus' documents in corpus order.
     """
-    table = read_artifact(predictions)
-    stored = table.column("doc_id").to_pylist()
-    if stored != doc_ids:
+    table = read_artifact(predictions, rows=rows)
+    stored = table.column("doc_id")
+    expected = doc_ids if isinstance(doc_ids, pa.Array) else pa.array(list(doc_ids), pa.string())
+    if len(stored) != len(expected) or not stored.combine_chunks().equals(expected.cast(stored.type)):
         raise ValueError(
             f"the predictions artifact {predictions.path} holds {len(stored)} documents that are not the "
-            f"corpus' {len(doc_ids)} documents in order"
+            f"corpus' {len(expected)} documents in order"
         )
     logits = table.column("logits").combine_chunks()
     return np.asarray(logits.flatten(), dtype=np.float64).reshape(len(stored), -1)

@@ -7,7 +7,7 @@ need from it (a shard's rows read one part of a sharded dataset) instead of toke
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from storage import ArtifactRef, artifact_metadata, dataset_parts, read_artifact
 from xattr.models.encoding import EncodedCorpus, encode_corpus
@@ -169,3 +170,110 @@ def read_positions(ref: ArtifactRef, positions: Sequence[int], *, offset: int = 
             tables.append(read_artifact(part).take(pa.array(inside - start)))
         start = stop
     return pa.concat_tables(tables) if tables else read_artifact(ref, rows=range(0, 0))
+
+
+def part_ranges(ref: ArtifactRef) -> list[range]:
+    """The row ranges of an artifact's parts, in order (a single file: one range)."""
+    if not Path(ref.path).is_dir():
+        return [range(ref.rows)]
+    out, start = [], 0
+    for part in dataset_parts(ref):
+        out.append(range(start, start + part.rows))
+        start += part.rows
+    return out
+
+
+@dataclass(frozen=True)
+class CorpusChunk:
+    """A run of consecutive corpus rows and the rows other artifacts hold for its documents.
+
+    Attributes:
+        rows: The corpus positions.
+        frame: The corpus rows (``doc_id`` and the columns asked for), indexed from 0.
+        tables: Per name, the rows of that artifact whose ``doc_id`` is one of the chunk's, in
+            the artifact's order.
+    """
+
+    rows: range
+    frame: pd.DataFrame
+    tables: dict[str, pa.Table]
+
+
+class _DocumentRows:
+    """Walks a document-keyed artifact (``doc_id`` column) part by part, handing out each chunk's rows.
+
+    The artifact's rows must come in corpus order of their documents, as every stage writes them
+    (a shard's part after the previous shard's). One part is held at a time.
+    """
+
+    def __init__(self, ref: ArtifactRef, columns: Sequence[str] | None) -> None:
+        self.ref = ref
+        self.columns = None if columns is None else list(dict.fromkeys(["doc_id", *columns]))
+        self.parts = iter(dataset_parts(ref) if Path(ref.path).is_dir() else [ref])
+        self.held: pa.Table | None = None
+
+    def rows_of(self, ids: pa.Array) -> pa.Table:
+        taken = []
+        while True:
+            if self.held is None or self.held.num_rows == 0:
+                part = next(self.parts, None)
+                if part is None:
+                    break
+                self.held = read_artifact(part, columns=self.columns)
+            inside = pc.is_in(self.held.column("doc_id"), value_set=ids)
+            count = pc.sum(inside).as_py() or 0
+            if count:
+                taken.append(self.held.filter(inside))
+            rest = self.held.filter(pc.invert(inside)) if count < self.held.num_rows else None
+            self.held = rest
+            if rest is not None:  # rows of later documents: this chunk has all of its rows
+                break
+        if not taken:
+            return read_artifact(self.ref, rows=range(0, 0), columns=self.columns)
+        return pa.concat_tables(taken)
+
+    def finish(self) -> None:
+        left = (self.held.num_rows if self.held is not None else 0) + sum(p.rows for p in self.parts)
+        if left:
+            doc = self.held.column("doc_id")[0].as_py() if self.held is not None and self.held.num_rows else "?"
+            raise ValueError(
+                f"the artifact {self.ref.path} holds {left} rows of documents that are not the corpus' "
+                f"or not in corpus order (first: doc_id {doc!r})"
+            )
+
+
+def corpus_chunks(
+    corpus: ArtifactRef,
+    *,
+    layout: ArtifactRef | None = None,
+    columns: Sequence[str] = (),
+    aligned: Mapping[str, tuple[ArtifactRef, Sequence[str] | None]] | None = None,
+) -> Iterator[CorpusChunk]:
+    """The corpus in chunks of consecutive rows, with the rows document-keyed artifacts hold for each.
+
+    The chunks are the parts of ``layout`` (a per-document dataset of this corpus, such as the
+    ``tokens`` or ``predictions`` of a sharded encode stage: its shards), else the whole corpus.
+    Each ``aligned`` artifact (``doc_id``-keyed, in corpus order, such as ``token_attributions``)
+    is read one part at a time, so a sharded run holds one shard's rows, not the corpus'.
+
+    Args:
+        corpus: The corpus artifact (its ``doc_id`` and ``columns`` are read once).
+        layout: The artifact whose parts give the chunks.
+        columns: The corpus columns each chunk's frame holds besides ``doc_id``.
+        aligned: Per name, an artifact and the columns to read of it (``None``: all).
+
+    Raises:
+        ValueError: ``layout`` does not have the corpus' row count, or an aligned artifact holds
+            rows of documents outside the corpus or out of corpus order (named).
+    """
+    table = read_artifact(corpus, columns=list(dict.fromkeys(["doc_id", *columns])))
+    ranges = part_ranges(layout) if layout is not None else [range(table.num_rows)]
+    if layout is not None and layout.rows != table.num_rows:
+        raise ValueError(f"{layout.path} holds {layout.rows} rows; the corpus {corpus.path} has {table.num_rows}")
+    readers = {name: _DocumentRows(ref, cols) for name, (ref, cols) in (aligned or {}).items()}
+    for rows in ranges:
+        piece = table.slice(rows.start, len(rows))
+        ids = piece.column("doc_id").combine_chunks()
+        yield CorpusChunk(rows, piece.to_pandas(), {name: r.rows_of(ids) for name, r in readers.items()})
+    for reader in readers.values():
+        reader.finish()

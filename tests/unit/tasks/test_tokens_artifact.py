@@ -6,15 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import torch
 from prefect.logging import disable_run_logger
 
 import tasks.attribute
 import tasks.encode_corpus
-from storage import read_artifact
+from storage import ArtifactStore, read_artifact
 from tasks.attribute import attribute_stage
-from tasks.corpus_io import read_corpus
+from tasks.corpus_io import corpus_chunks, part_ranges, read_corpus
 from tasks.encode_corpus import encode_corpus_stage
 from tasks.load_corpus import load_corpus_stage
 from tasks.models import loaded_model
@@ -168,3 +169,64 @@ def test_a_shards_texts_are_read_from_its_part_only(tmp_path: Path, tiny_classif
         "part-00001.parquet",
         "part-00002.parquet",
     ]
+
+
+def _token_rows(doc_ids: list[str], lengths: list[int]) -> pa.Table:
+    """A ``token_attributions`` table: ``lengths[i]`` rows of document ``doc_ids[i]``, scores numbered."""
+    ids = [d for d, n in zip(doc_ids, lengths, strict=True) for _ in range(n)]
+    index = [k for n in lengths for k in range(n)]
+    return pa.table(
+        {
+            "doc_id": pa.array(ids, pa.string()),
+            "method": pa.array(["m"] * len(ids)),
+            "target": pa.array([0] * len(ids), pa.int32()),
+            "token_index": pa.array(index, pa.int32()),
+            "token": pa.array(["t"] * len(ids)),
+            "word_index": pa.array(index, pa.int32()),
+            "char_start": pa.array([0] * len(ids), pa.int32()),
+            "char_end": pa.array([1] * len(ids), pa.int32()),
+            "score": pa.array(np.arange(len(ids), dtype=np.float32)),
+        }
+    )
+
+
+def test_corpus_chunks_follow_the_shards_and_hand_out_each_documents_rows(
+    tmp_path: Path, tiny_classifier_dir: Path
+) -> None:
+    with disable_run_logger():
+        corpus, context, spec = _corpus(tmp_path, tiny_classifier_dir, TEXTS)
+        shards = plan_shards(corpus, 3)
+        parts = [encode_corpus_stage.fn(corpus, spec, -1, 4, context, shard=shard).refs for shard in shards]
+        tokens = shard_dataset_stage.fn("encode_corpus", parts, context).refs["tokens"]
+    ids = [f"d{i}" for i in range(len(TEXTS))]
+    lengths = [2, 0, 3, 1, 0, 4, 2]  # d1 and d4 have no rows
+    store = ArtifactStore(context.artifacts_root, context.run_id)
+    # The attributions in parts of another size than the shards (2, 3 and 2 documents): rows are handed out by document.
+    cuts = [(0, 2), (2, 5), (5, 7)]
+    refs = [
+        store.write("token_attributions", "attr", "a", _token_rows(ids[a:b], lengths[a:b]), part=k)
+        for k, (a, b) in enumerate(cuts)
+    ]
+    attributions = store.write_dataset("attr", "a", refs)
+    whole = read_artifact(attributions).to_pandas()
+    chunks = list(corpus_chunks(corpus, layout=tokens, columns=["text"], aligned={"a": (attributions, ["score"])}))
+    assert [c.rows for c in chunks] == part_ranges(tokens) == [range(0, 3), range(3, 6), range(6, 7)]
+    for chunk in chunks:
+        assert chunk.frame["doc_id"].tolist() == ids[chunk.rows.start : chunk.rows.stop]
+        assert chunk.frame["text"].tolist() == TEXTS[chunk.rows.start : chunk.rows.stop]
+        expected = whole[whole["doc_id"].isin(chunk.frame["doc_id"])]
+        got = chunk.tables["a"].to_pandas()
+        assert got.columns.tolist() == ["doc_id", "score"]
+        assert got["doc_id"].tolist() == expected["doc_id"].tolist()
+        assert got["score"].tolist() == expected["score"].tolist()
+    assert [c.rows for c in corpus_chunks(corpus)] == [range(0, 7)]
+    # Rows of a document out of corpus order (d0 in a part after d3's) cannot be handed out: one line names it.
+    late = [
+        store.write("token_attributions", "bad", "a", _token_rows([d], [1]), part=k) for k, d in enumerate(["d3", "d0"])
+    ]
+    shuffled = store.write_dataset("bad", "a", late)
+    with pytest.raises(ValueError, match="not in corpus order \\(first: doc_id 'd0'\\)"):
+        list(corpus_chunks(corpus, layout=tokens, aligned={"a": (shuffled, None)}))
+    foreign = store.write("token_attributions", "foreign", "a", _token_rows(["d0", "x9"], [1, 1]))
+    with pytest.raises(ValueError, match="1 rows of documents that are not the corpus'.*'x9'"):
+        list(corpus_chunks(corpus, aligned={"a": (foreign, None)}))
