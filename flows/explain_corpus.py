@@ -17,7 +17,7 @@ from storage import ArtifactRef, read_artifact
 from storage.text_files import write_text_file
 from tasks.build_index import build_index_stage
 from tasks.encode_corpus import encode_corpus_stage
-from tasks.explanations import ViewerInputs, class_drivers_stage, held_out_quality, viewer_stage
+from tasks.explanations import ViewerInputs, class_drivers_stage, corpus_top_words, held_out_quality, viewer_stage
 from tasks.fine_tune import CorpusFile, fine_tune_summary
 from tasks.head_statistics import head_statistics_stage
 from tasks.layer_precision import layer_precision_stage
@@ -28,7 +28,6 @@ from xattr.methods import method_requirements, method_signed
 from xattr.models.loading import ModelSpec
 from xattr.neighbours.selection import candidates_needed
 from xattr.reporting.summary import MethodSummary, explain_markdown, metrics_table
-from xattr.reporting.words import top_word_lists, word_scores
 
 
 # Shards run one at a time unless the settings' runner says otherwise (explain_corpus_with_runner):
@@ -323,17 +322,18 @@ def _summarise(
     """
     logger = get_run_logger()
     logger.info("summary: top words of %d methods over %d texts", len(per_method), corpus_ref.rows)
-    corpus = read_artifact(corpus_ref).to_pandas()
     out_dir = context.artifacts_root / context.run_id / "summary"
-    top = {
-        key: top_word_lists(word_scores(read_artifact(info["attributions"]).to_pandas(), corpus), signed=info["signed"])
-        for key, info in per_method.items()
-    }
+    top = corpus_top_words(
+        corpus_ref,
+        {key: info["attributions"] for key, info in per_method.items()},
+        {key: info["signed"] for key, info in per_method.items()},
+        layout=inputs.predictions,
+    )
     markdown = explain_markdown(
         run_id=context.run_id,
         model=settings.model.path,
         corpus=settings.corpus.path,
-        texts=len(corpus),
+        texts=corpus_ref.rows,
         replacement=settings.evaluation.replacement,
         max_texts=settings.evaluation.max_texts,
         methods={key: MethodSummary(info["metrics"], info["attribute_seconds"]) for key, info in per_method.items()},

@@ -15,15 +15,28 @@ from storage import ArtifactRef, ArtifactStore, read_artifact
 from storage.text_files import write_text_file
 from tasks.attribute import stored_outputs
 from tasks.caching import stage_task
-from tasks.corpus_io import read_corpus
+from tasks.corpus_io import corpus_chunks, read_corpus
 from tasks.models import loaded_model
 from tasks.progress import StageProgress
 from tasks.results import RunContext, StageResult
 from xattr.models.loading import ModelSpec
 from xattr.reporting.baseline import ClassifierQuality, fine_tune_quality
 from xattr.reporting.class_drivers import ClassDriverSettings, class_drivers
-from xattr.reporting.viewer import ViewerSettings, agreement_matrix, listed_documents, render_explanations
-from xattr.reporting.words import word_sums, word_table
+from xattr.reporting.viewer import (
+    ViewerSettings,
+    agreement_matrix,
+    agreement_totals,
+    listed_documents,
+    render_explanations,
+)
+from xattr.reporting.words import (
+    add_share_totals,
+    top_word_lists,
+    word_scores,
+    word_share_totals,
+    word_sums,
+    word_table,
+)
 
 #: The ``token_attributions`` columns the viewer reads.
 _PIECE_COLUMNS = ("doc_id", "method", "target", "word_index", "score")
@@ -185,25 +198,32 @@ def explanations_page(
         raise ValueError(
             f"method {unknown[0]!r} was not computed in this run; computed: {', '.join(inputs.attributions)}"
         )
-    corpus = read_artifact(inputs.corpus).to_pandas()
     predictions = read_artifact(inputs.predictions).to_pandas()
-    shown = listed_documents(corpus["doc_id"].astype(str).tolist(), predictions, settings, documents)
-    # The listed documents' rows only, and of every document the word sums the agreement matrix needs.
-    pieces, sums = [], []
-    for m in chosen:
-        table = read_artifact(inputs.attributions[m], columns=list(_PIECE_COLUMNS))
-        listed = pa.array(shown, type=table.schema.field("doc_id").type)
-        pieces.append(table.filter(pc.is_in(table["doc_id"], value_set=listed)).to_pandas())
-        sums.append(word_sums(table.to_pandas()))
+    doc_ids = read_artifact(inputs.corpus, columns=["doc_id"]).column("doc_id").to_pylist()
+    shown = listed_documents(doc_ids, predictions, settings, documents)
+    listed = pa.array(shown, pa.string())
+    # Shard by shard (the predictions' parts): the listed documents' rows and texts, and of every
+    # document the agreement matrix's per-shard sums; one shard's token rows are held at a time.
+    pieces, texts, totals = [], [], []
+    aligned = {m: (inputs.attributions[m], list(_PIECE_COLUMNS)) for m in chosen}
+    layout = inputs.predictions
+    for chunk in corpus_chunks(inputs.corpus, layout=layout, columns=["text", "text_pair"], aligned=aligned):
+        sums = []
+        for m in chosen:
+            table = chunk.tables[m]
+            pieces.append(table.filter(pc.is_in(table["doc_id"], value_set=listed)).to_pandas())
+            sums.append(word_sums(table.to_pandas()))
+        totals.append(agreement_totals(pd.concat(sums, ignore_index=True), chosen))
+        texts.append(chunk.frame[chunk.frame["doc_id"].isin(set(shown))])
     evaluation = (
         pd.concat([read_artifact(r).to_pandas() for r in inputs.evaluations], ignore_index=True)
         if inputs.evaluations
         else None
     )
     drivers = read_artifact(inputs.drivers).to_pandas() if inputs.drivers is not None else None
-    listed_corpus = corpus[corpus["doc_id"].astype(str).isin(set(shown))]
+    listed_corpus = pd.concat(texts, ignore_index=True)
     return render_explanations(
-        corpus,
+        listed_corpus,
         word_table(pd.concat(pieces, ignore_index=True), listed_corpus),
         predictions,
         {m: inputs.signed[m] for m in chosen},
@@ -214,8 +234,33 @@ def explanations_page(
         documents=shown,
         quality=_quality(inputs.quality, predictions),
         methods=chosen,
-        agreement=agreement_matrix(pd.concat(sums, ignore_index=True), chosen),
+        agreement=agreement_matrix(None, chosen, totals=totals),
+        doc_ids=doc_ids,
     )
+
+
+def corpus_top_words(
+    corpus: ArtifactRef,
+    attributions: Mapping[str, ArtifactRef],
+    signed: Mapping[str, bool],
+    *,
+    layout: ArtifactRef | None = None,
+) -> dict[str, dict[str, list[dict[str, object]]]]:
+    """Each method's top words over the corpus (:func:`xattr.reporting.words.top_word_lists`), read shard by shard.
+
+    Args:
+        corpus: The corpus artifact.
+        attributions: ``token_attributions`` per method label.
+        signed: Per label, whether its scores are signed.
+        layout: A per-document dataset of the corpus whose parts are its shards (the
+            ``predictions``); one shard's token rows are held at a time.
+    """
+    aligned = {m: (ref, list(_PIECE_COLUMNS)) for m, ref in attributions.items()}
+    totals: dict[str, list[pd.DataFrame]] = {m: [] for m in attributions}
+    for chunk in corpus_chunks(corpus, layout=layout, columns=["text", "text_pair"], aligned=aligned):
+        for m in attributions:
+            totals[m].append(word_share_totals(word_scores(chunk.tables[m].to_pandas(), chunk.frame)))
+    return {m: top_word_lists(signed=signed[m], totals=add_share_totals(totals[m])) for m in attributions}
 
 
 @stage_task(name="viewer", task_run_name="viewer")

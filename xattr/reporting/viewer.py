@@ -245,7 +245,13 @@ def listed_documents(
     return _listed(ids, _corpus_predictions(predictions, ids, settings), settings, documents)
 
 
-def agreement_matrix(words: pd.DataFrame, methods: Sequence[str] | None = None) -> pd.DataFrame:
+#: Per pair of methods ``(a, b)``: the sum over documents of their Spearman correlation and the documents summed.
+AgreementTotals = dict[tuple[str, str], tuple[float, int]]
+
+
+def agreement_matrix(
+    words: pd.DataFrame | None, methods: Sequence[str] | None = None, *, totals: Sequence[AgreementTotals] = ()
+) -> pd.DataFrame:
     """Spearman rank correlation between methods' word scores, mean over documents.
 
     Per document and pair of methods, the Spearman correlation of the two methods' ``|score|``
@@ -254,13 +260,37 @@ def agreement_matrix(words: pd.DataFrame, methods: Sequence[str] | None = None) 
 
     Args:
         words: Word scores (``doc_id, method, word_index, score``; ``target`` when present: the
-            first target of each document is used).
+            first target of each document is used); ``None`` with ``totals``.
         methods: The methods, in order (default: their order in ``words``).
+        totals: Instead of ``words``, the :func:`agreement_totals` of disjoint sets of documents
+            (a corpus' shards), whose means are combined.
 
     Returns:
         A square ``methods x methods`` frame (1 on the diagonal; NaN where no document qualifies).
     """
-    methods = list(methods) if methods is not None else list(dict.fromkeys(words["method"]))
+    if words is not None:
+        methods = list(methods) if methods is not None else list(dict.fromkeys(words["method"]))
+        totals = [agreement_totals(words, methods)]
+    elif methods is None:
+        raise ValueError("agreement_matrix: give the methods with totals")
+    methods = list(methods)
+    out = pd.DataFrame(np.eye(len(methods)), index=methods, columns=methods)
+    for a_i, a in enumerate(methods):
+        for b in methods[a_i + 1 :]:
+            summed = [t[(a, b)] for t in totals if (a, b) in t]
+            docs = sum(n for _, n in summed)
+            # One shard's mean is its sum over its count, as Series.mean computes it.
+            rho = sum(r for r, _ in summed) / docs if docs else math.nan
+            out.loc[a, b] = out.loc[b, a] = rho
+    return out
+
+
+def agreement_totals(words: pd.DataFrame, methods: Sequence[str]) -> AgreementTotals:
+    """Per pair of ``methods``, the sum over ``words``' documents of their Spearman and the documents summed.
+
+    The per-document correlation is :func:`agreement_matrix`'s.
+    """
+    methods = list(methods)
     frame = words[words["method"].isin(methods)]
     # Documents as integer codes in sorted order: every groupby and the pivot below see the groups
     # in the order the ids themselves would sort to (so the mean adds the same numbers in the same
@@ -278,25 +308,22 @@ def agreement_matrix(words: pd.DataFrame, methods: Sequence[str] | None = None) 
     if "target" in frame.columns:
         first = frame.groupby("doc_id")["target"].transform("first")
         frame = frame[frame["target"] == first]
+    out: AgreementTotals = {}
+    if frame.empty:
+        return out
     wide = frame.pivot_table(index=["doc_id", "word_index"], columns="method", values="score", aggfunc="sum")
-    out = pd.DataFrame(np.eye(len(methods)), index=methods, columns=methods)
-    if wide.empty:
-        return out.where(out == 1.0)
     docs = wide.index.get_level_values("doc_id")
     ranks = wide.groupby(docs).rank()
     for a_i, a in enumerate(methods):
         for b in methods[a_i + 1 :]:
-            if a not in ranks or b not in ranks:
-                rho = math.nan
-            else:
+            if a in ranks and b in ranks:
                 pair = ranks[[a, b]].dropna()
-                rho = _mean_pearson(pair[a], pair[b], pair.index.get_level_values("doc_id"))
-            out.loc[a, b] = out.loc[b, a] = rho
+                out[(a, b)] = _pearson_sum(pair[a], pair[b], pair.index.get_level_values("doc_id"))
     return out
 
 
-def _mean_pearson(x: pd.Series, y: pd.Series, docs: pd.Index) -> float:
-    """Mean over documents of the Pearson correlation of ``x`` and ``y`` (ranks: Spearman), vectorised."""
+def _pearson_sum(x: pd.Series, y: pd.Series, docs: pd.Index) -> tuple[float, int]:
+    """Sum over documents of the Pearson correlation of ``x`` and ``y`` (ranks: Spearman), and the count; vectorised."""
     frame = pd.DataFrame({"x": x.to_numpy(), "y": y.to_numpy(), "doc": np.asarray(docs)})
     g = frame.groupby("doc")
     n = g["x"].transform("size")
@@ -306,9 +333,9 @@ def _mean_pearson(x: pd.Series, y: pd.Series, docs: pd.Index) -> float:
     sums = parts.groupby("doc").agg(xy=("xy", "sum"), xx=("xx", "sum"), yy=("yy", "sum"), n=("n", "first"))
     ok = (sums["n"] >= 3) & (sums["xx"] > 0) & (sums["yy"] > 0)
     if not ok.any():
-        return math.nan
+        return 0.0, 0
     rho = sums.loc[ok, "xy"] / np.sqrt(sums.loc[ok, "xx"] * sums.loc[ok, "yy"])
-    return float(rho.mean())
+    return float(rho.sum()), int(ok.sum())
 
 
 _CSS = """
@@ -518,6 +545,7 @@ def render_explanations(
     quality: ClassifierQuality | None = None,
     methods: Sequence[str] | None = None,
     agreement: pd.DataFrame | None = None,
+    doc_ids: Sequence[str] | None = None,
 ) -> str:
     """The viewer page as one HTML string.
 
@@ -547,6 +575,8 @@ def render_explanations(
         agreement: The method-agreement matrix (:func:`agreement_matrix` of every document's word
             scores); when given, ``words`` needs only the listed documents' rows
             (:func:`listed_documents`): a caller reading a large corpus from disk reads no more.
+        doc_ids: The corpus' documents, in order, when ``corpus`` holds only the listed
+            documents' rows (default: ``corpus``'s documents).
 
     Returns:
         The page.
@@ -561,7 +591,7 @@ def render_explanations(
     unknown = [m for m in methods if m not in signed]
     if unknown:
         raise ValueError(f"viewer: no signedness given for method(s) {', '.join(map(str, unknown))}")
-    doc_ids = corpus["doc_id"].astype(str).tolist()
+    doc_ids = [str(d) for d in doc_ids] if doc_ids is not None else corpus["doc_id"].astype(str).tolist()
     known = set(doc_ids)
     stray = sorted(set(words["doc_id"].astype(str)) - known)
     if stray:
