@@ -83,6 +83,12 @@ def assert_same_results(sharded: dict, whole: dict, labels: list[str]) -> None:
         np.testing.assert_allclose(a["score"], b["score"], rtol=1e-4, atol=1e-6)
         for metric in ("aopc", "log_odds"):
             assert sharded["metrics"][label][metric] == pytest.approx(whole["metrics"][label][metric], abs=1e-4)
+        # The summary's top words, read shard by shard, against one pass over the whole run's rows.
+        assert whole["top_words"][label]["top"]
+        for ranking, words in whole["top_words"][label].items():
+            streamed = sharded["top_words"][label][ranking]
+            assert [(w["word"], w["texts"]) for w in streamed] == [(w["word"], w["texts"]) for w in words]
+            assert [w["mean_share"] for w in streamed] == pytest.approx([w["mean_share"] for w in words], rel=1e-4)
 
 
 def test_sharded_run_equals_whole_run_and_reuses_every_shard(

@@ -15,6 +15,7 @@ from scipy.stats import spearmanr
 from xattr.reporting.viewer import (
     ViewerSettings,
     agreement_matrix,
+    agreement_totals,
     listed_documents,
     render_explanations,
     sample_documents,
@@ -355,3 +356,18 @@ def test_agreement_on_integer_coded_ids_is_the_computation_on_the_ids_bit_for_bi
     words = pd.DataFrame(rows, columns=["doc_id", "method", "target", "word_index", "score"])
     methods = ["ig", "lafa", "grad"]
     pd.testing.assert_frame_equal(agreement_matrix(words, methods), _pandas_agreement(words, methods), check_exact=True)
+
+
+def test_agreement_of_shards_combines_to_the_whole_corpus_matrix() -> None:
+    """Per-shard totals (documents split in three), combined: the matrix of all documents at once."""
+    _, words, _ = _tables(150)
+    methods = ["ig", "simple_grad"]
+    docs = sorted(words["doc_id"].unique())
+    shards = [words[words["doc_id"].isin(docs[a:b])] for a, b in ((0, 40), (40, 41), (41, len(docs)))]
+    combined = agreement_matrix(None, methods, totals=[agreement_totals(s, methods) for s in shards])
+    whole = agreement_matrix(words, methods)
+    assert combined.loc["ig", "simple_grad"] == pytest.approx(whole.loc["ig", "simple_grad"], rel=1e-14)
+    assert combined.loc["ig", "simple_grad"] != 0.0 and np.diag(combined.to_numpy()).tolist() == [1.0, 1.0]
+    # A shard where no document qualifies adds nothing; no shard qualifying at all gives NaN.
+    assert agreement_totals(shards[1].head(2), methods) == {("ig", "simple_grad"): (0.0, 0)}
+    assert np.isnan(agreement_matrix(None, methods, totals=[{}]).loc["ig", "simple_grad"])

@@ -4,7 +4,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xattr.reporting.words import normalise_word, top_word_lists, top_words, word_scores, word_sums
+from xattr.reporting.words import (
+    add_share_totals,
+    normalise_word,
+    top_word_lists,
+    top_words,
+    word_scores,
+    word_share_totals,
+    word_sums,
+)
 
 
 def _attributions(rows: list[tuple[str, int, float]]) -> pd.DataFrame:
@@ -103,3 +111,33 @@ def test_word_sums_equal_grouping_on_the_columns_themselves() -> None:
     keys = ["doc_id", "method", "target", "word_index"]
     reference = pieces[pieces["word_index"] >= 0].groupby(keys, as_index=False, sort=False)["score"].sum()
     pd.testing.assert_frame_equal(word_sums(pieces), reference, check_exact=True)
+
+
+def test_share_totals_of_shards_add_up_to_the_corpus_ranking() -> None:
+    """Top words from per-shard totals (documents split in two) equal those of every document at once."""
+    rng = np.random.default_rng(3)
+    vocabulary = ["good", "bad", "plot", "film", "dull", "fun"]
+    rows = [
+        (f"d{d}", 0, vocabulary[int(rng.integers(0, 6))], float(rng.normal()))
+        for d in range(60)
+        for _ in range(int(rng.integers(1, 8)))
+    ]
+    scores = pd.DataFrame(rows, columns=["doc_id", "target", "word", "score"])
+    first = scores["doc_id"].isin([f"d{d}" for d in range(25)])
+    totals = add_share_totals([word_share_totals(scores[first]), word_share_totals(scores[~first])])
+    for signed in (False, True):
+        whole = top_word_lists(scores, signed=signed, k=6, min_count=3)
+        shards = top_word_lists(signed=signed, k=6, min_count=3, totals=totals)
+        assert whole.keys() == shards.keys()
+        for key in whole:
+            assert [(w["word"], w["texts"]) for w in whole[key]] == [(w["word"], w["texts"]) for w in shards[key]]
+            assert [w["mean_share"] for w in shards[key]] == pytest.approx(
+                [w["mean_share"] for w in whole[key]], rel=1e-14
+            )
+    # The reference: word "good"'s mean share by hand (per text: |score| / sum of |scores|, summed per text).
+    share = scores.assign(
+        share=scores["score"].abs() / scores.groupby("doc_id")["score"].transform(lambda s: s.abs().sum())
+    )
+    per_text = share[share["word"] == "good"].groupby("doc_id")["share"].sum()
+    row = totals[totals["word"] == "good"].iloc[0]
+    assert row["share"] / row["texts"] == pytest.approx(per_text.mean(), rel=1e-12) and row["texts"] == len(per_text)
