@@ -9,13 +9,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from prefect.logging import get_run_logger
 
 from storage import ArtifactRef, ArtifactStore, dataset_parts, read_artifact, read_index, read_index_manifest
 from tasks.build_index import neighbour_candidates
 from tasks.caching import stage_task
-from tasks.corpus_io import read_corpus, read_positions
+from tasks.corpus_io import check_tokens, read_corpus, read_positions, read_tokens
 from tasks.head_statistics import checked_head_masks
 from tasks.models import loaded_model
 from tasks.progress import StageProgress
@@ -129,29 +130,44 @@ def stored_outputs(
 
 
 def stored_scores(
-    attributions: ArtifactRef, doc_ids: Sequence[str], wanted: Iterable[tuple[int, int]]
+    attributions: ArtifactRef, doc_ids: Sequence[str] | pa.Array, wanted: Iterable[tuple[int, int]]
 ) -> dict[tuple[int, int], torch.Tensor]:
     """The scores a ``token_attributions`` artifact holds for the (corpus position, target) pairs ``wanted``.
 
     Read part by part (a dataset's parts one at a time, four columns of each), keeping only the
-    wanted explanations: memory holds what is asked for, not the artifact. Pairs the artifact does
-    not hold are absent from the result.
+    wanted explanations: memory holds what is asked for, not the artifact. The explanations of a
+    part are matched to the wanted pairs as arrays (one hash lookup of the part's ids), so a part
+    of documents no one asked for costs no Python work. Pairs the artifact does not hold are
+    absent from the result.
+
+    Args:
+        attributions: The artifact.
+        doc_ids: The document id of every corpus position.
+        wanted: (corpus position, target) pairs.
     """
     wanted = set(wanted)
-    position_of = {doc_ids[p]: p for p, _ in wanted}
+    if not wanted:
+        return {}
+    positions = np.array(sorted({p for p, _ in wanted}), np.int64)
+    ids = doc_ids if isinstance(doc_ids, pa.Array) else pa.array(list(doc_ids), pa.string())
+    wanted_ids = ids.take(pa.array(positions)).cast(pa.string())
+    pairs = np.array(sorted(wanted), np.int64)
+    stride = int(pairs[:, 1].max()) + 1
+    wanted_keys = pairs[:, 0] * stride + pairs[:, 1]
     parts = dataset_parts(attributions) if Path(attributions.path).is_dir() else [attributions]
     out: dict[tuple[int, int], torch.Tensor] = {}
     for part in parts:
         table = read_artifact(part, columns=["doc_id", "target", "token_index", "score"])
         starts = np.flatnonzero(table.column("token_index").to_numpy() == 0)
         ends = np.append(starts[1:], table.num_rows)
-        targets = table.column("target").to_numpy()[starts].tolist()
+        found = pc.index_in(table.column("doc_id").take(pa.array(starts)), value_set=wanted_ids)
+        found = found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        targets = table.column("target").to_numpy()[starts].astype(np.int64)
+        at = np.where(found >= 0, positions[np.maximum(found, 0)], -1)
+        hit = np.flatnonzero((found >= 0) & (targets < stride) & np.isin(at * stride + targets, wanted_keys))
         scores = table.column("score").to_numpy()
-        ids = table.column("doc_id").take(pa.array(starts)).to_pylist()
-        for doc_id, target, start, end in zip(ids, targets, starts.tolist(), ends.tolist(), strict=True):
-            key = (position_of.get(doc_id, -1), target)
-            if key in wanted:
-                out[key] = torch.from_numpy(scores[start:end].copy())
+        for k in hit.tolist():
+            out[(int(at[k]), int(targets[k]))] = torch.from_numpy(scores[starts[k] : ends[k]].copy())
     return out
 
 
@@ -211,10 +227,13 @@ def attribute_stage(
     masks = checked_head_masks(method, loaded, head_masks) if requirements.head_masks else None
     suffix = stage_suffix(shard)
     progress = StageProgress(f"attribute-{label}{suffix}")
-    # The labels and ids of every text (targets, neighbour groups); the texts are read below.
+    # The ids and labels of every text as Arrow columns (neighbour groups, the id of any position);
+    # as Python objects only the shard's rows. The texts are read below.
     with progress.phase("reading the corpus' ids and labels"):
-        view = read_corpus(corpus, loaded, only=(), tokens=tokens, columns=("label", "label_set"))
-    inside = shard.positions if shard is not None else range(len(view.frame))
+        columns = read_artifact(corpus, columns=["doc_id", "label", "label_set"])
+    ids = columns.column("doc_id").combine_chunks()
+    size = columns.num_rows
+    inside = shard.positions if shard is not None else range(size)
     filter_by_prediction = requirements.neighbours is not None and requirements.neighbours.filter == "prediction"
     needs_predictions = (target == "predicted" and loaded.task != "regression") or filter_by_prediction
     if needs_predictions and predictions is None:
@@ -222,19 +241,19 @@ def attribute_stage(
             f"attribute-{label}: the explained outputs depend on the model's predictions; "
             "give the predictions artifact of the encode_corpus stage"
         )
-    logits = stored_outputs(predictions, view.doc_ids) if predictions is not None else None
-    frame = view.frame.iloc[inside.start : inside.stop]
-    if logits is None:  # every target is known without a prediction: the regression output or the gold label
-        logits = np.zeros((len(view.frame), loaded.num_outputs))
+    frame = columns.slice(inside.start, len(inside)).to_pandas()
+    every_logit = stored_outputs(predictions, ids) if predictions is not None and filter_by_prediction else None
+    if every_logit is not None:
+        logits = every_logit[inside.start : inside.stop]
+    elif predictions is not None:  # the shard's rows only
+        logits = stored_outputs(predictions, ids.slice(inside.start, len(inside)), rows=inside)
+    else:  # every target is known without a prediction: the regression output or the gold label
+        logits = np.zeros((len(inside), loaded.num_outputs))
     label_sets = frame["label_set"].tolist() if target == "label" else None
     scoped_targets = resolve_targets(
-        loaded.task,
-        logits[inside.start : inside.stop],
-        policy=target,
-        labels=frame["label"].tolist(),
-        label_sets=label_sets,
+        loaded.task, logits, policy=target, labels=frame["label"].tolist(), label_sets=label_sets
     )
-    targets: list[list[int]] = [[] for _ in range(len(view.frame))]
+    targets: list[Sequence[int]] = [()] * size  # one shared empty tuple outside the shard
     for position, row_targets in zip(inside, scoped_targets, strict=True):
         targets[position] = list(row_targets)
     notes: list[str] = []
@@ -243,9 +262,9 @@ def attribute_stage(
     if requirements.neighbours is not None:
         if embeddings is None or index is None:
             raise ValueError(f"method {method!r} needs the neighbour index and embeddings")
-        groups = {"label": view.frame["label"].tolist()}
-        if filter_by_prediction:
-            groups["prediction"] = [int(np.argmax(row)) for row in logits]
+        groups = {"label": columns.column("label").to_pandas().tolist()}
+        if every_logit is not None:
+            groups["prediction"] = np.argmax(every_logit, axis=1).tolist()
         with progress.phase("selecting neighbours"):
             selection = neighbour_selection(
                 requirements.neighbours, loaded, embeddings, index, groups, seed, rows=inside
@@ -265,14 +284,18 @@ def attribute_stage(
     if selection is not None:
         needed.update(j for i in inside for j in selection.neighbours.get(i, ()))
     with progress.phase(f"reading {len(needed)} texts" + (" (tokenising)" if tokens is None else "")):
-        encoded = read_corpus(corpus, loaded, only=sorted(needed), tokens=tokens, columns=()).encoded
+        if tokens is not None:
+            check_tokens(tokens, loaded, corpus)
+            encoded = read_tokens(tokens, ids, positions=sorted(needed), size=size)
+        else:
+            encoded = read_corpus(corpus, loaded, only=sorted(needed), columns=()).encoded
     base_scores: dict[tuple[int, int], torch.Tensor] = {}
     if base_attributions is not None and requirements.base is not None and loaded.task != "question_answering":
         explained = [(i, t) for i in inside for t in targets[i]]
         near = selection.neighbours if selection is not None else {}
         wanted = explained + [(j, t) for i, t in explained for j in near.get(i, ())]
         with progress.phase(f"reading the stored {requirements.base[0]} scores of {len(set(wanted))} explanations"):
-            base_scores = stored_scores(base_attributions, view.doc_ids, wanted)
+            base_scores = stored_scores(base_attributions, ids, wanted)
         dtype = loaded.model.get_input_embeddings().weight.dtype
         base_scores = {key: value.to(dtype) for key, value in base_scores.items()}
         metrics["base_scores_stored"] = float(len(base_scores))
@@ -293,7 +316,7 @@ def attribute_stage(
         progress=progress,
     )
     with progress.phase(f"writing the token rows of {len(results)} explanations"):
-        table = attribution_table(view.doc_ids, encoded, loaded.tokenizer, results, label)
+        table = attribution_table(ids, encoded, loaded.tokenizer, results, label)
         ref = ArtifactStore(context.artifacts_root, context.run_id).write(
             "token_attributions",
             f"attribute-{label}",

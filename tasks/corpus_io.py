@@ -71,12 +71,7 @@ def read_corpus(
     frame = read_artifact(ref, rows=rows, columns=read_columns).to_pandas()
     positions = None if only is None else sorted(set(only))
     if tokens is not None:
-        check_tokens(tokens, loaded)
-        if tokens.rows != ref.rows:
-            raise ValueError(
-                f"the tokens artifact {tokens.path} does not hold the corpus' documents in order: "
-                f"{tokens.rows} texts, the corpus has {ref.rows}"
-            )
+        check_tokens(tokens, loaded, ref)
         encoded = read_tokens(tokens, frame["doc_id"], rows=rows, positions=positions, size=len(frame))
     else:
         chosen = frame if positions is None else frame.iloc[positions]
@@ -105,12 +100,18 @@ def tokens_metadata(loaded: LoadedModel) -> dict[str, str]:
     return {"model": loaded.source, "max_length": str(loaded.max_length)}
 
 
-def check_tokens(tokens: ArtifactRef, loaded: LoadedModel) -> None:
-    """Check that ``tokens`` was written by ``loaded``'s tokenizer at its maximum length.
+def check_tokens(tokens: ArtifactRef, loaded: LoadedModel, corpus: ArtifactRef | None = None) -> None:
+    """Check that ``tokens`` was written by ``loaded``'s tokenizer at its maximum length (for ``corpus``).
 
     Raises:
-        ValueError: It records another model or maximum length (named).
+        ValueError: It records another model or maximum length (named), or holds another number
+            of texts than ``corpus``.
     """
+    if corpus is not None and tokens.rows != corpus.rows:
+        raise ValueError(
+            f"the tokens artifact {tokens.path} does not hold the corpus' documents in order: "
+            f"{tokens.rows} texts, the corpus has {corpus.rows}"
+        )
     stored = artifact_metadata(tokens)
     for key, wanted in tokens_metadata(loaded).items():
         if stored.get(key) != wanted:
@@ -122,7 +123,7 @@ def check_tokens(tokens: ArtifactRef, loaded: LoadedModel) -> None:
 
 def read_tokens(
     tokens: ArtifactRef,
-    doc_ids: pd.Series,
+    doc_ids: pd.Series | pa.Array,
     *,
     rows: range | None = None,
     positions: Sequence[int] | None = None,
@@ -130,22 +131,23 @@ def read_tokens(
 ) -> EncodedCorpus:
     """The encoded texts of the ``tokens`` artifact: rows ``rows``, or corpus ``positions`` (ascending) only.
 
-    ``doc_ids`` are the corpus' documents of the view (of ``rows`` when given); the artifact's must
-    be the same, in order.
+    ``doc_ids`` are the corpus' documents of the view (of ``rows`` when given; a Series or an
+    Arrow array); the artifact's must be the same, in order.
 
     Raises:
         ValueError: The artifact's documents are not the corpus' (another corpus or order).
     """
+    ids = doc_ids if isinstance(doc_ids, pa.Array) else pa.array(doc_ids.tolist(), pa.string())
     if positions is None:
         table = read_artifact(tokens, rows=rows)
-        expected = doc_ids
+        expected = ids
         held = None
     else:
         table = read_positions(tokens, positions, offset=rows.start if rows is not None else 0)
-        expected = doc_ids.iloc[list(positions)]
         held = np.asarray(positions, np.int64)
+        expected = ids.take(pa.array(held))
     stored = table.column("doc_id")
-    if not stored.equals(pa.chunked_array([pa.array(expected.tolist(), pa.string())])):
+    if not stored.equals(pa.chunked_array([expected.cast(pa.string())])):
         raise ValueError(
             f"the tokens artifact {tokens.path} does not hold the corpus' documents in order: "
             "it was written for another corpus"

@@ -127,7 +127,7 @@ def attribute_corpus(
 
 
 def attribution_table(
-    doc_ids: Sequence[str],
+    doc_ids: Sequence[str] | pa.Array,
     encoded: Sequence[EncodedText],
     tokenizer: Any,
     results: Sequence[TokenAttribution],
@@ -141,7 +141,7 @@ def attribution_table(
     distinct ids, and the doc ids from one ``take`` of the id column.
 
     Args:
-        doc_ids: Document id per corpus position.
+        doc_ids: Document id per corpus position (a sequence or an Arrow string array).
         encoded: The encoded corpus (``results`` index it by position).
         tokenizer: The model's tokenizer (token strings).
         results: The attributions (:func:`attribute_corpus`).
@@ -167,7 +167,7 @@ def attribution_table(
     scores = [np.asarray(r.scores) for r in results]
     return pa.table(
         {
-            "doc_id": pa.array(list(doc_ids), pa.string()).take(pa.array(positions[row_of_token])),
+            "doc_id": _id_array(doc_ids).take(pa.array(positions[row_of_token])),
             "method": pa.array([label], pa.string()).take(pa.array(np.zeros(total, np.int64))),
             "target": pa.array(targets[row_of_token], pa.int32()),
             "token_index": pa.array((np.arange(total) - starts[row_of_token]).astype(np.int32), pa.int32()),
@@ -178,3 +178,12 @@ def attribution_table(
             "score": pa.array(np.concatenate(scores).astype(np.float32) if scores else [], pa.float32()),
         }
     )
+
+
+def _id_array(doc_ids: Sequence[str] | pa.Array) -> pa.Array:
+    """The document ids as an Arrow string array (taken from, not copied, when they already are one)."""
+    if isinstance(doc_ids, pa.ChunkedArray):
+        doc_ids = doc_ids.combine_chunks()
+    if isinstance(doc_ids, pa.Array):
+        return doc_ids.cast(pa.string())
+    return pa.array(list(doc_ids), pa.string())
