@@ -185,6 +185,21 @@ def part_ranges(ref: ArtifactRef) -> list[range]:
     return out
 
 
+def document_rows(ref: ArtifactRef, doc_ids: pa.Array | None, *, columns: Sequence[str] | None = None) -> pa.Table:
+    """The rows of a ``doc_id``-keyed artifact whose document is one of ``doc_ids`` (``None``: every row).
+
+    A dataset is read one part at a time, each filtered before the next is read: memory holds
+    the rows asked for and one part, not the artifact.
+    """
+    parts = dataset_parts(ref) if Path(ref.path).is_dir() else [ref]
+    wanted = None if columns is None else list(columns)
+    tables = []
+    for part in parts:
+        table = read_artifact(part, columns=wanted)
+        tables.append(table if doc_ids is None else table.filter(pc.is_in(table["doc_id"], value_set=doc_ids)))
+    return pa.concat_tables(tables)
+
+
 @dataclass(frozen=True)
 class CorpusChunk:
     """A run of consecutive corpus rows and the rows other artifacts hold for its documents.

@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from storage import ArtifactRef, ArtifactStore, read_artifact
+from storage import ArtifactRef, ArtifactStore
 from tasks.attribute import stored_outputs
 from tasks.caching import stage_task
-from tasks.corpus_io import read_corpus
+from tasks.corpus_io import document_rows, read_corpus
 from tasks.models import loaded_model
 from tasks.progress import StageProgress
 from tasks.results import RunContext, StageResult
@@ -19,6 +18,9 @@ from xattr.metrics.mape import DEFAULT_MASK_FRACTIONS
 from xattr.metrics.suite import attributions_from_table, evaluate_attributions, evaluated_positions
 from xattr.models.loading import ModelSpec
 from xattr.types import ReplacementPolicy
+
+#: The corpus columns the metrics read (the texts come from the tokens artifact when given).
+_EVALUATED_COLUMNS = ("label", "gold_spans", "gold_word_scores", "gold_unlocated")
 
 
 @stage_task(name="evaluate", task_run_name="evaluate-{label}")
@@ -56,11 +58,9 @@ def evaluate_stage(
     # Only the evaluated sample is read and its attribution rows converted (not the whole corpus).
     needed = evaluated_positions(loaded.task, metrics, corpus.rows, max_texts, seed)
     with progress.phase(f"reading {'every' if needed is None else len(needed)} texts and their attributions"):
-        view = read_corpus(corpus, loaded, only=needed, tokens=tokens)
-        table = read_artifact(attributions)
-        if needed is not None:
-            wanted = pa.array([view.doc_ids[i] for i in needed], pa.string())
-            table = table.filter(pc.is_in(table.column("doc_id"), value_set=wanted))
+        view = read_corpus(corpus, loaded, only=needed, tokens=tokens, columns=_EVALUATED_COLUMNS)
+        wanted = None if needed is None else pa.array([view.doc_ids[i] for i in needed], pa.string())
+        table = document_rows(attributions, wanted, columns=["doc_id", "target", "token_index", "score"])
         table = table.to_pandas()
     try:
         result = evaluate_attributions(
