@@ -19,8 +19,10 @@ and whether its token attributions and evaluation numbers equal the uninterrupte
 from __future__ import annotations
 
 import argparse
+import calendar
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,6 +46,7 @@ class TreeRss(threading.Thread):
 
         self.root = psutil.Process(pid)
         self.every, self.peak, self.stopped = every, 0, threading.Event()
+        self.samples: list[tuple[float, int]] = []  # (epoch seconds, summed RSS)
 
     def run(self) -> None:
         import psutil
@@ -59,6 +62,7 @@ class TreeRss(threading.Thread):
                         continue
                 # the Prefect server is not a child of the run (it stands apart), so it is not counted
                 self.peak = max(self.peak, total)
+                self.samples.append((time.time(), total))
             except psutil.Error:
                 return
             time.sleep(self.every)
@@ -77,8 +81,11 @@ def start(config: Path, api: str, log: Path) -> subprocess.Popen:
         )
 
 
-def watched(process: subprocess.Popen, until=None) -> tuple[float, int, bool]:  # noqa: ANN001
-    """Wait for ``process`` (or until ``until()`` is true, then SIGKILL its group): seconds, peak RSS, killed."""
+def watched(process: subprocess.Popen, until=None, log: Path | None = None) -> tuple[float, int, bool]:  # noqa: ANN001
+    """Wait for ``process`` (or until ``until()`` is true, then SIGKILL its group): seconds, peak RSS, killed.
+
+    With ``log`` (the run's output), the seconds and peak RSS of each stage are printed too.
+    """
     started = time.perf_counter()
     sampler = TreeRss(process.pid)
     sampler.start()
@@ -92,7 +99,43 @@ def watched(process: subprocess.Popen, until=None) -> tuple[float, int, bool]:  
         time.sleep(0.1)
     sampler.stopped.set()
     sampler.join()
+    if log is not None:
+        print_stage_memory(log, sampler.samples)
     return time.perf_counter() - started, sampler.peak, killed
+
+
+_FINISHED = re.compile(r"^(\d\d):(\d\d):(\d\d\.\d+) \| INFO +\| Task run '([^']+)' - Finished in state")
+
+
+def print_stage_memory(log: Path, samples: list[tuple[float, int]]) -> None:
+    """Per stage (its shards together), the seconds between task-run finishes and the peak RSS in them.
+
+    A stage's window runs from the previous task run's finish to its own (the flow runs one task at
+    a time); what follows the last one is the flow's own summary. Log times are UTC clock times.
+    """
+    if not samples:
+        return
+    day = time.gmtime(samples[0][0])
+    midnight = calendar.timegm((day.tm_year, day.tm_mon, day.tm_mday, 0, 0, 0))
+    windows: dict[str, list[float]] = {}
+    previous = samples[0][0]
+    for line in log.read_text(errors="replace").splitlines():
+        match = _FINISHED.match(line)
+        if not match:
+            continue
+        h, m, sec, name = match.groups()
+        at = midnight + int(h) * 3600 + int(m) * 60 + float(sec)
+        group = re.sub(r"-shard-\d+$", "", re.sub(r"-[0-9a-f]{3}$", "", name))  # Prefect's run-name suffix
+        peak = max((rss for t, rss in samples if previous <= t <= at), default=0)
+        entry = windows.setdefault(group, [0.0, 0])
+        entry[0] += at - previous
+        entry[1] = max(entry[1], peak)
+        previous = at
+    tail = [rss for t, rss in samples if t >= previous]
+    windows["(flow summary, after the last stage)"] = [samples[-1][0] - previous, max(tail, default=0)]
+    print(f"  {'stage':<40}{'seconds':>10}{'peak RSS MB':>14}")
+    for group, (seconds, peak) in windows.items():
+        print(f"  {group:<40}{seconds:>10.1f}{peak / 2**20:>14.0f}")
 
 
 def summary_of(workdir: Path) -> dict:
@@ -166,7 +209,9 @@ def main() -> None:
         reference = None
         if not args.skip_reference:
             whole = base / "uninterrupted"
-            seconds, peak, _ = watched(start(config(whole), api, base / "uninterrupted.log"))
+            seconds, peak, _ = watched(
+                start(config(whole), api, base / "uninterrupted.log"), log=base / "uninterrupted.log"
+            )
             reference = summary_of(whole)
             print(
                 f"uninterrupted: {seconds:.1f} s, peak RSS {peak / 2**30:.2f} GiB, "
@@ -177,14 +222,16 @@ def main() -> None:
         work = base / "killed"
         process = start(config(work), api, base / "killed.log")
         seconds, peak, killed = watched(
-            process, until=lambda: len(list((work / "artifacts").glob(lafa_parts))) >= args.kill_after
+            process,
+            until=lambda: len(list((work / "artifacts").glob(lafa_parts))) >= args.kill_after,
+            log=base / "killed.log",
         )
         written = len(list((work / "artifacts").glob(lafa_parts)))
         print(
             f"killed (SIGKILL: {killed}) after {seconds:.1f} s with {written} LAFA parts written, "
             f"peak RSS {peak / 2**30:.2f} GiB"
         )
-        seconds, peak, _ = watched(start(config(work), api, base / "resumed.log"))
+        seconds, peak, _ = watched(start(config(work), api, base / "resumed.log"), log=base / "resumed.log")
         resumed = summary_of(work)
         stages: dict[str, list[int]] = {}
         for s in resumed["stages"]:
