@@ -9,8 +9,17 @@ import numpy as np
 import pyarrow as pa
 from prefect.logging import get_run_logger
 
-from storage import ArtifactRef, ArtifactStore, artifact_metadata, read_artifact, read_index_manifest, write_index
+from storage import (
+    ArtifactRef,
+    ArtifactStore,
+    artifact_metadata,
+    dataset_parts,
+    read_artifact,
+    read_index_manifest,
+    write_index,
+)
 from tasks.caching import stage_task
+from tasks.corpus_io import part_ranges
 from tasks.progress import StageProgress
 from tasks.results import RunContext, StageResult
 from xattr.neighbours.index import IndexParams, IndexType, build_index, measure_recall, nearest_neighbours
@@ -47,19 +56,27 @@ def build_index_stage(
     searched = max(neighbours, candidates)
     logger.info("searching the %d nearest neighbours of %d texts", searched, index.ntotal)
     dist, nn = nearest_neighbours(index, vectors, searched, progress=StageProgress("build_index (search)"))
-    rows, cols = np.nonzero(nn >= 0)
-    table = pa.table(
-        {
-            "doc_id": ids.take(pa.array(rows)),
-            "rank": pa.array(cols.astype(np.int32)),
-            "neighbour_id": ids.take(pa.array(nn[rows, cols])),
-            "distance": pa.array(dist[rows, cols].astype(np.float32)),
-            "position": pa.array(rows.astype(np.int64)),
-            "neighbour_position": pa.array(nn[rows, cols].astype(np.int64)),
-        }
-    )
+    # One part per part of the embeddings (the encode stage's shards): a shard's reader opens its part only.
     store = ArtifactStore(context.artifacts_root, context.run_id)
-    neighbours_ref = store.write("neighbours", "build_index", "neighbours", table)
+    ranges = part_ranges(embeddings)
+    parts = []
+    for number, part in enumerate(ranges):
+        rows, cols = np.nonzero(nn[part.start : part.stop] >= 0)
+        found = nn[part.start : part.stop][rows, cols]
+        table = pa.table(
+            {
+                "doc_id": ids.take(pa.array(rows + part.start)),
+                "rank": pa.array(cols.astype(np.int32)),
+                "neighbour_id": ids.take(pa.array(found)),
+                "distance": pa.array(dist[part.start : part.stop][rows, cols].astype(np.float32)),
+                "position": pa.array((rows + part.start).astype(np.int64)),
+                "neighbour_position": pa.array(found.astype(np.int64)),
+            }
+        )
+        parts.append(
+            store.write("neighbours", "build_index", "neighbours", table, part=number if len(ranges) > 1 else None)
+        )
+    neighbours_ref = store.write_dataset("build_index", "neighbours", parts) if len(ranges) > 1 else parts[0]
     meta = artifact_metadata(embeddings)
     index_ref = write_index(
         index,
@@ -75,6 +92,7 @@ def build_index_stage(
             "recall_at_10": recall,
             "doc_ids_from": embeddings.path,
             "neighbours": neighbours_ref.to_dict(),
+            "neighbour_parts": [[r.start, r.stop] for r in ranges],
         },
     )
     return StageResult(
@@ -103,10 +121,19 @@ def neighbour_candidates(
     manifest = read_index_manifest(index)
     if "neighbours" not in manifest:
         return None
-    table = read_artifact(
-        ArtifactRef.from_dict(manifest["neighbours"]), columns=["position", "rank", "neighbour_position", "distance"]
-    )
     rows = rows if rows is not None else range(size)
+    ref = ArtifactRef.from_dict(manifest["neighbours"])
+    columns = ["position", "rank", "neighbour_position", "distance"]
+    spans = manifest.get("neighbour_parts")
+    if spans and len(spans) > 1:  # a dataset of the texts' ranges: only the parts holding ``rows`` are read
+        tables = [
+            read_artifact(part, columns=columns)
+            for part, (start, stop) in zip(dataset_parts(ref), spans, strict=True)
+            if start < rows.stop and rows.start < stop
+        ]
+        table = pa.concat_tables(tables) if tables else read_artifact(ref, rows=range(0, 0), columns=columns)
+    else:
+        table = read_artifact(ref, columns=columns)
     position = table.column("position").to_numpy()
     low, high = np.searchsorted(position, [rows.start, rows.stop])  # the table is in position order
     position = position[low:high] - rows.start

@@ -80,3 +80,49 @@ def test_stage_searches_the_candidates_methods_need_and_reads_them_back(tmp_path
     squared, ids = neighbour_candidates(result.refs["index"], 50, range(20, 35))
     np.testing.assert_array_equal(ids, expected_i[20:35])
     np.testing.assert_array_equal(squared, expected_d[20:35])
+
+
+def test_sharded_embeddings_give_a_neighbours_part_per_shard_and_a_shard_reads_its_own(tmp_path: Path) -> None:
+    """Embeddings in parts (20, 20, 10 texts): one neighbours part each; a shard's candidates never open the others."""
+    from tasks.build_index import neighbour_candidates
+
+    vectors = np.random.default_rng(6).standard_normal((50, 16)).astype(np.float32)
+    ids = [f"doc-{i}" for i in range(50)]
+    store = ArtifactStore(tmp_path / "artifacts", "run-0")
+    parts = []
+    for number, (a, b) in enumerate([(0, 20), (20, 40), (40, 50)]):
+        table = pa.table(
+            {
+                "doc_id": pa.array(ids[a:b], pa.string()),
+                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors[a:b].reshape(-1), pa.float32()), 16),
+            }
+        )
+        meta = {"model": "m", "layer": "2"}
+        parts.append(
+            store.write("embeddings", "encode_corpus", "embeddings", table, metadata=meta, dim=16, part=number)
+        )
+    embeddings = store.write_dataset("encode_corpus", "embeddings", parts)
+    with disable_run_logger():
+        result = stage_module.build_index_stage.fn(
+            embeddings, "flat_l2", 3, RunContext(tmp_path / "artifacts", "run-1"), candidates=12
+        )
+    directory = Path(result.refs["neighbours"].path)
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "_manifest.json",
+        "part-00000.parquet",
+        "part-00001.parquet",
+        "part-00002.parquet",
+    ]
+    expected_d, expected_i = nearest_neighbours(build_index(vectors), vectors, 12)
+    squared, found = neighbour_candidates(result.refs["index"], 50)
+    np.testing.assert_array_equal(found, expected_i)
+    np.testing.assert_array_equal(squared, expected_d)
+    # Break the first and last parts: the middle shard's candidates are still read (from its part only).
+    for name in ("part-00000.parquet", "part-00002.parquet"):
+        (directory / name).chmod(0o644)
+        (directory / name).write_bytes(b"broken")
+    squared, found = neighbour_candidates(result.refs["index"], 50, range(20, 40))
+    np.testing.assert_array_equal(found, expected_i[20:40])
+    np.testing.assert_array_equal(squared, expected_d[20:40])
+    with pytest.raises(Exception, match="sha256 mismatch"):
+        neighbour_candidates(result.refs["index"], 50, range(35, 45))
