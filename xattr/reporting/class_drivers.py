@@ -28,6 +28,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -337,15 +338,8 @@ def streamed_class_drivers(
     candidates_of: dict[int, set[int]] = {}
     for c in classes:
         part = found.of_class(c)
-        # One group (the class's texts, no categories): the "overall" scope, each driver's CI once.
-        occurrences = occurrence_frame(
-            part.row, np.full(len(part.row), np.nan), part.code, found.kinds[part.code], part.attribution,
-            part.output, part.output - part.attribution, "identity",
-        )  # fmt: skip
-        ranked = aggregate_drivers(
-            occurrences, {ALL_CATEGORIES: found.class_texts(c)}, intervals=("attribution",), **aggregate
-        )
-        ranked = found.named(ranked)
+        texts_c = found.class_texts(c)
+        ranked = _aggregate(found, part, part.output - part.attribution, "attribution", texts_c, aggregate)
         ranked = ranked.sort_values(["mean_attribution", "driver"], ascending=[False, True], kind="stable")
         ranked = ranked.reset_index(drop=True)
         ranked["rank"] = np.arange(1, len(ranked) + 1)
@@ -358,14 +352,8 @@ def streamed_class_drivers(
         effects = pd.DataFrame(columns=["driver", "kind", "mean_effect", "effect_ci_low", "effect_ci_high"])
         if candidates_of[c]:
             part = found.of_class(c)
-            jobs = np.isin(part.code, list(candidates_of[c]))
-            occurrences = occurrence_frame(
-                part.row[jobs], np.full(int(jobs.sum()), np.nan), part.code[jobs], found.kinds[part.code[jobs]],
-                part.attribution[jobs], part.output[jobs], masked[part.index[jobs]], "identity",
-            )  # fmt: skip
-            total = {ALL_CATEGORIES: found.class_texts(c)}
-            effects = aggregate_drivers(occurrences, total, intervals=("effect",), **aggregate)
-            effects = found.named(effects)
+            jobs = found.of_class(c, np.isin(part.code, list(candidates_of[c])))
+            effects = _aggregate(found, jobs, masked[jobs.index], "effect", found.class_texts(c), aggregate)
         merged = ranked.merge(
             effects[["driver", "kind", "mean_effect", "effect_ci_low", "effect_ci_high"]],
             on=["driver", "kind"],
@@ -437,8 +425,11 @@ class _Occurrences:
     def class_texts(self, c: int) -> int:
         return int((self.group == c).sum())
 
-    def of_class(self, c: int) -> _ClassPart:
+    def of_class(self, c: int, where: np.ndarray | None = None) -> _ClassPart:
+        """Class ``c``'s occurrences (``where``: those of them where it is true)."""
         index = np.flatnonzero(self.group[self.row] == c)
+        if where is not None:
+            index = index[where]
         row = self.row[index]
         return _ClassPart(index, row, self.code[index], self.attribution[index], self.output[row])
 
@@ -446,6 +437,37 @@ class _Occurrences:
         """An :func:`~xattr.reporting.price_drivers.aggregate_drivers` table of codes with the keys and kinds."""
         codes = table["driver"].to_numpy(dtype=np.int64)
         return table.assign(driver=[self.keys[d] for d in codes], kind=[_KINDS[k] for k in self.kinds[codes]])
+
+
+#: Occurrences per :func:`~xattr.reporting.price_drivers.aggregate_drivers` call (its frame and
+#: grouping cost ~150 bytes per occurrence: a class of millions is aggregated in blocks of drivers).
+_BLOCK = 1 << 20
+
+
+def _aggregate(
+    found: _Occurrences, part: _ClassPart, masked: np.ndarray, interval: str, texts: int, aggregate: Mapping[str, Any]
+) -> pd.DataFrame:
+    """``aggregate_drivers`` of one class's occurrences (masked outputs ``masked``), named, in blocks of drivers.
+
+    A driver's row depends only on its own occurrences (in corpus order: a stable sort by code
+    keeps it), so blocks of whole drivers give the rows of one call; their order is the caller's.
+    """
+    order = np.argsort(part.code, kind="stable")
+    codes = part.code[order]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.zeros(0, np.int64)
+    at = np.searchsorted(starts, np.arange(_BLOCK, len(codes), _BLOCK))
+    cuts = np.unique(np.r_[0, starts[at[at < len(starts)]], len(codes)]) if len(codes) else np.zeros(2, np.int64)
+    tables = []
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        take = order[a:b]
+        occurrences = occurrence_frame(
+            part.row[take], np.full(len(take), np.nan), part.code[take], found.kinds[part.code[take]],
+            part.attribution[take], part.output[take], masked[take], "identity",
+        )  # fmt: skip
+        # One group (the class's texts, no categories): the "overall" scope, each driver's CI once.
+        total = {ALL_CATEGORIES: texts}
+        tables.append(found.named(aggregate_drivers(occurrences, total, intervals=(interval,), **aggregate)))
+    return tables[0] if len(tables) == 1 else pd.concat(tables, ignore_index=True)
 
 
 #: Unit kinds of the class drivers, coded as int8 in :class:`_Occurrences`.
@@ -464,6 +486,8 @@ def _read_occurrences(
     loaded: LoadedModel, chunks: ChunkSource, texts: int, settings: ClassDriverSettings, progress: Progress | None
 ) -> _Occurrences:
     """Pass 1: every chunk's candidate drivers and their attributions (the occurrences of ``driver_occurrences``)."""
+    if texts >= 2**31:
+        raise ValueError(f"class drivers: {texts} texts; at most 2**31 - 1 (int32 positions)")
     vocabulary: dict[str, int] = {}
     kinds: list[int] = []
     texts_per_key: Counter[tuple[int, int]] = Counter()  # (class, code) -> texts of the class with the key
@@ -499,7 +523,7 @@ def _read_occurrences(
                 score_c.append(math.fsum(scores.get(w, 0.0) for w in unit.words))
         groups.append(group)
         outputs.append(output)
-        rows.append(np.asarray(row_c, dtype=np.int64))
+        rows.append(np.asarray(row_c, dtype=np.int32))  # corpus positions below 2**31 (checked)
         codes.append(np.asarray(code_c, dtype=np.int32))
         scores_.append(np.asarray(score_c, dtype=np.float64))
         done += n
@@ -508,7 +532,7 @@ def _read_occurrences(
     if done != texts:
         raise ValueError(f"class drivers: the chunks hold {done} texts, the corpus {texts}")
     group = np.concatenate(groups) if groups else np.zeros(0, np.int64)
-    row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    row = np.concatenate(rows) if rows else np.zeros(0, np.int32)
     code = np.concatenate(codes) if codes else np.zeros(0, np.int32)
     # The min_count filter: counts over the whole class, so only after the last chunk.
     width = max(len(vocabulary), 1)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -37,9 +35,8 @@ def quiet_progress(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _parts(store: ArtifactStore, kind: str, stage: str, table: pa.Table, cuts: list[int]):
     """``table`` written as a dataset of parts ``cuts[k]:cuts[k + 1]`` (rows)."""
-    refs = [
-        store.write(kind, stage, kind, table.slice(a, b - a), part=k) for k, (a, b) in enumerate(zip(cuts, cuts[1:]))
-    ]
+    spans = zip(cuts, cuts[1:], strict=False)
+    refs = [store.write(kind, stage, kind, table.slice(a, b - a), part=k) for k, (a, b) in enumerate(spans)]
     return store.write_dataset(stage, kind, refs)
 
 
