@@ -339,7 +339,7 @@ def streamed_class_drivers(
     for c in classes:
         part = found.of_class(c)
         texts_c = found.class_texts(c)
-        ranked = _aggregate(found, part, part.output - part.attribution, "attribution", texts_c, aggregate)
+        ranked = _aggregate(found, part, None, "attribution", texts_c, aggregate)
         ranked = ranked.sort_values(["mean_attribution", "driver"], ascending=[False, True], kind="stable")
         ranked = ranked.reset_index(drop=True)
         ranked["rank"] = np.arange(1, len(ranked) + 1)
@@ -394,13 +394,12 @@ def streamed_class_drivers(
 
 @dataclass(frozen=True)
 class _ClassPart:
-    """One class's occurrences (in corpus order): their index into the corpus' arrays and their columns."""
+    """One class's occurrences (in corpus order): their index into :class:`_Occurrences`' arrays and their columns."""
 
     index: np.ndarray
     row: np.ndarray
     code: np.ndarray
     attribution: np.ndarray
-    output: np.ndarray
 
 
 @dataclass
@@ -408,9 +407,10 @@ class _Occurrences:
     """Pass 1's result: every kept occurrence of the corpus as flat arrays, and the driver vocabulary.
 
     Per text: ``group`` (its predicted class) and ``output`` (its class probability, or a
-    regressor's value). Per occurrence, in corpus order (text by text, unit by unit): ``row``
-    (corpus position), ``code`` (into ``keys``) and ``attribution``. Occurrences of keys seen in
-    fewer than ``min_count`` texts of their class are already dropped.
+    regressor's value). Per occurrence, class by class and in corpus order within a class (text by
+    text, unit by unit): ``row`` (corpus position), ``code`` (into ``keys``) and ``attribution``;
+    ``spans`` gives each class's slice. Occurrences of keys seen in fewer than ``min_count`` texts
+    of their class are already dropped.
     """
 
     group: np.ndarray
@@ -421,17 +421,19 @@ class _Occurrences:
     keys: list[str]
     kinds: np.ndarray
     vocabulary: dict[str, int]
+    spans: dict[int, tuple[int, int]]
 
     def class_texts(self, c: int) -> int:
         return int((self.group == c).sum())
 
     def of_class(self, c: int, where: np.ndarray | None = None) -> _ClassPart:
         """Class ``c``'s occurrences (``where``: those of them where it is true)."""
-        index = np.flatnonzero(self.group[self.row] == c)
-        if where is not None:
-            index = index[where]
-        row = self.row[index]
-        return _ClassPart(index, row, self.code[index], self.attribution[index], self.output[row])
+        start, stop = self.spans.get(c, (0, 0))
+        if where is None:  # views: no copy of a class's millions of occurrences
+            sl = slice(start, stop)
+            return _ClassPart(np.arange(start, stop), self.row[sl], self.code[sl], self.attribution[sl])
+        index = start + np.flatnonzero(where)
+        return _ClassPart(index, self.row[index], self.code[index], self.attribution[index])
 
     def named(self, table: pd.DataFrame) -> pd.DataFrame:
         """An :func:`~xattr.reporting.price_drivers.aggregate_drivers` table of codes with the keys and kinds."""
@@ -445,9 +447,17 @@ _BLOCK = 1 << 20
 
 
 def _aggregate(
-    found: _Occurrences, part: _ClassPart, masked: np.ndarray, interval: str, texts: int, aggregate: Mapping[str, Any]
+    found: _Occurrences,
+    part: _ClassPart,
+    masked: np.ndarray | None,
+    interval: str,
+    texts: int,
+    aggregate: Mapping[str, Any],
 ) -> pd.DataFrame:
-    """``aggregate_drivers`` of one class's occurrences (masked outputs ``masked``), named, in blocks of drivers.
+    """``aggregate_drivers`` of one class's occurrences, named, in blocks of drivers.
+
+    ``masked``: the class probability of each occurrence with it masked; None: estimated from the
+    attribution (``output - attribution``, as ``driver_occurrences(effect="attribution")``).
 
     A driver's row depends only on its own occurrences (in corpus order: a stable sort by code
     keeps it), so blocks of whole drivers give the rows of one call; their order is the caller's.
@@ -460,10 +470,12 @@ def _aggregate(
     tables = []
     for a, b in zip(cuts[:-1], cuts[1:], strict=True):
         take = order[a:b]
+        row, code, attribution = part.row[take], part.code[take], part.attribution[take]
+        output = found.output[row]
+        estimated = output - attribution if masked is None else masked[take]
         occurrences = occurrence_frame(
-            part.row[take], np.full(len(take), np.nan), part.code[take], found.kinds[part.code[take]],
-            part.attribution[take], part.output[take], masked[take], "identity",
-        )  # fmt: skip
+            row, np.full(len(take), np.nan), code, found.kinds[code], attribution, output, estimated, "identity"
+        )
         # One group (the class's texts, no categories): the "overall" scope, each driver's CI once.
         total = {ALL_CATEGORIES: texts}
         tables.append(found.named(aggregate_drivers(occurrences, total, intervals=(interval,), **aggregate)))
@@ -532,27 +544,40 @@ def _read_occurrences(
     if done != texts:
         raise ValueError(f"class drivers: the chunks hold {done} texts, the corpus {texts}")
     group = np.concatenate(groups) if groups else np.zeros(0, np.int64)
+    output = np.concatenate(outputs) if outputs else np.zeros(0)
+    # Column by column, each chunk's arrays freed as its column is joined: memory holds ~1.5x the columns.
     row = np.concatenate(rows) if rows else np.zeros(0, np.int32)
+    rows.clear()
     code = np.concatenate(codes) if codes else np.zeros(0, np.int32)
+    codes.clear()
+    attribution = np.concatenate(scores_) if scores_ else np.zeros(0)
+    scores_.clear()
     # The min_count filter: counts over the whole class, so only after the last chunk.
     width = max(len(vocabulary), 1)
     pairs = np.array([g * width + k for g, k in texts_per_key], dtype=np.int64)
     order = np.argsort(pairs)
     pairs, counts = pairs[order], np.array(list(texts_per_key.values()), dtype=np.int64)[order]
-    wanted = group[row].astype(np.int64) * width + code
-    kept = counts[np.searchsorted(pairs, wanted)] >= settings.min_count if len(row) else np.zeros(0, bool)
+    occurrence_group = group[row]
+    kept = counts[np.searchsorted(pairs, occurrence_group * width + code)] >= settings.min_count
+    # Class by class (a stable sort keeps corpus order within a class): each class is one slice.
+    order = np.flatnonzero(kept)
+    order = order[np.argsort(occurrence_group[order], kind="stable")]
+    classes, starts = np.unique(occurrence_group[order], return_index=True)
+    stops = np.r_[starts[1:], len(order)]
+    del occurrence_group, kept
     keys = [""] * len(vocabulary)
     for key, k in vocabulary.items():
         keys[k] = key
     return _Occurrences(
         group=group,
-        output=np.concatenate(outputs) if outputs else np.zeros(0),
-        row=row[kept],
-        code=code[kept],
-        attribution=(np.concatenate(scores_) if scores_ else np.zeros(0))[kept],
+        output=output,
+        row=row[order],
+        code=code[order],
+        attribution=attribution[order],
         keys=keys,
         kinds=np.asarray(kinds, dtype=np.int8),
         vocabulary=vocabulary,
+        spans={int(c): (int(a), int(b)) for c, a, b in zip(classes, starts, stops, strict=True)},
     )
 
 
@@ -572,11 +597,14 @@ def _masked_probabilities(
     out = np.full(len(found.row), np.nan)
     wanted = np.zeros(len(found.row), dtype=bool)
     for c, codes in candidates_of.items():
-        wanted |= (found.group[found.row] == c) & np.isin(found.code, list(codes))
+        start, stop = found.spans.get(c, (0, 0))
+        wanted[start:stop] = np.isin(found.code[start:stop], list(codes))
     total = int(wanted.sum())
     if not total:
         return out
     job_index = np.flatnonzero(wanted)
+    # In corpus order, as pass 2 reads them (a text's units all belong to its class: their order is kept).
+    job_index = job_index[np.argsort(found.row[job_index], kind="stable")]
     job_rows = found.row[job_index]
     token = replacement_id(loaded.tokenizer, settings.replacement)
     size = settings.batch_size * 8
