@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,13 +15,13 @@ from storage import ArtifactRef, ArtifactStore, read_artifact
 from storage.text_files import write_text_file
 from tasks.attribute import stored_outputs
 from tasks.caching import stage_task
-from tasks.corpus_io import corpus_chunks, read_corpus
+from tasks.corpus_io import check_tokens, corpus_chunks, read_corpus, read_tokens
 from tasks.models import loaded_model
 from tasks.progress import StageProgress
 from tasks.results import RunContext, StageResult
-from xattr.models.loading import ModelSpec
+from xattr.models.loading import LoadedModel, ModelSpec
 from xattr.reporting.baseline import ClassifierQuality, fine_tune_quality
-from xattr.reporting.class_drivers import ClassDriverSettings, class_drivers
+from xattr.reporting.class_drivers import ChunkSource, ClassDriverSettings, DriverChunk, streamed_class_drivers
 from xattr.reporting.viewer import (
     ViewerSettings,
     agreement_matrix,
@@ -38,6 +38,8 @@ from xattr.reporting.words import (
     word_table,
 )
 
+#: The ``token_attributions`` columns the class drivers read.
+_SCORE_COLUMNS = ("doc_id", "word_index", "score")
 #: The ``token_attributions`` columns the viewer reads.
 _PIECE_COLUMNS = ("doc_id", "method", "target", "word_index", "score")
 
@@ -53,29 +55,29 @@ def class_drivers_stage(
     context: RunContext,
     tokens: ArtifactRef | None = None,
 ) -> StageResult:
-    """Write the ``class_drivers`` artifact (:func:`xattr.reporting.class_drivers.class_drivers`).
+    """Write the ``class_drivers`` artifact (:func:`xattr.reporting.class_drivers.streamed_class_drivers`).
 
     The ranking uses method ``label``'s attributions, the classes and probabilities the
     ``predictions`` artifact's logits; the masked effects run the model (one forward pass per
     masked text of the top candidates). ``tokens``: the encode stage's artifact of ``corpus``,
-    read instead of tokenising. A question-answering model gets no artifact (a note).
+    read instead of tokenising; the corpus is then read in its parts (a sharded run's shards),
+    twice, memory holding one part's texts, tokens and attributions at a time. Without it the
+    corpus is tokenised and held whole. A question-answering model gets no artifact (a note).
     """
     started = time.perf_counter()
     loaded = loaded_model(model)
     if loaded.task == "question_answering":
         note = "class drivers: not computed for a question-answering model"
         return StageResult("class_drivers", {}, {}, {"method": label}, time.perf_counter() - started, (note,))
-    view = read_corpus(corpus, loaded, tokens=tokens, columns=["text", "text_pair"])
-    logits = stored_outputs(predictions, view.doc_ids)
-    table = class_drivers(
+    chunks = _driver_chunks(corpus, predictions, attributions, loaded, tokens)
+    table = streamed_class_drivers(
         loaded,
-        view.encoded,
-        view.frame,
-        read_artifact(attributions).to_pandas(),
-        logits,
+        chunks,
+        corpus.rows,
         settings,
         method=label,
-        progress=StageProgress("class_drivers"),
+        progress=StageProgress("class_drivers: masked texts predicted"),
+        read_progress=StageProgress("class_drivers: texts read"),
     )
     ref = ArtifactStore(context.artifacts_root, context.run_id).write(
         "class_drivers", "class_drivers", "class_drivers", pa.Table.from_pandas(table, preserve_index=False)
@@ -88,6 +90,43 @@ def class_drivers_stage(
         params,
         time.perf_counter() - started,
     )
+
+
+def _driver_chunks(
+    corpus: ArtifactRef,
+    predictions: ArtifactRef,
+    attributions: ArtifactRef,
+    loaded: LoadedModel,
+    tokens: ArtifactRef | None,
+) -> ChunkSource:
+    """The class drivers' chunks of the corpus: the parts of ``tokens``, else the whole corpus tokenised once."""
+    if tokens is None:
+        view = read_corpus(corpus, loaded, columns=["text", "text_pair"])
+        whole = DriverChunk(
+            view.doc_ids,
+            view.frame["text"].tolist(),
+            view.frame["text_pair"].tolist(),
+            view.encoded,
+            read_artifact(attributions, columns=list(_SCORE_COLUMNS)).to_pandas(),
+            stored_outputs(predictions, view.doc_ids),
+        )
+        return lambda _: [whole]
+    check_tokens(tokens, loaded)
+
+    def chunks(with_scores: bool) -> Iterator[DriverChunk]:
+        aligned = {"scores": (attributions, _SCORE_COLUMNS)} if with_scores else None
+        for chunk in corpus_chunks(corpus, layout=tokens, columns=["text", "text_pair"], aligned=aligned):
+            ids = chunk.frame["doc_id"]
+            yield DriverChunk(
+                ids.tolist(),
+                chunk.frame["text"].tolist(),
+                chunk.frame["text_pair"].tolist(),
+                read_tokens(tokens, ids, rows=chunk.rows, size=len(chunk.rows)),
+                chunk.tables["scores"].to_pandas() if with_scores else None,
+                stored_outputs(predictions, ids.tolist(), rows=chunk.rows) if with_scores else None,
+            )
+
+    return chunks
 
 
 @dataclass(frozen=True)

@@ -67,10 +67,13 @@ __all__ = [
     "holdout_mask",
     "listing_units",
     "masked_encodings",
+    "occurrence_frame",
     "regression_quality",
     "to_price",
     "truth_recovery",
+    "unit_tokens",
     "word_score_table",
+    "word_tokens",
 ]
 
 #: ``category`` value of the overall rows of the drivers table.
@@ -162,16 +165,30 @@ def _occurrence_rows(
     texts_per_key = Counter(u.key for doc_units in units for u in {x.key: x for x in doc_units}.values())
     rows: list[tuple[int, Unit, tuple[int, ...]]] = []
     for position, doc_units in enumerate(units):
-        enc = encoded[position]
-        tokens_of: dict[int, list[int]] = {}
-        for t, w in enumerate(enc.word_index):
-            if w >= 0 and not enc.special[t]:
-                tokens_of.setdefault(w, []).append(t)
+        tokens_of = word_tokens(encoded[position])
         for unit in doc_units:
-            if texts_per_key[unit.key] < min_texts or any(w not in tokens_of for w in unit.words):
+            if texts_per_key[unit.key] < min_texts:
                 continue
-            rows.append((position, unit, tuple(t for w in unit.words for t in tokens_of[w])))
+            tokens = unit_tokens(unit, tokens_of)
+            if tokens is not None:
+                rows.append((position, unit, tokens))
     return rows
+
+
+def word_tokens(encoded: EncodedText) -> dict[int, list[int]]:
+    """The token positions of each word of an encoded text (words cut off by truncation are absent)."""
+    tokens_of: dict[int, list[int]] = {}
+    for t, w in enumerate(encoded.word_index):
+        if w >= 0 and not encoded.special[t]:
+            tokens_of.setdefault(w, []).append(t)
+    return tokens_of
+
+
+def unit_tokens(unit: Unit, tokens_of: Mapping[int, Sequence[int]]) -> tuple[int, ...] | None:
+    """The token positions of a unit (:func:`word_tokens` of its text), or None when truncation cut one of its words."""
+    if any(w not in tokens_of for w in unit.words):
+        return None
+    return tuple(t for w in unit.words for t in tokens_of[w])
 
 
 def masked_encodings(
@@ -245,16 +262,50 @@ def driver_occurrences(
         masked = _masked_outputs(predict, encoded, [(r[0], r[2]) for r in rows], replacement, chunk, progress)  # type: ignore[arg-type]
     else:
         masked = full - attribution
+    return occurrence_frame(
+        [doc_ids[r[0]] for r in rows],
+        [groups[r[0]] for r in rows],
+        [r[1].key for r in rows],
+        [r[1].kind for r in rows],
+        attribution,
+        full,
+        masked,
+        output_transform,
+    )
+
+
+def occurrence_frame(
+    doc_ids: Sequence[Any] | np.ndarray,
+    groups: Sequence[Any] | np.ndarray,
+    drivers: Sequence[Any] | np.ndarray,
+    kinds: Sequence[Any] | np.ndarray,
+    attribution: np.ndarray,
+    full: np.ndarray,
+    masked: np.ndarray,
+    output_transform: str,
+) -> pd.DataFrame:
+    """The rows of :func:`driver_occurrences` from its columns: one per occurrence, in that order.
+
+    Args:
+        doc_ids: The listing of each occurrence (any hashable: :func:`aggregate_drivers` counts distinct values).
+        groups: Its category (None or NaN: none).
+        drivers: Its driver (any sortable value: a key, or a code into a vocabulary of keys).
+        kinds: Its unit kind (likewise).
+        attribution: Its signed attribution.
+        full: The model output of its listing.
+        masked: The model output with the unit masked (or estimated, ``full - attribution``).
+        output_transform: ``"log"`` or ``"identity"`` (see :func:`to_price`).
+    """
     price_full = to_price(full, output_transform)
     price_masked = to_price(masked, output_transform)
     with np.errstate(divide="ignore", invalid="ignore"):
         relative = price_full / price_masked - 1.0
     return pd.DataFrame(
         {
-            "doc_id": [doc_ids[r[0]] for r in rows],
-            "group": [groups[r[0]] for r in rows],
-            "driver": [r[1].key for r in rows],
-            "kind": [r[1].kind for r in rows],
+            "doc_id": doc_ids,
+            "group": groups,
+            "driver": drivers,
+            "kind": kinds,
             "attribution": attribution,
             "output_effect": full - masked,
             "effect": price_full - price_masked,

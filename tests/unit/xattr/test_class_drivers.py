@@ -9,15 +9,18 @@ import pandas as pd
 import pytest
 import torch
 
+import xattr.reporting.class_drivers as class_drivers_module
 from xattr.metrics.uncertainty import bootstrap_mean
 from xattr.models import encode_texts, load_model, predict_logits
 from xattr.reporting.class_drivers import (
     CLASS_DRIVER_COLUMNS,
     REGRESSION_GROUP,
     ClassDriverSettings,
+    DriverChunk,
     class_drivers,
     class_masked_texts,
     driver_units,
+    streamed_class_drivers,
 )
 
 TEXTS = [
@@ -180,3 +183,54 @@ def test_masked_texts_are_the_ones_predicted_and_the_cis_are_their_bootstraps(se
             assert r["effect_ci_low"] == pytest.approx(expected.low, abs=1e-9)
             assert r["effect_ci_high"] == pytest.approx(expected.high, abs=1e-9)
     assert position == len(masked)
+
+
+def _chunked(encoded, corpus, attributions, logits, cuts):
+    """The chunk source of ``corpus`` cut at ``cuts`` (as the class-drivers stage reads a sharded corpus)."""
+
+    def chunks(with_scores: bool):
+        for a, b in zip(cuts, cuts[1:], strict=False):
+            ids = corpus["doc_id"].iloc[a:b].tolist()
+            yield DriverChunk(
+                ids,
+                corpus["text"].iloc[a:b].tolist(),
+                corpus["text_pair"].iloc[a:b].tolist(),
+                encoded[a:b],
+                attributions[attributions["doc_id"].isin(ids)] if with_scores else None,
+                logits[a:b] if with_scores else None,
+            )
+
+    return chunks
+
+
+@pytest.mark.parametrize("cuts", [[0, 3, 3, 4, 9, 10], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]])
+def test_streamed_chunks_give_the_table_of_the_corpus_in_one_chunk(setup, cuts, monkeypatch) -> None:
+    """Chunks (an empty one too) and drivers aggregated in blocks give exactly the one-chunk table."""
+    loaded, encoded, logits, corpus, attributions = setup
+    # Predictions of both classes (the random tiny model predicts one): each class has its own drivers.
+    logits = logits + np.array([[3.0, 0.0] if i % 3 else [0.0, 3.0] for i in range(len(TEXTS))])
+    assert len(np.unique(logits.argmax(axis=1))) == 2
+    settings = ClassDriverSettings(top_k=3, min_count=2, resamples=100, batch_size=1, seed=2)
+    whole = class_drivers(loaded, encoded, corpus, attributions, logits, settings, method="m")
+    assert whole["masked"].sum() >= 4 and set(whole["class_id"]) == {0, 1}
+    reads: list[tuple[int, int]] = []
+    streamed = streamed_class_drivers(
+        loaded,
+        _chunked(encoded, corpus, attributions, logits, cuts),
+        len(TEXTS),
+        settings,
+        method="m",
+        read_progress=lambda done, total: reads.append((done, total)),
+    )
+    pd.testing.assert_frame_equal(streamed, whole, check_exact=True)
+    assert reads == [(b, len(TEXTS)) for b in cuts[1:]]
+    monkeypatch.setattr(class_drivers_module, "_BLOCK", 3)  # a few drivers per aggregation call
+    blocked = class_drivers(loaded, encoded, corpus, attributions, logits, settings, method="m")
+    pd.testing.assert_frame_equal(blocked, whole, check_exact=True)
+
+
+def test_chunks_that_do_not_cover_the_corpus_are_refused(setup) -> None:
+    loaded, encoded, logits, corpus, attributions = setup
+    chunks = _chunked(encoded, corpus, attributions, logits, [0, 4, 9])
+    with pytest.raises(ValueError, match="the chunks hold 9 texts, the corpus 10"):
+        streamed_class_drivers(loaded, chunks, len(TEXTS), ClassDriverSettings(min_count=1, resamples=10))
