@@ -192,7 +192,7 @@ def run_one(n: int, model_kind: str, shard_size: int | None, max_texts: int, wor
     from flows.explain_corpus import explain_corpus_with_runner
     from flows.runners import prefect_api
     from flows.settings import ExplainSettings
-    from storage import ArtifactRef, read_artifact, read_index
+    from storage import ArtifactRef, embedding_matrix, read_artifact, read_index
     from tasks.attribute import stored_outputs
     from tasks.models import loaded_model
     from xattr.models.encoding import encode_texts, iter_batches
@@ -298,7 +298,7 @@ def run_one(n: int, model_kind: str, shard_size: int | None, max_texts: int, wor
         ArtifactRef.from_dict(r["refs"]["embeddings"]) for r in summary["stages"] if r["stage"] == "encode_corpus"
     )
     emb = read_artifact(emb_ref)
-    vectors = np.asarray(emb.column("embedding").combine_chunks().flatten(), np.float32).reshape(emb.num_rows, -1)
+    vectors = embedding_matrix(emb)
     index_type = read_index(index_ref)[1]["xattr_index_type"]
     t = time.perf_counter()
     index = build_index(vectors, index_type)

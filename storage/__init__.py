@@ -21,12 +21,13 @@ from storage.artifacts import (
 from storage.errors import StorageError, TrackingStoreError, WorkdirError
 from storage.faiss_io import read_index, read_index_manifest, write_index
 from storage.paths import UnsafePathError, inside, path_component, writable_directory
-from storage.schemas import KINDS, SCHEMA_VERSIONS, schema_for
+from storage.schemas import KINDS, SCHEMA_VERSIONS, embedding_matrix, schema_for
 
 __all__ = [
     "DATASET_MANIFEST",
     "KINDS",
     "SCHEMA_VERSIONS",
+    "embedding_matrix",
     "ArtifactRef",
     "ArtifactStore",
     "StorageError",

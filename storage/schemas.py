@@ -11,11 +11,13 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Literal, get_args
 
+import numpy as np
 import pyarrow as pa
 
 from storage.errors import StorageError
 
 __all__ = [
+    "embedding_matrix",
     "KIND_KEY",
     "KINDS",
     "SCHEMA_VERSION",
@@ -316,6 +318,12 @@ def embeddings_schema(dim: int) -> pa.Schema:
     if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
         raise StorageError("embeddings", f"dim must be a positive integer, got {dim!r}")
     return _schema("embeddings", _embeddings_fields(dim))
+
+
+def embedding_matrix(table: pa.Table) -> np.ndarray:
+    """The ``(rows, dim)`` float32 vectors of an ``embeddings`` table (its ``embedding`` column, row by row)."""
+    flat = table.column("embedding").combine_chunks().flatten()
+    return np.asarray(flat, dtype=np.float32).reshape(table.num_rows, -1)
 
 
 def schema_for(kind: str, **params: object) -> pa.Schema:

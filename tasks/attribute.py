@@ -13,7 +13,15 @@ import pyarrow.compute as pc
 import torch
 from prefect.logging import get_run_logger
 
-from storage import ArtifactRef, ArtifactStore, dataset_parts, read_artifact, read_index, read_index_manifest
+from storage import (
+    ArtifactRef,
+    ArtifactStore,
+    dataset_parts,
+    embedding_matrix,
+    read_artifact,
+    read_index,
+    read_index_manifest,
+)
 from tasks.build_index import neighbour_candidates
 from tasks.caching import stage_task
 from tasks.corpus_io import check_tokens, read_corpus, read_positions, read_tokens
@@ -76,7 +84,7 @@ def neighbour_selection(
         get_run_logger().info("the neighbours table holds too few candidates per text; searching the index")
         index = read_index(index_ref)[0]
         candidates = None
-        vectors = _vectors(read_artifact(embeddings))
+        vectors = embedding_matrix(read_artifact(embeddings))
     else:  # the candidates serve: only the embeddings of the cut-off's sampled pairs are read
         vectors = np.zeros((size, 0), np.float32)
         if request.epsilon_quantile and size > 1:
@@ -84,7 +92,7 @@ def neighbour_selection(
             sampled, inverse = np.unique(np.concatenate([i, j]), return_inverse=True)
             pairs = (inverse[: len(i)], inverse[len(i) :])
             epsilon = distance_cutoff(
-                _vectors(read_positions(embeddings, sampled)), request.epsilon_quantile, pairs=pairs
+                embedding_matrix(read_positions(embeddings, sampled)), request.epsilon_quantile, pairs=pairs
             )
     return select_neighbours(
         index,
@@ -96,12 +104,6 @@ def neighbour_selection(
         rows=rows,
         epsilon=epsilon,
     )
-
-
-def _vectors(table: pa.Table) -> np.ndarray:
-    """The ``(rows, dim)`` float32 vectors of an ``embeddings`` table."""
-    flat = table.column("embedding").combine_chunks().flatten()
-    return np.asarray(flat, dtype=np.float32).reshape(table.num_rows, -1)
 
 
 def stored_outputs(

@@ -14,6 +14,7 @@ from storage import (
     ArtifactStore,
     artifact_metadata,
     dataset_parts,
+    embedding_matrix,
     read_artifact,
     read_index_manifest,
     write_index,
@@ -48,7 +49,7 @@ def build_index_stage(
     logger = get_run_logger()
     table = read_artifact(embeddings)
     ids = table.column("doc_id").combine_chunks()
-    vectors = np.asarray(table.column("embedding").combine_chunks().flatten(), dtype=np.float32).reshape(len(ids), -1)
+    vectors = embedding_matrix(table)
     params = params or IndexParams()
     index = build_index(vectors, index_type, params, progress=StageProgress(f"build_index ({index_type})"))
     recall = measure_recall(index, vectors, k=10, queries=recall_queries, seed=params.seed)

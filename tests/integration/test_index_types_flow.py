@@ -13,7 +13,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.explain_corpus import explain_corpus
 from flows.settings import ExplainSettings
-from storage import ArtifactRef, read_artifact, read_index
+from storage import ArtifactRef, embedding_matrix, read_artifact, read_index
 from xattr.neighbours.index import measure_recall
 
 pytestmark = pytest.mark.integration
@@ -44,7 +44,7 @@ def test_hnsw_index_recall_is_logged_as_a_stage_metric(tmp_path: Path, tiny_clas
     assert isinstance(index, faiss.IndexHNSWFlat) and index.hnsw.efSearch == 8
     embeddings = next(s for s in summary["stages"] if s["stage"] == "encode_corpus")["refs"]["embeddings"]
     table = read_artifact(ArtifactRef.from_dict(embeddings))
-    vectors = np.asarray(table.column("embedding").combine_chunks().flatten(), np.float32).reshape(60, -1)
+    vectors = embedding_matrix(table)
     # The recall of the saved index, recomputed independently, is the logged one.
     expected = measure_recall(index, vectors, k=10, queries=40, seed=0)
     assert manifest["recall_at_10"] == pytest.approx(expected)

@@ -590,6 +590,7 @@ def test_package_exports() -> None:
             "artifact_metadata",
             "file_sha256",
             "schema_for",
+            "embedding_matrix",
             "KINDS",
             "SCHEMA_VERSIONS",
             "write_index",

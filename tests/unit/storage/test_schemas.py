@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pickle
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -434,3 +435,14 @@ def test_check_schema_refuses_non_float32_fixed_size_embeddings(
     assert info.value.problem == (
         f"schema drift: column 'embedding': expected fixed_size_list<float32, dim>, found {embedding_type}"
     )
+
+
+def test_embedding_matrix_is_the_rows_vectors_across_chunks() -> None:
+    from storage import embedding_matrix
+
+    rows = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.5, 9.0]]
+    column = pa.chunked_array(
+        [pa.array(rows[:1], pa.list_(pa.float32(), 3)), pa.array(rows[1:], pa.list_(pa.float32(), 3))]
+    )
+    matrix = embedding_matrix(pa.table({"doc_id": ["a", "b", "c"], "embedding": column}))
+    assert matrix.dtype == np.float32 and matrix.tolist() == rows
