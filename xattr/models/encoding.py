@@ -120,9 +120,19 @@ def _backend(tokenizer: object, max_length: int) -> Any:
     return backend
 
 
-def has_word_pieces(tokenizer: object, texts: Sequence[str], *, max_length: int) -> list[bool]:
-    """Whether each text tokenises to at least one word piece (special tokens not counted)."""
-    return [bool(e.ids) for e in _backend(tokenizer, max_length).encode_batch(list(texts), add_special_tokens=False)]
+def has_word_pieces(tokenizer: object, texts: Sequence[str], *, max_length: int, block: int = 8192) -> list[bool]:
+    """Whether each text tokenises to at least one word piece (special tokens not counted).
+
+    The texts are encoded ``block`` at a time: each text's encoding does not depend on the
+    others, and a whole corpus' encodings at once would hold ~2.8 KB per text (2.8 GB at a
+    million texts) only to read their lengths.
+    """
+    backend = _backend(tokenizer, max_length)
+    items = list(texts)
+    out: list[bool] = []
+    for start in range(0, len(items), block):
+        out += [bool(e.ids) for e in backend.encode_batch(items[start : start + block], add_special_tokens=False)]
+    return out
 
 
 def encode_columns(

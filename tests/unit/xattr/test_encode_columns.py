@@ -99,4 +99,5 @@ def test_has_word_pieces_equals_the_tokenizers_own_count(tmp_path: Path) -> None
     for tokenizer in _tokenizers(tmp_path):
         expected = [bool(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
         assert has_word_pieces(tokenizer, texts, max_length=8) == expected
+        assert has_word_pieces(tokenizer, texts, max_length=8, block=3) == expected  # in blocks: the same flags
         assert any(expected) and not all(expected)
