@@ -349,6 +349,8 @@ def streamed_class_drivers(
     frames = []
     for c in classes:
         ranked = ranked_of[c]
+        if ranked.empty:  # no driver of this class in min_count texts: no rows
+            continue
         effects = pd.DataFrame(columns=["driver", "kind", "mean_effect", "effect_ci_low", "effect_ci_high"])
         if candidates_of[c]:
             part = found.of_class(c)
@@ -563,7 +565,7 @@ def _read_occurrences(
     order = np.flatnonzero(kept)
     order = order[np.argsort(occurrence_group[order], kind="stable")]
     classes, starts = np.unique(occurrence_group[order], return_index=True)
-    stops = np.r_[starts[1:], len(order)]
+    stops = np.append(starts[1:], len(order)) if len(starts) else starts  # no occurrence kept: no class
     del occurrence_group, kept
     keys = [""] * len(vocabulary)
     for key, k in vocabulary.items():

@@ -118,6 +118,11 @@ def test_min_count(setup) -> None:
         loaded, encoded, corpus, attributions, logits, ClassDriverSettings(min_count=4, resamples=100)
     )
     assert (table["texts"] >= 4).all()
+    # No word in enough texts of any class: an empty table with every column (it once failed in a zip).
+    none = class_drivers(
+        loaded, encoded, corpus, attributions, logits, ClassDriverSettings(min_count=len(TEXTS) + 1, resamples=10)
+    )
+    assert none.empty and list(none.columns) == list(CLASS_DRIVER_COLUMNS)
 
 
 def test_regressor_has_one_group_and_the_drop_of_the_predicted_value(setup, tiny_regressor_dir: Path) -> None:
