@@ -13,8 +13,10 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 import shutil
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -158,17 +160,89 @@ def _load_config(
         raise _fail(exc, 2) from exc
 
 
+#: Seconds a Ctrl-C'd run has to stop by itself before its process tree is stopped (see _interruptible).
+INTERRUPT_GRACE_SECONDS = 20.0
+
+
+def _stop_process_tree(grace: float) -> None:
+    """After ``grace`` seconds, stop this process's children (Dask workers) and exit with 130 (Ctrl-C).
+
+    Run in a daemon thread by the first Ctrl-C; a run that stops by itself exits before it fires.
+    The temporary Prefect server's watchdog stops the server once this process is gone.
+    """
+    import psutil
+
+    time.sleep(grace)
+    line = f"error: interrupted; the run did not stop within {grace:g} s, so its processes were stopped"
+    print(line, file=sys.stderr)
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        try:
+            child.terminate()
+        except psutil.Error:
+            continue
+    _, alive = psutil.wait_procs(children, timeout=5)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.Error:
+            continue
+    os._exit(130)
+
+
+@contextmanager
+def _interruptible(grace: float | None = None) -> Iterator[threading.Event]:
+    """Ctrl-C stops the flow run inside, even where Python drops the ``KeyboardInterrupt``.
+
+    Python raises a signal's exception wherever the main thread is, and drops it ("Exception
+    ignored in") when that is a garbage-collector callback, such as distributed's GC diagnostics:
+    the Dask workers had died of the same Ctrl-C and the run then waited forever. So the first
+    Ctrl-C also starts :func:`_stop_process_tree`, a run that returns after a Ctrl-C still exits
+    with 130, and a second Ctrl-C stops everything at once. The handler is installed explicitly: a
+    process started in the background inherits SIGINT as ignored.
+    """
+    import signal
+
+    grace = INTERRUPT_GRACE_SECONDS if grace is None else grace
+    interrupted = threading.Event()
+
+    def stop(signum: int, frame: object) -> None:
+        if interrupted.is_set():  # a second Ctrl-C: stop now
+            threading.Thread(target=_stop_process_tree, args=(0.0,), daemon=True).start()
+        else:
+            interrupted.set()
+            threading.Thread(target=_stop_process_tree, args=(grace,), daemon=True).start()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _run_flow(flow_function: Callable[[Any], dict[str, Any]], settings: Any, *known: type[Exception]) -> dict[str, Any]:
-    """Run a flow; a known failure prints one line and exits 1 (the run is already marked failed)."""
+    """Run a flow; a known failure prints one line and exits 1 (the run is already marked failed).
+
+    Ctrl-C stops it with exit code 130 (:func:`_interruptible`).
+    """
     from flows.runners import start_prefect_api
 
     try:
-        start_prefect_api(lambda line: console.print(f"[yellow]warning:[/] {line}"))
-        return flow_function(settings)
+        with _interruptible() as interrupted:
+            start_prefect_api(lambda line: console.print(f"[yellow]warning:[/] {line}"))
+            summary = flow_function(settings)
     except (ValueError, *_known_errors(), *known) as exc:
         if _DEBUG["on"]:
             raise
         raise _fail(exc, 1) from exc
+    except KeyboardInterrupt as exc:
+        console.print("[red]error:[/] interrupted (Ctrl-C); finished stages are cached: run again to resume")
+        raise typer.Exit(130) from exc
+    if interrupted.is_set():  # the interrupt was dropped inside and the run went on to its end
+        console.print("[red]error:[/] interrupted (Ctrl-C) after the run had finished its stages")
+        raise typer.Exit(130)
+    return summary
 
 
 def typeable(command: str = "xattr") -> str:

@@ -290,5 +290,7 @@ def test_ctrl_c_stops_a_dask_run_and_leaves_no_process(
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-    assert code != 0 and took < 90
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    state = f"SIGINT here: {signal.getsignal(signal.SIGINT)}, blocked {sorted(blocked)}"
+    assert code != 0 and took < 90, f"exit {code} after {took:.1f} s; {state}\n" + output.read_text(errors="replace")[-3000:]
     assert _wait_session_empty(process, 30) == [], output.read_text(errors="replace")[-2000:]

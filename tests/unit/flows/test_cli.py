@@ -191,3 +191,85 @@ def test_the_viewer_and_ui_lines_never_break_a_path_at_80_columns(tmp_path) -> N
     lines = narrow.export_text().splitlines()
     assert any(line.endswith(summary["viewer"]) for line in lines)
     assert any(line.endswith(f"xattr ui --workdir {tmp_path / ('w' * 40)}") for line in lines)
+
+
+#: A flow that drops its Ctrl-C (as Python drops it inside a garbage-collector callback) and goes on
+#: for a minute, with a child process (as a Dask worker) that would outlive it.
+_DROPS_ITS_INTERRUPT = """
+import subprocess, sys, time
+import typer
+import flows.cli as cli
+
+def flow(settings):
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    print(child.pid, flush=True)
+    try:
+        time.sleep(60)
+    except KeyboardInterrupt:
+        pass
+    time.sleep(60)
+    return {}
+
+cli.INTERRUPT_GRACE_SECONDS = 1.0
+try:
+    cli._run_flow(flow, None)
+except typer.Exit as exc:
+    sys.exit(exc.exit_code)
+"""
+
+
+def test_a_ctrl_c_dropped_inside_a_run_still_stops_it_and_its_children() -> None:
+    import os
+    import signal
+    import subprocess
+
+    import psutil
+
+    env = os.environ | {"PREFECT_API_URL": "http://127.0.0.1:9/api"}  # set: no temporary server is started
+    process = subprocess.Popen(
+        [sys.executable, "-c", _DROPS_ITS_INTERRUPT],
+        cwd=Path(__file__).resolve().parents[3],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        child = int(process.stdout.readline())
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert code == 130, process.stderr.read()
+    assert "interrupted; the run did not stop within 1 s, so its processes were stopped" in process.stderr.read()
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_run_interrupted_normally_exits_130_with_one_line() -> None:
+    import os
+    import signal
+    import subprocess
+
+    script = _DROPS_ITS_INTERRUPT.replace(
+        "    except KeyboardInterrupt:\n        pass\n", "    finally:\n        child.kill()\n"
+    )
+    env = os.environ | {"PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[3],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        process.stdout.readline()
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    out = process.stdout.read()
+    assert code == 130 and "interrupted (Ctrl-C); finished stages are cached" in out, out
+    assert "did not stop within" not in process.stderr.read()
