@@ -31,6 +31,7 @@ from xattr.reporting.viewer import (
 )
 from xattr.reporting.words import (
     add_share_totals,
+    corpus_words,
     top_word_lists,
     word_scores,
     word_share_totals,
@@ -297,8 +298,9 @@ def corpus_top_words(
     aligned = {m: (ref, list(_PIECE_COLUMNS)) for m, ref in attributions.items()}
     totals: dict[str, list[pd.DataFrame]] = {m: [] for m in attributions}
     for chunk in corpus_chunks(corpus, layout=layout, columns=["text", "text_pair"], aligned=aligned):
+        words = corpus_words(chunk.frame)  # once per shard, for every method
         for m in attributions:
-            totals[m].append(word_share_totals(word_scores(chunk.tables[m].to_pandas(), chunk.frame)))
+            totals[m].append(word_share_totals(word_scores(chunk.tables[m].to_pandas(), chunk.frame, words=words)))
     return {m: top_word_lists(signed=signed[m], totals=add_share_totals(totals[m])) for m in attributions}
 
 

@@ -141,3 +141,56 @@ def test_share_totals_of_shards_add_up_to_the_corpus_ranking() -> None:
     per_text = share[share["word"] == "good"].groupby("doc_id")["share"].sum()
     row = totals[totals["word"] == "good"].iloc[0]
     assert row["share"] / row["texts"] == pytest.approx(per_text.mean(), rel=1e-12) and row["texts"] == len(per_text)
+
+
+def _reference_word_table(attributions: pd.DataFrame, corpus: pd.DataFrame) -> pd.DataFrame:
+    """A second implementation of ``word_table``: one Python lookup per word (the code before the arrays)."""
+    from xattr.models.alignment import word_spans
+
+    summed = word_sums(attributions)
+    spans = {}
+    for doc_id, text, pair in zip(corpus["doc_id"], corpus["text"], corpus["text_pair"], strict=True):
+        segments = [text] + ([pair] if isinstance(pair, str) else [])
+        spans[doc_id] = [(k, s, e, seg[s:e]) for k, seg in enumerate(segments) for s, e in word_spans(seg)]
+    located = [spans[d][w] for d, w in zip(summed["doc_id"], summed["word_index"], strict=True)]
+    for at, (name, values) in enumerate(
+        [
+            ("segment", [x[0] for x in located]),
+            ("char_start", [x[1] for x in located]),
+            ("char_end", [x[2] for x in located]),
+            ("surface", [x[3] for x in located]),
+            ("word", [normalise_word(x[3]) for x in located]),
+        ]
+    ):
+        summed.insert(4 + at, name, values)
+    return summed
+
+
+def test_word_table_equals_a_per_word_lookup_on_mixed_texts() -> None:
+    from xattr.reporting.words import corpus_words, word_table
+
+    rng = np.random.default_rng(3)
+    vocabulary = ["Good", "film,", "“Great”", "RAM", "...", "i7", "naïve", "x", "(ok)", "16GB"]
+    texts = [" ".join(rng.choice(vocabulary, size=rng.integers(1, 9))) for _ in range(60)]
+    pairs = [None if i % 3 else " ".join(rng.choice(vocabulary, size=3)) for i in range(60)]
+    corpus = pd.DataFrame({"doc_id": [f"d{i}" for i in range(60)], "text": texts, "text_pair": pairs})
+    rows = []
+    for i in rng.permutation(60)[:45]:
+        count = len(texts[i].split()) + (len(pairs[i].split()) if pairs[i] else 0)
+        rows += [(f"d{i}", -1, 1.0)] + [(f"d{i}", int(w), float(rng.normal())) for w in rng.integers(0, count, 6)]
+    attributions = _attributions(rows)
+    expected = _reference_word_table(attributions, corpus)
+    pd.testing.assert_frame_equal(word_table(attributions, corpus), expected)
+    shared = corpus_words(corpus)
+    pd.testing.assert_frame_equal(word_table(attributions, corpus, words=shared), expected)
+    assert expected["segment"].max() == 1 and (expected["word"] == "").any()  # pair words and punctuation met
+
+
+def test_word_table_names_a_document_or_word_it_cannot_place() -> None:
+    from xattr.reporting.words import word_table
+
+    corpus = pd.DataFrame({"doc_id": ["a"], "text": ["good film"], "text_pair": [None]})
+    with pytest.raises(KeyError, match="b"):
+        word_table(_attributions([("b", 0, 1.0)]), corpus)
+    with pytest.raises(IndexError, match="word 2 of document 'a', which has 2 words"):
+        word_table(_attributions([("a", 2, 1.0)]), corpus)
