@@ -412,7 +412,9 @@ class _Occurrences:
     regressor's value). Per occurrence, class by class and in corpus order within a class (text by
     text, unit by unit): ``row`` (corpus position), ``code`` (into ``keys``) and ``attribution``;
     ``spans`` gives each class's slice. Occurrences of keys seen in fewer than ``min_count`` texts
-    of their class are already dropped.
+    of their class are already dropped. Per occurrence too, the token positions its masked text
+    masks: ``tokens[token_start:token_start + token_count]`` (pass 2 masks them without finding
+    the text's units again).
     """
 
     group: np.ndarray
@@ -424,6 +426,14 @@ class _Occurrences:
     kinds: np.ndarray
     vocabulary: dict[str, int]
     spans: dict[int, tuple[int, int]]
+    token_start: np.ndarray
+    token_count: np.ndarray
+    tokens: np.ndarray
+
+    def masked_tokens(self, k: int) -> tuple[int, ...]:
+        """The token positions occurrence ``k`` masks (its unit's tokens, recorded in pass 1)."""
+        start = int(self.token_start[k])
+        return tuple(self.tokens[start : start + int(self.token_count[k])].tolist())
 
     def class_texts(self, c: int) -> int:
         return int((self.group == c).sum())
@@ -506,6 +516,8 @@ def _read_occurrences(
     kinds: list[int] = []
     texts_per_key: Counter[tuple[int, int]] = Counter()  # (class, code) -> texts of the class with the key
     groups, outputs, rows, codes, scores_ = [], [], [], [], []
+    masked: list[int] = []  # every occurrence's token positions, one after another
+    counts: list[int] = []
     done = 0
     for chunk in chunks(True):
         n = len(chunk.doc_ids)
@@ -530,8 +542,11 @@ def _read_occurrences(
                     code = vocabulary[unit.key] = len(vocabulary)
                     kinds.append(_KINDS.index(unit.kind))
                 texts_per_key[g, code] += 1  # a text's units have distinct keys
-                if unit_tokens(unit, tokens_of) is None:  # truncation cut a word: masking would change nothing
+                tokens = unit_tokens(unit, tokens_of)
+                if tokens is None:  # truncation cut a word: masking would change nothing
                     continue
+                masked.extend(tokens)
+                counts.append(len(tokens))
                 row_c.append(done + i)
                 code_c.append(code)
                 score_c.append(math.fsum(scores.get(w, 0.0) for w in unit.words))
@@ -554,6 +569,13 @@ def _read_occurrences(
     codes.clear()
     attribution = np.concatenate(scores_) if scores_ else np.zeros(0)
     scores_.clear()
+    token_count = np.asarray(counts, dtype=np.int32)
+    counts.clear()
+    token_start = (
+        np.concatenate([[0], np.cumsum(token_count[:-1], dtype=np.int64)]) if len(token_count) else token_count
+    )
+    tokens = np.asarray(masked, dtype=np.int32)
+    masked.clear()
     # The min_count filter: counts over the whole class, so only after the last chunk.
     width = max(len(vocabulary), 1)
     pairs = np.array([g * width + k for g, k in texts_per_key], dtype=np.int64)
@@ -580,6 +602,9 @@ def _read_occurrences(
         kinds=np.asarray(kinds, dtype=np.int8),
         vocabulary=vocabulary,
         spans={int(c): (int(a), int(b)) for c, a, b in zip(classes, starts, stops, strict=True)},
+        token_start=token_start[order],
+        token_count=token_count[order],
+        tokens=tokens,
     )
 
 
@@ -594,7 +619,8 @@ def _masked_probabilities(
     """Pass 2: the class probability of every occurrence of a top candidate with it masked (NaN elsewhere).
 
     Each class's masked texts are predicted ``batch_size * 8`` at a time in its occurrences' order,
-    as one chunk would: a class's pending texts (fewer than that) wait for the next chunk.
+    as one chunk would: a class's pending texts (fewer than that) wait for the next chunk. The
+    tokens masked are those pass 1 recorded; the chunks give the encoded texts.
     """
     out = np.full(len(found.row), np.nan)
     wanted = np.zeros(len(found.row), dtype=bool)
@@ -630,40 +656,22 @@ def _masked_probabilities(
     cursor = 0  # next job, in corpus order
     for chunk in chunks(False):
         stop = start + len(chunk.doc_ids)
-        first, last = np.searchsorted(job_rows, [start, stop])
-        if last > first:
-            positions = np.unique(job_rows[first:last]) - start
-            units = driver_units([chunk.texts[p] for p in positions], _subset(chunk.pairs, positions), settings)
-            for p, doc_units in zip(positions.tolist(), units, strict=True):
-                enc = chunk.encoded[p]
-                c = int(found.group[start + p])
-                tokens_of = word_tokens(enc)
-                for unit in doc_units:
-                    code = found.vocabulary.get(unit.key)
-                    if code is None or code not in candidates_of[c]:
-                        continue
-                    tokens = unit_tokens(unit, tokens_of)
-                    if tokens is None:
-                        continue
-                    k = job_index[cursor]
-                    if found.row[k] != start + p or found.code[k] != code:
-                        raise ValueError("class drivers: the chunks changed between the two passes")
-                    cursor += 1
-                    pending[c][0].append(int(k))
-                    pending[c][1].append(remove_tokens(enc, tokens, token))
-                    if len(pending[c][0]) == size:
-                        flush(c)
+        last = int(np.searchsorted(job_rows, stop))
+        for k in job_index[cursor:last].tolist():
+            row = int(found.row[k])
+            c = int(found.group[row])
+            pending[c][0].append(k)
+            pending[c][1].append(remove_tokens(chunk.encoded[row - start], found.masked_tokens(k), token))
+            if len(pending[c][0]) == size:
+                flush(c)
+        cursor = last
         start = stop
     for c in sorted(pending):
         if pending[c][0]:
             flush(c)
-    if cursor != total:
-        raise ValueError(f"class drivers: {cursor} masked texts found in the second pass, {total} in the first")
+    if start != len(found.group):
+        raise ValueError(f"class drivers: the second pass read {start} texts, the first {len(found.group)}")
     return out
-
-
-def _subset(values: Sequence[str | None] | None, positions: np.ndarray) -> list[str | None] | None:
-    return None if values is None else [values[p] for p in positions.tolist()]
 
 
 def _groups(loaded: LoadedModel, logits: np.ndarray) -> np.ndarray:
