@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,18 +197,27 @@ def write_artifact(
     return ref
 
 
-def _parquet_file(source: pa.NativeFile, artifact: str, path: Path) -> pq.ParquetFile:
+def _parquet_file(source: pa.NativeFile, artifact: str, path: Path, dictionary: Sequence[str] = ()) -> pq.ParquetFile:
     try:
-        return pq.ParquetFile(source)
+        return pq.ParquetFile(source, read_dictionary=list(dictionary) or None)
     except (pa.ArrowException, OSError) as exc:
         raise StorageError(artifact, f"cannot read Parquet file {path}: {exc}") from exc
 
 
 def _read_table(
-    source: pa.NativeFile, kind: str, artifact: str, path: Path, columns: list[str] | None = None
+    source: pa.NativeFile,
+    kind: str,
+    artifact: str,
+    path: Path,
+    columns: list[str] | None = None,
+    dictionary: Sequence[str] = (),
 ) -> pa.Table:
-    parquet = _parquet_file(source, artifact, path)
-    check_schema(parquet.schema_arrow, kind, artifact=artifact)
+    parquet = _parquet_file(source, artifact, path, dictionary)
+    schema = parquet.schema_arrow
+    if dictionary:  # checked as stored: a column read as a dictionary holds the stored values
+        plain = [f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in schema]
+        schema = pa.schema(plain, metadata=schema.metadata)
+    check_schema(schema, kind, artifact=artifact)
     try:
         return parquet.read(columns=columns)
     except (pa.ArrowException, OSError) as exc:
@@ -238,21 +247,28 @@ def _check_table_ref(ref: ArtifactRef) -> None:
         )
 
 
-def _read_file(ref: ArtifactRef, verify_hash: bool, columns: list[str] | None) -> pa.Table:
+def _read_file(
+    ref: ArtifactRef, verify_hash: bool, columns: list[str] | None, dictionary: Sequence[str] = ()
+) -> pa.Table:
     path = Path(ref.path)
     if verify_hash:
         source: pa.NativeFile = pa.BufferReader(read_verified(path, ref.sha256, artifact=ref.name))
     else:
         source = _open_local(path, ref.name)
     with source:
-        table = _read_table(source, ref.kind, ref.name, path, columns)
+        table = _read_table(source, ref.kind, ref.name, path, columns, dictionary)
     if table.num_rows != ref.rows:
         raise StorageError(ref.name, f"row count mismatch: reference records {ref.rows}, file has {table.num_rows}")
     return table
 
 
 def read_artifact(
-    ref: ArtifactRef, *, verify_hash: bool = True, rows: range | None = None, columns: list[str] | None = None
+    ref: ArtifactRef,
+    *,
+    verify_hash: bool = True,
+    rows: range | None = None,
+    columns: list[str] | None = None,
+    dictionary: Sequence[str] = (),
 ) -> pa.Table:
     """Read and validate a Parquet artifact: one file, or a dataset of parts (:meth:`ArtifactStore.write_dataset`).
 
@@ -266,9 +282,12 @@ def read_artifact(
             manifest's and each part's read).
         rows: Only these rows (a step-1 range within ``0..ref.rows``); default every row.
         columns: Only these columns, in this order; default every column.
+        dictionary: String columns to read as dictionary arrays (their distinct values once, and
+            an int32 index per row: a token table's ``doc_id`` reads ~4x faster), checked against
+            the kind's schema as their values.
 
     Returns:
-        The table, with the kind's schema and the stored metadata.
+        The table, with the kind's schema (but for ``dictionary``'s columns) and the stored metadata.
 
     Raises:
         StorageError: If the file is missing, its hash differs, its kind or schema version is
@@ -279,7 +298,7 @@ def read_artifact(
     if rows is not None and (rows.step != 1 or rows.start < 0 or rows.stop > ref.rows or rows.start > rows.stop):
         raise StorageError(ref.name, f"rows {rows.start}..{rows.stop} are outside the artifact's {ref.rows} rows")
     if not Path(ref.path).is_dir():
-        table = _read_file(ref, verify_hash, columns)
+        table = _read_file(ref, verify_hash, columns, dictionary)
         return table if rows is None else table.slice(rows.start, len(rows))
     wanted = rows if rows is not None else range(ref.rows)
     tables = []
@@ -287,7 +306,7 @@ def read_artifact(
     for part in dataset_parts(ref, verify_hash=verify_hash):
         stop = start + part.rows
         if start < wanted.stop and wanted.start < stop:
-            table = _read_file(part, verify_hash, columns)
+            table = _read_file(part, verify_hash, columns, dictionary)
             low, high = max(wanted.start, start) - start, min(wanted.stop, stop) - start
             tables.append(table.slice(low, max(high - low, 0)))
         start = stop
@@ -295,7 +314,7 @@ def read_artifact(
         raise StorageError(ref.name, f"row count mismatch: reference records {ref.rows}, the parts hold {start}")
     if not tables:
         first = dataset_parts(ref, verify_hash=verify_hash)[0]
-        return _read_file(first, verify_hash, columns).slice(0, 0)
+        return _read_file(first, verify_hash, columns, dictionary).slice(0, 0)
     return pa.concat_tables(tables)
 
 

@@ -159,11 +159,16 @@ def stored_scores(
     parts = dataset_parts(attributions) if Path(attributions.path).is_dir() else [attributions]
     out: dict[tuple[int, int], torch.Tensor] = {}
     for part in parts:
-        table = read_artifact(part, columns=["doc_id", "target", "token_index", "score"])
+        # doc_id as a dictionary: the part's distinct ids are matched once, the rows by their index.
+        table = read_artifact(part, columns=["doc_id", "target", "token_index", "score"], dictionary=["doc_id"])
+        if not table.num_rows:
+            continue
         starts = np.flatnonzero(table.column("token_index").to_numpy() == 0)
         ends = np.append(starts[1:], table.num_rows)
-        found = pc.index_in(table.column("doc_id").take(pa.array(starts)), value_set=wanted_ids)
-        found = found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        documents = table.column("doc_id").unify_dictionaries()
+        indices = pa.chunked_array([c.indices for c in documents.chunks]).to_numpy()
+        in_part = pc.index_in(documents.chunk(0).dictionary, value_set=wanted_ids)
+        found = in_part.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)[indices[starts]]
         targets = table.column("target").to_numpy()[starts].astype(np.int64)
         at = np.where(found >= 0, positions[np.maximum(found, 0)], -1)
         hit = np.flatnonzero((found >= 0) & (targets < stride) & np.isin(at * stride + targets, wanted_keys))

@@ -694,3 +694,32 @@ def test_dataset_refuses_mixed_kinds_and_a_tampered_manifest(tmp_path: Path) -> 
     assert "differs from the recorded one" in artifact_problem(ref)
     with pytest.raises(StorageError, match="sha256 mismatch"):
         read_artifact(ref)
+
+
+def test_string_columns_read_as_dictionaries_hold_the_same_values(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path, "run")
+    parts = [
+        store.write("neighbours", "stage", "pairs", _neighbour_rows(a, b), part=number)
+        for number, (a, b) in enumerate([(0, 3), (3, 3), (3, 7)])
+    ]
+    ref = store.write_dataset("stage", "pairs", parts)
+    for source in (ref, parts[2]):
+        plain = read_artifact(source)
+        coded = read_artifact(source, dictionary=["doc_id", "neighbour_id"])
+        assert pa.types.is_dictionary(coded.schema.field("doc_id").type)
+        assert coded.schema.field("distance").type == plain.schema.field("distance").type
+        assert coded.column("doc_id").cast(pa.string()).to_pylist() == plain.column("doc_id").to_pylist()
+        assert coded.cast(plain.schema).equals(plain)
+    assert read_artifact(ref, rows=range(2, 5), dictionary=["doc_id"]).column("doc_id").to_pylist() == [
+        "d2",
+        "d3",
+        "d4",
+    ]
+    # The schema check still runs on the stored types: a file of another kind's schema is refused.
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"doc_id": ["a"]}), bad)
+    with pytest.raises(StorageError):
+        read_artifact(
+            dataclasses.replace(parts[0], path=str(bad), sha256=hashlib.sha256(bad.read_bytes()).hexdigest(), rows=1),
+            dictionary=["doc_id"],
+        )
