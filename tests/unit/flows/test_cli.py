@@ -218,43 +218,13 @@ except typer.Exit as exc:
 """
 
 
-def test_a_ctrl_c_dropped_inside_a_run_still_stops_it_and_its_children() -> None:
+def _interrupted(script: str) -> tuple[int, int, str, str]:
+    """Run ``script``; Ctrl-C it once its flow printed its child's pid: (exit code, child pid, stdout, stderr)."""
     import os
     import signal
     import subprocess
-
-    import psutil
 
     env = os.environ | {"PREFECT_API_URL": "http://127.0.0.1:9/api"}  # set: no temporary server is started
-    process = subprocess.Popen(
-        [sys.executable, "-c", _DROPS_ITS_INTERRUPT],
-        cwd=Path(__file__).resolve().parents[3],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        child = int(process.stdout.readline())
-        process.send_signal(signal.SIGINT)
-        code = process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert code == 130, process.stderr.read()
-    assert "interrupted; the run did not stop within 1 s, so its processes were stopped" in process.stderr.read()
-    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
-
-
-def test_a_run_interrupted_normally_exits_130_with_one_line() -> None:
-    import os
-    import signal
-    import subprocess
-
-    script = _DROPS_ITS_INTERRUPT.replace(
-        "    except KeyboardInterrupt:\n        pass\n", "    finally:\n        child.kill()\n"
-    )
-    env = os.environ | {"PREFECT_API_URL": "http://127.0.0.1:9/api"}
     process = subprocess.Popen(
         [sys.executable, "-c", script],
         cwd=Path(__file__).resolve().parents[3],
@@ -264,12 +234,27 @@ def test_a_run_interrupted_normally_exits_130_with_one_line() -> None:
         text=True,
     )
     try:
-        process.stdout.readline()
+        child = int(process.stdout.readline())
         process.send_signal(signal.SIGINT)
-        code = process.wait(timeout=30)
+        out, err = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
-    out = process.stdout.read()
-    assert code == 130 and "interrupted (Ctrl-C); finished stages are cached" in out, out
-    assert "did not stop within" not in process.stderr.read()
+    return process.returncode, child, out, err
+
+
+def test_a_ctrl_c_dropped_inside_a_run_still_stops_it_and_its_children() -> None:
+    import psutil
+
+    code, child, _, err = _interrupted(_DROPS_ITS_INTERRUPT)
+    assert code == 130, err
+    assert "interrupted; the run did not stop within 1 s, so its processes were stopped" in err
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_run_interrupted_normally_exits_130_with_one_line() -> None:
+    dropped, kept = "    except KeyboardInterrupt:\n        pass\n", "    finally:\n        child.kill()\n"
+    assert dropped in _DROPS_ITS_INTERRUPT
+    code, _, out, err = _interrupted(_DROPS_ITS_INTERRUPT.replace(dropped, kept))
+    assert code == 130 and "interrupted (Ctrl-C); finished stages are cached" in out, out + err
+    assert "did not stop within" not in err
